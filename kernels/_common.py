@@ -1,0 +1,91 @@
+"""Backend dispatch and input validation shared by every op.
+
+Backends:
+  "reference" — plain float64 torch, materialises everything: the spec.
+  "torch"     — the fast CPU path: torch ops, tiled over the dictionary, bounded memory.
+  "triton"    — the Triton kernels (CUDA, or the CPU interpreter under TRITON_INTERPRET=1).
+  "auto"      — "triton" for CUDA tensors when Triton imports, else "torch".
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+try:  # Triton is optional: the CPU path never needs it.
+    import triton  # noqa: F401
+    import triton.language as tl  # noqa: F401
+
+    HAS_TRITON = True
+except Exception:  # pragma: no cover - depends on the install
+    triton = None
+    tl = None
+    HAS_TRITON = False
+
+BACKENDS = ("auto", "reference", "torch", "triton")
+
+
+def interpreting() -> bool:
+    """True when Triton runs through its CPU interpreter (TRITON_INTERPRET=1)."""
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on")
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        return "triton" if (device.type == "cuda" and HAS_TRITON) else "torch"
+    if backend == "triton":
+        if not HAS_TRITON:
+            raise RuntimeError("backend='triton' needs the `triton` package (pip install triton)")
+        if device.type != "cuda" and not interpreting():
+            raise RuntimeError(
+                "backend='triton' on CPU tensors needs TRITON_INTERPRET=1 set before corrsteer_kernels is imported"
+            )
+    return backend
+
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def check_float(name: str, t: torch.Tensor, ndim: int | None = None) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be a float tensor (fp32/fp16/bf16/fp64), got {t.dtype}")
+    if ndim is not None and t.dim() != ndim:
+        raise ValueError(f"{name} must have {ndim} dims, got shape {tuple(t.shape)}")
+
+
+def check_finite(name: str, t: torch.Tensor) -> None:
+    """Raise on NaN/inf: a NaN would silently poison every statistic downstream."""
+    if t.numel() and not bool(torch.isfinite(t).all()):
+        bad = int((~torch.isfinite(t)).sum())
+        raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or inf)")
+
+
+def check_lengths(lengths: torch.Tensor, B: int, T: int) -> torch.Tensor:
+    """Validate per-sample lengths [B] in [0, T]; returns them as int64 on their device."""
+    if not isinstance(lengths, torch.Tensor):
+        lengths = torch.as_tensor(lengths)
+    if lengths.dim() != 1 or lengths.shape[0] != B:
+        raise ValueError(f"lengths must have shape [{B}], got {tuple(lengths.shape)}")
+    if lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
+        raise TypeError(f"lengths must be an integer tensor, got {lengths.dtype}")
+    lengths = lengths.long()
+    if B and (int(lengths.min()) < 0 or int(lengths.max()) > T):
+        raise ValueError(f"lengths must lie in [0, {T}], got min {int(lengths.min())}, max {int(lengths.max())}")
+    return lengths
+
+
+def check_pool(pool: str) -> None:
+    if pool not in ("max", "mean"):
+        raise ValueError(f"pool must be 'max' or 'mean', got {pool!r}")
+
+
+def compute_dtype(*dtypes: torch.dtype) -> torch.dtype:
+    """The dtype a kernel multiplies in: the common 16-bit type if all agree, else fp32."""
+    ds = set(dtypes)
+    if len(ds) == 1 and next(iter(ds)) in (torch.float16, torch.bfloat16):
+        return next(iter(ds))
+    return torch.float32

@@ -1,0 +1,16 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="corrsteer",
+    version="0.1.0",
+    description="CorrSteer: correlation-based SAE feature steering, with fused Triton kernels",
+    packages=["corrsteer_kernels"] + find_packages(include=["corrsteer", "corrsteer.*"]),
+    package_dir={"corrsteer_kernels": "kernels"},
+    python_requires=">=3.10",
+    install_requires=["torch>=2.4", "numpy", "safetensors"],
+    extras_require={
+        "triton": ["triton>=3.2"],
+        "test": ["pytest>=7", "numpy", "triton>=3.2; platform_system == 'Linux'"],
+        "bench": ["pytest-benchmark"],
+    },
+)
