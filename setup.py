@@ -10,7 +10,8 @@ setup(
     install_requires=["torch>=2.4", "numpy", "safetensors"],
     extras_require={
         "triton": ["triton>=3.2"],
-        "test": ["pytest>=7", "numpy", "triton>=3.2; platform_system == 'Linux'"],
+        # sae-lens: the tests check SAEWeights.from_sae_lens against sae-lens's own encode/decode
+        "test": ["pytest>=7", "numpy", "triton>=3.2; platform_system == 'Linux'", "sae-lens>=6"],
         "bench": ["pytest-benchmark"],
     },
 )

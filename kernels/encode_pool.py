@@ -116,9 +116,10 @@ def pack_tokens(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 # Fast CPU path: torch, tiled over the dictionary and the tokens
 # ----------------------------------------------------------------------------------------------------------
 def pooled_tiles_torch(x: torch.Tensor, lengths: torch.Tensor, sae: SAEWeights, pool: str,
-                       sink: Callable[[slice, torch.Tensor], None], tile_n: int = CPU_TILE_N) -> None:
+                       sink: Callable[[slice, torch.Tensor], None], tile_n: int | None = None) -> None:
     """Compute pooled activations one dictionary tile at a time; call sink(cols, pooled [B, len(cols)] fp32)."""
     B = x.shape[0]
+    tile_n = tile_n or CPU_TILE_N
     xp = pack_tokens(x, lengths).float()
     N = xp.shape[0]
     ends = torch.cumsum(lengths, 0).tolist()
@@ -250,9 +251,8 @@ def triton_launch_args(x: torch.Tensor, lengths: torch.Tensor, sae: SAEWeights, 
     )
 
 
-def _encode_pool_triton(x, lengths, sae, pool):
+def _encode_pool_triton(x, lengths, sae, pool, out):
     B = x.shape[0]
-    out = torch.empty(B, sae.d_sae, dtype=torch.float32, device=x.device)
     if B == 0:
         return out
     a = triton_launch_args(x, lengths, sae, pool)
@@ -265,15 +265,23 @@ def _encode_pool_triton(x, lengths, sae, pool):
 # ----------------------------------------------------------------------------------------------------------
 # Public op
 # ----------------------------------------------------------------------------------------------------------
-def encode_pool(x: torch.Tensor, lengths, sae: SAEWeights, pool: str = "max", backend: str = "auto") -> torch.Tensor:
-    """Pooled SAE activations [B, d_sae] (fp32; float64 for backend="reference"). See the module docstring."""
+def encode_pool(x: torch.Tensor, lengths, sae: SAEWeights, pool: str = "max", backend: str = "auto",
+                out: torch.Tensor | None = None) -> torch.Tensor:
+    """Pooled SAE activations [B, d_sae] (fp32; float64 for backend="reference"). See the module docstring.
+
+    out: optional preallocated fp32 [B, d_sae] tensor to write into (contiguous rows)."""
     lengths = check_inputs(x, lengths, sae, pool)
     backend = resolve_backend(backend, x.device)
     if backend == "reference":
-        return encode_pool_reference(x, lengths, sae, pool)
+        ref = encode_pool_reference(x, lengths, sae, pool)
+        return ref if out is None else out.copy_(ref)
+    shape = (x.shape[0], sae.d_sae)
+    if out is None:
+        out = torch.empty(shape, dtype=torch.float32, device=x.device)
+    elif tuple(out.shape) != shape or out.dtype != torch.float32 or out.device != x.device or out.stride(1) != 1:
+        raise ValueError(f"out must be a row-contiguous fp32 tensor of shape {list(shape)} on {x.device}")
     if backend == "triton":
-        return _encode_pool_triton(x, lengths, sae, pool)
-    out = torch.empty(x.shape[0], sae.d_sae, dtype=torch.float32, device=x.device)
+        return _encode_pool_triton(x, lengths, sae, pool, out)
 
     def write(cols, pooled):
         out[:, cols] = pooled

@@ -130,7 +130,13 @@ class SAEWeights:
         if activation == "jumprelu":
             threshold = sae.threshold if hasattr(sae, "threshold") else torch.exp(sae.log_threshold)
         k = int(cfg.k) if activation == "topk" else None
-        return cls(W_enc=sae.W_enc.detach(), b_enc=sae.b_enc.detach(),
-                   b_dec=sae.b_dec.detach() if apply_b_dec else None,
+        W_enc, b_enc, W_dec = sae.W_enc.detach(), sae.b_enc.detach(), sae.W_dec.detach()
+        if getattr(cfg, "rescale_acts_by_decoder_norm", False):
+            # sae-lens scales pre by ||W_dec[j]|| and decodes with W_dec[j] / ||W_dec[j]||: fold both in
+            norm = W_dec.float().norm(dim=-1)
+            W_enc = (W_enc.float() * norm).to(W_enc.dtype)
+            b_enc = (b_enc.float() * norm).to(b_enc.dtype)
+            W_dec = (W_dec.float() / norm[:, None]).to(W_dec.dtype)
+        return cls(W_enc=W_enc, b_enc=b_enc, b_dec=sae.b_dec.detach() if apply_b_dec else None,
                    threshold=None if threshold is None else threshold.detach(), k=k,
-                   activation=activation, W_dec=sae.W_dec.detach())
+                   activation=activation, W_dec=W_dec)
