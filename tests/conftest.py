@@ -26,3 +26,10 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def on_backend(backend, *objs):
+    """Move tensors / SAEWeights to where `backend` runs: CUDA for Triton on a GPU machine, else stay on the CPU."""
+    dev = "cuda" if (backend == "triton" and torch.cuda.is_available()) else "cpu"
+    out = tuple(o.to(dev) if o is not None else None for o in objs)
+    return out if len(out) > 1 else out[0]

@@ -5,7 +5,7 @@ import torch
 import importlib
 
 from cases import make_case
-from conftest import FAST_BACKENDS
+from conftest import FAST_BACKENDS, on_backend
 from corrsteer_kernels import SAEWeights, encode_pool, encode_pool_reference
 
 ep = importlib.import_module("corrsteer_kernels.encode_pool")   # the module, not the function
@@ -67,7 +67,8 @@ def test_fast_paths_match_reference(backend, dtype, activation, pool):
     seed = hash((backend, str(dtype), activation, pool)) % 1000
     x, L, sae = make_case(seed, 5, 23, 37, 101, activation, dtype=dtype, lengths=LENGTHS)
     ref = encode_pool_reference(x, L, sae, pool)
-    out = torch.full((5, 101), float("nan"))                      # poisoned: every entry must be written
+    x, L, sae = on_backend(backend, x, L, sae)
+    out = torch.full((5, 101), float("nan"), device=x.device)   # poisoned: every entry must be written
     got = encode_pool(x, L, sae, pool, backend=backend, out=out)
     assert got.data_ptr() == out.data_ptr()
     check_close(got, ref, dtype)
@@ -77,15 +78,18 @@ def test_fast_paths_match_reference(backend, dtype, activation, pool):
 @pytest.mark.parametrize("wdtype", [torch.float16, torch.bfloat16])
 def test_half_precision_weights(backend, wdtype):
     x, L, sae = make_case(7, 4, 17, 33, 70, "jumprelu", dtype=wdtype, wdtype=wdtype, lengths=[17, 0, 1, 5])
-    check_close(encode_pool(x, L, sae, "max", backend=backend), encode_pool_reference(x, L, sae, "max"), wdtype)
+    ref = encode_pool_reference(x, L, sae, "max")
+    check_close(encode_pool(*on_backend(backend, x, L, sae), "max", backend=backend), ref, wdtype)
 
 
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
 def test_no_b_dec_and_topk_wider_than_dictionary(backend):
     x, L, sae = make_case(3, 3, 6, 16, 20, "relu", b_dec=False, lengths=[6, 2, 0])
-    check_close(encode_pool(x, L, sae, "max", backend=backend), encode_pool_reference(x, L, sae, "max"), None)
+    ref = encode_pool_reference(x, L, sae, "max")
+    check_close(encode_pool(*on_backend(backend, x, L, sae), "max", backend=backend), ref, None)
     x, L, sae = make_case(4, 3, 6, 16, 20, "topk", k=25, lengths=[6, 2, 1])   # k >= d_sae: plain relu
-    check_close(encode_pool(x, L, sae, "mean", backend=backend), encode_pool_reference(x, L, sae, "mean"), None)
+    ref = encode_pool_reference(x, L, sae, "mean")
+    check_close(encode_pool(*on_backend(backend, x, L, sae), "mean", backend=backend), ref, None)
 
 
 @pytest.mark.parametrize("activation", ACTS)
@@ -107,9 +111,11 @@ def test_wide_dictionary_torch_path():
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
 def test_noncontiguous_input_and_all_empty(backend):
     x, L, sae = make_case(6, 4, 10, 24, 40, "relu", lengths=[3, 10, 1, 7])
+    ref = encode_pool_reference(x, L, sae, "max")
+    x, L, sae = on_backend(backend, x, L, sae)
     xt = x.transpose(0, 1).contiguous().transpose(0, 1)          # same values, other strides
     assert not xt.is_contiguous()
-    check_close(encode_pool(xt, L, sae, "max", backend=backend), encode_pool_reference(x, L, sae, "max"), None)
+    check_close(encode_pool(xt, L, sae, "max", backend=backend), ref, None)
     zero = encode_pool(x, torch.zeros(4, dtype=torch.long), sae, "mean", backend=backend)
     assert zero.shape == (4, 40) and zero.abs().sum() == 0
     assert encode_pool(x[:0], L[:0], sae, backend=backend).shape == (0, 40)
@@ -117,7 +123,7 @@ def test_noncontiguous_input_and_all_empty(backend):
 
 @pytest.mark.parametrize("backend", ["reference"] + FAST_BACKENDS)
 def test_bad_inputs_raise(backend):
-    x, L, sae = make_case(8, 2, 5, 12, 30, "relu", lengths=[5, 2])
+    x, L, sae = on_backend(backend, *make_case(8, 2, 5, 12, 30, "relu", lengths=[5, 2]))
     bad = x.clone()
     bad[1, 1, 3] = float("nan")
     with pytest.raises(ValueError, match="non-finite"):

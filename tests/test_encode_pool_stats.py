@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from cases import make_case
-from conftest import FAST_BACKENDS
+from conftest import FAST_BACKENDS, on_backend
 from corrsteer_kernels import CorrStats, encode_pool, encode_pool_reference, encode_pool_stats
 from corrsteer_kernels.corr_stats import FEATURE_FIELDS
 
@@ -39,6 +39,7 @@ def test_fused_matches_reference_over_batches(backend, activation, pool, ykind):
     y = scores(ykind, 14, 1)
     ref = encode_pool_reference(x, L, sae, pool)
     want, got = CorrStats(d_sae), CorrStats(d_sae)
+    x, L, y, sae = on_backend(backend, x, L, y, sae)
     for rows in (slice(0, 7), slice(7, 14)):                    # streaming: two batches accumulate
         want.update(ref[rows], y[rows])
         encode_pool_stats(x[rows], L[rows], y[rows], sae, got, pool, backend=backend)
@@ -50,7 +51,7 @@ def test_fused_matches_reference_over_batches(backend, activation, pool, ykind):
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
 def test_fused_equals_unfused_same_backend(backend):
     x, L, sae = make_case(31, 6, 12, 24, 77, "jumprelu", lengths=[12, 0, 1, 5, 7, 12], dtype=torch.bfloat16)
-    y = scores("binary", 6, 3)
+    x, L, y, sae = on_backend(backend, x, L, scores("binary", 6, 3), sae)
     a = CorrStats(77).update(encode_pool(x, L, sae, "max", backend=backend), y)
     b = encode_pool_stats(x, L, y, sae, CorrStats(77), "max", backend=backend)
     torch.testing.assert_close(b.features, a.features, rtol=1e-12, atol=1e-12)
@@ -69,7 +70,7 @@ def test_fused_wide_dictionary_torch_path():
 
 @pytest.mark.parametrize("backend", ["reference"] + FAST_BACKENDS)
 def test_fused_bad_inputs(backend):
-    x, L, sae = make_case(33, 3, 5, 12, 30, "relu", lengths=[5, 2, 0])
+    x, L, sae = on_backend(backend, *make_case(33, 3, 5, 12, 30, "relu", lengths=[5, 2, 0]))
     stats = CorrStats(30)
     with pytest.raises(ValueError, match="non-finite"):
         encode_pool_stats(x, L, torch.tensor([1.0, float("nan"), 0.0]), sae, stats, backend=backend)
