@@ -139,16 +139,18 @@ class CorrStats:
         return out
 
     def load_state_dict(self, state: dict) -> "CorrStats":
+        """Replace the statistics with `state` (validated whole before anything is written)."""
         missing = [k for k in FEATURE_FIELDS + SCALAR_FIELDS if k not in state]
         if missing:
             raise KeyError(f"CorrStats state is missing {missing}")
-        for i, name in enumerate(FEATURE_FIELDS):
-            t = state[name]
-            if tuple(t.shape) != (self.d_sae,):
-                raise ValueError(f"state[{name!r}] has shape {tuple(t.shape)}, expected ({self.d_sae},)")
-            self.features[i] = t.to(self.features)
-        for i, name in enumerate(SCALAR_FIELDS):
-            self.scalars[i] = state[name].reshape(-1)[0].to(self.scalars)
+        for name in FEATURE_FIELDS:
+            if tuple(state[name].shape) != (self.d_sae,):
+                raise ValueError(f"state[{name!r}] has shape {tuple(state[name].shape)}, expected ({self.d_sae},)")
+        for name in SCALAR_FIELDS:
+            if state[name].numel() != 1:
+                raise ValueError(f"state[{name!r}] must hold one value, got shape {tuple(state[name].shape)}")
+        self.features.copy_(torch.stack([state[name].to(self.features) for name in FEATURE_FIELDS]))
+        self.scalars.copy_(torch.stack([state[name].reshape(()).to(self.scalars) for name in SCALAR_FIELDS]))
         return self
 
     @classmethod

@@ -35,6 +35,8 @@ def steer_add_reference(hidden, vectors, rows=None, positions=None) -> torch.Ten
 
 def _check(hidden, vectors, rows, positions):
     check_float("hidden", hidden, 3)
+    if hidden.dtype == torch.float64:
+        raise TypeError("hidden must be fp32/fp16/bf16 (a model's residual stream), got float64")
     check_float("vectors", vectors, 2)
     B, T, d = hidden.shape
     if vectors.shape[1] != d:
@@ -74,7 +76,8 @@ if HAS_TRITON:
 
     @triton.jit
     def _steer_add_kernel(h_ptr, v_ptr, rows_ptr, pos_ptr, T, D, stride_hb, stride_ht, stride_vr, stride_pb,
-                          HAS_POS: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
+                          HAS_POS: tl.constexpr, RNE_BF16: tl.constexpr, BLOCK_T: tl.constexpr,
+                          BLOCK_D: tl.constexpr):
         # grid (B, cdiv(T, BLOCK_T)): one program adds one row's vector to a block of its positions, all of d.
         b = tl.program_id(0)
         r = tl.load(rows_ptr + b)
@@ -90,7 +93,12 @@ if HAS_TRITON:
                 ptrs = h_ptr + b.to(tl.int64) * stride_hb + offs_t[:, None] * stride_ht + offs_d[None, :]
                 m = keep[:, None] & mask_d[None, :]
                 h = tl.load(ptrs, mask=m, other=0.0)
-                tl.store(ptrs, (h.to(tl.float32) + v[None, :]).to(h.dtype), mask=m)
+                out = h.to(tl.float32) + v[None, :]
+                if RNE_BF16:  # the interpreter truncates fp32 -> bf16; round to nearest even by hand first
+                    bits = out.to(tl.uint32, bitcast=True)
+                    bits = (bits + (((bits >> 16) & 1) + 0x7FFF)) & 0xFFFF0000
+                    out = bits.to(tl.float32, bitcast=True)
+                tl.store(ptrs, out.to(h.dtype), mask=m)
 
 
 def _steer_triton(hidden, vectors, rows, positions):
@@ -106,7 +114,8 @@ def _steer_triton(hidden, vectors, rows, positions):
     _steer_add_kernel[(B, triton.cdiv(T, BLOCK_T))](
         hidden, vec, rows.contiguous(), pos, T, D, hidden.stride(0), hidden.stride(1), vec.stride(0),
         pos.stride(0) if positions is not None else 0,
-        HAS_POS=positions is not None, BLOCK_T=BLOCK_T, BLOCK_D=BLOCK_D)
+        HAS_POS=positions is not None, RNE_BF16=interpreting() and hidden.dtype == torch.bfloat16,
+        BLOCK_T=BLOCK_T, BLOCK_D=BLOCK_D)
 
 
 def steer_add_(hidden: torch.Tensor, vectors: torch.Tensor, rows=None, positions=None,
@@ -125,6 +134,8 @@ def steer_add_(hidden: torch.Tensor, vectors: torch.Tensor, rows=None, positions
 
 def _as_padded(features, coefficients):
     if isinstance(features, torch.Tensor):
+        if features.dtype.is_floating_point or features.dtype == torch.bool:
+            raise TypeError(f"features must be integer indices, got {features.dtype}")
         f = features.long().cpu()
         c = torch.as_tensor(coefficients, dtype=torch.float64).cpu()
     else:
