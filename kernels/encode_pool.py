@@ -126,18 +126,19 @@ def pooled_tiles_torch(x: torch.Tensor, lengths: torch.Tensor, sae: SAEWeights, 
     starts = [e - n for e, n in zip(ends, lengths.tolist())]
     thr_t = token_thresholds(xp, sae) if sae.activation == "topk" else None
     W, b_eff, thr_f = sae.W_enc, sae.effective_bias(), sae.feature_threshold()
-    relu_only = sae.activation == "relu"
+    # max-pool with per-feature thresholds only (relu, jumprelu): max_t act_t = (m if m > thr else 0) where
+    # m = max_t pre_t, so the activation never needs to touch the [tokens, tile] matrix
+    pool_then_threshold = pool == "max" and thr_t is None
     step = max(1, CPU_TILE_ELEMENTS // tile_n)
     for j in range(0, sae.d_sae, tile_n):
         cols = slice(j, min(sae.d_sae, j + tile_n))
         Wt = W[:, cols].float()
-        pooled = torch.zeros(B, Wt.shape[1], dtype=torch.float32, device=x.device)
+        init = float("-inf") if pool_then_threshold else 0.0
+        pooled = torch.full((B, Wt.shape[1]), init, dtype=torch.float32, device=x.device)
         for s in range(0, N, step):
             e = min(N, s + step)
             pre = torch.addmm(b_eff[cols], xp[s:e], Wt)
-            if relu_only:
-                pre.clamp_(min=0)
-            else:
+            if not pool_then_threshold:
                 drop = pre <= thr_f[cols]
                 if thr_t is not None:
                     drop |= pre < thr_t[s:e, None]
@@ -151,7 +152,9 @@ def pooled_tiles_torch(x: torch.Tensor, lengths: torch.Tensor, sae: SAEWeights, 
                     torch.maximum(pooled[b], seg.amax(0), out=pooled[b])
                 else:
                     pooled[b] += seg.sum(0)
-        if pool == "mean":
+        if pool_then_threshold:
+            pooled.masked_fill_(~(pooled > thr_f[cols]), 0.0)
+        elif pool == "mean":
             pooled /= lengths.clamp(min=1).float()[:, None]
         sink(cols, pooled)
 
