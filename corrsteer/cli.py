@@ -1,0 +1,83 @@
+"""corrsteer command line: `corrsteer train-sae ...` (more subcommands come with the pipeline)."""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+
+def _layers(text: str | None):
+    if not text:
+        return None
+    out = []
+    for part in text.split(","):
+        a, _, b = part.partition("-")
+        out.extend(range(int(a), int(b) + 1) if b else [int(a)])
+    return out
+
+
+def quality_table(rows: list[dict]) -> str:
+    lines = ["| layer | hook | d_sae | k | FVE | L0 | dead | s |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['layer']} | {r['hook']} | {r['d_sae']} | {r['k']} | {r['fve']:.3f} | {r['l0']:.1f} | "
+                     f"{100 * r['dead']:.1f}% | {r['seconds']:.1f} |")
+    fves = [r["fve"] for r in rows]
+    lines.append(f"\nFVE min {min(fves):.3f}, median {statistics.median(fves):.3f}; "
+                 f"dead max {100 * max(r['dead'] for r in rows):.1f}%")
+    return "\n".join(lines)
+
+
+def cmd_train_sae(args) -> int:
+    from .models import load_model
+    from .paths import sae_cache_dir
+    from .train_sae import TrainConfig, train_bank
+
+    t0 = time.time()
+    lm = load_model(args.model)
+    out = sae_cache_dir(lm.name, args.sae_dir)
+    print(f"corrsteer: SAEs for {lm.name} ({lm.n_layers} layers, d_model {lm.d_model}) -> {out}", file=sys.stderr)
+    cfg = TrainConfig(d_sae=args.d_sae, k=args.k, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                      seed=args.seed)
+    rows = train_bank(lm, out, layers=_layers(args.layers), point=args.hook, cfg=cfg,
+                      train_tokens=args.train_tokens, eval_tokens=args.eval_tokens, dataset=args.dataset,
+                      force=args.force)
+    meta, rows = rows[-1], rows[:-1]
+    table = quality_table(rows)
+    total = time.time() - t0
+    summary = (f"held-out: {meta['eval_tokens']} tokens of text not trained on (first position and the shared "
+               f"system prompt excluded); activations collected in {meta['collect_seconds']:.0f} s; "
+               f"total {total:.0f} s")
+    print(table + "\n" + summary)
+    (out / "quality.md").write_text(f"# SAEs for {lm.name}\n\n{table}\n\n{summary}\n")
+    (out / "quality.json").write_text(json.dumps(dict(model=lm.name, rows=rows, **meta, total_seconds=total),
+                                                 indent=2))
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="corrsteer", description="CorrSteer: correlation-based SAE steering")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train-sae", help="train TopK SAEs for a model's layers and cache them (sae-lens format)")
+    t.add_argument("--model", default="default", help="default | gemma3-270m | path.gguf | HF dir | HF id")
+    t.add_argument("--layers", default=None, help="e.g. 0-29 or 3,15,27 (default: all)")
+    t.add_argument("--hook", default="post", choices=["post", "pre"], help="resid_post (layer output) or resid_pre")
+    t.add_argument("--d-sae", type=int, default=2304)
+    t.add_argument("--k", type=int, default=32)
+    t.add_argument("--epochs", type=float, default=3.0)
+    t.add_argument("--batch-size", type=int, default=1024)
+    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--train-tokens", type=int, default=80_000)
+    t.add_argument("--eval-tokens", type=int, default=8_000)
+    t.add_argument("--dataset", default=None, help="HF dataset name[:config] with a text column (online only)")
+    t.add_argument("--sae-dir", default=None, help="where to save (default $CORRSTEER_SAE_DIR or ~/.cache/corrsteer/saes/<model>)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--force", action="store_true", help="retrain layers that are already cached")
+    t.set_defaults(fn=cmd_train_sae)
+    args = ap.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

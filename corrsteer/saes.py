@@ -1,0 +1,183 @@
+"""SAE banks: one SAE per layer with the hook point it was trained on, in sae-lens's formats.
+
+    bank = load_bank("release:gemma-scope-2b-pt-res-canonical", layers=range(26), lm=lm)   # sae-lens release
+    bank = load_bank("/path/to/dir", lm=lm)          # a sae-lens directory, or a folder of them (one per layer)
+    bank = load_bank("trained", lm=lm)               # the SAEs `corrsteer train-sae` cached for lm
+
+A sae-lens directory is cfg.json + sae_weights.safetensors; cfg.json's metadata.hook_name says where the SAE
+reads the residual (blocks.L.hook_resid_post = output of decoder layer L; hook_resid_pre = its input).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from corrsteer_kernels import SAEWeights
+
+from .hooks import HookPoint
+from .paths import sae_cache_dir
+
+# sae-lens id templates per release ({L} = layer)
+RELEASE_IDS = {
+    "gemma-scope-2b-pt-res-canonical": "layer_{L}/width_16k/canonical",
+    "gemma-scope-9b-pt-res-canonical": "layer_{L}/width_16k/canonical",
+    "llama_scope_lxr_8x": "l{L}r_8x",
+    "gemma-scope-2-270m-pt-res-all": "layer_{L}_width_16k_l0_small",
+}
+_ARCH = {"relu": "standard", "jumprelu": "jumprelu", "topk": "topk"}
+
+
+@dataclass
+class BankEntry:
+    sae: SAEWeights
+    hook: HookPoint
+    source: str
+
+
+class SAEBank:
+    """{layer index: BankEntry}; iterate in layer order."""
+
+    def __init__(self, entries: dict[int, BankEntry], model_name: str | None = None):
+        self.entries = dict(sorted(entries.items()))
+        self.model_name = model_name
+
+    def __getitem__(self, layer: int) -> BankEntry:
+        return self.entries[layer]
+
+    def __iter__(self):
+        return iter(self.entries.items())
+
+    def __len__(self):
+        return len(self.entries)
+
+    @property
+    def layers(self) -> list[int]:
+        return list(self.entries)
+
+    def to(self, device=None, dtype=None) -> "SAEBank":
+        return SAEBank({L: BankEntry(e.sae.to(device, dtype), e.hook, e.source) for L, e in self},
+                       self.model_name)
+
+    def check(self, lm) -> "SAEBank":
+        """Fail clearly if an SAE does not fit the model: width or hook layer."""
+        for L, e in self:
+            if e.sae.d_in != lm.d_model:
+                raise ValueError(f"SAE for layer {L} ({e.source}) reads d_in={e.sae.d_in} but {lm.name} is "
+                                 f"{lm.d_model} wide")
+            if e.hook.layer >= lm.n_layers:
+                raise ValueError(f"SAE {e.source} hooks {e.hook.hook_name} but {lm.name} has only "
+                                 f"{lm.n_layers} layers (0..{lm.n_layers - 1})")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the sae-lens directory format (read and written without importing sae-lens)
+# ---------------------------------------------------------------------------------------------------------------
+def save_sae_dir(path, sae: SAEWeights, hook: HookPoint, model_name: str = "", extra: dict | None = None) -> Path:
+    """Write cfg.json + sae_weights.safetensors as sae-lens 6 writes them (loadable by SAE.load_from_disk)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    tmp.mkdir(parents=True, exist_ok=True)
+    tensors = {"W_enc": sae.W_enc, "b_enc": sae.b_enc, "W_dec": sae.W_dec,
+               "b_dec": sae.b_dec if sae.b_dec is not None else torch.zeros(sae.d_in)}
+    if sae.activation == "jumprelu":
+        tensors["threshold"] = sae.threshold
+    save_file({k: v.detach().float().contiguous().cpu() for k, v in tensors.items()}, tmp / "sae_weights.safetensors")
+    cfg = {"d_in": sae.d_in, "d_sae": sae.d_sae, "dtype": "float32", "device": "cpu",
+           "apply_b_dec_to_input": sae.b_dec is not None, "normalize_activations": "none",
+           "reshape_activations": "none", "architecture": _ARCH[sae.activation],
+           "metadata": {"hook_name": hook.hook_name, "model_name": model_name, **(extra or {})}}
+    if sae.activation == "topk":
+        cfg.update(k=sae.k, rescale_acts_by_decoder_norm=False)
+    (tmp / "cfg.json").write_text(json.dumps(cfg, indent=2))
+    if path.exists():
+        for f in path.iterdir():
+            f.unlink()
+        path.rmdir()
+    tmp.rename(path)
+    return path
+
+
+def load_sae_dir(path, device="cpu") -> BankEntry:
+    """Read a sae-lens directory (standard, jumprelu or topk architecture)."""
+    path = Path(path)
+    if not (path / "cfg.json").exists() or not (path / "sae_weights.safetensors").exists():
+        raise FileNotFoundError(f"{path} is not a sae-lens SAE directory (needs cfg.json and sae_weights.safetensors)")
+    cfg = json.loads((path / "cfg.json").read_text())
+    arch = cfg.get("architecture", "standard")
+    acts = {v: k for k, v in _ARCH.items()}
+    if arch not in acts:
+        raise ValueError(f"{path}: unsupported architecture {arch!r} (supported: {sorted(acts)})")
+    if cfg.get("normalize_activations", "none") != "none":
+        raise ValueError(f"{path}: normalize_activations={cfg['normalize_activations']!r} is not supported")
+    hook_name = (cfg.get("metadata") or {}).get("hook_name") or cfg.get("hook_name")
+    if not hook_name:
+        raise ValueError(f"{path}: cfg.json names no hook (metadata.hook_name)")
+    w = load_file(str(path / "sae_weights.safetensors"), device=str(device))
+    for key in ("W_enc", "b_enc", "W_dec"):
+        if key not in w:
+            raise ValueError(f"{path}: sae_weights.safetensors lacks {key}")
+    if tuple(w["W_enc"].shape) != (cfg["d_in"], cfg["d_sae"]):
+        raise ValueError(f"{path}: W_enc is {tuple(w['W_enc'].shape)} but cfg.json says d_in={cfg['d_in']}, "
+                         f"d_sae={cfg['d_sae']}")
+    W_dec = w["W_dec"]
+    b_enc = w["b_enc"]
+    W_enc = w["W_enc"]
+    if cfg.get("rescale_acts_by_decoder_norm"):
+        norm = W_dec.float().norm(dim=-1)
+        W_enc, b_enc, W_dec = W_enc * norm, b_enc * norm, W_dec / norm[:, None]
+    sae = SAEWeights(W_enc=W_enc, b_enc=b_enc, b_dec=w.get("b_dec") if cfg.get("apply_b_dec_to_input", True) else None,
+                     threshold=w.get("threshold"), k=cfg.get("k"), activation=acts[arch], W_dec=W_dec)
+    return BankEntry(sae, HookPoint.parse(hook_name), str(path))
+
+
+def _from_release(release: str, layers, id_template: str | None, device) -> dict[int, BankEntry]:
+    try:
+        from sae_lens import SAE
+    except ImportError as e:
+        raise ImportError("loading a sae-lens release needs `pip install sae-lens`") from e
+    template = id_template or RELEASE_IDS.get(release)
+    if template is None:
+        raise ValueError(f"no id template known for release {release!r}: pass one, e.g. 'layer_{{L}}/width_16k/canonical'")
+    out = {}
+    for L in layers:
+        sae_id = template.format(L=L)
+        sae = SAE.from_pretrained(release, sae_id, device=str(device))
+        sae = sae[0] if isinstance(sae, tuple) else sae
+        out[L] = BankEntry(SAEWeights.from_sae_lens(sae), HookPoint.parse(sae.cfg.metadata.hook_name),
+                           f"{release}/{sae_id}")
+    return out
+
+
+def load_bank(source: str, lm=None, layers=None, id_template: str | None = None, device="cpu",
+              sae_dir=None) -> SAEBank:
+    """Load an SAE bank from "release:<name>", "trained" (the cache of `corrsteer train-sae`), or a path."""
+    model_name = lm.name if lm is not None else None
+    if source.startswith("release:"):
+        if layers is None:
+            if lm is None:
+                raise ValueError("loading a release needs layers= or lm=")
+            layers = range(lm.n_layers)
+        entries = _from_release(source[len("release:"):], layers, id_template, device)
+    else:
+        path = sae_cache_dir(model_name or "", sae_dir) if source == "trained" else Path(source)
+        if not path.exists():
+            hint = " (run `corrsteer train-sae` first)" if source == "trained" else ""
+            raise FileNotFoundError(f"no SAEs at {path}{hint}")
+        dirs = [path] if (path / "cfg.json").exists() else sorted(p for p in path.iterdir()
+                                                                   if (p / "cfg.json").exists())
+        if not dirs:
+            raise FileNotFoundError(f"no sae-lens SAE directories under {path}")
+        entries = {}
+        for d in dirs:
+            e = load_sae_dir(d, device)
+            if layers is None or e.hook.layer in layers:
+                if e.hook.layer in entries:
+                    raise ValueError(f"two SAEs for layer {e.hook.layer}: {entries[e.hook.layer].source} and {d}")
+                entries[e.hook.layer] = e
+    bank = SAEBank(entries, model_name)
+    return bank.check(lm) if lm is not None else bank
