@@ -90,7 +90,9 @@ def save_sae_dir(path, sae: SAEWeights, hook: HookPoint, model_name: str = "", e
     cfg = {"d_in": sae.d_in, "d_sae": sae.d_sae, "dtype": "float32", "device": "cpu",
            "apply_b_dec_to_input": sae.b_dec is not None, "normalize_activations": "none",
            "reshape_activations": "none", "architecture": _ARCH[sae.activation],
-           "metadata": {"hook_name": hook.hook_name, "model_name": model_name, **(extra or {})}}
+           # sae_lens_version marks the 6.x cfg layout (older layouts keep hook_name at the top level)
+           "metadata": {"sae_lens_version": "6.0.0", "written_by": "corrsteer", "hook_name": hook.hook_name,
+                        "model_name": model_name, **(extra or {})}}
     if sae.activation == "topk":
         cfg.update(k=sae.k, rescale_acts_by_decoder_norm=False)
     (tmp / "cfg.json").write_text(json.dumps(cfg, indent=2))

