@@ -38,9 +38,17 @@ def cmd_train_sae(args) -> int:
     lm = load_model(args.model)
     out = sae_cache_dir(lm.name, args.sae_dir)
     print(f"corrsteer: SAEs for {lm.name} ({lm.n_layers} layers, d_model {lm.d_model}) -> {out}", file=sys.stderr)
+    layers = _layers(args.layers) or list(range(lm.n_layers))
+    stored = out / "quality.json"
+    hook = f"hook_resid_{args.hook}"
+    if not args.force and stored.exists() and all((out / f"blocks.{L}.{hook}" / "cfg.json").exists() for L in layers):
+        rows = [r for r in json.loads(stored.read_text())["rows"] if r["layer"] in layers]
+        if len(rows) == len(layers):
+            print(quality_table(rows) + f"\n(cached in {out}; --force retrains)")
+            return 0
     cfg = TrainConfig(d_sae=args.d_sae, k=args.k, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       seed=args.seed)
-    rows = train_bank(lm, out, layers=_layers(args.layers), point=args.hook, cfg=cfg,
+    rows = train_bank(lm, out, layers=layers, point=args.hook, cfg=cfg,
                       train_tokens=args.train_tokens, eval_tokens=args.eval_tokens, dataset=args.dataset,
                       force=args.force)
     meta, rows = rows[-1], rows[:-1]
