@@ -64,6 +64,52 @@ def cmd_train_sae(args) -> int:
     return 0
 
 
+def _bank(lm, args):
+    from .paths import sae_cache_dir
+    from .saes import load_bank
+    from .train_sae import train_bank
+
+    if args.saes == "trained" and not (sae_cache_dir(lm.name, args.sae_dir) / "quality.json").exists():
+        print(f"corrsteer: no trained SAEs for {lm.name} yet: training them first (once)", file=sys.stderr)
+        rows = train_bank(lm, sae_cache_dir(lm.name, args.sae_dir))
+        print(quality_table(rows[:-1]), file=sys.stderr)
+    return load_bank(args.saes, lm=lm, layers=_layers(args.layers), sae_dir=args.sae_dir)
+
+
+def _task(args):
+    from .tasks import get_task, load_task_file
+    return load_task_file(args.task_file) if args.task_file else get_task(args.task, seed=args.seed)
+
+
+def cmd_run(args) -> int:
+    from .models import load_model
+    from .run import RunConfig, corrsteer_run
+
+    lm = load_model(args.model)
+    bank = _bank(lm, args)
+    task = _task(args)
+    cfg = RunConfig(n_select=args.n_select, n_val=args.n_val, n_test=args.n_test, batch_size=args.batch_size,
+                    pool=args.pool, coef=args.coef, scale=args.scale, seed=args.seed,
+                    all_positions=args.all_positions)
+    out = args.out or f"runs/{task.name}"
+    corrsteer_run(lm, bank, task, out, cfg, sae_source=args.saes)
+    print((__import__("pathlib").Path(out) / "report.md").read_text())
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from .generate import generate_batch
+    from .models import load_model
+    from .steer import SteeringPlan
+
+    plan = SteeringPlan.load(args.plan)
+    lm = load_model(args.model or plan.model)
+    out = generate_batch(lm, [args.prompt], args.max_new_tokens, plans=[{}, plan.hook_vectors()],
+                         steer_prompt=plan.all_positions)
+    print(f"--- baseline\n{out.texts[0]}\n--- steered ({plan.name})\n{out.texts[1]}")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="corrsteer", description="CorrSteer: correlation-based SAE steering")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -83,6 +129,33 @@ def main(argv=None) -> int:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--force", action="store_true", help="retrain layers that are already cached")
     t.set_defaults(fn=cmd_train_sae)
+    r = sub.add_parser("run", help="select -> validate -> test CorrSteer S/A/P on a task and write a report")
+    r.add_argument("--model", default="default")
+    r.add_argument("--task", default="sentiment", help="a built-in task (see corrsteer.tasks.list_tasks())")
+    r.add_argument("--task-file", default=None, help="a JSONL task file (see README)")
+    r.add_argument("--saes", default="trained", help="trained | release:<name> | path to sae-lens dirs")
+    r.add_argument("--sae-dir", default=None)
+    r.add_argument("--layers", default=None, help="e.g. 0-29 (default: every layer of the bank)")
+    r.add_argument("--variant", default="all", choices=["S", "A", "P", "all"],
+                   help="reported variants (all three are computed; they share the collection)")
+    r.add_argument("--n-select", type=int, default=192)
+    r.add_argument("--n-val", type=int, default=48)
+    r.add_argument("--n-test", type=int, default=192)
+    r.add_argument("--batch-size", type=int, default=16)
+    r.add_argument("--pool", default="max", choices=["max", "mean"])
+    r.add_argument("--coef", default="mean", choices=["mean", "active"],
+                   help="coefficient: mean pooled activation over correct samples (or over those where active)")
+    r.add_argument("--scale", type=float, default=1.0)
+    r.add_argument("--all-positions", action="store_true", help="steer the prompt too, not only generation")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--out", default=None, help="output directory (default runs/<task>)")
+    r.set_defaults(fn=cmd_run)
+    g = sub.add_parser("generate", help="baseline and steered answers side by side")
+    g.add_argument("--plan", required=True)
+    g.add_argument("--model", default=None)
+    g.add_argument("--max-new-tokens", type=int, default=64)
+    g.add_argument("prompt")
+    g.set_defaults(fn=cmd_generate)
     args = ap.parse_args(argv)
     return args.fn(args)
 

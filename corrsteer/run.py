@@ -1,0 +1,109 @@
+"""`corrsteer run`: collect on the select split -> choose features (S, A, P via the validation split) -> test all
+variants and the no-SAE baselines in one batched pass -> report. Outputs in out_dir:
+plan.json (CorrSteer-P; plans/S.json, plans/A.json too), stats.safetensors (per-layer CorrStats),
+predictions.jsonl (one row per test sample and variant, baseline included), report.md and PNG plots.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from .collect import collect, score_rows
+from .generate import generate_batch
+from .select import layer_candidates, mean_difference, raw_direction, variant_a, variant_p, variant_s
+from .steer import SteeringPlan
+
+
+@dataclass
+class RunConfig:
+    n_select: int = 192
+    n_val: int = 48
+    n_test: int = 192
+    batch_size: int = 16
+    pool: str = "max"
+    coef: str = "mean"
+    scale: float = 1.0
+    seed: int = 0
+    all_positions: bool = False
+
+
+def run_plans(lm, task, items, plans: dict, batch_size: int, desc: str, steer_prompt: bool = False) -> dict:
+    """Generate every item under every plan ({name: {HookPoint: vector}}) in shared batches: {name: rows}."""
+    names = list(plans)
+    rows = {n: [] for n in names}
+    per_batch = max(1, batch_size * 4 // len(names))      # keep batch rows (prompts x plans) bounded
+    for i in tqdm(range(0, len(items), per_batch), desc=desc, unit="batch"):
+        batch = items[i:i + per_batch]
+        out = generate_batch(lm, [it.prompt for it in batch], task.max_new_tokens,
+                             plans=[plans[n] for n in names], steer_prompt=steer_prompt)
+        C = len(names)
+        for c, n in enumerate(names):
+            rows[n].extend(score_rows(task, batch, out.texts[c::C]))
+    return rows
+
+
+def _acc(rows) -> float:
+    return sum(r["correct"] for r in rows) / max(1, len(rows))
+
+
+def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "trained") -> dict:
+    from .evaluate import compare
+    from .report import write_report
+
+    out = Path(out_dir)
+    (out / "plans").mkdir(parents=True, exist_ok=True)
+    sel, val, test = task.split(cfg.n_select, cfg.n_val, cfg.n_test, seed=cfg.seed)
+
+    # 1. collect and correlate
+    col = collect(lm, bank, task, sel, cfg.batch_size, cfg.pool, checkpoint=out / "collect.ckpt.safetensors")
+    save_file({f"layer{L}.{k}": v for L, st in col.sae.items() for k, v in st.state_dict().items()},
+              str(out / "stats.safetensors"))
+    cands = layer_candidates(col.sae, k=5, coef=cfg.coef, scale=cfg.scale)
+    if not cands:
+        raise RuntimeError("no SAE feature correlates positively with correctness: all answers right or all wrong "
+                           f"on the select split (accuracy {_acc(col.rows):.2f})")
+
+    # 2. validate every layer's feature alone (plus the baseline) in one batched pass
+    hooks = {L: bank[L].hook for L in cands}
+    single = {L: SteeringPlan.from_features(f"L{L}", lm.name, sae_source, bank, [dict(layer=L, **cands[L][0])])
+              for L in cands}
+    val_plans = {"baseline": {}} | {f"L{L}": single[L].hook_vectors() for L in cands}
+    val_rows = run_plans(lm, task, val, val_plans, cfg.batch_size, "validate", cfg.all_positions)
+    val_acc = {L: _acc(val_rows[f"L{L}"]) for L in cands}
+    base_val = _acc(val_rows["baseline"])
+
+    # 3. the variants and the no-SAE baselines
+    picks = {"S": variant_s(cands), "A": variant_a(cands), "P": variant_p(cands, val_acc, base_val)}
+    plans = {n: SteeringPlan.from_features(f"CorrSteer-{n}", lm.name, sae_source, bank, p, cfg.all_positions)
+             for n, p in picks.items()}
+    for n, p in plans.items():
+        p.save(out / "plans" / f"{n}.json")
+    plans["P"].save(out / "plan.json")
+    best_L = picks["S"][0]["layer"]
+    raw_dim, raw_vec = raw_direction(col.raw, best_L, cfg.scale)
+    test_plans = {"baseline": {}, **{f"CorrSteer-{n}": p.hook_vectors() for n, p in plans.items()},
+                  "raw-residual": {hooks[best_L]: raw_vec},
+                  "mean-difference": {hooks[best_L]: mean_difference(col.raw, best_L, cfg.scale)}}
+
+    # 4. test
+    test_rows = run_plans(lm, task, test, test_plans, cfg.batch_size, "test", cfg.all_positions)
+    with open(out / "predictions.jsonl", "w") as f:
+        for name, rows in test_rows.items():
+            for r in rows:
+                f.write(json.dumps(dict(variant=name, **r)) + "\n")
+    comps = [compare(n, test_rows["baseline"], test_rows[n]) for n in test_plans if n.startswith("CorrSteer")]
+    base_comps = [compare(n, test_rows["baseline"], test_rows[n]) for n in ("raw-residual", "mean-difference")]
+    settings = dict(model=lm.name, task=task.name, sae_source=sae_source, layers=len(bank),
+                    n_select=len(sel), n_val=len(val), n_test=len(test), pool=cfg.pool, coef=cfg.coef,
+                    scale=cfg.scale, select_accuracy=f"{_acc(col.rows):.3f}", val_baseline=f"{base_val:.3f}",
+                    P_layers=[p["layer"] for p in picks["P"]], S=f"layer {best_L} feature {picks['S'][0]['feature']}",
+                    raw_residual=f"layer {best_L} dim {raw_dim}", mean_difference_layer=best_L)
+    write_report(out, title=f"CorrSteer on {task.name} ({lm.name})", comparisons=comps, top_features=cands,
+                 layer_r={L: c[0]["r"] for L, c in cands.items()}, settings=settings, baselines=base_comps)
+    (out / "validation.json").write_text(json.dumps(dict(baseline=base_val, per_layer=val_acc), indent=1))
+    return dict(comparisons=comps, baselines=base_comps, settings=settings)

@@ -1,0 +1,111 @@
+"""SteeringPlan: which SAE features to add where, with what coefficients — saved as JSON, applied with hooks.
+
+    plan = SteeringPlan.load("plan.json")
+    with plan.apply(lm):                       # adds coefficient * W_dec[feature] at the plan's hook points
+        lm.model.generate(**enc, max_new_tokens=32, do_sample=False)
+
+By default the vectors are added at generation positions only: in a forward over several positions (the prompt
+prefill) only the last one, the last prompt token, is steered; every decode step is. all_positions=True steers the
+prompt too. The plan stores each entry's vector (coefficient * W_dec row, summed per hook) next to its features, so
+it applies without the SAE bank and can be checked against it.
+"""
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from corrsteer_kernels import steer_add_, steering_vectors
+
+from .hooks import HookPoint, hooked
+
+
+@dataclass
+class PlanEntry:
+    layer: int
+    hook: str              # sae-lens hook name, e.g. blocks.12.hook_resid_post
+    features: list[int]
+    coefficients: list[float]
+    r: list[float] = field(default_factory=list)
+
+
+@dataclass
+class SteeringPlan:
+    name: str
+    model: str
+    sae_source: str
+    entries: list[PlanEntry]
+    vectors: dict = field(default_factory=dict)      # hook name -> list[float] (filled by with_vectors)
+    all_positions: bool = False
+
+    @classmethod
+    def from_features(cls, name, model, sae_source, bank, picks: list[dict], all_positions=False) -> "SteeringPlan":
+        """picks: [{"layer", "feature", "coef", "r"}]; features at the same layer are summed."""
+        by_layer = {}
+        for p in picks:
+            e = by_layer.setdefault(p["layer"], PlanEntry(p["layer"], bank[p["layer"]].hook.hook_name, [], []))
+            e.features.append(int(p["feature"]))
+            e.coefficients.append(float(p["coef"]))
+            e.r.append(float(p.get("r", 0.0)))
+        plan = cls(name, model, sae_source, list(by_layer.values()), all_positions=all_positions)
+        return plan.with_vectors(bank)
+
+    def with_vectors(self, bank) -> "SteeringPlan":
+        for e in self.entries:
+            v = steering_vectors(bank[e.layer].sae, [e.features], [e.coefficients])[0]
+            self.vectors[e.hook] = v.tolist()
+        return self
+
+    def hook_vectors(self) -> dict:
+        """{HookPoint: fp32 vector [d]}."""
+        missing = [e.hook for e in self.entries if e.hook not in self.vectors]
+        if missing:
+            raise ValueError(f"plan {self.name!r} has no vectors for {missing}: call with_vectors(bank)")
+        return {HookPoint.parse(h): torch.tensor(v, dtype=torch.float32) for h, v in self.vectors.items()}
+
+    # ---- persistence ----
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SteeringPlan":
+        try:
+            entries = [PlanEntry(**e) for e in d["entries"]]
+            return cls(d["name"], d["model"], d["sae_source"], entries, dict(d.get("vectors", {})),
+                       bool(d.get("all_positions", False)))
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"not a steering plan: {e}") from e
+
+    def save(self, path) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path) -> "SteeringPlan":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    # ---- application ----
+    @contextmanager
+    def apply(self, lm, scale: float = 1.0):
+        """Context manager: steer lm (an LM or anything with .layers) while the block runs."""
+        vecs = {hp: v * scale for hp, v in self.hook_vectors().items()}
+        all_pos = self.all_positions
+
+        def adder(v):
+            def fn(h):
+                vv = v.to(h.device)
+                if all_pos or h.shape[1] == 1:
+                    steer_add_(h, vv[None])
+                else:              # a prefill: steer its last position (the last prompt token) only
+                    pos = torch.zeros(h.shape[:2], dtype=torch.bool, device=h.device)
+                    pos[:, -1] = True
+                    steer_add_(h, vv[None], positions=pos)
+                return None
+            return fn
+
+        with hooked(lm.layers, {hp: adder(v) for hp, v in vecs.items()}):
+            yield self
