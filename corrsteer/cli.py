@@ -90,7 +90,8 @@ def cmd_run(args) -> int:
     task = _task(args)
     cfg = RunConfig(n_select=args.n_select, n_val=args.n_val, n_test=args.n_test, batch_size=args.batch_size,
                     pool=args.pool, coef=args.coef, scale=args.scale, seed=args.seed,
-                    all_positions=args.all_positions)
+                    all_positions=args.all_positions,
+                    variants=("S", "A", "P") if args.variant == "all" else (args.variant,))
     out = args.out or f"runs/{task.name}"
     corrsteer_run(lm, bank, task, out, cfg, sae_source=args.saes)
     print((__import__("pathlib").Path(out) / "report.md").read_text())
@@ -137,7 +138,7 @@ def main(argv=None) -> int:
     r.add_argument("--sae-dir", default=None)
     r.add_argument("--layers", default=None, help="e.g. 0-29 (default: every layer of the bank)")
     r.add_argument("--variant", default="all", choices=["S", "A", "P", "all"],
-                   help="reported variants (all three are computed; they share the collection)")
+                   help="which CorrSteer variants to build and test (P adds the validation pass)")
     r.add_argument("--n-select", type=int, default=192)
     r.add_argument("--n-val", type=int, default=48)
     r.add_argument("--n-test", type=int, default=192)

@@ -1,6 +1,6 @@
 """`corrsteer run`: collect on the select split -> choose features (S, A, P via the validation split) -> test all
 variants and the no-SAE baselines in one batched pass -> report. Outputs in out_dir:
-plan.json (CorrSteer-P; plans/S.json, plans/A.json too), stats.safetensors (per-layer CorrStats),
+plan.json (the last variant asked for, CorrSteer-P by default; plans/<variant>.json each), stats.safetensors (per-layer CorrStats),
 predictions.jsonl (one row per test sample and variant, baseline included), report.md and PNG plots.
 """
 from __future__ import annotations
@@ -15,7 +15,8 @@ from tqdm.auto import tqdm
 
 from .collect import collect, score_rows
 from .generate import generate_batch
-from .select import layer_candidates, mean_difference, raw_direction, variant_a, variant_p, variant_s
+from .select import (layer_candidates, mean_difference, p_prefixes, raw_direction, variant_a, variant_p,
+                     variant_s)
 from .steer import SteeringPlan
 
 
@@ -30,6 +31,7 @@ class RunConfig:
     scale: float = 1.0
     seed: int = 0
     all_positions: bool = False
+    variants: tuple = ("S", "A", "P")
 
 
 def run_plans(lm, task, items, plans: dict, batch_size: int, desc: str, steer_prompt: bool = False) -> dict:
@@ -68,23 +70,39 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
         raise RuntimeError("no SAE feature correlates positively with correctness: all answers right or all wrong "
                            f"on the select split (accuracy {_acc(col.rows):.2f})")
 
-    # 2. validate every layer's feature alone (plus the baseline) in one batched pass
+    # 2. validate every layer's feature alone (plus the baseline) in one batched pass (only P needs it)
     hooks = {L: bank[L].hook for L in cands}
-    single = {L: SteeringPlan.from_features(f"L{L}", lm.name, sae_source, bank, [dict(layer=L, **cands[L][0])])
-              for L in cands}
-    val_plans = {"baseline": {}} | {f"L{L}": single[L].hook_vectors() for L in cands}
-    val_rows = run_plans(lm, task, val, val_plans, cfg.batch_size, "validate", cfg.all_positions)
-    val_acc = {L: _acc(val_rows[f"L{L}"]) for L in cands}
-    base_val = _acc(val_rows["baseline"])
+    val_acc, base_val = {}, float("nan")
+    if "P" in cfg.variants:
+        single = {L: SteeringPlan.from_features(f"L{L}", lm.name, sae_source, bank, [dict(layer=L, **cands[L][0])])
+                  for L in cands}
+        val_plans = {"baseline": {}} | {f"L{L}": single[L].hook_vectors() for L in cands}
+        val_rows = run_plans(lm, task, val, val_plans, cfg.batch_size, "validate", cfg.all_positions)
+        val_acc = {L: _acc(val_rows[f"L{L}"]) for L in cands}
+        base_val = _acc(val_rows["baseline"])
 
     # 3. the variants and the no-SAE baselines
-    picks = {"S": variant_s(cands), "A": variant_a(cands), "P": variant_p(cands, val_acc, base_val)}
+    pickers = {"S": lambda: variant_s(cands), "A": lambda: variant_a(cands),
+               "P": lambda: variant_p(cands, val_acc, base_val)}
+    picks = {n: pickers[n]() for n in cfg.variants}
+    if len(picks.get("P", [])) > 1:      # validate the kept features together, as growing prefixes
+        prefixes = p_prefixes(picks["P"])
+        pref_plans = {f"P{i + 1}": SteeringPlan.from_features("p", lm.name, sae_source, bank, pre).hook_vectors()
+                      for i, pre in enumerate(prefixes[1:], start=1)}
+        pref_rows = run_plans(lm, task, val, pref_plans, cfg.batch_size, "validate P", cfg.all_positions)
+        pref_acc = [prefixes[0][0]["val_acc"]] + [_acc(pref_rows[f"P{i + 1}"]) for i in range(1, len(prefixes))]
+        best_i = max(range(len(prefixes)), key=lambda i: (pref_acc[i], -i))
+        picks["P"] = prefixes[best_i]
+        val_prefix_acc = pref_acc
+    else:
+        val_prefix_acc = []
     plans = {n: SteeringPlan.from_features(f"CorrSteer-{n}", lm.name, sae_source, bank, p, cfg.all_positions)
              for n, p in picks.items()}
     for n, p in plans.items():
         p.save(out / "plans" / f"{n}.json")
-    plans["P"].save(out / "plan.json")
-    best_L = picks["S"][0]["layer"]
+    plans[cfg.variants[-1]].save(out / "plan.json")
+    best = variant_s(cands)[0]
+    best_L = best["layer"]
     raw_dim, raw_vec = raw_direction(col.raw, best_L, cfg.scale)
     test_plans = {"baseline": {}, **{f"CorrSteer-{n}": p.hook_vectors() for n, p in plans.items()},
                   "raw-residual": {hooks[best_L]: raw_vec},
@@ -101,9 +119,10 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
     settings = dict(model=lm.name, task=task.name, sae_source=sae_source, layers=len(bank),
                     n_select=len(sel), n_val=len(val), n_test=len(test), pool=cfg.pool, coef=cfg.coef,
                     scale=cfg.scale, select_accuracy=f"{_acc(col.rows):.3f}", val_baseline=f"{base_val:.3f}",
-                    P_layers=[p["layer"] for p in picks["P"]], S=f"layer {best_L} feature {picks['S'][0]['feature']}",
+                    P_layers=[p["layer"] for p in picks.get("P", [])], S=f"layer {best_L} feature {best['feature']}",
                     raw_residual=f"layer {best_L} dim {raw_dim}", mean_difference_layer=best_L)
     write_report(out, title=f"CorrSteer on {task.name} ({lm.name})", comparisons=comps, top_features=cands,
                  layer_r={L: c[0]["r"] for L, c in cands.items()}, settings=settings, baselines=base_comps)
-    (out / "validation.json").write_text(json.dumps(dict(baseline=base_val, per_layer=val_acc), indent=1))
+    (out / "validation.json").write_text(json.dumps(dict(baseline=base_val, per_layer=val_acc,
+                                                         p_prefix_accuracy=val_prefix_acc), indent=1))
     return dict(comparisons=comps, baselines=base_comps, settings=settings)

@@ -2,7 +2,8 @@
 
 coefficient = mean pooled activation over correct samples (coef="mean"), or over correct samples where the feature is
 active (coef="active"); times `scale`. S = the single best feature over all layers; A = every layer's top feature
-together; P = those layers' features that beat the unsteered baseline alone on the validation split, together.
+together; P = those layers' features that beat the unsteered baseline alone on the validation split, together —
+taken as the best-validated prefix of them ranked by validation accuracy (see p_prefixes).
 """
 from __future__ import annotations
 
@@ -50,6 +51,14 @@ def variant_p(cands: dict, val_acc: dict, base_acc: float) -> list[dict]:
     """Keep each layer's feature whose validation accuracy alone beats the baseline's."""
     return [dict(layer=L, val_acc=val_acc[L], **top[0]) for L, top in sorted(cands.items())
             if val_acc.get(L, -1.0) > base_acc]
+
+
+def p_prefixes(kept: list[dict]) -> list[list[dict]]:
+    """Steering vectors added at several layers accumulate in the residual stream, so all kept features together can
+    overshoot even when each helps alone. Candidates for the final P: the kept features ranked by validation
+    accuracy, as prefixes of growing length (the full set is the last); run.py validates them and keeps the best."""
+    ranked = sorted(kept, key=lambda p: -p["val_acc"])
+    return [ranked[:i] for i in range(1, len(ranked) + 1)]
 
 
 def raw_direction(raw_stats: dict, layer: int, scale: float = 1.0) -> tuple[int, torch.Tensor]:

@@ -34,6 +34,10 @@ class FakeTask:
         pred = "even" if len(output) % 2 == 0 else "odd"
         return pred, float(pred == item.gold)
 
+    def split(self, n_select, n_val, n_test, seed=0):
+        a, b = n_select, n_select + n_val
+        return self.items[:a], self.items[a:b], self.items[b:b + n_test]
+
 
 def tiny_bank(lm, layers=(1, 3), d_sae=40, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -156,3 +160,31 @@ def test_mean_difference_is_the_difference_of_class_means():
     y = torch.tensor([1.0, 0.0] * 15)
     md = mean_difference({0: CorrStats(8).update(z, y)}, 0)
     torch.testing.assert_close(md, (z[y > 0].mean(0) - z[y == 0].mean(0)).float(), rtol=1e-5, atol=1e-6)
+
+
+def test_run_end_to_end_writes_every_output(tiny_lm, tmp_path):
+    import json
+
+    from corrsteer.run import RunConfig, corrsteer_run
+    bank = tiny_bank(tiny_lm, layers=(0, 2, 3))
+    task = FakeTask(24)
+    res = corrsteer_run(tiny_lm, bank, task, tmp_path, RunConfig(n_select=12, n_val=4, n_test=8, batch_size=4),
+                        sae_source="random")
+    for name in ("plan.json", "stats.safetensors", "predictions.jsonl", "report.md", "r_per_layer.png",
+                 "top_features.png", "plans/S.json", "plans/A.json"):
+        assert (tmp_path / name).exists(), name
+    rows = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    variants = {r["variant"] for r in rows}
+    assert variants == {"baseline", "CorrSteer-S", "CorrSteer-A", "CorrSteer-P", "raw-residual", "mean-difference"}
+    assert all(sum(r["variant"] == v for r in rows) == 8 for v in variants)
+    assert set(rows[0]) >= {"variant", "id", "prompt", "output", "pred", "gold", "correct"}
+    assert "CorrSteer-S" in (tmp_path / "report.md").read_text()
+    assert SteeringPlan.load(tmp_path / "plans" / "S.json").entries[0].layer in (0, 2, 3)
+    assert [c.variant for c in res["comparisons"]] == ["CorrSteer-S", "CorrSteer-A", "CorrSteer-P"]
+
+
+def test_p_prefixes_rank_by_validation_accuracy():
+    from corrsteer.select import p_prefixes
+    kept = [dict(layer=1, val_acc=0.6), dict(layer=4, val_acc=0.8), dict(layer=9, val_acc=0.7)]
+    pre = p_prefixes(kept)
+    assert [[p["layer"] for p in x] for x in pre] == [[4], [4, 9], [4, 9, 1]]
