@@ -83,18 +83,52 @@ def _task(args):
 
 def cmd_run(args) -> int:
     from .models import load_model
-    from .run import RunConfig, corrsteer_run
+    from .run import corrsteer_run
 
     lm = load_model(args.model)
     bank = _bank(lm, args)
     task = _task(args)
-    cfg = RunConfig(n_select=args.n_select, n_val=args.n_val, n_test=args.n_test, batch_size=args.batch_size,
-                    pool=args.pool, coef=args.coef, scale=args.scale, seed=args.seed,
-                    all_positions=args.all_positions,
-                    variants=("S", "A", "P") if args.variant == "all" else (args.variant,))
     out = args.out or f"runs/{task.name}"
-    corrsteer_run(lm, bank, task, out, cfg, sae_source=args.saes)
+    corrsteer_run(lm, bank, task, out, _run_config(args), sae_source=args.saes)
     print((__import__("pathlib").Path(out) / "report.md").read_text())
+    return 0
+
+
+def _run_config(args, **kw):
+    from .run import RunConfig
+    return RunConfig(n_select=args.n_select, n_val=args.n_val, n_test=args.n_test, batch_size=args.batch_size,
+                     pool=args.pool, coef=args.coef, scale=args.scale, seed=args.seed,
+                     all_positions=args.all_positions,
+                     variants=("S", "A", "P") if args.variant == "all" else (args.variant,), **kw)
+
+
+def cmd_select(args) -> int:
+    from .models import load_model
+    from .run import corrsteer_run
+
+    lm = load_model(args.model)
+    task = _task(args)
+    out = args.out or f"runs/{task.name}"
+    res = corrsteer_run(lm, _bank(lm, args), task, out, _run_config(args, select_only=True), sae_source=args.saes)
+    for name, plan in res["plans"].items():
+        feats = ", ".join(f"L{e.layer}:{f}x{c:.3g}" for e in plan.entries for f, c in zip(e.features, e.coefficients))
+        print(f"CorrSteer-{name}: {feats or '(nothing kept)'}  -> {out}/plans/{name}.json")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .evaluate import compare  # noqa: F401  (fail early if missing)
+    from .models import load_model
+    from .run import eval_plan
+    from .steer import SteeringPlan
+
+    plan = SteeringPlan.load(args.plan)
+    lm = load_model(args.model or plan.model)
+    task = _task(args)
+    c = eval_plan(lm, task, plan, args.out or f"runs/{task.name}/eval", _run_config(args))["comparison"]
+    print(f"{plan.name} on {task.name}: {100 * c.acc:.1f}% [{100 * c.lo:.1f}, {100 * c.hi:.1f}] vs baseline "
+          f"{100 * c.base_acc:.1f}%  delta {100 * c.delta:+.1f} points, McNemar p {c.p_value:.3g}, SER {c.ser:.3f} "
+          f"(n={c.n})")
     return 0
 
 
@@ -130,27 +164,46 @@ def main(argv=None) -> int:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--force", action="store_true", help="retrain layers that are already cached")
     t.set_defaults(fn=cmd_train_sae)
+    def task_args(p, model_default="default"):
+        p.add_argument("--model", default=model_default)
+        p.add_argument("--task", default="sentiment", help="a built-in task (see corrsteer.tasks.list_tasks())")
+        p.add_argument("--task-file", default=None, help="a JSONL task file (see README)")
+        p.add_argument("--n-select", type=int, default=192)
+        p.add_argument("--n-val", type=int, default=48)
+        p.add_argument("--n-test", type=int, default=192)
+        p.add_argument("--batch-size", type=int, default=16)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--out", default=None, help="output directory (default runs/<task>)")
+
+    def select_args(p):
+        p.add_argument("--saes", default="trained", help="trained | release:<name> | path to sae-lens dirs")
+        p.add_argument("--sae-dir", default=None)
+        p.add_argument("--layers", default=None, help="e.g. 0-29 (default: every layer of the bank)")
+        p.add_argument("--variant", default="all", choices=["S", "A", "P", "all"],
+                       help="which CorrSteer variants to build (P adds the validation pass)")
+        p.add_argument("--pool", default="max", choices=["max", "mean"])
+        p.add_argument("--coef", default="mean", choices=["mean", "active"],
+                       help="coefficient: mean pooled activation over correct samples (or over those where active)")
+        p.add_argument("--scale", type=float, default=1.0)
+        p.add_argument("--all-positions", action="store_true", help="steer the prompt too, not only generation")
+
     r = sub.add_parser("run", help="select -> validate -> test CorrSteer S/A/P on a task and write a report")
-    r.add_argument("--model", default="default")
-    r.add_argument("--task", default="sentiment", help="a built-in task (see corrsteer.tasks.list_tasks())")
-    r.add_argument("--task-file", default=None, help="a JSONL task file (see README)")
-    r.add_argument("--saes", default="trained", help="trained | release:<name> | path to sae-lens dirs")
-    r.add_argument("--sae-dir", default=None)
-    r.add_argument("--layers", default=None, help="e.g. 0-29 (default: every layer of the bank)")
-    r.add_argument("--variant", default="all", choices=["S", "A", "P", "all"],
-                   help="which CorrSteer variants to build and test (P adds the validation pass)")
-    r.add_argument("--n-select", type=int, default=192)
-    r.add_argument("--n-val", type=int, default=48)
-    r.add_argument("--n-test", type=int, default=192)
-    r.add_argument("--batch-size", type=int, default=16)
-    r.add_argument("--pool", default="max", choices=["max", "mean"])
-    r.add_argument("--coef", default="mean", choices=["mean", "active"],
-                   help="coefficient: mean pooled activation over correct samples (or over those where active)")
-    r.add_argument("--scale", type=float, default=1.0)
-    r.add_argument("--all-positions", action="store_true", help="steer the prompt too, not only generation")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--out", default=None, help="output directory (default runs/<task>)")
+    task_args(r)
+    select_args(r)
     r.set_defaults(fn=cmd_run)
+    s_ = sub.add_parser("select", help="collect and select only: write stats and plans, no test")
+    task_args(s_)
+    select_args(s_)
+    s_.set_defaults(fn=cmd_select)
+    e = sub.add_parser("eval", help="a saved plan vs the unsteered model on the task's test split")
+    task_args(e, model_default=None)
+    e.add_argument("--plan", required=True)
+    e.add_argument("--pool", default="max")
+    e.add_argument("--coef", default="mean")
+    e.add_argument("--scale", type=float, default=1.0)
+    e.add_argument("--all-positions", action="store_true")
+    e.add_argument("--variant", default="all")
+    e.set_defaults(fn=cmd_eval)
     g = sub.add_parser("generate", help="baseline and steered answers side by side")
     g.add_argument("--plan", required=True)
     g.add_argument("--model", default=None)

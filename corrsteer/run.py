@@ -32,6 +32,7 @@ class RunConfig:
     seed: int = 0
     all_positions: bool = False
     variants: tuple = ("S", "A", "P")
+    select_only: bool = False          # `corrsteer select`: stop once the plans are written
 
 
 def run_plans(lm, task, items, plans: dict, batch_size: int, desc: str, steer_prompt: bool = False) -> dict:
@@ -101,6 +102,8 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
     for n, p in plans.items():
         p.save(out / "plans" / f"{n}.json")
     plans[cfg.variants[-1]].save(out / "plan.json")
+    if cfg.select_only:
+        return dict(plans=plans, candidates=cands)
     best = variant_s(cands)[0]
     best_L = best["layer"]
     raw_dim, raw_vec = raw_direction(col.raw, best_L, cfg.scale)
@@ -126,3 +129,19 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
     (out / "validation.json").write_text(json.dumps(dict(baseline=base_val, per_layer=val_acc,
                                                          p_prefix_accuracy=val_prefix_acc), indent=1))
     return dict(comparisons=comps, baselines=base_comps, settings=settings)
+
+
+def eval_plan(lm, task, plan, out_dir, cfg: RunConfig) -> dict:
+    """`corrsteer eval`: a saved plan against the unsteered model on the test split (disjoint from select/val)."""
+    from .evaluate import compare
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _, _, test = task.split(cfg.n_select, cfg.n_val, cfg.n_test, seed=cfg.seed)
+    rows = run_plans(lm, task, test, {"baseline": {}, plan.name: plan.hook_vectors()}, cfg.batch_size, "eval",
+                     plan.all_positions)
+    with open(out / "predictions.jsonl", "w") as f:
+        for name, rs in rows.items():
+            for r in rs:
+                f.write(json.dumps(dict(variant=name, **r)) + "\n")
+    return dict(comparison=compare(plan.name, rows["baseline"], rows[plan.name]))

@@ -188,3 +188,24 @@ def test_p_prefixes_rank_by_validation_accuracy():
     kept = [dict(layer=1, val_acc=0.6), dict(layer=4, val_acc=0.8), dict(layer=9, val_acc=0.7)]
     pre = p_prefixes(kept)
     assert [[p["layer"] for p in x] for x in pre] == [[4], [4, 9], [4, 9, 1]]
+
+
+def test_cli_select_eval_generate(tiny_lm, tmp_path, monkeypatch, capsys):
+    from corrsteer import cli
+    from corrsteer.saes import save_sae_dir
+    tiny_lm.model.save_pretrained(tmp_path / "model")
+    tiny_lm.tokenizer.save_pretrained(tmp_path / "model")
+    for L, e in tiny_bank(tiny_lm, layers=(1, 2)):
+        save_sae_dir(tmp_path / "saes" / e.hook.hook_name, e.sae, e.hook, "model")
+    monkeypatch.setattr(cli, "_task", lambda args: FakeTask(30))
+    common = ["--model", str(tmp_path / "model"), "--n-select", "12", "--n-val", "4", "--n-test", "6",
+              "--batch-size", "4"]
+    assert cli.main(["select", *common, "--saes", str(tmp_path / "saes"), "--variant", "S",
+                     "--out", str(tmp_path / "run")]) == 0
+    assert "CorrSteer-S: L" in capsys.readouterr().out
+    plan = tmp_path / "run" / "plans" / "S.json"
+    assert cli.main(["eval", *common, "--plan", str(plan), "--out", str(tmp_path / "eval")]) == 0
+    assert "vs baseline" in capsys.readouterr().out
+    assert cli.main(["generate", "--plan", str(plan), "--model", str(tmp_path / "model"), "--max-new-tokens", "4",
+                     "Hello there"]) == 0
+    assert "--- steered" in capsys.readouterr().out
