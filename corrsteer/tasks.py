@@ -121,12 +121,12 @@ def extract_choice(output: str, choices: list[str]) -> str:
     n = len(choices) if choices else 4
     valid = LETTERS[:n]
     text = _clean(output)
-    if choices:   # an echo of the option list ("A. 42\nB. 140\n...") states no answer: drop those lines
+    if choices:   # an echo of the option list ("A. 42\nB. 140\n...") states no answer: drop its lines
         opt = re.compile(r"(?m)^\s*[\(\[]?([A-J])[.):\]]\s*(.*?)\s*$")
         echoed = {m.group(1) for m in opt.finditer(text) if m.group(1) in valid
                   and normalize(m.group(2)) == normalize(choices[valid.index(m.group(1))])}
         if len(echoed) >= min(3, n):
-            text = opt.sub(lambda m: "" if m.group(1) in echoed else m.group(0), text)
+            text = opt.sub("", text)
     best = None
     for pat in _MC_PATTERNS:
         rx = re.compile(pat.format(L=f"[{valid}]", l=f"[{valid.lower()}]"))

@@ -104,7 +104,9 @@ MC_CASES = [
     ("Berlin or Paris", ""),                                           # two option texts: ambiguous
     ("B is the correct answer.", "B"), ("I believe it's C", "C"), ("C) Madrid", "C"), ("Answer: (C)", "C"),
     ("A. Berlin\nB. Paris\nC. Madrid\nD. Rome", ""),                 # an echo of the options is no answer
-    ("A. Berlin\nB. Paris\nC. Madrid\nD. Rome\nThe answer is B.", "B"), ("The answer is: **B**", "B"), ("The correct option is the letter C.", "C"),
+    ("A. Berlin\nB. Paris\nC. Madrid\nD. Ro", ""),                   # ... even cut short
+    ("A. Berlin\nB. Paris\nC. Madrid\nD. Rome\nThe answer is B.", "B"), ("The answer is: **B**", "B"),
+    ("The correct option is the letter C.", "C"),
     ("Washington, D.C. is not an option.", ""),                        # "D.C." is not the letter D
 ]
 
