@@ -76,15 +76,14 @@ def generate_batch(lm, prompts: list[str], max_new_tokens: int, *, capture=(), p
     if ids.shape[1] == 0:
         raise ValueError("empty prompt")
     tables = _steer_tables(plans, B, dev)
-    state = {"on": False, "rows": None}
+    state = {"on": False}
 
     def steerer(hp):
         vectors, rows = tables[hp]
 
         def fn(h):
             if state["on"]:
-                steer_add_(h, vectors.to(h.dtype) if h.dtype != torch.float32 else vectors,
-                           rows if state["rows"] is None else rows[state["rows"]])
+                steer_add_(h, vectors if h.dtype == torch.float32 else vectors.to(h.dtype), rows)
             return None
         return fn
 
