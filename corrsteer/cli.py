@@ -117,7 +117,6 @@ def cmd_select(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .evaluate import compare  # noqa: F401  (fail early if missing)
     from .models import load_model
     from .run import eval_plan
     from .steer import SteeringPlan

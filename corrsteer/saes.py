@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from corrsteer_kernels import SAEWeights
+from corrsteer_kernels.sae_weights import fold_decoder_norm
 
 from .hooks import HookPoint
 from .paths import sae_cache_dir
@@ -130,8 +131,7 @@ def load_sae_dir(path, device="cpu") -> BankEntry:
     b_enc = w["b_enc"]
     W_enc = w["W_enc"]
     if cfg.get("rescale_acts_by_decoder_norm"):
-        norm = W_dec.float().norm(dim=-1)
-        W_enc, b_enc, W_dec = W_enc * norm, b_enc * norm, W_dec / norm[:, None]
+        W_enc, b_enc, W_dec = fold_decoder_norm(W_enc, b_enc, W_dec)
     sae = SAEWeights(W_enc=W_enc, b_enc=b_enc, b_dec=w.get("b_dec") if cfg.get("apply_b_dec_to_input", True) else None,
                      threshold=w.get("threshold"), k=cfg.get("k"), activation=acts[arch], W_dec=W_dec)
     return BankEntry(sae, HookPoint.parse(hook_name), str(path))

@@ -132,11 +132,15 @@ class SAEWeights:
         k = int(cfg.k) if activation == "topk" else None
         W_enc, b_enc, W_dec = sae.W_enc.detach(), sae.b_enc.detach(), sae.W_dec.detach()
         if getattr(cfg, "rescale_acts_by_decoder_norm", False):
-            # sae-lens scales pre by ||W_dec[j]|| and decodes with W_dec[j] / ||W_dec[j]||: fold both in
-            norm = W_dec.float().norm(dim=-1)
-            W_enc = (W_enc.float() * norm).to(W_enc.dtype)
-            b_enc = (b_enc.float() * norm).to(b_enc.dtype)
-            W_dec = (W_dec.float() / norm[:, None]).to(W_dec.dtype)
+            W_enc, b_enc, W_dec = fold_decoder_norm(W_enc, b_enc, W_dec)
         return cls(W_enc=W_enc, b_enc=b_enc, b_dec=sae.b_dec.detach() if apply_b_dec else None,
                    threshold=None if threshold is None else threshold.detach(), k=k,
                    activation=activation, W_dec=W_dec)
+
+
+def fold_decoder_norm(W_enc: torch.Tensor, b_enc: torch.Tensor, W_dec: torch.Tensor):
+    """sae-lens's rescale_acts_by_decoder_norm scales pre by ||W_dec[j]|| and decodes with W_dec[j] / ||W_dec[j]||:
+    return (W_enc, b_enc, W_dec) with both folded in, each in its own dtype."""
+    norm = W_dec.float().norm(dim=-1)
+    return ((W_enc.float() * norm).to(W_enc.dtype), (b_enc.float() * norm).to(b_enc.dtype),
+            (W_dec.float() / norm[:, None]).to(W_dec.dtype))

@@ -75,3 +75,20 @@ def test_bank_errors(tmp_path, monkeypatch):
         load_sae_dir(tmp_path)
     with pytest.raises(ValueError, match="no id template"):
         load_bank("release:unknown-release", layers=[0])
+
+
+def test_decoder_norm_rescaling_is_folded_like_sae_lens(tmp_path):
+    sae_lens = pytest.importorskip("sae_lens")
+    import json
+    sae = make_sae(torch.Generator().manual_seed(4), 24, 40, "topk", k=5)
+    sae.W_dec.mul_(1 + torch.rand(40, 1, generator=torch.Generator().manual_seed(5)))
+    save_sae_dir(tmp_path / "r", sae, HookPoint(1, "post"))
+    cfg = json.loads((tmp_path / "r" / "cfg.json").read_text())
+    cfg["rescale_acts_by_decoder_norm"] = True
+    (tmp_path / "r" / "cfg.json").write_text(json.dumps(cfg))
+    ours, theirs = load_sae_dir(tmp_path / "r").sae, sae_lens.SAE.load_from_disk(str(tmp_path / "r"))
+    x = torch.randn(6, 24)
+    with torch.no_grad():
+        want = theirs.encode(x)
+    got = encode_pool(x[:, None], torch.ones(6, dtype=torch.long), ours, backend="reference").float()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
