@@ -64,12 +64,15 @@ def _check(hidden, vectors, rows, positions):
 
 
 def _steer_torch(hidden, vectors, rows, positions):
-    sel = (rows >= 0)[:, None].expand(hidden.shape[0], hidden.shape[1])
+    """Dense masked add with torch.where (no nonzero(), so no host sync on a device); unselected entries are copied
+    back bit for bit (-0.0 stays -0.0)."""
+    if hidden.numel() == 0:
+        return
+    sel = (rows >= 0)[:, None]
     if positions is not None:
         sel = sel & positions
-    b, t = sel.nonzero(as_tuple=True)
-    if b.numel():
-        hidden[b, t] = (hidden[b, t].float() + vectors[rows[b]].float()).to(hidden.dtype)
+    added = (hidden.float() + vectors.float()[rows.clamp(min=0)][:, None, :]).to(hidden.dtype)
+    hidden.copy_(torch.where(sel[:, :, None], added, hidden))
 
 
 if HAS_TRITON:
@@ -119,9 +122,16 @@ def _steer_triton(hidden, vectors, rows, positions):
 
 
 def steer_add_(hidden: torch.Tensor, vectors: torch.Tensor, rows=None, positions=None,
-               backend: str = "auto") -> torch.Tensor:
-    """Add vectors[rows[b]] to hidden[b, t] where positions[b, t], in place. See the module docstring."""
-    rows, positions = _check(hidden, vectors, rows, positions)
+               backend: str = "auto", check: bool = True) -> torch.Tensor:
+    """Add vectors[rows[b]] to hidden[b, t] where positions[b, t], in place. See the module docstring.
+
+    check=False skips validation (NaN scan of the vectors, range of rows: host syncs on a GPU) for the per-step call
+    inside a decode loop; the caller then guarantees what _check would: vectors [V, d] finite on hidden's device,
+    rows an int64 tensor [B] in [-1, V) on that device, positions None or bool [B, T]."""
+    if check:
+        rows, positions = _check(hidden, vectors, rows, positions)
+    elif rows is None:
+        rows = torch.zeros(hidden.shape[0], dtype=torch.long, device=hidden.device)
     backend = resolve_backend(backend, hidden.device)
     if backend == "reference":
         hidden.copy_(steer_add_reference(hidden, vectors, rows, positions))
