@@ -1,17 +1,19 @@
 """encode_pool: SAE-encode every token of each sample and max/mean-pool the activations per sample.
 
-    encode_pool(x, lengths, sae, pool="max", backend="auto") -> Tensor[B, d_sae] (fp32)
+    encode_pool(x, lengths, sae, pool="max", backend="auto", out=None) -> Tensor[B, d_sae] (fp32)
 
-x [B, T, d_in] fp32/fp16/bf16; lengths [B] ints in [0, T]: sample b's tokens are x[b, :lengths[b]].
-Activations are >= 0, so max-pool starts from 0; a length-0 sample pools to 0 under both pools.
-Mean-pool divides the sum by lengths[b]. The full activation matrix [B*T, d_sae] is never built:
-the torch path tiles the dictionary (and the tokens), the Triton kernel computes one
-[BLOCK_T, BLOCK_N] tile of activations at a time and folds it into a [BLOCK_N] pooled row.
-
-TopK SAEs need, per token, the k-th largest pre-activation over the whole dictionary before any tile can be
-activated. `token_thresholds` computes it in a first tiled pass (running top-(k+1) per token) and returns the midpoint
-between the k-th and (k+1)-th values, so the second pass keeps exactly the k largest even when its rounding differs
-slightly from the first pass's (ties at the k-th value are measure-zero for real inputs and are all kept).
+x is either padded, [B, T, d_in] with lengths [B] in [0, T] (sample b's tokens are x[b, :lengths[b]]), or packed,
+[N, d_in] with lengths [B] summing to N (sample b's tokens are the next lengths[b] rows) — fp32/fp16/bf16.
+Activations are >= 0, so max-pool starts from 0; a length-0 sample pools to 0 under both pools; mean-pool divides
+the sum by lengths[b]. The activation matrix of all tokens [N, d_sae] is never built:
+  - torch path (CPU): consecutive samples in groups of a few thousand tokens, the dictionary in tiles; segments are
+    pooled with torch.segment_reduce over each group's contiguous rows. Max-pool with a per-feature threshold (relu,
+    jumprelu) pools the raw pre-activations and thresholds once per sample: max_t act_t = m if m > thr else 0.
+  - triton path: the packed-token kernel (packed_kernel.py), tiles of tokens spanning samples.
+  - TopK (d_sae <= TOPK_ONE_PASS_MAX): one GEMM pass per group of samples over the whole dictionary width; each
+    token's k largest pre-activations (torch.topk: values and indices) are pooled by scatter. Wider TopK
+    dictionaries take two passes: `token_thresholds` finds each token's cut (the midpoint between its k-th and
+    (k+1)-th pre-activation), then the tiled pass keeps what lies above it.
 """
 from __future__ import annotations
 
@@ -19,13 +21,14 @@ from typing import Callable
 
 import torch
 
-from ._common import (HAS_TRITON, check_finite, check_float, check_lengths, check_pool, compute_dtype,
-                      interpreting, resolve_backend, tl, triton)
+from ._common import (check_finite, check_float, check_lengths, check_pool, resolve_backend)
+from .packed_kernel import MODE_POOL, MODE_PRE, Segments, combine_boundary, packed_encode
 from .sae_weights import SAEWeights
 
-# CPU path budget: at most this many fp32 elements of pre-activations alive at once.
-CPU_TILE_ELEMENTS = 1 << 22
+CPU_TILE_ELEMENTS = 1 << 22      # torch path: fp32 pre-activations alive at once
 CPU_TILE_N = 2048
+GPU_TOPK_ELEMENTS = 1 << 26      # triton path, TopK: one group's pre-activations [tokens, d_sae]
+TOPK_ONE_PASS_MAX = 1 << 17
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -51,243 +54,227 @@ def encode_reference(x: torch.Tensor, sae: SAEWeights) -> torch.Tensor:
 
 
 def encode_pool_reference(x: torch.Tensor, lengths: torch.Tensor, sae: SAEWeights, pool: str = "max") -> torch.Tensor:
-    """float64 [B, d_sae]: the spec of encode_pool."""
+    """float64 [B, d_sae]: the spec of encode_pool (x padded [B, T, d_in] or packed [N, d_in])."""
+    lengths = torch.as_tensor(lengths).long().to(x.device)
+    if x.dim() == 2:
+        acts = encode_reference(x, sae)
+        out = acts.new_zeros(lengths.shape[0], sae.d_sae)
+        for b, (s, n) in enumerate(zip((torch.cumsum(lengths, 0) - lengths).tolist(), lengths.tolist())):
+            if n:
+                seg = acts[s:s + n]
+                out[b] = seg.amax(0) if pool == "max" else seg.sum(0) / n
+        return out
     B, T, _ = x.shape
     acts = encode_reference(x, sae)
-    valid = (torch.arange(T, device=x.device)[None, :] < lengths.to(x.device)[:, None]).double()
+    valid = (torch.arange(T, device=x.device)[None, :] < lengths[:, None]).double()
     acts = acts * valid[:, :, None]
     if pool == "max":
         return acts.amax(dim=1) if T > 0 else acts.new_zeros(B, sae.d_sae)
-    return acts.sum(dim=1) / lengths.to(x.device).clamp(min=1).double()[:, None]
+    return acts.sum(dim=1) / lengths.clamp(min=1).double()[:, None]
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Shared checks
+# Checks and packing
 # ----------------------------------------------------------------------------------------------------------
-def check_inputs(x: torch.Tensor, lengths, sae: SAEWeights, pool: str) -> torch.Tensor:
+def check_inputs(x: torch.Tensor, lengths, sae: SAEWeights, pool: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate and return (packed tokens [N, d_in], lengths [B] int64 on x's device)."""
     if not isinstance(sae, SAEWeights):
         raise TypeError(f"sae must be SAEWeights, got {type(sae).__name__} (use SAEWeights.from_sae_lens)")
-    check_float("x", x, 3)
+    check_float("x", x)
+    if x.dim() not in (2, 3):
+        raise ValueError(f"x must be padded [B, T, d_in] or packed [N, d_in], got shape {tuple(x.shape)}")
     check_pool(pool)
-    if x.shape[2] != sae.d_in:
-        raise ValueError(f"x has d_in={x.shape[2]} but the SAE expects d_in={sae.d_in}")
+    if x.shape[-1] != sae.d_in:
+        raise ValueError(f"x has d_in={x.shape[-1]} but the SAE expects d_in={sae.d_in}")
     if x.device != sae.device:
         raise ValueError(f"x is on {x.device} but the SAE weights are on {sae.device}")
-    lengths = check_lengths(lengths, x.shape[0], x.shape[1]).to(x.device)
-    check_finite("x", x)
-    return lengths
+    if not isinstance(lengths, torch.Tensor):
+        lengths = torch.as_tensor(lengths)
+    if x.dim() == 3:
+        lengths = check_lengths(lengths, x.shape[0], x.shape[1]).to(x.device)
+        xp = pack_tokens(x, lengths)
+    else:
+        if lengths.dim() != 1:
+            raise ValueError(f"lengths must have shape [B], got {tuple(lengths.shape)}")
+        lengths = check_lengths(lengths, lengths.shape[0], x.shape[0]).to(x.device)
+        total = int(lengths.sum())
+        if total != x.shape[0]:
+            raise ValueError(f"packed x has {x.shape[0]} tokens but lengths sum to {total}")
+        xp = x
+    check_finite("x", xp)
+    return xp, lengths
+
+
+def pack_tokens(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """[sum(lengths), d_in]: the valid tokens of every sample of a padded x [B, T, d_in], in order."""
+    T = x.shape[1]
+    valid = torch.arange(T, device=x.device)[None, :] < lengths[:, None]
+    return x[valid]
+
+
+def sample_groups(lengths: list[int], max_tokens: int) -> list[tuple[int, int, int, int]]:
+    """Consecutive samples in groups of at most max_tokens tokens (a longer sample alone):
+    [(first sample, end sample, first token, end token)]."""
+    groups, b0, t0, t = [], 0, 0, 0
+    for b, n in enumerate(lengths):
+        if t + n - t0 > max_tokens and b > b0:
+            groups.append((b0, b, t0, t))
+            b0, t0 = b, t
+        t += n
+    if b0 < len(lengths):
+        groups.append((b0, len(lengths), t0, t))
+    return groups
+
+
+def segment_pool(vals: torch.Tensor, lengths: torch.Tensor, pool: str) -> torch.Tensor:
+    """[len(lengths), F] fp32: max or sum of consecutive row segments of vals [sum(lengths), F] (0 for empty).
+
+    torch.segment_reduce with initial 0: right for pooled activations (>= 0), and for the raw pre-activations of the
+    pool-then-threshold path too, whose thresholds are >= 0 (max(0, m) > thr exactly when m > thr)."""
+    return torch.segment_reduce(vals, "max" if pool == "max" else "sum", lengths=lengths, axis=0, initial=0.0)
 
 
 # ----------------------------------------------------------------------------------------------------------
-# TopK pre-pass (shared by every backend): per-token keep threshold
+# TopK
 # ----------------------------------------------------------------------------------------------------------
-def _token_chunks(n_tok: int, d_sae: int):
-    step = max(1, CPU_TILE_ELEMENTS // max(1, min(d_sae, CPU_TILE_N)))
-    return [(s, min(n_tok, s + step)) for s in range(0, n_tok, step)]
+def topk_pool(pre: torch.Tensor, lengths: list[int], k: int, pool: str) -> torch.Tensor:
+    """[len(lengths), d_sae] fp32 pooled TopK activations from one group's pre-activations [n, d_sae] fp32."""
+    n, d_sae = pre.shape
+    out = torch.zeros((len(lengths), d_sae), dtype=torch.float32 if pool == "max" else torch.float64,
+                      device=pre.device)
+    if n == 0:
+        return out.float()
+    top = torch.topk(pre, min(k, d_sae), dim=1)
+    vals = top.values.clamp(min=0)
+    seg = torch.repeat_interleave(torch.arange(len(lengths), device=pre.device),
+                                  torch.tensor(lengths, device=pre.device), output_size=n)
+    flat = (seg[:, None] * d_sae + top.indices).flatten()
+    if pool == "max":
+        out.view(-1).scatter_reduce_(0, flat, vals.flatten(), "amax")
+        return out
+    out.view(-1).index_add_(0, flat, vals.flatten().double())    # fp64: exact, so the add order is irrelevant
+    return (out / torch.tensor(lengths, device=pre.device).clamp(min=1).double()[:, None]).float()
 
 
 def token_thresholds(xp: torch.Tensor, sae: SAEWeights) -> torch.Tensor:
-    """fp32 [N]: for packed tokens xp [N, d_in], a value between the k-th and (k+1)-th largest pre-activation."""
+    """fp32 [N]: for packed tokens xp [N, d_in], a value between the k-th and (k+1)-th largest pre-activation
+    (the first pass of two, for TopK dictionaries wider than TOPK_ONE_PASS_MAX)."""
     N, k, d_sae = xp.shape[0], sae.k, sae.d_sae
     if k >= d_sae:
         return torch.full((N,), float("-inf"), device=xp.device)
     W, b_eff = sae.W_enc, sae.effective_bias()
     tile = min(d_sae, CPU_TILE_N)
     out = torch.empty(N, dtype=torch.float32, device=xp.device)
-    for s, e in _token_chunks(N, d_sae):
-        xc = xp[s:e].float()
-        best = None
+    step = max(1, CPU_TILE_ELEMENTS // tile)
+    for s in range(0, N, step):
+        xc, best = xp[s:s + step].float(), None
         for j in range(0, d_sae, tile):
             pre = torch.addmm(b_eff[j:j + tile], xc, W[:, j:j + tile].float())
             cand = pre if best is None else torch.cat([best, pre], dim=1)
             best = torch.topk(cand, min(k + 1, cand.shape[1]), dim=1).values
-        out[s:e] = 0.5 * (best[:, k - 1] + best[:, k])
+        out[s:s + step] = 0.5 * (best[:, k - 1] + best[:, k])
     return out
 
 
-def pack_tokens(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """[sum(lengths), d_in]: the valid tokens of every sample, in order."""
-    T = x.shape[1]
-    valid = torch.arange(T, device=x.device)[None, :] < lengths[:, None]
-    return x[valid]
+def one_pass_topk(sae: SAEWeights) -> bool:
+    return sae.activation == "topk" and sae.d_sae <= TOPK_ONE_PASS_MAX
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Fast CPU path: torch, tiled over the dictionary and the tokens
+# Both fast paths: pooled blocks handed to a sink
 # ----------------------------------------------------------------------------------------------------------
-def pooled_tiles_torch(x: torch.Tensor, lengths: torch.Tensor, sae: SAEWeights, pool: str,
-                       sink: Callable[[slice, torch.Tensor], None], tile_n: int | None = None) -> None:
-    """Compute pooled activations one dictionary tile at a time; call sink(cols, pooled [B, len(cols)] fp32)."""
-    B = x.shape[0]
-    tile_n = tile_n or CPU_TILE_N
-    xp = pack_tokens(x, lengths).float()
-    N = xp.shape[0]
-    ends = torch.cumsum(lengths, 0).tolist()
-    starts = [e - n for e, n in zip(ends, lengths.tolist())]
-    thr_t = token_thresholds(xp, sae) if sae.activation == "topk" else None
+Sink = Callable[[slice, slice, torch.Tensor], None]     # sink(samples, columns, pooled fp32 [samples, columns])
+
+
+def pooled_blocks_torch(xp: torch.Tensor, lengths: torch.Tensor, sae: SAEWeights, pool: str, sink: Sink) -> None:
+    """The torch path: hand every (sample group, dictionary tile) block of pooled activations to sink."""
+    lens = lengths.tolist()
     W, b_eff, thr_f = sae.W_enc, sae.effective_bias(), sae.feature_threshold()
-    # max-pool with per-feature thresholds only (relu, jumprelu): max_t act_t = (m if m > thr else 0) where
-    # m = max_t pre_t, so the activation never needs to touch the [tokens, tile] matrix
+    if one_pass_topk(sae):
+        for b0, b1, t0, t1 in sample_groups(lens, max(1, CPU_TILE_ELEMENTS // sae.d_sae)):
+            pre = torch.addmm(b_eff, xp[t0:t1].float(), W.float())
+            sink(slice(b0, b1), slice(0, sae.d_sae), topk_pool(pre, lens[b0:b1], sae.k, pool))
+        return
+    thr_t = token_thresholds(xp, sae) if sae.activation == "topk" else None
     pool_then_threshold = pool == "max" and thr_t is None
-    step = max(1, CPU_TILE_ELEMENTS // tile_n)
-    for j in range(0, sae.d_sae, tile_n):
-        cols = slice(j, min(sae.d_sae, j + tile_n))
-        Wt = W[:, cols].float()
-        init = float("-inf") if pool_then_threshold else 0.0
-        pooled = torch.full((B, Wt.shape[1]), init, dtype=torch.float32, device=x.device)
-        for s in range(0, N, step):
-            e = min(N, s + step)
-            pre = torch.addmm(b_eff[cols], xp[s:e], Wt)
+    tile_n = min(sae.d_sae, CPU_TILE_N)
+    for b0, b1, t0, t1 in sample_groups(lens, max(1, CPU_TILE_ELEMENTS // tile_n)):
+        xg = xp[t0:t1].float()
+        for j in range(0, sae.d_sae, tile_n):
+            cols = slice(j, min(sae.d_sae, j + tile_n))
+            pre = torch.addmm(b_eff[cols], xg, W[:, cols].float())
             if not pool_then_threshold:
                 drop = pre <= thr_f[cols]
                 if thr_t is not None:
-                    drop |= pre < thr_t[s:e, None]
+                    drop |= pre < thr_t[t0:t1, None]
                 pre.masked_fill_(drop, 0.0)
-            for b in range(B):
-                lo, hi = max(starts[b], s), min(ends[b], e)
-                if lo >= hi:
-                    continue
-                seg = pre[lo - s:hi - s]
-                if pool == "max":
-                    torch.maximum(pooled[b], seg.amax(0), out=pooled[b])
-                else:
-                    pooled[b] += seg.sum(0)
-        if pool_then_threshold:
-            pooled.masked_fill_(~(pooled > thr_f[cols]), 0.0)
-        elif pool == "mean":
-            pooled /= lengths.clamp(min=1).float()[:, None]
-        sink(cols, pooled)
+            pooled = segment_pool(pre, lengths[b0:b1], pool)
+            if pool_then_threshold:
+                pooled.masked_fill_(~(pooled > thr_f[cols]), 0.0)
+            elif pool == "mean":
+                pooled /= lengths[b0:b1].clamp(min=1).float()[:, None]
+            sink(slice(b0, b1), cols, pooled)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Triton kernel
-# ----------------------------------------------------------------------------------------------------------
-if HAS_TRITON:
-
-    @triton.jit
-    def pooled_tile(x_ptr, w_ptr, beff_ptr, thrf_ptr, thrt_ptr, b, L, offs_n, mask_n, D,
-                    stride_xb, stride_xt, stride_xk, stride_wk, stride_wn, stride_tb,
-                    HAS_TOKEN_THR: tl.constexpr, MEAN: tl.constexpr, COMPUTE: tl.constexpr,
-                    F32_DOT: tl.constexpr, PREC: tl.constexpr,
-                    BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-        """fp32 [BLOCK_N]: pooled activations of sample b (L tokens) for the dictionary columns offs_n."""
-        b64 = tl.cast(b, tl.int64)
-        beff = tl.load(beff_ptr + offs_n, mask=mask_n, other=0.0)
-        thrf = tl.load(thrf_ptr + offs_n, mask=mask_n, other=float("inf"))
-        offs_t0 = tl.arange(0, BLOCK_T)
-        offs_k0 = tl.arange(0, BLOCK_K)
-        pooled = tl.zeros([BLOCK_N], dtype=tl.float32)
-        for t0 in range(0, L, BLOCK_T):
-            offs_t = t0 + offs_t0
-            mask_t = offs_t < L
-            acc = tl.zeros([BLOCK_T, BLOCK_N], dtype=tl.float32)
-            for k0 in range(0, D, BLOCK_K):
-                offs_k = k0 + offs_k0
-                mask_k = offs_k < D
-                xt = tl.load(x_ptr + b64 * stride_xb + offs_t[:, None] * stride_xt + offs_k[None, :] * stride_xk,
-                             mask=mask_t[:, None] & mask_k[None, :], other=0.0)
-                wt = tl.load(w_ptr + offs_k[:, None].to(tl.int64) * stride_wk + offs_n[None, :] * stride_wn,
-                             mask=mask_k[:, None] & mask_n[None, :], other=0.0)
-                if F32_DOT:
-                    acc = tl.dot(xt.to(tl.float32), wt.to(tl.float32), acc, input_precision=PREC)
-                else:
-                    acc = tl.dot(xt.to(COMPUTE), wt.to(COMPUTE), acc)
-            pre = acc + beff[None, :]
-            keep = (pre > thrf[None, :]) & mask_t[:, None]
-            if HAS_TOKEN_THR:
-                thrt = tl.load(thrt_ptr + b64 * stride_tb + offs_t, mask=mask_t, other=float("inf"))
-                keep = keep & (pre >= thrt[:, None])
-            act = tl.where(keep, pre, 0.0)
-            if MEAN:
-                pooled += tl.sum(act, axis=0)
-            else:
-                pooled = tl.maximum(pooled, tl.max(act, axis=0))
-        if MEAN:
-            pooled = pooled / tl.maximum(L, 1).to(tl.float32)
-        return pooled
-
-    @triton.jit
-    def _encode_pool_kernel(x_ptr, w_ptr, beff_ptr, thrf_ptr, thrt_ptr, len_ptr, out_ptr, N, D,
-                            stride_xb, stride_xt, stride_xk, stride_wk, stride_wn, stride_tb, stride_ob,
-                            HAS_TOKEN_THR: tl.constexpr, MEAN: tl.constexpr, COMPUTE: tl.constexpr,
-                            F32_DOT: tl.constexpr, PREC: tl.constexpr,
-                            BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-        # grid (B, cdiv(N, BLOCK_N)): samples vary fastest so concurrent programs share W_enc tiles in L2.
-        b = tl.program_id(0)
-        offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-        mask_n = offs_n < N
-        L = tl.load(len_ptr + b).to(tl.int32)
-        pooled = pooled_tile(x_ptr, w_ptr, beff_ptr, thrf_ptr, thrt_ptr, b, L, offs_n, mask_n, D,
-                             stride_xb, stride_xt, stride_xk, stride_wk, stride_wn, stride_tb,
-                             HAS_TOKEN_THR, MEAN, COMPUTE, F32_DOT, PREC, BLOCK_T, BLOCK_N, BLOCK_K)
-        tl.store(out_ptr + b.to(tl.int64) * stride_ob + offs_n, pooled, mask=mask_n)
+def topk_blocks_triton(xp: torch.Tensor, lengths: torch.Tensor, sae: SAEWeights, pool: str, sink: Sink) -> None:
+    """TopK on the triton path: the kernel writes each group's fp32 pre-activations (one GEMM pass), torch.topk
+    picks each token's k largest, and they are pooled by scatter."""
+    lens = lengths.tolist()
+    for b0, b1, t0, t1 in sample_groups(lens, max(1, GPU_TOPK_ELEMENTS // sae.d_sae)):
+        if t1 == t0:
+            sink(slice(b0, b1), slice(0, sae.d_sae), torch.zeros((b1 - b0, sae.d_sae), device=xp.device))
+            continue
+        pre = torch.empty((t1 - t0, sae.d_sae), dtype=torch.float32, device=xp.device)
+        packed_encode(xp[t0:t1], None, sae, pool, MODE_PRE, out=pre)
+        sink(slice(b0, b1), slice(0, sae.d_sae), topk_pool(pre, lens[b0:b1], sae.k, pool))
 
 
-_TL_DTYPES = {}
-if HAS_TRITON:
-    _TL_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
-
-
-def triton_launch_args(x: torch.Tensor, lengths: torch.Tensor, sae: SAEWeights, pool: str) -> dict:
-    """Everything both Triton kernels need: pointers, strides, constexprs (shared with encode_pool_stats)."""
-    if x.dtype == torch.float64 or sae.W_enc.dtype == torch.float64:
-        raise TypeError("the Triton backend takes fp32/fp16/bf16 x and W_enc, not fp64")
-    B, T, D = x.shape
-    thr_t = None
-    if sae.activation == "topk":
-        thr_t = torch.full((B, T), float("inf"), dtype=torch.float32, device=x.device)
-        valid = torch.arange(T, device=x.device)[None, :] < lengths[:, None]
-        thr_t[valid] = token_thresholds(pack_tokens(x, lengths), sae)
-    interp = interpreting()
-    cdt = compute_dtype(x.dtype, sae.W_enc.dtype)
-    # the interpreter's tl.dot is wrong on bf16 operands: it multiplies in fp32 there (same products, fp32 sums)
-    f32 = interp or cdt == torch.float32
-    blocks = dict(BLOCK_T=16, BLOCK_N=32, BLOCK_K=16) if interp else dict(BLOCK_T=64, BLOCK_N=128, BLOCK_K=64)
-    W = sae.W_enc
-    return dict(
-        tensors=(x, W, sae.effective_bias(), sae.feature_threshold(), thr_t if thr_t is not None else x),
-        strides=(x.stride(0), x.stride(1), x.stride(2), W.stride(0), W.stride(1), T),
-        meta=dict(HAS_TOKEN_THR=thr_t is not None, MEAN=pool == "mean", COMPUTE=_TL_DTYPES[cdt], F32_DOT=f32,
-                  PREC="ieee" if interp else "tf32x3", **blocks),
-        launch={} if interp else dict(num_warps=8, num_stages=3),
-        lengths=lengths.to(torch.int32).contiguous(), N=sae.d_sae, D=D,
-    )
-
-
-def _encode_pool_triton(x, lengths, sae, pool, out):
-    B = x.shape[0]
-    if B == 0:
-        return out
-    a = triton_launch_args(x, lengths, sae, pool)
-    grid = (B, triton.cdiv(a["N"], a["meta"]["BLOCK_N"]))
-    _encode_pool_kernel[grid](*a["tensors"], a["lengths"], out, a["N"], a["D"], *a["strides"], out.stride(0),
-                              **a["meta"], **a["launch"])
-    return out
+def token_thresholds_for(xp: torch.Tensor, sae: SAEWeights):
+    """The per-token cut of the two-pass TopK path (None for every other activation)."""
+    return token_thresholds(xp, sae) if sae.activation == "topk" else None
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Public op
 # ----------------------------------------------------------------------------------------------------------
+def _encode_pool_triton(xp, lengths, sae, pool, out):
+    if one_pass_topk(sae):
+        def write(rows, cols, pooled):
+            out[rows, cols] = pooled
+        topk_blocks_triton(xp, lengths, sae, pool, write)
+        return out
+    out.masked_fill_((lengths == 0)[:, None], 0.0)
+    if xp.shape[0] == 0:
+        return out
+    launch = packed_encode(xp, Segments.of(lengths, xp.shape[0]), sae, pool, MODE_POOL, out=out,
+                           thr_t=token_thresholds_for(xp, sae))
+    samples, z = combine_boundary(launch, pool, lengths)
+    out[samples] = z
+    return out
+
+
 def encode_pool(x: torch.Tensor, lengths, sae: SAEWeights, pool: str = "max", backend: str = "auto",
                 out: torch.Tensor | None = None) -> torch.Tensor:
     """Pooled SAE activations [B, d_sae] (fp32; float64 for backend="reference"). See the module docstring.
 
     out: optional preallocated fp32 [B, d_sae] tensor to write into (contiguous rows)."""
-    lengths = check_inputs(x, lengths, sae, pool)
+    xp, lengths = check_inputs(x, lengths, sae, pool)
     backend = resolve_backend(backend, x.device)
     if backend == "reference":
-        ref = encode_pool_reference(x, lengths, sae, pool)
+        ref = encode_pool_reference(xp, lengths, sae, pool)
         return ref if out is None else out.copy_(ref)
-    shape = (x.shape[0], sae.d_sae)
+    shape = (lengths.shape[0], sae.d_sae)
     if out is None:
         out = torch.empty(shape, dtype=torch.float32, device=x.device)
     elif tuple(out.shape) != shape or out.dtype != torch.float32 or out.device != x.device or out.stride(1) != 1:
         raise ValueError(f"out must be a row-contiguous fp32 tensor of shape {list(shape)} on {x.device}")
     if backend == "triton":
-        return _encode_pool_triton(x, lengths, sae, pool, out)
+        if xp.dtype == torch.float64 or sae.W_enc.dtype == torch.float64:
+            raise TypeError("the Triton backend takes fp32/fp16/bf16 x and W_enc, not fp64")
+        return _encode_pool_triton(xp, lengths, sae, pool, out)
 
-    def write(cols, pooled):
-        out[:, cols] = pooled
+    def write(rows, cols, pooled):
+        out[rows, cols] = pooled
 
-    pooled_tiles_torch(x, lengths, sae, pool, write)
+    pooled_blocks_torch(xp, lengths, sae, pool, write)
     return out

@@ -141,7 +141,9 @@ def test_bad_inputs_raise(backend):
         encode_pool(x, torch.tensor([1.0, 2.0]), sae, backend=backend)
     with pytest.raises(ValueError, match="pool"):
         encode_pool(x, L, sae, pool="sum", backend=backend)
-    with pytest.raises(ValueError, match="dims"):
+    with pytest.raises(ValueError, match=r"padded \[B, T, d_in\] or packed \[N, d_in\]"):
+        encode_pool(x[None], L, sae, backend=backend)
+    with pytest.raises(ValueError, match="packed x has 5 tokens but lengths sum to 7"):
         encode_pool(x[0], L, sae, backend=backend)
     with pytest.raises(ValueError, match="backend"):
         encode_pool(x, L, sae, backend="cuda")
