@@ -3,6 +3,7 @@ live. The CLI is generated from these fields (`add_options`), runs record them (
 (`load_settings` with a config.json). Values are checked once, when a settings object is built; a bad one raises
 SettingsError with a one-line message naming the option: `--pool must be max or mean, got 'foo'`.
 
+Settings objects are frozen: checked once, never changed (dataclasses.replace makes a checked copy).
 Shared parts are small classes composed by inheritance (ModelOptions, SplitOptions, ...; the base listed last
 comes first in --help); every field is keyword-only.
 """
@@ -125,7 +126,7 @@ def _checked(f, tp, v):
     return v
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, frozen=True)
 class Settings:
     command: ClassVar[str] = ""
     replay: ClassVar[bool] = False        # the command writes config.json and takes --config
@@ -133,7 +134,7 @@ class Settings:
     def __post_init__(self):
         hints = _hints(type(self))
         for f in fields(self):
-            setattr(self, f.name, _checked(f, hints[f.name], getattr(self, f.name)))
+            object.__setattr__(self, f.name, _checked(f, hints[f.name], getattr(self, f.name)))   # frozen
         self.check()
 
     def check(self) -> None:
@@ -146,7 +147,7 @@ class Settings:
 # ---------------------------------------------------------------------------------------------------------------
 # shared parts
 # ---------------------------------------------------------------------------------------------------------------
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, frozen=True)
 class ModelOptions(Settings):
     model: str = option("default", "default | gemma3-270m | path.gguf | HF model directory | HF hub id")
     device: str = option("auto", "where the model, SAEs and statistics live (auto: cuda when available, else cpu)",
@@ -158,13 +159,13 @@ class ModelOptions(Settings):
         return resolve_device_dtype(self.device, self.dtype)
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, frozen=True)
 class PlanModelOptions(ModelOptions):
     model: str | None = option(None, "model to steer (default: the model the plan was built for)")
     plan: str = option(help="a plan.json written by `corrsteer run` or `corrsteer select`", metavar="FILE")
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, frozen=True)
 class LayerOptions(Settings):
     layers: str | None = option(None, "layers, e.g. 0-29 or 3,15,27 (default: every layer)", check=_layers_ok,
                                 metavar="LAYERS")
@@ -176,7 +177,7 @@ class LayerOptions(Settings):
         return parse_layers(self.layers)
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, frozen=True)
 class SplitOptions(Settings):
     task: str = option("sentiment", "a built-in task (corrsteer.tasks.list_tasks()) or a .jsonl task file",
                        check=_task_ok)
@@ -188,7 +189,7 @@ class SplitOptions(Settings):
     seed: int = option(0, "seed of the task's items and of its split", check=non_negative)
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, frozen=True)
 class SelectOptions(Settings):
     saes: str = option("trained", "trained (train-sae's cache, trained on first use) | release:<sae-lens release> "
                        "| a sae-lens directory or a folder of them")
@@ -209,7 +210,7 @@ class SelectOptions(Settings):
 # ---------------------------------------------------------------------------------------------------------------
 # one class per command
 # ---------------------------------------------------------------------------------------------------------------
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, frozen=True)
 class TrainConfig(Settings):
     """The SAE trainer's settings (corrsteer.train_sae): `corrsteer train-sae` and the SAEs `run` trains itself."""
     d_sae: int = option(2304, "SAE width (latents)", check=positive)
@@ -229,7 +230,7 @@ class TrainConfig(Settings):
             raise SettingsError(f"--k must be at most --d-sae ({self.d_sae}), got {self.k}")
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, frozen=True)
 class TrainSAEConfig(TrainConfig, LayerOptions, ModelOptions):
     command: ClassVar[str] = "train-sae"
     replay: ClassVar[bool] = True
@@ -240,7 +241,7 @@ class TrainSAEConfig(TrainConfig, LayerOptions, ModelOptions):
     force: bool = option(False, "retrain layers that are already cached")
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, frozen=True)
 class RunConfig(SelectOptions, LayerOptions, SplitOptions, ModelOptions):
     command: ClassVar[str] = "run"
     replay: ClassVar[bool] = True
@@ -248,20 +249,20 @@ class RunConfig(SelectOptions, LayerOptions, SplitOptions, ModelOptions):
     out: str | None = option(None, "output directory (default: runs/<task>)", metavar="DIR")
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, frozen=True)
 class SelectConfig(RunConfig):
     command: ClassVar[str] = "select"
     select_only: ClassVar[bool] = True
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, frozen=True)
 class EvalConfig(SplitOptions, PlanModelOptions):
     command: ClassVar[str] = "eval"
     replay: ClassVar[bool] = True
     out: str | None = option(None, "output directory (default: runs/<task>/eval)", metavar="DIR")
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, frozen=True)
 class GenerateConfig(PlanModelOptions):
     command: ClassVar[str] = "generate"
     max_new_tokens: int = option(64, "tokens to generate", check=positive)
