@@ -1,12 +1,12 @@
 """`corrsteer run`: collect on the select split -> choose features (S, A, P via the validation split) -> test all
 variants and the no-SAE baselines in one batched pass -> report. Outputs in out_dir:
-plan.json (the last variant asked for, CorrSteer-P by default; plans/<variant>.json each), stats.safetensors (per-layer CorrStats),
-predictions.jsonl (one row per test sample and variant, baseline included), report.md and PNG plots.
+config.json (the settings, replayable with `corrsteer run --config`), plan.json (the last variant asked for, CorrSteer-P
+by default; plans/<variant>.json each), stats.safetensors (per-layer CorrStats), predictions.jsonl (one row per test
+sample and variant, baseline included), report.md and PNG plots.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -14,25 +14,11 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from .collect import collect, score_rows
+from .config import EvalConfig, RunConfig, bank_context, model_context, write_config
 from .generate import generate_batch
 from .select import (layer_candidates, mean_difference, p_prefixes, raw_direction, variant_a, variant_p,
                      variant_s)
 from .steer import SteeringPlan
-
-
-@dataclass
-class RunConfig:
-    n_select: int = 192
-    n_val: int = 48
-    n_test: int = 192
-    batch_size: int = 16
-    pool: str = "max"
-    coef: str = "mean"
-    scale: float = 1.0
-    seed: int = 0
-    all_positions: bool = False
-    variants: tuple = ("S", "A", "P")
-    select_only: bool = False          # `corrsteer select`: stop once the plans are written
 
 
 def run_plans(lm, task, items, plans: dict, batch_size: int, desc: str, steer_prompt: bool = False) -> dict:
@@ -60,6 +46,7 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
 
     out = Path(out_dir)
     (out / "plans").mkdir(parents=True, exist_ok=True)
+    write_config(out, cfg, model=model_context(lm), saes=bank_context(bank, sae_source), task=task.name)
     sel, val, test = task.split(cfg.n_select, cfg.n_val, cfg.n_test, seed=cfg.seed)
 
     # 1. collect and correlate
@@ -131,12 +118,14 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
     return dict(comparisons=comps, baselines=base_comps, settings=settings)
 
 
-def eval_plan(lm, task, plan, out_dir, cfg: RunConfig) -> dict:
+def eval_plan(lm, task, plan, out_dir, cfg: EvalConfig) -> dict:
     """`corrsteer eval`: a saved plan against the unsteered model on the test split (disjoint from select/val)."""
     from .evaluate import compare
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    write_config(out, cfg, model=model_context(lm), plan=dict(name=plan.name, sae_source=plan.sae_source),
+                 task=task.name)
     _, _, test = task.split(cfg.n_select, cfg.n_val, cfg.n_test, seed=cfg.seed)
     rows = run_plans(lm, task, test, {"baseline": {}, plan.name: plan.hook_vectors()}, cfg.batch_size, "eval",
                      plan.all_positions)

@@ -156,7 +156,7 @@ def _from_release(release: str, layers, id_template: str | None, device) -> dict
 
 
 def load_bank(source: str, lm=None, layers=None, id_template: str | None = None, device="cpu",
-              sae_dir=None) -> SAEBank:
+              sae_dir=None, dtype=None) -> SAEBank:
     """Load an SAE bank from "release:<name>", "trained" (the cache of `corrsteer train-sae`), or a path."""
     model_name = lm.name if lm is not None else None
     if source.startswith("release:"):
@@ -182,4 +182,6 @@ def load_bank(source: str, lm=None, layers=None, id_template: str | None = None,
                     raise ValueError(f"two SAEs for layer {e.hook.layer}: {entries[e.hook.layer].source} and {d}")
                 entries[e.hook.layer] = e
     bank = SAEBank(entries, model_name)
+    if dtype is not None:                  # SAEWeights.to keeps thresholds and biases fp32
+        bank = bank.to(device, dtype)
     return bank.check(lm) if lm is not None else bank

@@ -15,7 +15,7 @@ def top_features(stats, k: int = 5, coef: str = "mean", scale: float = 1.0) -> l
     if coef not in ("mean", "active"):
         raise ValueError(f"coef must be 'mean' or 'active', got {coef!r}")
     r = stats.pearson()
-    n = float(stats.scalars[0])
+    n = float(stats.n)
     top = torch.topk(r, min(k, r.numel()))
     c = stats.mean_given_positive() if coef == "mean" else stats.mean_active_given_positive()
     out = []
@@ -75,9 +75,9 @@ def raw_direction(raw_stats: dict, layer: int, scale: float = 1.0) -> tuple[int,
 def mean_difference(raw_stats: dict, layer: int, scale: float = 1.0) -> torch.Tensor:
     """Mean-difference baseline: mean pooled residual of correct minus incorrect samples at `layer`."""
     st = raw_stats[layer]
-    n, n_pos = float(st.scalars[0]), float(st.scalars[3])
+    n, n_pos = float(st.n), float(st.n_pos)
     if n_pos == 0 or n_pos == n:
         return torch.zeros(st.d_sae)
-    mean_pos = st.features[3] / n_pos
-    mean_neg = (st.features[0] - st.features[3]) / (n - n_pos)
+    mean_pos = st.sum_z_pos / n_pos
+    mean_neg = (st.sum_z - st.sum_z_pos) / (n - n_pos)
     return ((mean_pos - mean_neg) * scale).float()

@@ -13,13 +13,14 @@ Dead latents (not fired for `dead_after` tokens) are re-pointed at the worst-rec
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from corrsteer_kernels import SAEWeights
+
+from .config import TrainConfig   # the trainer's settings: defaults and help live there
 
 
 class _TopKEncode(torch.autograd.Function):
@@ -47,35 +48,23 @@ class _TopKEncode(torch.autograd.Function):
         return grad_xc, grad_W, grad_b, None
 
 
-@dataclass
-class TrainConfig:
-    d_sae: int = 2304
-    k: int = 32
-    epochs: float = 2.0
-    batch_size: int = 1024
-    lr: float = 2e-3
-    dead_after: int = 20_000      # tokens without firing before a latent counts as dead and is resampled
-    resample_every: int = 25      # steps
-    seed: int = 0
-
-
 class TopKTrainer:
-    def __init__(self, x: torch.Tensor, cfg: TrainConfig, init: dict | None = None):
+    def __init__(self, x: torch.Tensor, cfg: TrainConfig):
         self.cfg = cfg
         self.x = x
         self.mu = x.mean(0)
         self.scale = float((x - self.mu).pow(2).sum(1).mean().sqrt()) or 1.0
         d = x.shape[1]
         g = torch.Generator().manual_seed(cfg.seed)
-        if init is None:   # decoder rows = random centred inputs (unit norm); encoder tied to them, /k so the
-            # k initial activations sum to about one input instead of k of them
-            idx = torch.randperm(x.shape[0], generator=g)[:cfg.d_sae]
-            rows = (x[idx] - self.mu) / self.scale
-            if rows.shape[0] < cfg.d_sae:
-                rows = torch.cat([rows, torch.randn(cfg.d_sae - rows.shape[0], d, generator=g)])
-            rows = F.normalize(rows, dim=1)
-            init = dict(W_enc_T=rows / cfg.k, b_enc=torch.zeros(cfg.d_sae), W_dec=rows.clone(), b_dec=torch.zeros(d))
-        self.p = {n: torch.nn.Parameter(t.clone().float()) for n, t in init.items()}
+        # decoder rows = random centred inputs (unit norm); encoder tied to them, /k so the k initial activations
+        # sum to about one input instead of k of them
+        idx = torch.randperm(x.shape[0], generator=g)[:cfg.d_sae]
+        rows = (x[idx] - self.mu) / self.scale
+        if rows.shape[0] < cfg.d_sae:
+            rows = torch.cat([rows, torch.randn(cfg.d_sae - rows.shape[0], d, generator=g)])
+        rows = F.normalize(rows, dim=1)
+        init = dict(W_enc_T=rows / cfg.k, b_enc=torch.zeros(cfg.d_sae), W_dec=rows.clone(), b_dec=torch.zeros(d))
+        self.p = {n: torch.nn.Parameter(t.float()) for n, t in init.items()}
         self.opt = torch.optim.Adam(self.p.values(), lr=cfg.lr, betas=(0.9, 0.999))
         self.since_fired = torch.zeros(cfg.d_sae, dtype=torch.long)
 
@@ -154,10 +143,6 @@ class TopKTrainer:
                           b_dec=p["b_dec"] * s + self.mu, k=self.cfg.k, activation="topk",
                           W_dec=(p["W_dec"] * s).contiguous())
 
-    def state(self) -> dict:
-        """Normalised-space parameters, to warm-start the next layer."""
-        return {n: t.detach().clone() for n, t in self.p.items()}
-
 
 @torch.no_grad()
 def evaluate(sae: SAEWeights, x: torch.Tensor, chunk: int = 4096) -> dict:
@@ -199,11 +184,11 @@ def _chats(dataset: str | None):
     return chats
 
 
-def train_bank(lm, out_dir, layers=None, point: str = "post", cfg: TrainConfig | None = None,
-               train_tokens: int = 80_000, eval_tokens: int = 8_000, max_len: int = 256,
+def train_bank(lm, out_dir, layers=None, point: str = "post", cfg: TrainConfig | None = None, max_len: int = 256,
                dataset: str | None = None, force: bool = False, progress: bool = True) -> list[dict]:
     """Train (or reuse) one TopK SAE per layer, save each as a sae-lens directory under out_dir as soon as it is
-    done (an interrupted run resumes where it stopped), and return the per-layer quality rows on held-out text."""
+    done (an interrupted run resumes where it stopped), and return the per-layer quality rows on held-out text
+    (cfg.eval_tokens of them; cfg.train_tokens training activations a layer), then one row of totals."""
     import time
     from pathlib import Path
 
@@ -220,8 +205,8 @@ def train_bank(lm, out_dir, layers=None, point: str = "post", cfg: TrainConfig |
     n_eval_docs = max(1, len(seqs) // 10)
     train_seqs, eval_seqs = seqs[:-n_eval_docs], seqs[-n_eval_docs:]
     t0 = time.time()
-    ev = collect(lm, eval_seqs, points, eval_tokens, skip=prefix, desc="held-out activations")
-    tr = collect(lm, train_seqs, todo, train_tokens, skip=prefix, desc="training activations") if todo else {}
+    ev = collect(lm, eval_seqs, points, cfg.eval_tokens, skip=prefix, desc="held-out activations")
+    tr = collect(lm, train_seqs, todo, cfg.train_tokens, skip=prefix, desc="training activations") if todo else {}
     t_collect = time.time() - t0
     rows = []
     for hp in tqdm(points, desc="SAEs", disable=not progress):
@@ -231,12 +216,12 @@ def train_bank(lm, out_dir, layers=None, point: str = "post", cfg: TrainConfig |
             trainer = TopKTrainer(tr.pop(hp), cfg).fit_from_raw(desc=f"layer {hp.layer}", progress=progress)
             sae = trainer.weights()
             q = evaluate(sae, ev[hp])
-            save_sae_dir(path, sae, hp, lm.name, extra={"trained_by": "corrsteer", "train_tokens": train_tokens,
+            save_sae_dir(path, sae, hp, lm.name, extra={"trained_by": "corrsteer", "train_tokens": cfg.train_tokens,
                                                         "epochs": cfg.epochs, "heldout": q})
         else:
             sae = load_sae_dir(path).sae
             q = evaluate(sae, ev[hp])
         rows.append(dict(layer=hp.layer, hook=hp.hook_name, d_sae=sae.d_sae, k=sae.k, seconds=time.time() - t, **q))
     rows.append(dict(collect_seconds=t_collect, eval_tokens=int(ev[points[0]].shape[0]),
-                     train_tokens=int(train_tokens)))
+                     train_tokens=cfg.train_tokens))
     return rows

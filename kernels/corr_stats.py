@@ -13,6 +13,8 @@ import torch
 
 from ._common import check_finite, check_float
 
+# The one definition of the fields: their order is the row order of CorrStats.features / .scalars, of
+# feature_sums / scalar_sums and of the kernels' partial sums; CorrStats reads each by name (stats.sum_z_pos).
 FEATURE_FIELDS = ("sum_z", "sum_z2", "sum_zy", "sum_z_pos", "n_active", "n_active_pos", "sum_z_active_pos")
 SCALAR_FIELDS = ("n", "sum_y", "sum_y2", "n_pos")
 
@@ -50,6 +52,7 @@ class CorrStats:
 
     update(pooled [B, d_sae], y [B]); merge(other); pearson() -> [d_sae];
     mean_given_positive(); mean_active_given_positive(); state_dict() / load_state_dict().
+    Every field is a named view: stats.sum_z_pos ([d_sae], FEATURE_FIELDS), stats.n_pos (0-d, SCALAR_FIELDS).
     """
 
     def __init__(self, d_sae: int, device=None):
@@ -63,15 +66,8 @@ class CorrStats:
     def device(self) -> torch.device:
         return self.features.device
 
-    def __getattr__(self, name):
-        if name in FEATURE_FIELDS:
-            return self.features[FEATURE_FIELDS.index(name)]
-        if name in SCALAR_FIELDS:
-            return self.scalars[SCALAR_FIELDS.index(name)]
-        raise AttributeError(name)
-
     def __repr__(self):
-        return f"CorrStats(d_sae={self.d_sae}, n={int(self.scalars[0])}, n_pos={int(self.scalars[3])})"
+        return f"CorrStats(d_sae={self.d_sae}, n={int(self.n)}, n_pos={int(self.n_pos)})"
 
     # ---- accumulation ----
     def update(self, pooled: torch.Tensor, y) -> "CorrStats":
@@ -110,8 +106,8 @@ class CorrStats:
     # ---- results ----
     def pearson(self) -> torch.Tensor:
         """float64 [d_sae]: Pearson r of each feature with y; 0 where either variance is 0 (never NaN)."""
-        n, sy, syy, _ = self.scalars
-        sz, szz, szy = self.features[0], self.features[1], self.features[2]
+        n, sy, syy = self.n, self.sum_y, self.sum_y2
+        sz, szz, szy = self.sum_z, self.sum_z2, self.sum_zy
         cov = n * szy - sz * sy
         var_z = n * szz - sz * sz
         var_y = n * syy - sy * sy
@@ -125,11 +121,11 @@ class CorrStats:
 
     def mean_given_positive(self) -> torch.Tensor:
         """float64 [d_sae]: mean pooled activation over samples with y > 0 (0 if there are none)."""
-        return self.features[3] / self.scalars[3].clamp(min=1)
+        return self.sum_z_pos / self.n_pos.clamp(min=1)
 
     def mean_active_given_positive(self) -> torch.Tensor:
         """float64 [d_sae]: mean pooled activation over samples with y > 0 where the feature is active (z > 0)."""
-        return self.features[6] / self.features[5].clamp(min=1)
+        return self.sum_z_active_pos / self.n_active_pos.clamp(min=1)
 
     # ---- persistence ----
     def state_dict(self) -> dict:
@@ -156,3 +152,13 @@ class CorrStats:
     @classmethod
     def from_state_dict(cls, state: dict, device=None) -> "CorrStats":
         return cls(state["sum_z"].shape[0], device=device).load_state_dict(state)
+
+
+def _field(group: str, i: int, name: str) -> property:
+    return property(lambda self: getattr(self, group)[i], doc=f"{name}: a view of {group}[{i}]")
+
+
+for _i, _name in enumerate(FEATURE_FIELDS):
+    setattr(CorrStats, _name, _field("features", _i, _name))
+for _i, _name in enumerate(SCALAR_FIELDS):
+    setattr(CorrStats, _name, _field("scalars", _i, _name))

@@ -1,11 +1,13 @@
 """SAE training: the sparse backward equals dense autograd, training recovers a planted dictionary, banks resume."""
 import json
+from dataclasses import fields
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from corrsteer.cli import _layers, main, quality_table
+from corrsteer.cli import main, quality_table
+from corrsteer.config import TrainSAEConfig, parse_layers
 from corrsteer.saes import load_bank
 from corrsteer.train_sae import TopKTrainer, TrainConfig, _TopKEncode, evaluate, train_bank
 
@@ -55,8 +57,8 @@ def test_training_recovers_a_planted_sparse_dictionary():
 
 
 def test_train_bank_saves_resumes_and_loads(tiny_lm, tmp_path):
-    cfg = TrainConfig(d_sae=96, k=8, epochs=2, batch_size=128)
-    rows = train_bank(tiny_lm, tmp_path, layers=[0, 3], cfg=cfg, train_tokens=1500, eval_tokens=400, progress=False)
+    cfg = TrainConfig(d_sae=96, k=8, epochs=2, batch_size=128, train_tokens=1500, eval_tokens=400)
+    rows = train_bank(tiny_lm, tmp_path, layers=[0, 3], cfg=cfg, progress=False)
     meta, rows = rows[-1], rows[:-1]
     assert [r["layer"] for r in rows] == [0, 3] and meta["eval_tokens"] == 400
     assert all(0.0 < r["fve"] <= 1.0 and r["l0"] <= 8 for r in rows), rows
@@ -65,15 +67,20 @@ def test_train_bank_saves_resumes_and_loads(tiny_lm, tmp_path):
     bank = load_bank(str(tmp_path), lm=tiny_lm)
     assert bank.layers == [0, 3] and bank[0].sae.d_sae == 96
     before = (tmp_path / "blocks.0.hook_resid_post" / "sae_weights.safetensors").stat().st_mtime_ns
-    again = train_bank(tiny_lm, tmp_path, layers=[0, 3], cfg=cfg, train_tokens=1500, eval_tokens=400,
-                       progress=False)[:-1]                # resumes: nothing retrained, same quality
+    again = train_bank(tiny_lm, tmp_path, layers=[0, 3], cfg=cfg, progress=False)[:-1]   # resumes: same quality
     assert (tmp_path / "blocks.0.hook_resid_post" / "sae_weights.safetensors").stat().st_mtime_ns == before
     assert [round(r["fve"], 6) for r in again] == [round(r["fve"], 6) for r in rows]
     assert "| 3 | blocks.3.hook_resid_post |" in quality_table(rows)
 
 
 def test_cli_layer_ranges_and_help(capsys):
-    assert _layers("0-3,7,9-10") == [0, 1, 2, 3, 7, 9, 10] and _layers(None) is None
+    assert parse_layers("0-3,7,9-10") == [0, 1, 2, 3, 7, 9, 10] and parse_layers(None) is None
     with pytest.raises(SystemExit):
         main(["train-sae", "--help"])
     assert "--train-tokens" in capsys.readouterr().out
+
+
+def test_train_sae_and_the_sae_run_trains_itself_share_one_set_of_defaults():
+    """The trainer's defaults are `corrsteer train-sae`'s (they once differed: epochs 2.0 vs --epochs 3.0)."""
+    cmd = TrainSAEConfig()
+    assert all(getattr(cmd, f.name) == getattr(TrainConfig(), f.name) for f in fields(TrainConfig))

@@ -1,0 +1,53 @@
+"""Stand-ins for the pipeline tests: a deterministic fake task, random SAE banks for the tiny model, paired rows."""
+import random
+from dataclasses import dataclass
+
+import torch
+
+from cases import make_sae
+from corrsteer.hooks import HookPoint
+from corrsteer.saes import BankEntry, SAEBank
+
+
+@dataclass
+class FakeItem:
+    id: str
+    prompt: str
+    gold: str = "even"
+
+
+class FakeTask:
+    """Correct when the answer has an even number of characters: arbitrary, but deterministic."""
+    name, kind, max_new_tokens = "fake", "label", 6
+
+    def __init__(self, n=12):
+        words = ["apple", "river", "stone", "cloud", "green", "fast", "blue", "quiet", "loud", "night", "tree", "sun"]
+        self.items = [FakeItem(f"fake-{i}", f"Say something about the {words[i % 12]} number {i}.") for i in range(n)]
+
+    def score(self, item, output):
+        pred = "even" if len(output) % 2 == 0 else "odd"
+        return pred, float(pred == item.gold)
+
+    def split(self, n_select, n_val, n_test, seed=0):
+        a, b = n_select, n_select + n_val
+        return self.items[:a], self.items[a:b], self.items[b:b + n_test]
+
+
+def tiny_bank(lm, layers=(1, 3), d_sae=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    entries = {}
+    for L in layers:
+        sae = make_sae(g, lm.d_model, d_sae, "relu")
+        sae.W_enc.mul_(3.0)                                    # make features fire on the tiny model's residuals
+        entries[L] = BankEntry(sae, HookPoint(L, "post"), f"random-{L}")
+    return SAEBank(entries, lm.name)
+
+
+def paired_rows(n=40, seed=0):
+    rng = random.Random(seed)
+    base, steered = [], []
+    for i in range(n):
+        bp, sp = rng.choice("ABCD"), rng.choice("ABCD")
+        base.append({"id": f"q{i}", "pred": bp, "correct": bp == "A"})
+        steered.append({"id": f"q{i}", "pred": sp, "correct": float(sp == "A")})
+    return base, steered

@@ -1,0 +1,41 @@
+"""`corrsteer run` as a function on the tiny random model: every output, and the config.json it records."""
+import json
+
+from corrsteer.run import RunConfig, corrsteer_run
+from corrsteer.steer import SteeringPlan
+from fakes import FakeTask, tiny_bank
+
+
+def test_run_end_to_end_writes_every_output(tiny_lm, tmp_path):
+    bank = tiny_bank(tiny_lm, layers=(0, 2, 3))
+    task = FakeTask(24)
+    cfg = RunConfig(n_select=12, n_val=4, n_test=8, batch_size=4)
+    res = corrsteer_run(tiny_lm, bank, task, tmp_path, cfg, sae_source="random")
+    for name in ("config.json", "plan.json", "stats.safetensors", "predictions.jsonl", "report.md", "r_per_layer.png",
+                 "top_features.png", "plans/S.json", "plans/A.json"):
+        assert (tmp_path / name).exists(), name
+    rows = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    variants = {r["variant"] for r in rows}
+    assert variants == {"baseline", "CorrSteer-S", "CorrSteer-A", "CorrSteer-P", "raw-residual", "mean-difference"}
+    assert all(sum(r["variant"] == v for r in rows) == 8 for v in variants)
+    assert set(rows[0]) >= {"variant", "id", "prompt", "output", "pred", "gold", "correct"}
+    assert "CorrSteer-S" in (tmp_path / "report.md").read_text()
+    assert SteeringPlan.load(tmp_path / "plans" / "S.json").entries[0].layer in (0, 2, 3)
+    assert [c.variant for c in res["comparisons"]] == ["CorrSteer-S", "CorrSteer-A", "CorrSteer-P"]
+
+
+def test_run_records_its_settings_and_what_they_resolved_to(tiny_lm, tmp_path):
+    import corrsteer
+
+    bank = tiny_bank(tiny_lm, layers=(1, 3))
+    cfg = RunConfig(n_select=8, n_val=2, n_test=2, batch_size=4, variant="S", pool="mean", scale=0.5)
+    corrsteer_run(tiny_lm, bank, FakeTask(12), tmp_path / "out", cfg, sae_source="random")
+    doc = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert doc["command"] == "run" and doc["corrsteer_version"] == corrsteer.__version__
+    assert doc["settings"] == dict(cfg.to_dict(), out=str(tmp_path / "out"))   # every option, out resolved
+    assert RunConfig(**doc["settings"]) == RunConfig(**dict(cfg.to_dict(), out=str(tmp_path / "out")))
+    assert doc["model"] == dict(name="tiny-llama", source=tiny_lm.model.config._name_or_path, device="cpu",
+                                dtype="float32")
+    assert doc["saes"] == dict(source="random", layers={"1": dict(sae="random-1", hook="blocks.1.hook_resid_post"),
+                                                       "3": dict(sae="random-3", hook="blocks.3.hook_resid_post")})
+    assert doc["task"] == "fake"
