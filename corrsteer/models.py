@@ -221,7 +221,9 @@ def load_model(spec: str = "default", dtype: torch.dtype | str = torch.float32, 
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     device = torch.device(device)
-    model = AutoModelForCausalLM.from_pretrained(where, dtype=as_dtype(dtype), device_map=device)
+    # device_map loads the weights straight onto the device but needs accelerate; without it, move right after
+    place = {"device_map": device} if importlib.util.find_spec("accelerate") is not None else {}
+    model = AutoModelForCausalLM.from_pretrained(where, dtype=as_dtype(dtype), **place)
     model = model.to(device).eval()          # a no-op when device_map placed it
     model.generation_config.pad_token_id = tok.pad_token_id
     lm = LM(model=model, tokenizer=tok, name=name)
