@@ -5,6 +5,9 @@ then per layer `encode_pool_stats` (SAE features, fused, never storing [tokens, 
 statistics (mean-pooled, for the no-SAE baselines: raw-residual correlation and mean-difference steering).
 Memory does not grow with the number of samples; the statistics are checkpointed after every batch and a rerun with
 the same settings resumes after the last finished batch.
+Everything stays on the model's device: the captured residuals (in the model's dtype; encode_pool_stats computes in
+fp32 when they differ from the SAE's dtype), lengths, scores and the float64 statistics; only a checkpoint copies the
+statistics to the host, once per batch.
 """
 from __future__ import annotations
 
@@ -29,9 +32,11 @@ class Collected:
 
 
 def _mean_pool(h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """fp32 [B, d]: the mean of h [B, T, d] over each row's first lengths[b] positions (on h's device)."""
     T = h.shape[1]
-    valid = (torch.arange(T)[None, :] < lengths[:, None]).float()
-    return (h * valid[:, :, None]).sum(1) / lengths.clamp(min=1)[:, None].float()
+    lengths = lengths.to(h.device)
+    valid = (torch.arange(T, device=h.device)[None, :] < lengths[:, None]).float()
+    return (h.float() * valid[:, :, None]).sum(1) / lengths.clamp(min=1)[:, None].float()
 
 
 def score_rows(task, items, texts) -> list[dict]:
@@ -46,7 +51,7 @@ def _save_ckpt(path: Path, done: int, col: Collected, key: str):
     tensors = {}
     for kind in ("sae", "raw"):
         for L, st in getattr(col, kind).items():
-            tensors.update({f"{kind}.{L}.{k}": v for k, v in st.state_dict().items()})
+            tensors.update({f"{kind}.{L}.{k}": v.cpu() for k, v in st.state_dict().items()})
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata={"done": str(done), "key": key, "rows": json.dumps(col.rows)})
     tmp.replace(path)
@@ -71,8 +76,13 @@ def _load_ckpt(path: Path, col: Collected, key: str) -> int:
 
 def collect(lm, bank, task, items, batch_size: int = 16, pool: str = "max", checkpoint=None,
             progress: bool = True) -> Collected:
-    col = Collected(sae={L: CorrStats(e.sae.d_sae) for L, e in bank},
-                    raw={L: CorrStats(lm.d_model) for L, e in bank}, rows=[])
+    dev = lm.device
+    for L, e in bank:
+        if e.sae.device != dev:
+            raise ValueError(f"the SAE for layer {L} is on {e.sae.device} but the model is on {dev}: "
+                             "load the bank with device=lm.device (or bank.to(lm.device))")
+    col = Collected(sae={L: CorrStats(e.sae.d_sae, device=dev) for L, e in bank},
+                    raw={L: CorrStats(lm.d_model, device=dev) for L, e in bank}, rows=[])
     points = {L: e.hook for L, e in bank}
     key = json.dumps([task.name, [it.id for it in items], bank.layers, pool, batch_size])
     ckpt = Path(checkpoint) if checkpoint else None
@@ -82,10 +92,10 @@ def collect(lm, bank, task, items, batch_size: int = 16, pool: str = "max", chec
         batch = items[i:i + batch_size]
         out = generate_batch(lm, [it.prompt for it in batch], task.max_new_tokens, capture=list(points.values()))
         rows = score_rows(task, batch, out.texts)
-        y = torch.tensor([r["correct"] for r in rows])
+        y = torch.tensor([r["correct"] for r in rows], dtype=torch.float64).to(dev)
         for L, e in bank:
             h = out.captured[points[L]]
-            encode_pool_stats(h.to(e.sae.W_enc.dtype), out.lengths, y, e.sae, col.sae[L], pool=pool)
+            encode_pool_stats(h, out.lengths, y, e.sae, col.sae[L], pool=pool)
             col.raw[L].update(_mean_pool(h, out.lengths), y)
         col.rows.extend(rows)
         if ckpt:

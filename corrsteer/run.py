@@ -51,7 +51,7 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
 
     # 1. collect and correlate
     col = collect(lm, bank, task, sel, cfg.batch_size, cfg.pool, checkpoint=out / "collect.ckpt.safetensors")
-    save_file({f"layer{L}.{k}": v for L, st in col.sae.items() for k, v in st.state_dict().items()},
+    save_file({f"layer{L}.{k}": v.cpu() for L, st in col.sae.items() for k, v in st.state_dict().items()},
               str(out / "stats.safetensors"))
     cands = layer_candidates(col.sae, k=5, coef=cfg.coef, scale=cfg.scale)
     if not cands:
@@ -64,7 +64,7 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
     if "P" in cfg.variants:
         single = {L: SteeringPlan.from_features(f"L{L}", lm.name, sae_source, bank, [dict(layer=L, **cands[L][0])])
                   for L in cands}
-        val_plans = {"baseline": {}} | {f"L{L}": single[L].hook_vectors() for L in cands}
+        val_plans = {"baseline": {}} | {f"L{L}": single[L].hook_vectors(lm.device) for L in cands}
         val_rows = run_plans(lm, task, val, val_plans, cfg.batch_size, "validate", cfg.all_positions)
         val_acc = {L: _acc(val_rows[f"L{L}"]) for L in cands}
         base_val = _acc(val_rows["baseline"])
@@ -75,8 +75,8 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
     picks = {n: pickers[n]() for n in cfg.variants}
     if len(picks.get("P", [])) > 1:      # validate the kept features together, as growing prefixes
         prefixes = p_prefixes(picks["P"])
-        pref_plans = {f"P{i + 1}": SteeringPlan.from_features("p", lm.name, sae_source, bank, pre).hook_vectors()
-                      for i, pre in enumerate(prefixes[1:], start=1)}
+        pref_plans = {f"P{i + 1}": SteeringPlan.from_features("p", lm.name, sae_source, bank, pre)
+                      .hook_vectors(lm.device) for i, pre in enumerate(prefixes[1:], start=1)}
         pref_rows = run_plans(lm, task, val, pref_plans, cfg.batch_size, "validate P", cfg.all_positions)
         pref_acc = [prefixes[0][0]["val_acc"]] + [_acc(pref_rows[f"P{i + 1}"]) for i in range(1, len(prefixes))]
         best_i = max(range(len(prefixes)), key=lambda i: (pref_acc[i], -i))
@@ -94,8 +94,8 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
     best = variant_s(cands)[0]
     best_L = best["layer"]
     raw_dim, raw_vec = raw_direction(col.raw, best_L, cfg.scale)
-    test_plans = {"baseline": {}, **{f"CorrSteer-{n}": p.hook_vectors() for n, p in plans.items()},
-                  "raw-residual": {hooks[best_L]: raw_vec},
+    test_plans = {"baseline": {}, **{f"CorrSteer-{n}": p.hook_vectors(lm.device) for n, p in plans.items()},
+                  "raw-residual": {hooks[best_L]: raw_vec.to(lm.device)},
                   "mean-difference": {hooks[best_L]: mean_difference(col.raw, best_L, cfg.scale)}}
 
     # 4. test
@@ -127,7 +127,7 @@ def eval_plan(lm, task, plan, out_dir, cfg: EvalConfig) -> dict:
     write_config(out, cfg, model=model_context(lm), plan=dict(name=plan.name, sae_source=plan.sae_source),
                  task=task.name)
     _, _, test = task.split(cfg.n_select, cfg.n_val, cfg.n_test, seed=cfg.seed)
-    rows = run_plans(lm, task, test, {"baseline": {}, plan.name: plan.hook_vectors()}, cfg.batch_size, "eval",
+    rows = run_plans(lm, task, test, {"baseline": {}, plan.name: plan.hook_vectors(lm.device)}, cfg.batch_size, "eval",
                      plan.all_positions)
     with open(out / "predictions.jsonl", "w") as f:
         for name, rs in rows.items():

@@ -155,10 +155,17 @@ def _from_release(release: str, layers, id_template: str | None, device) -> dict
     return out
 
 
-def load_bank(source: str, lm=None, layers=None, id_template: str | None = None, device="cpu",
+def load_bank(source: str, lm=None, layers=None, id_template: str | None = None, device=None,
               sae_dir=None, dtype=None) -> SAEBank:
-    """Load an SAE bank from "release:<name>", "trained" (the cache of `corrsteer train-sae`), or a path."""
+    """Load an SAE bank from "release:<name>", "trained" (the cache of `corrsteer train-sae`), or a path, onto
+    `device` (default: lm's device, else the CPU); dtype (e.g. torch.bfloat16 or "bfloat16") casts W_enc and W_dec,
+    thresholds and biases stay fp32."""
+    from .models import as_dtype
+
     model_name = lm.name if lm is not None else None
+    if device is None:
+        device = getattr(lm, "device", None) or "cpu"      # an lm without .device: the CPU
+    dtype = as_dtype(dtype)
     if source.startswith("release:"):
         if layers is None:
             if lm is None:
@@ -182,6 +189,6 @@ def load_bank(source: str, lm=None, layers=None, id_template: str | None = None,
                     raise ValueError(f"two SAEs for layer {e.hook.layer}: {entries[e.hook.layer].source} and {d}")
                 entries[e.hook.layer] = e
     bank = SAEBank(entries, model_name)
-    if dtype is not None:                  # SAEWeights.to keeps thresholds and biases fp32
+    if dtype is not None or any(e.sae.device != torch.device(device) for _, e in bank):
         bank = bank.to(device, dtype)
     return bank.check(lm) if lm is not None else bank

@@ -59,12 +59,13 @@ class SteeringPlan:
             self.vectors[e.hook] = v.tolist()
         return self
 
-    def hook_vectors(self) -> dict:
-        """{HookPoint: fp32 vector [d]}."""
+    def hook_vectors(self, device=None) -> dict:
+        """{HookPoint: fp32 vector [d]} on `device` (default the CPU)."""
         missing = [e.hook for e in self.entries if e.hook not in self.vectors]
         if missing:
             raise ValueError(f"plan {self.name!r} has no vectors for {missing}: call with_vectors(bank)")
-        return {HookPoint.parse(h): torch.tensor(v, dtype=torch.float32) for h, v in self.vectors.items()}
+        return {HookPoint.parse(h): torch.tensor(v, dtype=torch.float32, device=device)
+                for h, v in self.vectors.items()}
 
     # ---- persistence ----
     def to_dict(self) -> dict:
@@ -91,19 +92,28 @@ class SteeringPlan:
     # ---- application ----
     @contextmanager
     def apply(self, lm, scale: float = 1.0):
-        """Context manager: steer lm (an LM or anything with .layers) while the block runs."""
-        vecs = {hp: v * scale for hp, v in self.hook_vectors().items()}
+        """Context manager: steer lm (an LM or anything with .layers) while the block runs. The vectors are checked
+        and moved to the layers' device once, here; the hooks add them unchecked (no host sync per forward)."""
+        param = next(iter(lm.layers.parameters()), None)
+        device = param.device if param is not None else None
+        vecs = {hp: (v * scale)[None] for hp, v in self.hook_vectors(device).items()}
+        width = getattr(lm, "d_model", None)
+        for hp, v in vecs.items():
+            if width is not None and v.shape[-1] != width:
+                raise ValueError(f"plan {self.name!r}: the vector at {hp.hook_name} is {v.shape[-1]} wide but the "
+                                 f"model is {width} wide")
+            if not bool(torch.isfinite(v).all()):
+                raise ValueError(f"plan {self.name!r}: the vector at {hp.hook_name} (times {scale}) is not finite")
         all_pos = self.all_positions
 
         def adder(v):
             def fn(h):
-                vv = v.to(h.device)
                 if all_pos or h.shape[1] == 1:
-                    steer_add_(h, vv[None])
+                    steer_add_(h, v, check=False)
                 else:              # a prefill: steer its last position (the last prompt token) only
                     pos = torch.zeros(h.shape[:2], dtype=torch.bool, device=h.device)
                     pos[:, -1] = True
-                    steer_add_(h, vv[None], positions=pos)
+                    steer_add_(h, v, positions=pos, check=False)
                 return None
             return fn
 
