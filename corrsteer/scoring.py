@@ -94,15 +94,16 @@ def extract_label(output: str, labels: list[str], prompt: str = "") -> str:
     list of labels that the prompt itself spells out ('positive, negative or neutral')."""
     if not labels:
         return ""
-    words = normalize(clean(output)).split()
     pwords = normalize(prompt).split()
     prompt_lists = {tuple(normalize(h[2]) for h in r) for r in _runs(find_phrases(pwords, labels), pwords)
                     if len(r) >= 2}
     named = []
-    for run in _runs(find_phrases(words, labels), words):
-        if len(run) >= 2 and tuple(normalize(h[2]) for h in run) in prompt_lists:
-            continue                                  # the prompt's own option list, repeated
-        named += [h[2] for h in run]
+    for sent in sentences(clean(output)):
+        words = normalize(sent).split()
+        for run in _runs(find_phrases(words, labels), words):
+            if len(run) >= 2 and tuple(normalize(h[2]) for h in run) in prompt_lists:
+                continue                                  # the prompt's own option list, repeated
+            named += [h[2] for h in run]
     distinct = list(dict.fromkeys(next(l for l in labels if normalize(l) == normalize(n)) for n in named))
     return HEDGE_SEP.join(distinct)
 
@@ -204,7 +205,8 @@ _ANSWER_MARK = re.compile(r"(?i)(?:answer|result|total|sum|product|difference)(?
 _EQUALS = re.compile(rf"(?:=|\bequals\b|\bis equal to\b)\s*({_N}){_NO_OP}(?![\d\w])")
 _NUM_WEAK = re.compile(   # "7 times 8 is 56", "which gives you 56", "you get 56"
     rf"(?i)\b(?:is|are|gives(?: you)?|makes|get|results? in)\s+({_N})(?![\d\w]){_NO_OP}(?!\s*%)")
-_NUM_ALT = re.compile(rf"(?i)(?<![\w.])({_N})\s*(?:,\s*)?(?:\bor\b|\bnor\b|/)\s*(?:maybe\s+|perhaps\s+)?({_N})(?![\w])")
+_NUM_ALT = re.compile(rf"(?i)(?<!neither )(?<!not )(?<![\w.])({_N})\s*(?:,\s*)?(?:\bor\b|/)\s*(?:maybe\s+|perhaps\s+)?"
+                      rf"({_N})(?![\w])")
 _NUM_LIST = re.compile(rf"(?<![\w.])({_N})((?:\s*,\s*{_N}){{1,}})\s*,?\s*(?:\band\b|\bor\b)?\s*({_N})?(?![\w.])")
 
 
