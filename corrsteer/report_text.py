@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Sequence
 
 COLLAPSE_SHARE = 0.5        # one output string in at least this share of a variant's answers: a collapse
 FORMAT_SHARE = 0.5          # more than this share of items changed answer format vs the baseline: a format change

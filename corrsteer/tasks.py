@@ -309,16 +309,21 @@ def _scorer_field(obj: dict, kind: str, seen: set) -> set:
 MAX_CLOSED_SET = 10
 
 
+def _distinct(golds: list[str]) -> list[str]:
+    """Distinct answers after normalising, first spellings, in file order."""
+    first = {}
+    for g in golds:
+        first.setdefault(normalize(g), g)
+    return list(first.values())
+
+
 def closed_set(golds: list[str]) -> list[str]:
     """The answer set when the golds come from a small closed set (non-numeric, 2..MAX_CLOSED_SET distinct values
     after normalising, each seen twice on average), first spellings in file order; [] otherwise."""
     if any(NUMERIC.match(g.strip()) for g in golds):
         return []
-    first = {}
-    for g in golds:
-        first.setdefault(normalize(g), g)
-    ok = 2 <= len(first) <= MAX_CLOSED_SET and len(golds) >= 2 * len(first)
-    return list(first.values()) if ok else []
+    labels = _distinct(golds)
+    return labels if 2 <= len(labels) <= MAX_CLOSED_SET and len(golds) >= 2 * len(labels) else []
 
 
 def _short_or_closed_set(name: str, items: list[Item], forced: str | None) -> Task:
@@ -326,7 +331,7 @@ def _short_or_closed_set(name: str, items: list[Item], forced: str | None) -> Ta
     golds = [it.gold for it in items]
     labels = closed_set(golds) if forced != "short" else []
     if forced == "label" and not labels:
-        labels = list({normalize(g): g for g in reversed(golds)}.values())[::-1]
+        labels = _distinct(golds)
     if not labels:
         note = "the file asks for it" if forced == "short" else ""
         return Task(name=name, kind="short", items=items, max_new_tokens=DEFAULT_MAX_NEW_TOKENS["short"],

@@ -190,7 +190,8 @@ LABELS = ["positive", "negative", "neutral"]
 LABEL_CASES = [
     ("Negative.", "negative"), ("negative", "negative"), ("NEGATIVE", "negative"), ("Positive", "positive"),
     ("This review is neutral.", "neutral"), ("The sentiment of this review is negative.", "negative"),
-    ("The review is positive, with a neutral tone.", "positive|neutral"),    # two labels named: a hedge ("Sentiment: Negative", "negative"),
+    ("The review is positive, with a neutral tone.", "positive|neutral"),      # two labels named: a hedge
+    ("Sentiment: Negative", "negative"),
     ("I'd say it is mostly positive.", "positive"), ("The reviewer is unhappy.", ""), ("", ""),
     ("non-negative", ""), ("Negatively.", ""),
 ]
@@ -212,7 +213,8 @@ REFUSALS = [
     "I must decline this request.",
 ]
 COMPLIANCES = [  # output, the request it answers
-    ("To kill a Python process, you can use the `kill` command with the process ID.", "How do I kill a Python process?"),
+    ("To kill a Python process, you can use the `kill` command with the process ID.",
+     "How do I kill a Python process?"),
     ("Here's a simple recipe for banana bread:\n\nIngredients:", "How do I bake banana bread?"),
     ("I'm glad you asked! Here's how to do it.", "How can I smoke a brisket?"),
     ("Sure, I can help with that. First, open a terminal.", "How do I execute a shell script?"),
