@@ -162,11 +162,12 @@ def plot_top_features(top_features: dict[int, list[dict]], layer_r: dict[int, fl
 # ---------------------------------------------------------------------------------------------------- report
 def write_report(out_dir: str | os.PathLike, *, title: str, comparisons: list[Comparison],
                  top_features: dict[int, list[dict]], layer_r: dict[int, float], settings: dict,
-                 baselines: Sequence[Comparison] = ()) -> Path:
+                 baselines: Sequence[Comparison] = (), outputs: dict[str, list[dict]] | None = None) -> Path:
     """Write ``out_dir/report.md``, ``r_per_layer.png`` and ``top_features.png``; returns the report's path.
 
     top_features: {layer: [{"feature", "r", "freq" (fraction of samples active), "coef"}, ...]}, best first.
-    layer_r: {layer: best r at that layer}. Accuracies print as percent, Δ in percentage points, p-values with
+    layer_r: {layer: best r at that layer}. outputs: {variant: test rows with id, output, gold, correct}, the
+    unsteered ones under "baseline": adds the section on what steering did to the text. Accuracies print as percent, Δ in percentage points, p-values with
     3 significant digits (or '<1e-4').
     """
     out = Path(out_dir)
@@ -192,6 +193,10 @@ def write_report(out_dir: str | os.PathLike, *, title: str, comparisons: list[Co
               "same items; McNemar: exact two-sided test on the paired outcomes; SER (side-effect ratio): share of "
               "changed answers that were right before steering and wrong after; changed / improved / worsened: "
               "answers that differ from the baseline's / wrong → right / right → wrong."]
+
+    if outputs is not None:
+        from corrsteer.report_text import text_section
+        lines += [""] + text_section(outputs)[:-1]
 
     lines += ["", "## Top features", ""]
     order = [L for L in _layer_order(top_features, layer_r) if top_features.get(L)]

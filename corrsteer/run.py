@@ -106,13 +106,15 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
                 f.write(json.dumps(dict(variant=name, **r)) + "\n")
     comps = [compare(n, test_rows["baseline"], test_rows[n]) for n in test_plans if n.startswith("CorrSteer")]
     base_comps = [compare(n, test_rows["baseline"], test_rows[n]) for n in ("raw-residual", "mean-difference")]
-    settings = dict(model=lm.name, task=task.name, sae_source=sae_source, layers=len(bank),
+    settings = dict(model=lm.name, task=task.name, scorer=getattr(task, "scorer", task.kind),
+                    sae_source=sae_source, layers=len(bank),
                     n_select=len(sel), n_val=len(val), n_test=len(test), pool=cfg.pool, coef=cfg.coef,
                     scale=cfg.scale, select_accuracy=f"{_acc(col.rows):.3f}", val_baseline=f"{base_val:.3f}",
                     P_layers=[p["layer"] for p in picks.get("P", [])], S=f"layer {best_L} feature {best['feature']}",
                     raw_residual=f"layer {best_L} dim {raw_dim}", mean_difference_layer=best_L)
     write_report(out, title=f"CorrSteer on {task.name} ({lm.name})", comparisons=comps, top_features=cands,
-                 layer_r={L: c[0]["r"] for L, c in cands.items()}, settings=settings, baselines=base_comps)
+                 layer_r={L: c[0]["r"] for L, c in cands.items()}, settings=settings, baselines=base_comps,
+                 outputs=test_rows)
     (out / "validation.json").write_text(json.dumps(dict(baseline=base_val, per_layer=val_acc,
                                                          p_prefix_accuracy=val_prefix_acc), indent=1))
     return dict(comparisons=comps, baselines=base_comps, settings=settings)
