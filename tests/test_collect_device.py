@@ -8,8 +8,8 @@ from corrsteer.generate import generate_batch
 from corrsteer.saes import load_bank, save_sae_dir
 from corrsteer.select import layer_candidates
 from corrsteer_kernels import CorrStats, encode_pool_reference
-from test_generate import DEVICES, forced_eos, on
-from test_pipeline import FakeTask, tiny_bank
+from test_generate_device import DEVICES, forced_eos, on
+from fakes import FakeTask, tiny_bank
 
 
 def _reference(lm, bank, task, ys):

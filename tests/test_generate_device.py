@@ -1,4 +1,4 @@
-"""The device-resident, sync-free decode loop: HF equality with ragged EOS, steering, captures, compaction, masks, host syncs."""
+"""The device-resident, sync-free decode loop: equal to HF generate with ragged EOS and steering, captures equal a
 plain forward, compaction and mask kinds change nothing, and no host sync per decode step."""
 import copy
 from contextlib import contextmanager
