@@ -32,7 +32,9 @@ INTERPRETER_CONFIG = dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=16, GROUP_M=2)
 TUNE_CONFIGS = [DEFAULT_CONFIG,
                 dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=4),
                 dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=4),
-                dict(BLOCK_M=128, BLOCK_N=256, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3)]
+                dict(BLOCK_M=128, BLOCK_N=256, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3),
+                dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=4),
+                dict(BLOCK_M=64, BLOCK_N=256, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3)]
 _TUNED: dict = {}
 
 
@@ -221,13 +223,17 @@ def _launch(xp, segs, sae, pool, mode, y, out, thr_t, cfg) -> Launch:
 
 
 def _config(xp, sae, pool, mode, thr_t) -> dict:
-    """The block configuration: fixed under the interpreter or with CORRSTEER_AUTOTUNE=0, else the fastest of
-    TUNE_CONFIGS, timed once per (d_in, d_sae, dtypes, mode, pool) on scratch outputs and cached."""
+    """The block configuration: fixed under the interpreter, with CORRSTEER_AUTOTUNE=0 or below 1024 tokens, else
+    the fastest of TUNE_CONFIGS, timed once per (d_in, d_sae, dtypes, pre-only or pooling) and cached. The pooling
+    modes share one choice (timed on MODE_STATS, one-token samples: the heavier epilogue), which bounds the number
+    of compilations to len(TUNE_CONFIGS) per shape."""
     if interpreting():
         return INTERPRETER_CONFIG
     if os.environ.get("CORRSTEER_AUTOTUNE", "1") == "0" or xp.shape[0] < 1024:
         return DEFAULT_CONFIG
-    key = (xp.shape[1], sae.d_sae, xp.dtype, sae.W_enc.dtype, mode, pool, thr_t is not None)
+    key = (xp.shape[1], sae.d_sae, xp.dtype, sae.W_enc.dtype, mode == MODE_PRE)
+    if mode != MODE_PRE:
+        mode, pool, thr_t = MODE_STATS, "max", None
     if key not in _TUNED:
         from triton.testing import do_bench
         N = xp.shape[0]
@@ -244,6 +250,12 @@ def _config(xp, sae, pool, mode, thr_t) -> dict:
                 times.append(float("inf"))
         _TUNED[key] = TUNE_CONFIGS[min(range(len(times)), key=times.__getitem__)]
     return _TUNED[key]
+
+
+def tuned_configs() -> dict:
+    """{"d_in x d_sae dtypes pooling|pre": block configuration} chosen so far in this process (for benchmarks)."""
+    return {f"{k[0]}x{k[1]} {str(k[2]).replace('torch.', '')}/{str(k[3]).replace('torch.', '')} "
+            f"{'pre' if k[4] else 'pooling'}": {n: v for n, v in cfg.items()} for k, cfg in _TUNED.items()}
 
 
 def packed_encode(xp: torch.Tensor, segs: Segments, sae, pool: str, mode: int, y=None, out=None,

@@ -1,0 +1,165 @@
+"""K1: fused encode -> pool -> stats on packed tokens / a bare GEMM of the same packed tokens (issue 15, item 4).
+
+    python3 bench/bench_k1.py                      # cuda when available (bf16, ~8k tokens), else cpu (fp32, small)
+    python3 bench/bench_k1.py --device cpu --quick # seconds: checks every code path
+    python3 bench/bench_k1.py --layout padded      # x as [B, T, d_in] (the GEMM still covers only the valid tokens)
+
+Per case (SAE shape, activation, pool, token pattern), all timed in one run on the same inputs:
+  fused       = encode_pool_stats(x, lengths, y, sae, stats, pool)    (stats preallocated, accumulating)
+  encode_pool = encode_pool(x, lengths, sae, pool, out=buf)           (pooled output preallocated)
+  gemm        = torch.mm(xp, W_enc, out=buf)  xp = the N valid tokens packed [N, d_in], same dtype as W_enc
+ratio = fused / gemm (target <= 1.2 on GPU bf16, <= 1.25 on CPU fp32); TFLOP/s = 2 N d_in d_sae / time, against an
+8192^3 bf16 matmul measured in the same run (CPU: 1024^3 in fp32).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+import zlib
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import base_parser, finish_args, gemm_ceiling, print_table, random_sae, time_op, write_json  # noqa: E402
+
+from corrsteer_kernels import CorrStats, encode_pool, encode_pool_stats  # noqa: E402
+
+SHAPES = {"gemma2-2b": (2304, 16384, "jumprelu", None), "llama3.1-8b": (4096, 32768, "jumprelu", None),
+          "topk-default": (576, 2304, "topk", 32)}
+MAX_T = 32                 # ragged pattern: lengths uniform in 1..32
+
+
+def cases(device, quick):
+    """(shape name, activation, pool, pattern, n_tokens). Every activation and pool appears at least once."""
+    if quick:
+        return [("gemma2-2b", "jumprelu", "max", "ragged", 64), ("gemma2-2b", "relu", "mean", "one", 32),
+                ("topk-default", "topk", "max", "ragged", 64), ("topk-default", "topk", "mean", "one", 32)]
+    gpu = device == "cuda"
+    n_big, n_8b, n_small = (8192, 8192, 8192) if gpu else (512, 256, 1024)
+    return [("gemma2-2b", "jumprelu", "max", "ragged", n_big), ("gemma2-2b", "jumprelu", "mean", "ragged", n_big),
+            ("gemma2-2b", "jumprelu", "max", "one", n_big), ("gemma2-2b", "relu", "max", "ragged", n_big),
+            ("llama3.1-8b", "jumprelu", "max", "ragged", n_8b), ("llama3.1-8b", "jumprelu", "max", "one", n_8b),
+            ("topk-default", "topk", "max", "ragged", n_small), ("topk-default", "topk", "mean", "ragged", n_small),
+            ("topk-default", "topk", "max", "one", n_small)]
+
+
+def draw_lengths(pattern, n_tokens, g):
+    if pattern == "one":
+        return torch.ones(n_tokens, dtype=torch.long)
+    B = max(1, round(n_tokens / ((1 + MAX_T) / 2)))
+    return torch.randint(1, MAX_T + 1, (B,), generator=g)
+
+
+def make_inputs(lengths, d_in, dtype, device, layout, g):
+    """(x in the benchmarked layout, xp packed [N, d_in]): random normal tokens, padding rows random too."""
+    N, B = int(lengths.sum()), lengths.numel()
+    xp = torch.randn(N, d_in, generator=g).to(dtype)
+    if layout == "packed":
+        return xp.to(device), xp.to(device)
+    T = int(lengths.max())
+    x = torch.randn(B, T, d_in, generator=g).to(dtype)
+    x[torch.arange(T)[None, :] < lengths[:, None]] = xp
+    return x.to(device), xp.to(device)
+
+
+def packed_supported() -> bool:
+    """Probe the packed form on the CPU torch path (no Triton compile spent on a probe)."""
+    sae = random_sae(16, 32, "relu")
+    x, L = torch.randn(5, 16), torch.tensor([2, 3])
+    try:
+        z = encode_pool(x, L, sae, "max", backend="torch")
+        return tuple(z.shape) == (2, 32)
+    except Exception as e:            # noqa: BLE001  (the kernels' packed form has not landed: fall back)
+        print(f"packed input not supported here ({type(e).__name__}: {e}); using padded [B, T, d_in]")
+        return False
+
+
+def run_case(shape, activation, pool, pattern, n_tokens, args, n_sets, ceiling):
+    d_in, d_sae, _, k = SHAPES[shape]
+    dev, dtype = args.device, args.torch_dtype
+    g = torch.Generator().manual_seed(args.seed + zlib.crc32(f"{shape}{activation}{pool}{pattern}".encode()))
+    lengths = draw_lengths(pattern, n_tokens, g)
+    N, B = int(lengths.sum()), lengths.numel()
+    sae = random_sae(d_in, d_sae, activation, k=k if activation == "topk" else None, device=dev, dtype=dtype,
+                     seed=args.seed + 7)
+    sets = []
+    for _ in range(n_sets):
+        x, xp = make_inputs(lengths, d_in, dtype, dev, args.layout, g)
+        sets.append((x, xp, (torch.rand(B, generator=g) > 0.5).float().to(dev)))
+    L = lengths.to(dev)
+    stats = CorrStats(d_sae, device=dev)
+    pooled = torch.empty(B, d_sae, device=dev, dtype=torch.float32)
+    buf = torch.empty(N, d_sae, device=dev, dtype=sae.W_enc.dtype)
+    W = sae.W_enc
+    for x, _, y in sets[:1]:          # compile / warm every path once before timing anything
+        encode_pool_stats(x, L, y, sae, stats, pool)
+        encode_pool(x, L, sae, pool, out=pooled)
+    t_gemm = time_op([lambda xp=xp: torch.mm(xp, W, out=buf) for _, xp, _ in sets], dev, args.reps)
+    t_fused = time_op([lambda x=x, y=y: encode_pool_stats(x, L, y, sae, stats, pool) for x, _, y in sets],
+                      dev, args.reps)
+    t_ep = time_op([lambda x=x: encode_pool(x, L, sae, pool, out=pooled) for x, _, _ in sets], dev, args.reps)
+    flop = 2 * N * d_in * d_sae
+    target = 1.2 if dev == "cuda" else 1.25
+    r = dict(shape=shape, d_in=d_in, d_sae=d_sae, activation=activation, k=k if activation == "topk" else None,
+             pool=pool, pattern=pattern, samples=B, tokens=N, max_len=int(lengths.max()), layout=args.layout,
+             x_shape=list(sets[0][0].shape), dtype=str(dtype).replace("torch.", ""), input_sets=n_sets,
+             gemm_s=t_gemm, fused_s=t_fused, encode_pool_s=t_ep,
+             fused_over_gemm=t_fused / t_gemm, encode_pool_over_gemm=t_ep / t_gemm, target=target,
+             gemm_tflops=flop / t_gemm / 1e12, fused_tflops=flop / t_fused / 1e12,
+             encode_pool_tflops=flop / t_ep / 1e12)
+    r["fused_pct_of_ceiling"] = 100 * r["fused_tflops"] / ceiling if ceiling else None
+    r["pass"] = r["fused_over_gemm"] <= target
+    return r
+
+
+def save(args, ceil, results, errors, quiet=False):
+    ok = bool(results) and not errors and all(r["pass"] for r in results)
+    summary = dict(cases=len(results), errors=len(errors), all_pass=ok,
+                   worst_fused_over_gemm=max((r["fused_over_gemm"] for r in results), default=None))
+    from corrsteer_kernels.packed_kernel import tuned_configs
+    write_json("k1", args, dict(benchmark="K1 fused encode->pool->stats / bare GEMM of the same packed tokens",
+                                layout=args.layout, gemm_ceiling=ceil, summary=summary, cases=results,
+                                tuned_configs=tuned_configs(), errors=errors), quiet=quiet)
+
+
+def main():
+    ap = base_parser(__doc__)
+    ap.add_argument("--layout", default="auto", choices=["auto", "packed", "padded"])
+    ap.add_argument("--reps", type=int, default=5, help="CPU: timed runs per op (median)")
+    ap.add_argument("--only", default=None, help="run only cases whose shape name contains this")
+    args = finish_args(ap.parse_args())
+    if args.layout == "auto":
+        args.layout = "packed" if packed_supported() else "padded"
+    ceil = gemm_ceiling(args.device, torch.bfloat16 if args.device == "cuda" else args.torch_dtype,
+                        n=256 if args.quick else None)
+    print(f"GEMM ceiling: {ceil['n']}^3 {ceil['dtype']}: {ceil['tflops']:.3g} TFLOP/s", flush=True)
+    results, errors = [], []
+    for c in cases(args.device, args.quick):
+        if args.only and args.only not in c[0]:
+            continue
+        try:
+            r = run_case(*c, args, n_sets=3, ceiling=ceil["tflops"])
+            results.append(r)
+            if args.device == "cuda":
+                torch.cuda.empty_cache()      # the case's inputs and buffers are gone with run_case's frame
+            print(f"{r['shape']:>12} {r['activation']:>8} {r['pool']:>4} {r['pattern']:>6} N={r['tokens']:>5}: "
+                  f"gemm {r['gemm_s'] * 1e3:8.3f} ms  fused {r['fused_s'] * 1e3:8.3f} ms "
+                  f"({r['fused_over_gemm']:.3f}x)  encode_pool {r['encode_pool_over_gemm']:.3f}x", flush=True)
+        except Exception as e:        # noqa: BLE001  (record, go on with the other cases)
+            traceback.print_exc()
+            errors.append(dict(case=list(c), error=f"{type(e).__name__}: {e}"))
+        save(args, ceil, results, errors, quiet=True)     # after every case: a timeout keeps what was done
+    save(args, ceil, results, errors)
+    print_table(results, [("shape", "shape", ""), ("activation", "act", ""), ("pool", "pool", ""),
+                          ("pattern", "tokens", ""), ("tokens", "N", "d"), ("gemm_s", "gemm s", ".2e"),
+                          ("fused_s", "fused s", ".2e"), ("fused_over_gemm", "fused/gemm", ".3f"),
+                          ("encode_pool_over_gemm", "ep/gemm", ".3f"), ("fused_tflops", "TFLOP/s", ".3g"),
+                          ("target", "target", ""), ("pass", "pass", "")])
+    print(f"ceiling {ceil['tflops']:.3g} TFLOP/s ({ceil['n']}^3 {ceil['dtype']}); layout {args.layout}; "
+          f"errors {len(errors)}")
+    return 0 if results and not errors else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# The one prepared GPU run (issues 15 and 19): install, GPU tests compiled, then the K1, E2 and E1 benchmarks.
+#
+#   OUT=/tmp/gpu-out bash bench/gpu.sh        # here: no CUDA -> CPU code paths at --quick sizes
+#   bash bench/gpu.sh                         # on the device machine ($OUT is the folder that comes back)
+#
+# $OUT receives at most 5 files: gpu.log (everything printed) and results/{k1,e2,e1,gpu}-<device>-<date>.json.
+# Per-step time limits in seconds (GPU defaults 120/150/150/90; timeout exit status 124) can be changed with
+# T_PYTEST, T_K1, T_E2, T_E1. Every step runs even when an earlier one failed; the exit status is 1 when any failed. A carried .gpu/tokenizer directory is used for the
+# tokenizer (the device has no network); .gpu/commit may hold the commit id when the copy has no .git.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/gpu-out}
+mkdir -p "$OUT/results"
+LOG="$OUT/gpu.log"
+: > "$LOG"
+export TQDM_DISABLE=1 PYTHONUNBUFFERED=1
+START=$(date +%s)
+log() { echo "[gpu.sh +$(( $(date +%s) - START ))s] $*" | tee -a "$LOG"; }
+
+STEPS=()
+step() {   # step NAME TIMEOUT CMD...: run with a time limit, output to the terminal and the log; never aborts
+  local name=$1 limit=$2 rc; shift 2
+  STEP_OUT="$OUT/.step-$name.txt"   # removed at the end (only gpu.log and results/ come back)
+  log "== $name (limit ${limit}s): $*"
+  set +e
+  timeout -k 10 "$limit" "$@" 2>&1 | tee -a "$LOG" "$STEP_OUT"
+  rc=${PIPESTATUS[0]}
+  set -e
+  [ "$rc" = 124 ] && log "$name: TIMED OUT after ${limit}s"
+  log "== $name: exit $rc"
+  STEPS+=("$name=$rc")
+}
+
+# ---- environment --------------------------------------------------------------------------------------------
+if [ -d .gpu/tokenizer ]; then
+  export CORRSTEER_BENCH_TOKENIZER=$PWD/.gpu/tokenizer CORRSTEER_TEST_TOKENIZER=$PWD/.gpu/tokenizer
+fi
+if ! git rev-parse HEAD >/dev/null 2>&1 && [ -f .gpu/commit ]; then
+  export CORRSTEER_GIT_COMMIT="$(cat .gpu/commit)"
+fi
+unset TRITON_INTERPRET   # the GPU tests must run compiled, not in the interpreter
+# compiled kernels persist in .gpu/triton-cache when that folder travels; a tarball of it comes back in $OUT
+mkdir -p .gpu/triton-cache && export TRITON_CACHE_DIR=$PWD/.gpu/triton-cache
+
+installed_here() {
+  python3 - "$PWD" <<'EOF' 2>/dev/null
+import os, sys
+import corrsteer, corrsteer_kernels
+root = os.path.realpath(sys.argv[1])
+ok = all(os.path.realpath(m.__file__).startswith(root + os.sep) for m in (corrsteer, corrsteer_kernels))
+sys.exit(0 if ok else 1)
+EOF
+}
+if installed_here; then
+  log "corrsteer already installed from $PWD (editable)"
+else
+  log "pip install --no-deps --no-build-isolation -e ."
+  if ! python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tee -a "$LOG" || ! installed_here; then
+    log "pip install failed: using PYTHONPATH instead"
+    SHIM=$(mktemp -d)
+    ln -s "$PWD/kernels" "$SHIM/corrsteer_kernels"
+    export PYTHONPATH="$PWD:$SHIM${PYTHONPATH:+:$PYTHONPATH}"
+  fi
+fi
+
+{ command -v nvidia-smi >/dev/null && nvidia-smi -L && nvidia-smi --query-gpu=name,memory.total,driver_version \
+    --format=csv,noheader; } 2>&1 | tee -a "$LOG" || true
+set +e
+python3 - <<'EOF' 2>&1 | tee -a "$LOG"
+import platform, torch, transformers
+try:
+    import triton; tv = triton.__version__
+except ImportError:
+    tv = None
+import corrsteer_kernels
+print(f"python {platform.python_version()}  torch {torch.__version__} (cuda {torch.version.cuda})  triton {tv}  "
+      f"transformers {transformers.__version__}  corrsteer_kernels from {corrsteer_kernels.__file__}")
+print("cuda available:", torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else "")
+EOF
+[ "${PIPESTATUS[0]}" = 0 ] || log "version check failed (see above)"
+set -e
+
+if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  BENCH_ARGS=()
+  T_PYTEST=${T_PYTEST:-180}; T_K1=${T_K1:-150}; T_E2=${T_E2:-110}; T_E1=${T_E1:-60}
+  log "CUDA: full GPU sizes"
+else
+  BENCH_ARGS=(--device cpu --quick)
+  T_PYTEST=${T_PYTEST:-300}; T_K1=${T_K1:-400}; T_E2=${T_E2:-600}; T_E1=${T_E1:-600}
+  log "no CUDA: CPU code paths at --quick sizes"
+fi
+if [ -z "${CORRSTEER_BENCH_TOKENIZER:-}" ]; then
+  log "WARNING: no .gpu/tokenizer: E2/E1 need the default model's converted directory (no network on the device)"
+fi
+
+# ---- tests, compiled ----------------------------------------------------------------------------------------
+GPU_TESTS=${GPU_TESTS:-"tests/test_gpu.py tests/test_packed.py tests/test_generate_device.py tests/test_collect_device.py tests/test_encode_pool.py tests/test_encode_pool_stats.py tests/test_steer_add.py"}
+# shellcheck disable=SC2086
+step pytest "$T_PYTEST" python3 -m pytest -q -p no:cacheprovider $GPU_TESTS
+PYTEST_LINE=$(grep -E " in [0-9.]+s" "$OUT/.step-pytest.txt" | tail -n 1 || true)
+
+# ---- benchmarks ---------------------------------------------------------------------------------------------
+[ "${SKIP_K1:-0}" = 1 ] || step k1 "$T_K1" python3 bench/bench_k1.py ${BENCH_ARGS[@]+"${BENCH_ARGS[@]}"} --out-dir "$OUT/results"
+[ "${SKIP_E2:-0}" = 1 ] || step e2 "$T_E2" python3 bench/bench_e2.py ${BENCH_ARGS[@]+"${BENCH_ARGS[@]}"} --out-dir "$OUT/results"
+[ "${SKIP_E1:-0}" = 1 ] || step e1 "$T_E1" python3 bench/bench_e1.py ${BENCH_ARGS[@]+"${BENCH_ARGS[@]}"} --out-dir "$OUT/results"
+
+# ---- one merged JSON, summary ---------------------------------------------------------------------------------
+python3 bench/merge_results.py "$OUT/results" --steps "${STEPS[@]}" --pytest "$PYTEST_LINE" 2>&1 | tee -a "$LOG" || true
+log "steps: ${STEPS[*]}"
+log "pytest: $PYTEST_LINE"
+rm -f "$OUT"/.step-*.txt
+tar czf "$OUT/triton-cache.tgz" -C .gpu triton-cache 2>/dev/null || true
+ls -l "$OUT" "$OUT/results" | tee -a "$LOG"
+FAILED=0
+for s in "${STEPS[@]}"; do [ "${s#*=}" = 0 ] || FAILED=1; done
+log "done in $(( $(date +%s) - START ))s; failed steps: $FAILED"
+exit "$FAILED"
