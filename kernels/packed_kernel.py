@@ -5,16 +5,16 @@
 xp [N, d_in] holds the valid tokens of all samples back to back (sample b = rows starts[b]:ends[b]); the grid tiles
 xp along M (BLOCK_M tokens, spanning samples) and the dictionary along N (BLOCK_N features), in grouped order so
 that programs running together share W_enc strips in L2. Each program computes one [BLOCK_M, BLOCK_N] tile of
-pre-activations with tl.dot, applies the activation, and pools in its epilogue:
-  - a sample whose tokens all lie in the tile is pooled there (one-token samples directly, longer ones by a masked
-    max/sum over the tile's rows), then folded into per-tile float64 statistics (MODE_STATS) or written (MODE_POOL);
+pre-activations with tl.dot, applies the activation, and pools in its epilogue with one segmented scan along the
+tile's rows (running max or sum, restarting where a sample's piece of the tile begins), after which the last row of
+each piece holds its pool — no loop over samples:
+  - a sample whose tokens all lie in the tile is pooled there and either folded into per-tile statistics
+    (MODE_STATS) or written to out (MODE_POOL);
   - a sample that crosses a tile edge leaves its partial max/sum in a boundary slot (at most two per M tile: the
     sample entering the tile and the one leaving it); the launcher combines the slots per sample afterwards.
-Per-tile statistics are summed over M tiles in a fixed order, so results are bitwise deterministic for a given
-block configuration. MODE_PRE writes the pre-activations (+ bias) in fp32 instead, for the TopK path.
-
-Within one tile, the statistics of one-token samples are summed in fp32 over the tile's rows (at most BLOCK_M of
-them) before joining the float64 accumulators; everything else is accumulated in float64.
+Per-tile statistics are summed in fp32 over the tile's samples (at most BLOCK_M), stored as float64 per M tile and
+reduced over M tiles in float64 in a fixed order, so results are bitwise deterministic for a given block
+configuration. MODE_PRE writes the pre-activations (+ bias) in fp32 instead, for the TopK path.
 """
 from __future__ import annotations
 
@@ -56,13 +56,13 @@ class Segments(NamedTuple):
 if HAS_TRITON:
 
     @triton.jit
-    def _fold(a0, a1, a2, a3, a4, a5, a6, z, y):
-        """Add one pooled row z [BLOCK_N] (fp32) of a sample with score y (fp64) to the float64 accumulators."""
-        z64 = z.to(tl.float64)
-        pos = (y > 0).to(tl.float64)
-        act = (z64 > 0).to(tl.float64)
-        return (a0 + z64, a1 + z64 * z64, a2 + z64 * y, a3 + z64 * pos, a4 + act, a5 + act * pos,
-                a6 + z64 * act * pos)
+    def _seg_max(v1, f1, v2, f2):
+        """Segmented-scan operator: restart at a row flagged as the first of its piece, else running max."""
+        return tl.where(f2 != 0, v2, tl.maximum(v1, v2)), f1 | f2
+
+    @triton.jit
+    def _seg_sum(v1, f1, v2, f2):
+        return tl.where(f2 != 0, v2, v1 + v2), f1 | f2
 
     @triton.jit
     def _tile_pre(x_ptr, w_ptr, beff_ptr, N_TOK, N_DICT, D, stride_xm, stride_xk, stride_wk, stride_wn,
@@ -124,58 +124,47 @@ if HAS_TRITON:
         if HAS_TOKEN_THR:
             keep = keep & (pre >= tl.load(thrt_ptr + offs_m, mask=mask_m, other=float("inf"))[:, None])
         act = tl.where(keep, pre, 0.0)
-        # ---- epilogue: pool per sample ----
+        # ---- epilogue: a segmented scan along the tile's rows pools every sample's piece of the tile ----
         tile_lo = pid_m * BLOCK_M
         tile_hi = tl.minimum(tile_lo + BLOCK_M, N_TOK)
         seg = tl.load(seg_ptr + offs_m, mask=mask_m, other=0)
         st = tl.load(start_ptr + seg, mask=mask_m, other=0)
         en = tl.load(end_ptr + seg, mask=mask_m, other=0)
-        single = mask_m & (st == offs_m) & (en == offs_m + 1)        # one-token samples: the row is the pool
-        zs1 = tl.where(single[:, None], act, 0.0)
-        if MODE == 1:
-            yr = tl.load(y_ptr + seg, mask=single, other=0.0).to(tl.float32)
-            pr = (yr > 0).to(tl.float32)
-            ar = (zs1 > 0).to(tl.float32)
-            a0 = tl.sum(zs1, axis=0).to(tl.float64)
-            a1 = tl.sum(zs1 * zs1, axis=0).to(tl.float64)
-            a2 = tl.sum(zs1 * yr[:, None], axis=0).to(tl.float64)
-            a3 = tl.sum(zs1 * pr[:, None], axis=0).to(tl.float64)
-            a4 = tl.sum(ar, axis=0).to(tl.float64)
-            a5 = tl.sum(ar * pr[:, None], axis=0).to(tl.float64)
-            a6 = tl.sum(zs1 * ar * pr[:, None], axis=0).to(tl.float64)
+        first = ((offs_m == st) | (offs_m == tile_lo)).to(tl.int32)
+        flags = tl.broadcast_to(first[:, None], (BLOCK_M, BLOCK_N))
+        if MEAN:
+            z, _ = tl.associative_scan((act, flags), 0, _seg_sum)
         else:
-            tl.store(out_ptr + seg[:, None].to(tl.int64) * stride_om + offs_n[None, :], zs1,
-                     mask=single[:, None] & mask_n[None, :])
-        # samples of two or more tokens that touch this tile
-        for s in range(tl.load(seg_ptr + tile_lo), tl.load(seg_ptr + tile_hi - 1) + 1):
-            s_st = tl.load(start_ptr + s)
-            s_en = tl.load(end_ptr + s)
-            if s_en - s_st > 1:
-                rows = (offs_m >= s_st) & (offs_m < s_en)
-                if MEAN:
-                    z = tl.sum(tl.where(rows[:, None], act, 0.0), axis=0)
-                else:
-                    z = tl.max(tl.where(rows[:, None], act, 0.0), axis=0)
-                if (s_st >= tile_lo) & (s_en <= tile_hi):
-                    if MEAN:
-                        z = z / (s_en - s_st).to(tl.float32)
-                    if MODE == 1:
-                        a0, a1, a2, a3, a4, a5, a6 = _fold(a0, a1, a2, a3, a4, a5, a6, z, tl.load(y_ptr + s))
-                    else:
-                        tl.store(out_ptr + (tl.full((), 0, tl.int64) + s) * stride_om + offs_n, z, mask=mask_n)
-                else:  # crosses a tile edge: slot 2m holds the sample entering tile m, slot 2m+1 the one leaving
-                    slot = 2 * pid_m + (s_st >= tile_lo).to(tl.int32)
-                    tl.store(bnd_ptr + slot.to(tl.int64) * N_DICT + offs_n, z, mask=mask_n)
-                    tl.store(slot_ptr + slot, s + 1)
+            z, _ = tl.associative_scan((act, flags), 0, _seg_max)
+        # the last row of each piece holds its pool; a piece is a whole sample unless it crosses a tile edge
+        last = mask_m & ((offs_m == en - 1) | (offs_m == tile_hi - 1))
+        whole = last & (st >= tile_lo) & (en <= tile_hi)
+        if MEAN:
+            zw = z / tl.maximum(en - st, 1).to(tl.float32)[:, None]
+        else:
+            zw = z
+        zw = tl.where(whole[:, None], zw, 0.0)
         if MODE == 1:
+            yr = tl.load(y_ptr + seg, mask=whole, other=0.0).to(tl.float32)
+            pr = (yr > 0).to(tl.float32)
+            ar = (zw > 0).to(tl.float32)
             base = part_ptr + pid_m.to(tl.int64) * NF * N_DICT + offs_n
-            tl.store(base, a0, mask=mask_n)
-            tl.store(base + N_DICT, a1, mask=mask_n)
-            tl.store(base + 2 * N_DICT, a2, mask=mask_n)
-            tl.store(base + 3 * N_DICT, a3, mask=mask_n)
-            tl.store(base + 4 * N_DICT, a4, mask=mask_n)
-            tl.store(base + 5 * N_DICT, a5, mask=mask_n)
-            tl.store(base + 6 * N_DICT, a6, mask=mask_n)
+            tl.store(base, tl.sum(zw, axis=0).to(tl.float64), mask=mask_n)
+            tl.store(base + N_DICT, tl.sum(zw * zw, axis=0).to(tl.float64), mask=mask_n)
+            tl.store(base + 2 * N_DICT, tl.sum(zw * yr[:, None], axis=0).to(tl.float64), mask=mask_n)
+            tl.store(base + 3 * N_DICT, tl.sum(zw * pr[:, None], axis=0).to(tl.float64), mask=mask_n)
+            tl.store(base + 4 * N_DICT, tl.sum(ar, axis=0).to(tl.float64), mask=mask_n)
+            tl.store(base + 5 * N_DICT, tl.sum(ar * pr[:, None], axis=0).to(tl.float64), mask=mask_n)
+            tl.store(base + 6 * N_DICT, tl.sum(zw * ar * pr[:, None], axis=0).to(tl.float64), mask=mask_n)
+        else:
+            tl.store(out_ptr + seg[:, None].to(tl.int64) * stride_om + offs_n[None, :], zw,
+                     mask=whole[:, None] & mask_n[None, :])
+        # pieces of samples crossing a tile edge: slot 2m holds the one entering tile m, slot 2m+1 the one leaving
+        edge = last & ~((st >= tile_lo) & (en <= tile_hi))
+        slot = 2 * pid_m + (st >= tile_lo).to(tl.int32)
+        tl.store(bnd_ptr + slot[:, None].to(tl.int64) * N_DICT + offs_n[None, :], z,
+                 mask=edge[:, None] & mask_n[None, :])
+        tl.store(slot_ptr + slot, seg + 1, mask=edge)
 
 
 _TL_DTYPES = {}
