@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from .checks import RunError
 from .checkpoint import StageCheckpoint, items_identity, log, task_identity, vectors_identity
 from .collect import Collected, collect, score_rows
 from .dist import SINGLE, Dist, my_batches, n_batches, rounds
@@ -23,10 +24,6 @@ from .select import layer_candidates, p_prefixes, variant_a, variant_p, variant_
 from .steer import SteeringPlan
 
 CKPT_DIR = "checkpoints"
-
-
-class RunError(RuntimeError):
-    """The data gave no usable result (not a usage error); the message is one line."""
 
 
 @dataclass
