@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import checks
 from .config import (COMMANDS, EvalConfig, GenerateConfig, ModelOptions, RunConfig, SettingsError, TrainSAEConfig,
                      add_options, load_settings, model_context, write_config)
 
@@ -29,10 +30,10 @@ def quality_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _model(cfg: ModelOptions, default: str | None = None):
+def _model(cfg: ModelOptions, default: str | None = None, device=None):
     from .models import load_model
-    device, dtype = cfg.device_dtype()
-    return load_model(cfg.model or default, device=device, dtype=dtype)
+    dev, dtype = cfg.device_dtype()
+    return load_model(cfg.model or default, device=device or dev, dtype=dtype)
 
 
 def _train(lm, cfg: TrainSAEConfig) -> list[dict]:
@@ -81,28 +82,47 @@ def _bank(lm, cfg: RunConfig):
     from .saes import load_bank
 
     if cfg.saes == "trained" and not (sae_cache_dir(lm.name, cfg.sae_dir) / "quality.json").exists():
+        from .dist import env_world
+        if env_world() > 1:
+            raise SettingsError(f"--saes trained: no trained SAEs for {lm.name} yet, expected them trained once "
+                                "beforehand with `corrsteer train-sae` (in one process, not under torchrun)")
         print(f"corrsteer: no trained SAEs for {lm.name} yet: training them first (once), as `corrsteer train-sae` "
               "would", file=sys.stderr)
         with contextlib.redirect_stdout(sys.stderr):       # stdout is for the report
             _train(lm, TrainSAEConfig(model=cfg.model, device=cfg.device, dtype=cfg.dtype, sae_dir=cfg.sae_dir))
-    device, dtype = cfg.device_dtype()
-    return load_bank(cfg.saes, lm=lm, layers=cfg.layer_list, sae_dir=cfg.sae_dir, device=device, dtype=dtype)
+    _, dtype = cfg.device_dtype()
+    return checks.load_bank(cfg, lm, lm.device, dtype)
 
 
 def _task(cfg):
-    from .tasks import get_task, load_task_file
-    return load_task_file(cfg.task_file) if cfg.task_file else get_task(cfg.task, seed=cfg.seed)
+    return checks.task(cfg)
+
+
+def _join(cfg):
+    """This process's place in a torchrun job (a single process without one) and its device."""
+    from . import dist
+    device, _ = cfg.device_dtype()
+    d = dist.init(device)
+    return d, dist.rank_device(device, d)
 
 
 def cmd_run(cfg: RunConfig) -> int:
     """`corrsteer run`, and `corrsteer select` (cfg.select_only: stop once the plans are written)."""
     from .run import corrsteer_run
 
-    lm = _model(cfg)
-    bank = _bank(lm, cfg)
     task = _task(cfg)
+    checks.split_fits(task, cfg)
     out = cfg.out or f"runs/{task.name}"
-    res = corrsteer_run(lm, bank, task, out, cfg, sae_source=cfg.saes)
+    checks.writable_out(out)
+    have = checks.sae_layers(cfg.saes)
+    if have is not None:
+        checks.layers_covered(cfg.layer_list, have, cfg.layers)
+    d, device = _join(cfg)
+    lm = _model(cfg, device=device)
+    bank = _bank(lm, cfg)
+    res = corrsteer_run(lm, bank, task, out, cfg, sae_source=cfg.saes, dist=d)
+    if not d.main:
+        return 0
     if not cfg.select_only:
         print((Path(out) / "report.md").read_text())
         return 0
@@ -114,12 +134,18 @@ def cmd_run(cfg: RunConfig) -> int:
 
 def cmd_eval(cfg: EvalConfig) -> int:
     from .run import eval_plan
-    from .steer import SteeringPlan
 
-    plan = SteeringPlan.load(cfg.plan)
-    lm = _model(cfg, default=plan.model)
+    plan = checks.plan_file(cfg.plan)
     task = _task(cfg)
-    c = eval_plan(lm, task, plan, cfg.out or f"runs/{task.name}/eval", cfg)["comparison"]
+    checks.split_fits(task, cfg)
+    out = cfg.out or f"runs/{task.name}/eval"
+    checks.writable_out(out)
+    d, device = _join(cfg)
+    lm = _model(cfg, default=plan.model, device=device)
+    checks.plan_fits(plan, cfg.plan, lm)
+    c = eval_plan(lm, task, plan, out, cfg, dist=d)["comparison"]
+    if not d.main:
+        return 0
     print(f"{plan.name} on {task.name}: {100 * c.acc:.1f}% [{100 * c.lo:.1f}, {100 * c.hi:.1f}] vs baseline "
           f"{100 * c.base_acc:.1f}%  delta {100 * c.delta:+.1f} points, McNemar p {c.p_value:.3g}, SER {c.ser:.3f} "
           f"(n={c.n})")
@@ -128,10 +154,10 @@ def cmd_eval(cfg: EvalConfig) -> int:
 
 def cmd_generate(cfg: GenerateConfig) -> int:
     from .generate import generate_batch
-    from .steer import SteeringPlan
 
-    plan = SteeringPlan.load(cfg.plan)
+    plan = checks.plan_file(cfg.plan)
     lm = _model(cfg, default=plan.model)
+    checks.plan_fits(plan, cfg.plan, lm)
     out = generate_batch(lm, [cfg.prompt], cfg.max_new_tokens, plans=[{}, plan.hook_vectors()],
                          steer_prompt=plan.all_positions)
     print(f"--- baseline\n{out.texts[0]}\n--- steered ({plan.name})\n{out.texts[1]}")
@@ -170,6 +196,12 @@ def main(argv=None) -> int:
         return HANDLERS[cfg.command][0](cfg)
     except SettingsError as e:
         ap.error(str(e))        # "corrsteer: error: <message>", exit status 2
+    except checks.RunError as e:       # the data gave no result: exit status 1
+        print(f"corrsteer: error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if "corrsteer.dist" in sys.modules:
+            sys.modules["corrsteer.dist"].shutdown()
 
 
 if __name__ == "__main__":

@@ -3,24 +3,31 @@
 For every batch: greedy generation capturing the residual at each SAE's hook over the generation positions, scoring,
 then per layer `encode_pool_stats` (SAE features, fused, never storing [tokens, d_sae]) and the raw residual's
 statistics (mean-pooled, for the no-SAE baselines: raw-residual correlation and mean-difference steering).
-Memory does not grow with the number of samples; the statistics are checkpointed after every batch and a rerun with
-the same settings resumes after the last finished batch.
-Everything stays on the model's device: the captured residuals (in the model's dtype; encode_pool_stats computes in
-fp32 when they differ from the SAE's dtype), lengths, scores and the float64 statistics; only a checkpoint copies the
-statistics to the host, once per batch.
+Memory does not grow with the number of samples.
+
+Each batch's statistics are computed into fresh CorrStats and then added to the running totals in batch order
+(0, 1, 2, ...), whatever the number of processes: float64 addition is not associative, so this fixed order is what
+makes a torchrun job (rank r computes batches r, r + N, ...; see dist.py) equal bit for bit to one process, and a
+resumed run equal to an uninterrupted one.
+
+The totals and rows are checkpointed after every round of batches (one batch in one process); the key covers the
+model, every SAE (config and weights), every item (id, prompt, gold), the task's scorer, the generation settings,
+batch size and pool. A rerun under the same key resumes after the last finished batch.
+Everything stays on the model's device in one process; with several, each batch's statistics go to the host to be
+gathered.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from corrsteer_kernels import CorrStats, encode_pool_stats
 
+from .checkpoint import StageCheckpoint, items_identity, log, model_identity, sae_identity, task_identity
+from .dist import SINGLE, Dist, my_batches, n_batches, rounds
 from .generate import generate_batch
 
 
@@ -47,35 +54,74 @@ def score_rows(task, items, texts) -> list[dict]:
     return rows
 
 
-def _save_ckpt(path: Path, done: int, col: Collected, key: str):
-    tensors = {}
-    for kind in ("sae", "raw"):
-        for L, st in getattr(col, kind).items():
-            tensors.update({f"{kind}.{L}.{k}": v.cpu() for k, v in st.state_dict().items()})
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata={"done": str(done), "key": key, "rows": json.dumps(col.rows)})
-    tmp.replace(path)
+def collect_key(lm, bank, task, items, batch_size: int, pool: str, model_id: str | None = None) -> dict:
+    """Everything the collected statistics depend on, as {component: digest}."""
+    key = dict(model=model_id or model_identity(lm), items=items_identity(items), task=task_identity(task),
+               batch_size=batch_size, pool=pool, layers=bank.layers)
+    key.update({f"SAE of layer {L}": sae_identity(e) for L, e in bank})
+    return key
 
 
-def _load_ckpt(path: Path, col: Collected, key: str) -> int:
-    if not path.exists():
-        return 0
-    from safetensors import safe_open
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata()
-    if meta.get("key") != key:
-        return 0
-    t = load_file(str(path))
+def _batch_stats(lm, bank, task, batch, pool: str, host: bool):
+    """One batch: (rows, {kind.layer: (features, scalars)}) of fresh statistics (on the host when `host`)."""
+    points = {L: e.hook for L, e in bank}
+    out = generate_batch(lm, [it.prompt for it in batch], task.max_new_tokens, capture=list(points.values()))
+    rows = score_rows(task, batch, out.texts)
+    y = torch.tensor([r["correct"] for r in rows], dtype=torch.float64).to(lm.device)
+    parts = {}
+    for L, e in bank:
+        h = out.captured[points[L]]
+        sae = encode_pool_stats(h, out.lengths, y, e.sae, CorrStats(e.sae.d_sae, device=lm.device), pool=pool)
+        raw = CorrStats(lm.d_model, device=lm.device).update(_mean_pool(h, out.lengths), y)
+        for kind, st in (("sae", sae), ("raw", raw)):
+            parts[f"{kind}.{L}"] = (st.features.cpu(), st.scalars.cpu()) if host else (st.features, st.scalars)
+    return rows, parts
+
+
+def _fold(col: Collected, parts: dict) -> None:
+    """Add one batch's statistics to the totals (elementwise float64 additions, the same on any device)."""
+    for name, (f, s) in parts.items():
+        kind, L = name.split(".")
+        st = getattr(col, kind)[int(L)]
+        st.features += f.to(st.device)
+        st.scalars += s.to(st.device)
+
+
+def _tensors(col: Collected) -> dict:
+    return {f"{kind}.{L}.{k}": v for kind in ("sae", "raw") for L, st in getattr(col, kind).items()
+            for k, v in st.state_dict().items()}
+
+
+def _restore(col: Collected, tensors: dict) -> None:
     for kind in ("sae", "raw"):
         for L, st in getattr(col, kind).items():
             prefix = f"{kind}.{L}."
-            st.load_state_dict({k[len(prefix):]: v for k, v in t.items() if k.startswith(prefix)})
-    col.rows = json.loads(meta["rows"])
-    return int(meta["done"])
+            st.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+
+
+def _resume(ckpt: StageCheckpoint | None, col: Collected, d: Dist) -> int:
+    """Batches already done (rank 0 reads the checkpoint and hands it to the others)."""
+    found = ckpt.load() if (ckpt and d.main) else None
+    found = d.broadcast(found)
+    if found is None:
+        return 0
+    done, rows, tensors = found
+    try:
+        _restore(col, tensors)
+    except (KeyError, ValueError) as e:          # a well-formed file with the wrong tensors: not trusted either
+        if d.main:
+            ckpt._set_aside(e)
+        col.rows = []
+        for st in list(col.sae.values()) + list(col.raw.values()):
+            st.features.zero_()
+            st.scalars.zero_()
+        return 0
+    col.rows = rows
+    return done
 
 
 def collect(lm, bank, task, items, batch_size: int = 16, pool: str = "max", checkpoint=None,
-            progress: bool = True) -> Collected:
+            progress: bool = True, dist: Dist = SINGLE, model_id: str | None = None) -> Collected:
     dev = lm.device
     for L, e in bank:
         if e.sae.device != dev:
@@ -83,24 +129,29 @@ def collect(lm, bank, task, items, batch_size: int = 16, pool: str = "max", chec
                              "load the bank with device=lm.device (or bank.to(lm.device))")
     col = Collected(sae={L: CorrStats(e.sae.d_sae, device=dev) for L, e in bank},
                     raw={L: CorrStats(lm.d_model, device=dev) for L, e in bank}, rows=[])
-    points = {L: e.hook for L, e in bank}
-    key = json.dumps([task.name, [it.id for it in items], bank.layers, pool, batch_size])
-    ckpt = Path(checkpoint) if checkpoint else None
-    start = _load_ckpt(ckpt, col, key) if ckpt else 0
-    bar = tqdm(total=len(items), initial=start, desc="collect", unit="sample", disable=not progress)
-    for i in range(start, len(items), batch_size):
-        batch = items[i:i + batch_size]
-        out = generate_batch(lm, [it.prompt for it in batch], task.max_new_tokens, capture=list(points.values()))
-        rows = score_rows(task, batch, out.texts)
-        y = torch.tensor([r["correct"] for r in rows], dtype=torch.float64).to(dev)
-        for L, e in bank:
-            h = out.captured[points[L]]
-            encode_pool_stats(h, out.lengths, y, e.sae, col.sae[L], pool=pool)
-            col.raw[L].update(_mean_pool(h, out.lengths), y)
-        col.rows.extend(rows)
-        if ckpt:
-            _save_ckpt(ckpt, i + len(batch), col, key)
-        bar.update(len(batch))
-        bar.set_postfix(acc=f"{sum(r['correct'] for r in col.rows) / len(col.rows):.2f}")
+    ckpt = None
+    if checkpoint:
+        key = collect_key(lm, bank, task, items, batch_size, pool, model_id)
+        ckpt = StageCheckpoint(checkpoint, "collect", key)
+    n = n_batches(len(items), batch_size)
+    start = _resume(ckpt, col, dist)
+    if dist.active:
+        mine = my_batches(n, dist, start)
+        log(f"rank {dist.rank}/{dist.world}: collect batches {mine} of {n} "
+            f"({sum(len(items[b * batch_size:(b + 1) * batch_size]) for b in mine)} samples)")
+    bar = tqdm(total=len(items), initial=min(len(items), start * batch_size), desc="collect", unit="sample",
+               disable=not (progress and dist.main))
+
+    def work(b):
+        return _batch_stats(lm, bank, task, items[b * batch_size:(b + 1) * batch_size], pool, host=dist.active)
+
+    for done, results in rounds(n, start, dist, work):
+        for rows, parts in results:
+            _fold(col, parts)
+            col.rows.extend(rows)
+            bar.update(len(rows))
+        if ckpt and dist.main:
+            ckpt.save(done, col.rows, _tensors(col))
+        bar.set_postfix(acc=f"{sum(r['correct'] for r in col.rows) / max(1, len(col.rows)):.2f}")
     bar.close()
     return col

@@ -248,6 +248,13 @@ class RunConfig(SelectOptions, LayerOptions, SplitOptions, ModelOptions):
     select_only: ClassVar[bool] = False     # `corrsteer select` stops once the plans are written
     out: str | None = option(None, "output directory (default: runs/<task>)", metavar="DIR")
 
+    def check(self):
+        if self.scale == 0:
+            raise SettingsError("--scale must be nonzero, got 0.0 (every steering vector would vanish)")
+        if "P" in self.variants and self.n_val == 0:
+            raise SettingsError(f"--n-val must be positive for CorrSteer-P (--variant {self.variant}), got 0: "
+                                "P keeps the features that beat the baseline on the validation split")
+
 
 @dataclass(kw_only=True, frozen=True)
 class SelectConfig(RunConfig):

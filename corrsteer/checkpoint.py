@@ -1,0 +1,192 @@
+"""Checkpoints and atomic outputs: what lets a run be killed at any point and rerun into the same result.
+
+Every output file is written to a temporary file beside it, flushed to disk and renamed over the target
+(`atomic_write_*`): a reader sees the old file or the new one, never half of one.
+
+A stage checkpoint (`StageCheckpoint`) is one safetensors file: tensors (the stage's running statistics, possibly none)
+and metadata "key" (a JSON object {component: digest} of everything the stage's result depends on), "done" (finished
+batches) and "state" (JSON: rows generated so far). On load:
+  - no file: the stage starts at batch 0;
+  - a file that cannot be read (truncated, not safetensors, bad JSON): one line names it, it is set aside as
+    <file>.corrupt and the stage starts over;
+  - a file written under another key: one line names the components that changed and the stage starts fresh.
+
+The in-progress marker (`IN_PROGRESS` in the output directory) exists from the moment a run starts writing into a
+directory until its last output is in place: a directory holding it is incomplete, whatever else it holds.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+MARKER = "IN_PROGRESS"
+
+
+def log(msg: str) -> None:
+    print(f"corrsteer: {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# atomic writes
+# ---------------------------------------------------------------------------------------------------------------
+def _tmp(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+def _commit(tmp: Path, path: Path) -> None:
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_bytes(path, data: bytes) -> Path:
+    path = Path(path)
+    tmp = _tmp(path)
+    tmp.write_bytes(data)
+    _commit(tmp, path)
+    return path
+
+
+def atomic_write_text(path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_save_tensors(path, tensors: dict, metadata: dict | None = None) -> Path:
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tmp = _tmp(path)
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    _commit(tmp, path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# digests: what a result depends on
+# ---------------------------------------------------------------------------------------------------------------
+def digest(obj) -> str:
+    """A short stable digest of JSON-able data (keys sorted)."""
+    return hashlib.blake2b(json.dumps(obj, sort_keys=True, default=str).encode(), digest_size=12).hexdigest()
+
+
+def tensor_digest(*tensors) -> str:
+    """Digest of tensors' dtypes, shapes and exact bytes (None allowed)."""
+    h = hashlib.blake2b(digest_size=12)
+    for t in tensors:
+        if t is None:
+            h.update(b"none")
+            continue
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def model_identity(lm, sample: int = 4096) -> str:
+    """The model's name, source, dtype and parameter shapes, and a strided sample of every parameter's values (the
+    full weights are not hashed: a different checkpoint of the same architecture changes the sample)."""
+    h = hashlib.blake2b(digest_size=12)
+    h.update(json.dumps([lm.name, str(getattr(lm.model.config, "_name_or_path", ""))]).encode())
+    for name, p in lm.model.named_parameters():
+        flat = p.detach().reshape(-1)
+        step = max(1, flat.numel() // sample)
+        h.update(name.encode())
+        h.update(tensor_digest(flat[::step][:sample]).encode())
+    return h.hexdigest()
+
+
+def sae_identity(entry) -> str:
+    """An SAE's configuration (width, activation, k, hook) and a digest of all its weights."""
+    sae = entry.sae
+    conf = [entry.hook.hook_name, sae.d_in, sae.d_sae, sae.activation, getattr(sae, "k", None)]
+    return digest([conf, tensor_digest(sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec, getattr(sae, "threshold", None))])
+
+
+def items_identity(items) -> str:
+    """Every item's id, prompt and gold answer, in order."""
+    return digest([[it.id, it.prompt, str(it.gold), getattr(it, "choices", None), getattr(it, "labels", None)]
+                   for it in items])
+
+
+def task_identity(task) -> str:
+    return digest([task.name, task.kind, task.max_new_tokens, str(getattr(task, "scorer", ""))])
+
+
+def vectors_identity(plans: dict) -> dict:
+    """{plan name: digest of its hook vectors}: the vectors carry the SAE weights, features, coefficient rule and
+    scale they were built from."""
+    return {name: digest(sorted((hp.hook_name, tensor_digest(v)) for hp, v in vecs.items()))
+            for name, vecs in plans.items()}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# stage checkpoints
+# ---------------------------------------------------------------------------------------------------------------
+class StageCheckpoint:
+    """One stage's checkpoint file under `key` (a dict of digests). Only the writing rank calls save()."""
+
+    def __init__(self, path, stage: str, key: dict):
+        self.path, self.stage, self.key = Path(path), stage, {k: str(v) for k, v in key.items()}
+
+    def load(self):
+        """(done, state, tensors) of a checkpoint written under this key, else None (after saying why)."""
+        if not self.path.exists():
+            return None
+        try:
+            meta, tensors = self._read()
+            old = json.loads(meta["key"])
+            done, state = int(meta["done"]), json.loads(meta["state"])
+        except Exception as e:          # whatever a damaged file raises: it is set aside, never trusted
+            self._set_aside(e)
+            return None
+        changed = sorted(k for k in set(old) | set(self.key) if old.get(k) != self.key.get(k))
+        if changed:
+            log(f"{self.stage}: {', '.join(changed)} changed since {self.path} was written: starting {self.stage} "
+                "fresh")
+            return None
+        log(f"{self.stage}: resuming after batch {done} from {self.path}")
+        return done, state, tensors
+
+    def _read(self):
+        from safetensors import safe_open
+
+        with safe_open(str(self.path), "pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        return meta, tensors
+
+    def _set_aside(self, err: Exception) -> None:
+        bad = self.path.with_name(self.path.name + ".corrupt")
+        os.replace(self.path, bad)
+        reason = " ".join(str(err).split())[:120] or type(err).__name__
+        log(f"checkpoint {self.path} is unreadable ({type(err).__name__}: {reason}): moved to {bad.name}; "
+            f"{self.stage} starts over")
+
+    def save(self, done: int, state, tensors: dict | None = None) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        meta = dict(key=json.dumps(self.key, sort_keys=True), done=str(done), state=json.dumps(state),
+                    stage=self.stage)
+        atomic_save_tensors(self.path, tensors or {}, meta)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the in-progress marker
+# ---------------------------------------------------------------------------------------------------------------
+def mark_in_progress(out: Path, command: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / MARKER, f"`corrsteer {command}` is writing this directory (or was killed while it did): "
+                                    "its outputs are incomplete until this file is gone. Rerun the same command to "
+                                    "finish it.\n")
+
+
+def mark_done(out: Path) -> None:
+    (out / MARKER).unlink(missing_ok=True)
+
+
+def in_progress(out) -> bool:
+    return (Path(out) / MARKER).exists()

@@ -1,0 +1,171 @@
+"""The stages of `corrsteer run` as functions with typed results:
+
+    collect -> rank -> validate -> prefix search -> test        (report: corrsteer.run)
+
+Each generating stage works in batches, sharded over torchrun ranks (dist.py), and checkpoints after every round of
+batches under a key of everything its result depends on (checkpoint.py): collect's key covers the model, the SAEs,
+the items, scorer, pool and batch size; the plan stages' keys cover the model, the items, the scorer and generation
+settings, and each steering plan's vectors (which carry the SAE weights, the features, the coefficient rule and the
+scale). `rank` is a pure function of the collected statistics and is recomputed, not stored.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .checks import RunError
+from .checkpoint import StageCheckpoint, items_identity, log, task_identity, vectors_identity
+from .collect import Collected, collect, score_rows
+from .dist import SINGLE, Dist, my_batches, n_batches, rounds
+from .generate import generate_batch
+from .select import layer_candidates, p_prefixes, variant_a, variant_p, variant_s
+from .steer import SteeringPlan
+
+CKPT_DIR = "checkpoints"
+
+
+@dataclass
+class Context:
+    """What every stage reads: the model, SAEs, task, settings, output directory and this process's rank."""
+    lm: object
+    bank: object
+    task: object
+    cfg: object
+    out: Path
+    sae_source: str = "trained"
+    dist: Dist = SINGLE
+    model_id: str = ""
+
+    def ckpt(self, stage: str) -> Path:
+        return self.out / CKPT_DIR / f"{stage}.safetensors"
+
+
+@dataclass
+class Validation:
+    baseline: float = float("nan")
+    per_layer: dict = field(default_factory=dict)        # {layer: accuracy of its feature alone}
+
+
+@dataclass
+class PrefixSearch:
+    picks: list                                           # the chosen prefix of P's features
+    accuracy: list = field(default_factory=list)          # validation accuracy of each prefix
+
+
+def accuracy(rows) -> float:
+    return sum(r["correct"] for r in rows) / max(1, len(rows))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# generation under several plans, sharded and checkpointed
+# ---------------------------------------------------------------------------------------------------------------
+def _plan_batch(lm, task, batch, plans: dict, steer_prompt: bool) -> dict:
+    names = list(plans)
+    out = generate_batch(lm, [it.prompt for it in batch], task.max_new_tokens, plans=[plans[n] for n in names],
+                         steer_prompt=steer_prompt)
+    C = len(names)
+    return {n: score_rows(task, batch, out.texts[c::C]) for c, n in enumerate(names)}
+
+
+def plans_key(ctx_model: str, task, items, plans: dict, per_batch: int, steer_prompt: bool) -> dict:
+    return dict(model=ctx_model, items=items_identity(items), task=task_identity(task), batch_size=per_batch,
+                all_positions=steer_prompt, variants=sorted(plans), **{f"plan {n}": v for n, v in
+                                                                       vectors_identity(plans).items()})
+
+
+def run_plans(lm, task, items, plans: dict, batch_size: int, desc: str, steer_prompt: bool = False,
+              dist: Dist = SINGLE, checkpoint=None, model_id: str = "") -> dict:
+    """Generate every item under every plan ({name: {HookPoint: vector}}) in shared batches: {name: rows}."""
+    names = list(plans)
+    per_batch = max(1, batch_size * 4 // len(names))      # keep batch rows (prompts x plans) bounded
+    n = n_batches(len(items), per_batch)
+    rows = {nm: [] for nm in names}
+    ckpt = StageCheckpoint(checkpoint, desc, plans_key(model_id, task, items, plans, per_batch, steer_prompt)) \
+        if checkpoint else None
+    found = dist.broadcast(ckpt.load() if (ckpt and dist.main) else None)
+    start = 0
+    if found is not None and set(found[1]) == set(names):
+        start, rows = found[0], found[1]
+    if dist.active:
+        log(f"rank {dist.rank}/{dist.world}: {desc} batches {my_batches(n, dist, start)} of {n}")
+    bar = tqdm(total=n, initial=start, desc=desc, unit="batch", disable=not dist.main)
+
+    def work(b):
+        return _plan_batch(lm, task, items[b * per_batch:(b + 1) * per_batch], plans, steer_prompt)
+
+    for done, results in rounds(n, start, dist, work):
+        for res in results:
+            for nm in names:
+                rows[nm].extend(res[nm])
+        if ckpt and dist.main:
+            ckpt.save(done, rows)
+        bar.update(len(results))
+    bar.close()
+    return rows
+
+
+def _gen(ctx: Context, items, plans: dict, stage: str) -> dict:
+    return run_plans(ctx.lm, ctx.task, items, plans, ctx.cfg.batch_size, stage, ctx.cfg.all_positions,
+                     dist=ctx.dist, checkpoint=ctx.ckpt(stage), model_id=ctx.model_id)
+
+
+def _plan(ctx: Context, name: str, picks: list[dict], all_positions: bool = False) -> SteeringPlan:
+    return SteeringPlan.from_features(name, ctx.lm.name, ctx.sae_source, ctx.bank, picks, all_positions)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the stages
+# ---------------------------------------------------------------------------------------------------------------
+def collect_stage(ctx: Context, items) -> Collected:
+    return collect(ctx.lm, ctx.bank, ctx.task, items, ctx.cfg.batch_size, ctx.cfg.pool, checkpoint=ctx.ckpt("collect"),
+                   dist=ctx.dist, model_id=ctx.model_id)
+
+
+def rank_stage(ctx: Context, col: Collected) -> dict:
+    """{layer: top-5 features} with positive correlation; RunError when there are none."""
+    cands = layer_candidates(col.sae, k=5, coef=ctx.cfg.coef, scale=ctx.cfg.scale)
+    if not cands:
+        raise RunError("no SAE feature correlates positively with correctness on the select split (accuracy "
+                       f"{accuracy(col.rows):.2f} over {len(col.rows)} samples), expected both right and wrong "
+                       "answers: try a larger --n-select or another task")
+    return cands
+
+
+def validate_stage(ctx: Context, cands: dict, val) -> Validation:
+    """Every layer's best feature alone, and the unsteered baseline, on the validation split (CorrSteer-P only)."""
+    if "P" not in ctx.cfg.variants:
+        return Validation()
+    plans = {"baseline": {}} | {f"L{L}": _plan(ctx, f"L{L}", [dict(layer=L, **cands[L][0])]).hook_vectors(
+        ctx.lm.device) for L in cands}
+    rows = _gen(ctx, val, plans, "validate")
+    return Validation(baseline=accuracy(rows["baseline"]), per_layer={L: accuracy(rows[f"L{L}"]) for L in cands})
+
+
+def prefix_stage(ctx: Context, cands: dict, val_items, val: Validation) -> PrefixSearch:
+    """P's kept features validated together as growing prefixes (by validation accuracy); the best prefix wins."""
+    picks = variant_p(cands, val.per_layer, val.baseline)
+    if len(picks) <= 1:
+        return PrefixSearch(picks=picks)
+    prefixes = p_prefixes(picks)
+    plans = {f"P{i + 1}": _plan(ctx, "p", pre).hook_vectors(ctx.lm.device)
+             for i, pre in enumerate(prefixes[1:], start=1)}
+    rows = _gen(ctx, val_items, plans, "prefix")
+    acc = [prefixes[0][0]["val_acc"]] + [accuracy(rows[f"P{i + 1}"]) for i in range(1, len(prefixes))]
+    best = max(range(len(prefixes)), key=lambda i: (acc[i], -i))
+    return PrefixSearch(picks=prefixes[best], accuracy=acc)
+
+
+def variant_picks(ctx: Context, cands: dict, prefix: PrefixSearch | None) -> dict:
+    pickers = {"S": lambda: variant_s(cands), "A": lambda: variant_a(cands), "P": lambda: prefix.picks}
+    return {n: pickers[n]() for n in ctx.cfg.variants}
+
+
+def build_plans(ctx: Context, picks: dict) -> dict:
+    return {n: _plan(ctx, f"CorrSteer-{n}", p, ctx.cfg.all_positions) for n, p in picks.items()}
+
+
+def test_stage(ctx: Context, test_items, test_plans: dict) -> dict:
+    """{variant: rows} of every plan (the unsteered baseline under "baseline") on the test split."""
+    return _gen(ctx, test_items, test_plans, "test")

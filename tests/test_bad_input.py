@@ -1,0 +1,164 @@
+"""Bad input (README, "Bad input"): every row ends in one line `corrsteer: error: <what>, <expected>` with exit
+status 2 (1 for a run whose data gives no result), never a traceback; rows marked "before the model loads" fail
+with the model loader disabled."""
+import json
+
+import pytest
+import torch
+
+from corrsteer import cli
+from corrsteer.saes import save_sae_dir
+from fakes import FakeTask, tiny_bank
+
+
+@pytest.fixture
+def env(tiny_lm, tmp_path, monkeypatch):
+    tiny_lm.model.save_pretrained(tmp_path / "model")
+    tiny_lm.tokenizer.save_pretrained(tmp_path / "model")
+    for _, e in tiny_bank(tiny_lm, layers=(1, 2)):
+        save_sae_dir(tmp_path / "saes" / e.hook.hook_name, e.sae, e.hook, "model")
+    (tmp_path / "file").write_text("")
+    return tmp_path
+
+
+def _no_model(monkeypatch):
+    def fail(*a, **kw):
+        raise AssertionError("the model was loaded before the input was checked")
+    monkeypatch.setattr(cli, "_model", fail)
+
+
+def _fails(argv, capsys, message, code=2):
+    with pytest.raises(SystemExit) as e:
+        code_ret = cli.main(argv)
+        raise SystemExit(code_ret)
+    err = capsys.readouterr().err
+    assert e.value.code == code, err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("corrsteer: error: ") and message in last, last
+    return last
+
+
+def _run(env, *extra, task=("--task-file", None)):
+    return ["run", "--model", str(env / "model"), "--saes", str(env / "saes"), "--n-select", "8", "--n-val", "4",
+            "--n-test", "4", "--batch-size", "4", "--out", str(env / "out"), *extra]
+
+
+def _task_file(env, text, encoding="utf-8"):
+    p = env / "t.jsonl"
+    p.write_bytes(text.encode(encoding))
+    return ["--task-file", str(p)]
+
+
+GOOD = '{"prompt": "Capital of France?", "answer": "Paris"}\n' * 30
+
+# (case id, extra arguments or a builder of them, message part, checked before the model loads)
+ROWS = [
+    ("unknown task", lambda e: ["--task", "nope"], "--task must be one of"),
+    ("missing task file", lambda e: ["--task-file", str(e / "none.jsonl")], "none.jsonl: no such file, expected a JSONL"),
+    ("empty task file", lambda e: _task_file(e, "\n\n"), "no items, expected one JSON item a line"),
+    ("malformed task file", lambda e: _task_file(e, GOOD[:52] + '{"prompt": \n'), "line 2: invalid JSON"),
+    ("Latin-1 task file", lambda e: _task_file(e, GOOD + '{"prompt": "café", "answer": "x"}\n', "latin-1"),
+     "line 31 is not UTF-8 (byte 0xe9), expected a UTF-8 JSONL file"),
+    ("more samples than the task has", lambda e: _task_file(e, GOOD) + ["--n-test", "40"],
+     "= 52 samples, expected at most the 30 items"),
+    ("--n-select 0", lambda e: ["--n-select", "0"], "--n-select must be positive, got 0"),
+    ("--n-val 0 with P", lambda e: ["--n-val", "0", "--variant", "P"], "--n-val must be positive for CorrSteer-P"),
+    ("--n-val 0 --n-test 0 with P", lambda e: ["--n-val", "0", "--n-test", "0", "--variant", "P"],
+     "--n-test must be positive, got 0"),
+    ("--batch-size 0", lambda e: ["--batch-size", "0"], "--batch-size must be positive, got 0"),
+    ("--scale nan", lambda e: ["--scale", "nan"], "--scale must be a finite number, got nan"),
+    ("--scale 0", lambda e: ["--scale", "0"], "--scale must be nonzero"),
+    ("unknown pool", lambda e: ["--pool", "sum"], "--pool must be max or mean, got 'sum'"),
+    ("unknown coef", lambda e: ["--coef", "median"], "--coef must be mean or active, got 'median'"),
+    ("layers without SAEs", lambda e: ["--layers", "5-7"],
+     "--layers 5-7: no SAE for layers 5, 6, 7, expected layers the SAEs cover: 1, 2"),
+    ("unwritable --out", lambda e: ["--out", str(e / "file" / "sub")], "is not writable"),
+    ("SAE with a non-residual hook", "hook", "expected a sae-lens cfg.json naming a residual hook"),
+    ("SAE cfg.json not JSON", "cfgjson", "expected a sae-lens cfg.json"),
+]
+
+
+@pytest.mark.parametrize("case, extra, message", ROWS, ids=[r[0] for r in ROWS])
+def test_run_rejects_before_the_model_loads(env, monkeypatch, capsys, case, extra, message):
+    monkeypatch.setattr(cli, "_task", lambda cfg: FakeTask(30) if not (cfg.task_file or cfg.task != "sentiment")
+                        else cli.checks.task(cfg))
+    if extra == "hook":
+        cfg = env / "saes" / "blocks.1.hook_resid_post" / "cfg.json"
+        cfg.write_text(cfg.read_text().replace("blocks.1.hook_resid_post", "blocks.1.hook_mlp_out"))
+        extra = []
+    elif extra == "cfgjson":
+        (env / "saes" / "blocks.2.hook_resid_post" / "cfg.json").write_text("{not json")
+        extra = []
+    else:
+        extra = extra(env)
+    _no_model(monkeypatch)
+    _fails(_run(env, *extra), capsys, message)
+
+
+def _sae_weights(env, fn):
+    path = env / "saes" / "blocks.1.hook_resid_post" / "sae_weights.safetensors"
+    fn(path)
+
+
+@pytest.mark.parametrize("case, damage, message", [
+    ("truncated SAE weights", lambda p: p.write_bytes(p.read_bytes()[:40]), "--saes"),
+    ("SAE of another width", "width", "reads d_in=32 but model is 64 wide"),
+])
+def test_run_rejects_bad_saes(env, monkeypatch, capsys, case, damage, message):
+    monkeypatch.setattr(cli, "_task", lambda cfg: FakeTask(30))
+    if damage == "width":
+        from cases import make_sae
+        from corrsteer.hooks import HookPoint
+        sae = make_sae(torch.Generator().manual_seed(0), 32, 40, "relu")
+        save_sae_dir(env / "saes" / "blocks.1.hook_resid_post", sae, HookPoint(1, "post"), "model")
+    else:
+        _sae_weights(env, damage)
+    _fails(_run(env), capsys, message)
+
+
+def test_all_right_or_all_wrong_is_an_error_not_an_empty_result(env, monkeypatch, capsys):
+    class AllWrong(FakeTask):
+        def score(self, item, output):
+            return "x", 0.0
+    monkeypatch.setattr(cli, "_task", lambda cfg: AllWrong(30))
+    _fails(_run(env), capsys, "no SAE feature correlates positively with correctness", code=1)
+    assert (env / "out" / "IN_PROGRESS").exists()        # the directory does not look finished
+
+
+def _plan(env, tiny_lm, **change):
+    from corrsteer.steer import SteeringPlan
+    plan = SteeringPlan.from_features("p", "tiny-llama", "random", tiny_bank(tiny_lm, layers=(1,)),
+                                      [dict(layer=1, feature=3, coef=1.0, r=0.5)])
+    doc = plan.to_dict()
+    if "width" in change:
+        doc["vectors"] = {k: v[:10] for k, v in doc["vectors"].items()}
+    if "layer" in change:
+        doc["entries"][0]["layer"] = 9
+        doc["entries"][0]["hook"] = "blocks.9.hook_resid_post"
+        doc["vectors"] = {"blocks.9.hook_resid_post": next(iter(doc["vectors"].values()))}
+    path = env / "plan.json"
+    path.write_text(json.dumps(doc) if "text" not in change else change["text"])
+    return str(path)
+
+
+@pytest.mark.parametrize("cmd", ["eval", "generate"])
+@pytest.mark.parametrize("change, message, early", [
+    (dict(text="{not json"), "is not a steering plan", True),
+    (dict(text='{"name": "x"}'), "is not a steering plan", True),
+    (dict(width=True), "is 10 wide, expected model's width 64", False),
+    (dict(layer=True), "steers layer 9, expected a layer of model (0..3)", False),
+])
+def test_eval_and_generate_reject_bad_plans(env, tiny_lm, monkeypatch, capsys, cmd, change, message, early):
+    monkeypatch.setattr(cli, "_task", lambda cfg: FakeTask(30))
+    plan = _plan(env, tiny_lm, **change)
+    if early:
+        _no_model(monkeypatch)
+    argv = ["--plan", plan, "--model", str(env / "model")]
+    argv = ["eval", *argv, "--n-select", "8", "--n-val", "4", "--n-test", "4", "--out", str(env / "ev")] if cmd == "eval" else ["generate", *argv, "hi"]
+    _fails(argv, capsys, message)
+
+
+def test_generate_rejects_negative_max_new_tokens(capsys):
+    _fails(["generate", "--plan", "p.json", "--max-new-tokens", "-5", "hi"], capsys,
+           "--max-new-tokens must be positive, got -5")
