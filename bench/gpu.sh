@@ -52,7 +52,12 @@ ok = all(os.path.realpath(m.__file__).startswith(root + os.sep) for m in (corrst
 sys.exit(0 if ok else 1)
 EOF
 }
-if installed_here; then
+if [ "${CORRSTEER_NO_PIP:-0}" = 1 ]; then
+  SHIM=$(mktemp -d)
+  ln -s "$PWD/kernels" "$SHIM/corrsteer_kernels"
+  export PYTHONPATH="$PWD:$SHIM${PYTHONPATH:+:$PYTHONPATH}"
+  log "CORRSTEER_NO_PIP=1: importing from $PWD through PYTHONPATH"
+elif installed_here; then
   log "corrsteer already installed from $PWD (editable)"
 else
   log "pip install --no-deps --no-build-isolation -e ."
@@ -96,14 +101,18 @@ fi
 
 # ---- tests, compiled ----------------------------------------------------------------------------------------
 GPU_TESTS=${GPU_TESTS:-"tests/test_gpu.py tests/test_packed.py tests/test_generate_device.py tests/test_collect_device.py tests/test_encode_pool.py tests/test_encode_pool_stats.py tests/test_steer_add.py"}
-# shellcheck disable=SC2086
-step pytest "$T_PYTEST" python3 -m pytest -q -p no:cacheprovider $GPU_TESTS
-PYTEST_LINE=$(grep -E " in [0-9.]+s" "$OUT/.step-pytest.txt" | tail -n 1 || true)
-
-# ---- benchmarks ---------------------------------------------------------------------------------------------
-[ "${SKIP_K1:-0}" = 1 ] || step k1 "$T_K1" python3 bench/bench_k1.py ${BENCH_ARGS[@]+"${BENCH_ARGS[@]}"} --out-dir "$OUT/results"
-[ "${SKIP_E2:-0}" = 1 ] || step e2 "$T_E2" python3 bench/bench_e2.py ${BENCH_ARGS[@]+"${BENCH_ARGS[@]}"} --out-dir "$OUT/results"
-[ "${SKIP_E1:-0}" = 1 ] || step e1 "$T_E1" python3 bench/bench_e1.py ${BENCH_ARGS[@]+"${BENCH_ARGS[@]}"} --out-dir "$OUT/results"
+PYTEST_LINE=""
+for s in ${ORDER:-pytest k1 e2 e1}; do
+  case $s in
+    pytest)   # shellcheck disable=SC2086
+      step pytest "$T_PYTEST" python3 -m pytest -q -rf --tb=short -p no:cacheprovider $GPU_TESTS
+      PYTEST_LINE=$(grep -E " in [0-9.]+s" "$OUT/.step-pytest.txt" | tail -n 1 || true) ;;
+    k1|e2|e1)
+      T_VAR="T_${s^^}"
+      step "$s" "${!T_VAR}" python3 "bench/bench_$s.py" ${BENCH_ARGS[@]+"${BENCH_ARGS[@]}"} --out-dir "$OUT/results" ;;
+    *) log "unknown step $s (ORDER takes pytest k1 e2 e1)" ;;
+  esac
+done
 
 # ---- one merged JSON, summary ---------------------------------------------------------------------------------
 python3 bench/merge_results.py "$OUT/results" --steps "${STEPS[@]}" --pytest "$PYTEST_LINE" 2>&1 | tee -a "$LOG" || true

@@ -69,10 +69,18 @@ def _batch_stats(lm, bank, task, batch, pool: str, host: bool):
     rows = score_rows(task, batch, out.texts)
     y = torch.tensor([r["correct"] for r in rows], dtype=torch.float64).to(lm.device)
     parts = {}
+    lengths = out.lengths.to(lm.device)
+    any_h = next(iter(out.captured.values()))
+    T = any_h.shape[1]
+    # the valid positions, found once per batch (the one host sync of this loop): every layer is packed with them
+    # and folded without re-validating (generate_batch's lengths lie in [0, T], captures are finite model states)
+    valid = (torch.arange(T, device=lm.device)[None, :] < lengths[:, None]).flatten().nonzero().squeeze(1)
     for L, e in bank:
         h = out.captured[points[L]]
-        sae = encode_pool_stats(h, out.lengths, y, e.sae, CorrStats(e.sae.d_sae, device=lm.device), pool=pool)
-        raw = CorrStats(lm.d_model, device=lm.device).update(_mean_pool(h, out.lengths), y)
+        xp = h.reshape(-1, h.shape[-1]).index_select(0, valid)
+        sae = encode_pool_stats(xp, lengths, y, e.sae, CorrStats(e.sae.d_sae, device=lm.device), pool=pool,
+                                check=False)
+        raw = CorrStats(lm.d_model, device=lm.device).update(_mean_pool(h, lengths), y, check=False)
         for kind, st in (("sae", sae), ("raw", raw)):
             parts[f"{kind}.{L}"] = (st.features.cpu(), st.scalars.cpu()) if host else (st.features, st.scalars)
     return rows, parts

@@ -70,12 +70,17 @@ class CorrStats:
         return f"CorrStats(d_sae={self.d_sae}, n={int(self.n)}, n_pos={int(self.n_pos)})"
 
     # ---- accumulation ----
-    def update(self, pooled: torch.Tensor, y) -> "CorrStats":
+    def update(self, pooled: torch.Tensor, y, check: bool = True) -> "CorrStats":
+        """Fold pooled [B, d_sae] against scores y [B]. check=False skips the NaN/inf scans (host syncs on a GPU)
+        for callers that guarantee finite inputs; shapes are always checked."""
         check_float("pooled", pooled, 2)
         if pooled.shape[1] != self.d_sae:
             raise ValueError(f"pooled has {pooled.shape[1]} features, stats track {self.d_sae}")
-        y = check_scores(y, pooled.shape[0], self.device)
-        check_finite("pooled", pooled)
+        if check:
+            y = check_scores(y, pooled.shape[0], self.device)
+            check_finite("pooled", pooled)
+        else:
+            y = torch.as_tensor(y, device=self.device).double()
         self.add_feature_sums(slice(None), feature_sums(pooled.to(self.device), y))
         self.add_scalar_sums(y)
         return self

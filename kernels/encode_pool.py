@@ -76,8 +76,12 @@ def encode_pool_reference(x: torch.Tensor, lengths: torch.Tensor, sae: SAEWeight
 # ----------------------------------------------------------------------------------------------------------
 # Checks and packing
 # ----------------------------------------------------------------------------------------------------------
-def check_inputs(x: torch.Tensor, lengths, sae: SAEWeights, pool: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validate and return (packed tokens [N, d_in], lengths [B] int64 on x's device)."""
+def check_inputs(x: torch.Tensor, lengths, sae: SAEWeights, pool: str,
+                 check: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate and return (packed tokens [N, d_in], lengths [B] int64 on x's device).
+
+    check=False keeps the shape, dtype and device checks but skips those that read device data (lengths in range,
+    their sum, NaN/inf in x): each is a host sync on a GPU. Packing padded x needs one sync either way."""
     if not isinstance(sae, SAEWeights):
         raise TypeError(f"sae must be SAEWeights, got {type(sae).__name__} (use SAEWeights.from_sae_lens)")
     check_float("x", x)
@@ -90,6 +94,11 @@ def check_inputs(x: torch.Tensor, lengths, sae: SAEWeights, pool: str) -> tuple[
         raise ValueError(f"x is on {x.device} but the SAE weights are on {sae.device}")
     if not isinstance(lengths, torch.Tensor):
         lengths = torch.as_tensor(lengths)
+    if not check:
+        if lengths.dim() != 1 or (x.dim() == 3 and lengths.shape[0] != x.shape[0]):
+            raise ValueError(f"lengths must have shape [B], got {tuple(lengths.shape)}")
+        lengths = lengths.to(x.device).long()
+        return (pack_tokens(x, lengths) if x.dim() == 3 else x), lengths
     if x.dim() == 3:
         lengths = check_lengths(lengths, x.shape[0], x.shape[1]).to(x.device)
         xp = pack_tokens(x, lengths)

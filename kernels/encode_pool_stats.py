@@ -19,7 +19,7 @@ from ._common import resolve_backend
 from .corr_stats import CorrStats, check_scores, feature_sums
 from .encode_pool import (check_inputs, encode_pool_reference, one_pass_topk, pooled_blocks_torch,
                           token_thresholds_for, topk_blocks_triton)
-from .packed_kernel import MODE_STATS, Segments, combine_boundary, packed_encode
+from .packed_kernel import MODE_STATS, Segments, boundary_feature_sums, packed_encode
 from .sae_weights import SAEWeights
 
 
@@ -35,20 +35,25 @@ def _stats_triton(xp, lengths, y, sae, stats, pool):
         return
     launch = packed_encode(xp, Segments.of(lengths, xp.shape[0]), sae, pool, MODE_STATS, y=y,
                            thr_t=token_thresholds_for(xp, sae))
-    sums = launch.part.sum(0)
-    samples, z = combine_boundary(launch, pool, lengths)
-    if samples.numel():
-        sums += feature_sums(z, y[samples])
+    sums = launch.part.sum(0) + boundary_feature_sums(launch, pool, lengths, y)
     stats.add_feature_sums(slice(None), sums.to(stats.device))
 
 
 def encode_pool_stats(x: torch.Tensor, lengths, y, sae: SAEWeights, stats: CorrStats, pool: str = "max",
-                      backend: str = "auto") -> CorrStats:
-    """Fold one batch into `stats` (in place) and return it. See the module docstring."""
-    xp, lengths = check_inputs(x, lengths, sae, pool)
+                      backend: str = "auto", check: bool = True) -> CorrStats:
+    """Fold one batch into `stats` (in place) and return it. See the module docstring.
+
+    check=False skips the checks that read device data (NaN/inf in x and y, lengths in range and summing to N):
+    with packed x and the triton backend the call then makes no host sync (collection calls it once per layer)."""
+    xp, lengths = check_inputs(x, lengths, sae, pool, check)
     if not isinstance(stats, CorrStats) or stats.d_sae != sae.d_sae:
         raise ValueError(f"stats must be a CorrStats of d_sae={sae.d_sae}")
-    y = check_scores(y, lengths.shape[0], x.device)
+    if check:
+        y = check_scores(y, lengths.shape[0], x.device)
+    else:
+        y = torch.as_tensor(y, device=x.device).double()
+        if tuple(y.shape) != (lengths.shape[0],):
+            raise ValueError(f"y must have shape [{lengths.shape[0]}], got {tuple(y.shape)}")
     backend = resolve_backend(backend, x.device)
     if lengths.shape[0] == 0:
         return stats

@@ -24,7 +24,7 @@ from typing import NamedTuple
 import torch
 
 from ._common import HAS_TRITON, compute_dtype, interpreting, tl, triton
-from .corr_stats import FEATURE_FIELDS
+from .corr_stats import FEATURE_FIELDS, feature_sums
 
 MODE_POOL, MODE_STATS, MODE_PRE = 0, 1, 2
 DEFAULT_CONFIG = dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3)
@@ -270,3 +270,32 @@ def combine_boundary(launch: Launch, pool: str, lengths: torch.Tensor):
         z.index_add_(0, idx, parts.double())
         z = (z / lengths[samples].double()[:, None]).float()
     return samples, z
+
+
+def boundary_feature_sums(launch: Launch, pool: str, lengths: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """float64 [F, d_sae]: the feature sums of the samples that crossed a tile edge, with no host sync.
+
+    Used slots hold sample + 1 and their samples never decrease with the slot index, so slot i starts a new sample
+    exactly where its owner exceeds the running max of the owners before it; each sample's slots are combined into
+    row (number of new samples so far - 1) of a [slots + 1, d_sae] buffer whose unused rows stay 0, and rows of 0
+    add nothing to any feature sum."""
+    n = launch.slot.shape[0]
+    if n == 0:
+        return torch.zeros((len(FEATURE_FIELDS), launch.bnd.shape[1]), dtype=torch.float64,
+                           device=launch.bnd.device)
+    owner = launch.slot.long()
+    used = owner > 0
+    before = torch.cat([owner.new_zeros(1), torch.cummax(owner, 0).values[:-1]])
+    new = used & (owner > before)
+    group = torch.where(used, torch.cumsum(new.long(), 0) - 1, torch.full_like(owner, n))
+    dtype = torch.float32 if pool == "max" else torch.float64
+    z = torch.zeros((n + 1, launch.bnd.shape[1]), dtype=dtype, device=launch.bnd.device)
+    parts = torch.where(used[:, None], launch.bnd, 0.0).to(dtype)     # unused slots hold garbage: zero them
+    if pool == "max":
+        z.scatter_reduce_(0, group[:, None].expand_as(parts), parts, "amax")
+    else:
+        z.index_add_(0, group, parts)
+    sample = torch.zeros(n + 1, dtype=torch.long, device=owner.device).scatter_(0, group, (owner - 1).clamp(min=0))
+    if pool == "mean":
+        z = z / lengths[sample].clamp(min=1).double()[:, None]
+    return feature_sums(z.float(), y[sample])

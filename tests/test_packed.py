@@ -109,3 +109,17 @@ def test_sample_groups():
     assert sample_groups([], 5) == []
     assert sample_groups([0, 0], 5) == [(0, 2, 0, 0)]
     assert sample_groups([2, 2, 1], 5) == [(0, 3, 0, 5)]
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+@pytest.mark.parametrize("pool", ["max", "mean"])
+def test_unchecked_call_equals_checked(backend, pool):
+    """check=False (collection's per-layer call: no host sync) computes exactly what the checked call does."""
+    x, L, sae = _case(10, "spans", "jumprelu")
+    xp, L, sae = on_backend(backend, pack_tokens(x, L), L, sae)
+    y = (torch.arange(L.shape[0]) % 2).float().to(xp.device)
+    a = encode_pool_stats(xp, L, y, sae, CorrStats(sae.d_sae), pool, backend=backend)
+    b = encode_pool_stats(xp, L, y, sae, CorrStats(sae.d_sae), pool, backend=backend, check=False)
+    assert torch.equal(a.features, b.features) and torch.equal(a.scalars, b.scalars)
+    with pytest.raises(ValueError, match=r"y must have shape \[9\]"):
+        encode_pool_stats(xp, L, y[:3], sae, CorrStats(sae.d_sae), pool, backend=backend, check=False)
