@@ -42,6 +42,7 @@ fi
 unset TRITON_INTERPRET   # the GPU tests must run compiled, not in the interpreter
 # compiled kernels persist in .gpu/triton-cache when that folder travels; a tarball of it comes back in $OUT
 mkdir -p .gpu/triton-cache && export TRITON_CACHE_DIR=$PWD/.gpu/triton-cache
+[ -f .gpu/triton-cache.tgz ] && tar xzf .gpu/triton-cache.tgz -C .gpu && log "unpacked a carried Triton cache"
 
 installed_here() {
   python3 - "$PWD" <<'EOF' 2>/dev/null
