@@ -32,9 +32,11 @@ def feature_sums(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def scalar_sums(y: torch.Tensor) -> torch.Tensor:
-    """float64 [4]: n, sum_y, sum_y2, n_pos of scores y [B]."""
+    """float64 [4]: n, sum_y, sum_y2, n_pos of scores y [B]. All on y's device: `new_tensor(n)` would copy a host
+    scalar per call, a host sync on a GPU (52 per collection batch on a 26-layer model, seen with the sync debug mode
+    on an H200)."""
     y = y.double()
-    return torch.stack([y.new_tensor(float(y.numel())), y.sum(), (y * y).sum(), (y > 0).double().sum()])
+    return torch.stack([torch.ones_like(y).sum(), y.sum(), (y * y).sum(), (y > 0).double().sum()])
 
 
 def check_scores(y, B: int, device) -> torch.Tensor:

@@ -23,8 +23,10 @@ def _close_fraction(got, ref, rel=1e-4):
 @pytest.mark.parametrize("pool", ["max", "mean"])
 def test_triton_realistic_shapes(activation, dtype, pool):
     lengths = [0, 1, 70, 129, 64, 33, 3, 100, 129, 17, 1, 128]
+    # no margin asked: at this size no random draw keeps every decision 2e-5 clear (seen on an H200: 50 redraws
+    # failed for relu); the comparison below tolerates the few near-threshold flips instead
     x, L, sae = make_case(50, 12, 129, 576, 4099, activation, dtype=dtype, k=32, lengths=lengths,
-                          wdtype=dtype if dtype != torch.float32 else None, need_margin=activation == "relu")
+                          wdtype=dtype if dtype != torch.float32 else None, need_margin=False)
     xc, Lc, sc = x.cuda(), L.cuda(), sae.to("cuda")
     ref = encode_pool_reference(xc, Lc, sc, pool).cpu()
     out = torch.full((12, 4099), float("nan"), device="cuda")
