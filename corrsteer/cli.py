@@ -90,18 +90,29 @@ def _bank(lm, cfg: RunConfig):
 
 
 def _task(cfg):
+    from .hub_tasks import HUB_TASKS, load_hub_task
     from .tasks import get_task, load_task_file
+    if not cfg.task_file and cfg.task in HUB_TASKS:
+        return load_hub_task(cfg.task, cfg.protocol, cfg.task_path, cfg.constrain, cfg.scorer_models,
+                             cfg.max_new_tokens, cfg.bbq_condition)
     return load_task_file(cfg.task_file) if cfg.task_file else get_task(cfg.task, seed=cfg.seed)
 
 
 def cmd_run(cfg: RunConfig) -> int:
     """`corrsteer run`, and `corrsteer select` (cfg.select_only: stop once the plans are written)."""
+    from .presets import apply_preset
     from .run import corrsteer_run
+    from .seeds import run_seeds
 
+    cfg = apply_preset(cfg)
     lm = _model(cfg)
     bank = _bank(lm, cfg)
     task = _task(cfg)
     out = cfg.out or f"runs/{task.name}"
+    if cfg.seeds and not cfg.select_only:
+        run_seeds(lm, bank, task, out, cfg)
+        print((Path(out) / "table.md").read_text())
+        return 0
     res = corrsteer_run(lm, bank, task, out, cfg, sae_source=cfg.saes)
     if not cfg.select_only:
         print((Path(out) / "report.md").read_text())

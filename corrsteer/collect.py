@@ -1,7 +1,8 @@
 """Collection: generate answers, score them, and stream per-layer correlation statistics.
 
 For every batch: greedy generation capturing the residual at each SAE's hook over the generation positions, scoring,
-then per layer `encode_pool_stats` (SAE features, fused, never storing [tokens, d_sae]) and the raw residual's
+then per layer `encode_pool_stats` (SAE features, fused, never storing [tokens, d_sae]; for --ranking mi|fisher|caa
+`encode_pool` + RankStats instead, see corrsteer.rankings) and the raw residual's
 statistics (mean-pooled, for the no-SAE baselines: raw-residual correlation and mean-difference steering).
 Memory does not grow with the number of samples; the statistics are checkpointed after every batch and a rerun with
 the same settings resumes after the last finished batch.
@@ -19,9 +20,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from corrsteer_kernels import CorrStats, encode_pool_stats
+from corrsteer_kernels import CorrStats
 
 from .generate import generate_batch
+from .rankings import feed, make_stats
 
 
 @dataclass
@@ -75,27 +77,29 @@ def _load_ckpt(path: Path, col: Collected, key: str) -> int:
 
 
 def collect(lm, bank, task, items, batch_size: int = 16, pool: str = "max", checkpoint=None,
-            progress: bool = True) -> Collected:
+            progress: bool = True, ranking: str = "pearson") -> Collected:
     dev = lm.device
     for L, e in bank:
         if e.sae.device != dev:
             raise ValueError(f"the SAE for layer {L} is on {e.sae.device} but the model is on {dev}: "
                              "load the bank with device=lm.device (or bank.to(lm.device))")
-    col = Collected(sae={L: CorrStats(e.sae.d_sae, device=dev) for L, e in bank},
+    col = Collected(sae={L: make_stats(ranking, e.sae.d_sae, dev) for L, e in bank},
                     raw={L: CorrStats(lm.d_model, device=dev) for L, e in bank}, rows=[])
     points = {L: e.hook for L, e in bank}
-    key = json.dumps([task.name, [it.id for it in items], bank.layers, pool, batch_size])
+    key = json.dumps([task.name, [it.id for it in items], bank.layers, pool, batch_size]
+                     + ([ranking] if ranking != "pearson" else []))
     ckpt = Path(checkpoint) if checkpoint else None
     start = _load_ckpt(ckpt, col, key) if ckpt else 0
     bar = tqdm(total=len(items), initial=start, desc="collect", unit="sample", disable=not progress)
     for i in range(start, len(items), batch_size):
         batch = items[i:i + batch_size]
-        out = generate_batch(lm, [it.prompt for it in batch], task.max_new_tokens, capture=list(points.values()))
+        out = generate_batch(lm, [it.prompt for it in batch], task.max_new_tokens, capture=list(points.values()),
+                             **getattr(task, "gen_kwargs", {}))
         rows = score_rows(task, batch, out.texts)
         y = torch.tensor([r["correct"] for r in rows], dtype=torch.float64).to(dev)
         for L, e in bank:
             h = out.captured[points[L]]
-            encode_pool_stats(h, out.lengths, y, e.sae, col.sae[L], pool=pool)
+            feed(h, out.lengths, y, e.sae, col.sae[L], pool)
             col.raw[L].update(_mean_pool(h, out.lengths), y)
         col.rows.extend(rows)
         if ckpt:

@@ -16,8 +16,9 @@ from tqdm.auto import tqdm
 from .collect import collect, score_rows
 from .config import EvalConfig, RunConfig, bank_context, model_context, write_config
 from .generate import generate_batch
-from .select import (layer_candidates, mean_difference, p_prefixes, raw_direction, variant_a, variant_p,
-                     variant_s)
+from .rankings import layer_candidates
+from .run_extras import extra_settings, prepare, report_sections
+from .select import mean_difference, p_prefixes, raw_direction, variant_a, variant_p, variant_s
 from .steer import SteeringPlan
 
 
@@ -29,7 +30,8 @@ def run_plans(lm, task, items, plans: dict, batch_size: int, desc: str, steer_pr
     for i in tqdm(range(0, len(items), per_batch), desc=desc, unit="batch"):
         batch = items[i:i + per_batch]
         out = generate_batch(lm, [it.prompt for it in batch], task.max_new_tokens,
-                             plans=[plans[n] for n in names], steer_prompt=steer_prompt)
+                             plans=[plans[n] for n in names], steer_prompt=steer_prompt,
+                             **getattr(task, "gen_kwargs", {}))
         C = len(names)
         for c, n in enumerate(names):
             rows[n].extend(score_rows(task, batch, out.texts[c::C]))
@@ -46,14 +48,16 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
 
     out = Path(out_dir)
     (out / "plans").mkdir(parents=True, exist_ok=True)
+    bank, task = prepare(lm, bank, task, cfg)
     write_config(out, cfg, model=model_context(lm), saes=bank_context(bank, sae_source), task=task.name)
     sel, val, test = task.split(cfg.n_select, cfg.n_val, cfg.n_test, seed=cfg.seed)
 
     # 1. collect and correlate
-    col = collect(lm, bank, task, sel, cfg.batch_size, cfg.pool, checkpoint=out / "collect.ckpt.safetensors")
+    col = collect(lm, bank, task, sel, cfg.batch_size, cfg.pool, checkpoint=out / "collect.ckpt.safetensors",
+                  ranking=cfg.ranking)
     save_file({f"layer{L}.{k}": v.cpu() for L, st in col.sae.items() for k, v in st.state_dict().items()},
               str(out / "stats.safetensors"))
-    cands = layer_candidates(col.sae, k=5, coef=cfg.coef, scale=cfg.scale)
+    cands = layer_candidates(col.sae, cfg.ranking, k=5, coef=cfg.coef, scale=cfg.scale)
     if not cands:
         raise RuntimeError("no SAE feature correlates positively with correctness: all answers right or all wrong "
                            f"on the select split (accuracy {_acc(col.rows):.2f})")
@@ -73,7 +77,7 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
     pickers = {"S": lambda: variant_s(cands), "A": lambda: variant_a(cands),
                "P": lambda: variant_p(cands, val_acc, base_val)}
     picks = {n: pickers[n]() for n in cfg.variants}
-    if len(picks.get("P", [])) > 1:      # validate the kept features together, as growing prefixes
+    if cfg.p_combine == "prefix" and len(picks.get("P", [])) > 1:   # validate the kept ones as growing prefixes
         prefixes = p_prefixes(picks["P"])
         pref_plans = {f"P{i + 1}": SteeringPlan.from_features("p", lm.name, sae_source, bank, pre)
                       .hook_vectors(lm.device) for i, pre in enumerate(prefixes[1:], start=1)}
@@ -111,10 +115,11 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
                     n_select=len(sel), n_val=len(val), n_test=len(test), pool=cfg.pool, coef=cfg.coef,
                     scale=cfg.scale, select_accuracy=f"{_acc(col.rows):.3f}", val_baseline=f"{base_val:.3f}",
                     P_layers=[p["layer"] for p in picks.get("P", [])], S=f"layer {best_L} feature {best['feature']}",
-                    raw_residual=f"layer {best_L} dim {raw_dim}", mean_difference_layer=best_L)
+                    raw_residual=f"layer {best_L} dim {raw_dim}", mean_difference_layer=best_L,
+                    **extra_settings(task, cfg))
     write_report(out, title=f"CorrSteer on {task.name} ({lm.name})", comparisons=comps, top_features=cands,
                  layer_r={L: c[0]["r"] for L, c in cands.items()}, settings=settings, baselines=base_comps,
-                 outputs=test_rows)
+                 outputs=test_rows, extra=report_sections(sae_source, picks))
     (out / "validation.json").write_text(json.dumps(dict(baseline=base_val, per_layer=val_acc,
                                                          p_prefix_accuracy=val_prefix_acc), indent=1))
     return dict(comparisons=comps, baselines=base_comps, settings=settings)
@@ -128,6 +133,7 @@ def eval_plan(lm, task, plan, out_dir, cfg: EvalConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     write_config(out, cfg, model=model_context(lm), plan=dict(name=plan.name, sae_source=plan.sae_source),
                  task=task.name)
+    _, task = prepare(lm, None, task, cfg)
     _, _, test = task.split(cfg.n_select, cfg.n_val, cfg.n_test, seed=cfg.seed)
     rows = run_plans(lm, task, test, {"baseline": {}, plan.name: plan.hook_vectors(lm.device)}, cfg.batch_size, "eval",
                      plan.all_positions)
