@@ -15,7 +15,7 @@ def _mmlu_pro(n, off=0):
     rows = []
     for i in range(n):
         k = 10 if i % 3 else 8                                       # some questions have fewer than 10 options
-        idx = (i + off) % k
+        idx = (0, 1, 9)[i % 3]           # A, B, J: letters the tiny random model's constrained answer hits sometimes
         rows.append(dict(question_id=i + off, question=f"Pick option {idx} of question {i + off}.",
                          options=[f"opt {j} of {i}" for j in range(k)], answer="ABCDEFGHIJ"[idx], answer_index=idx,
                          cot_content="", category=SUBJECTS[i % 4], src="fixture"))
@@ -31,7 +31,7 @@ def _bbq(n):
                          additional_metadata={"source": "fixture"},
                          context=f"A young person and an old person {i} met at the park.",
                          question="Who was forgetful?", ans0="The young person", ans1="The old person",
-                         ans2="Cannot be determined", label=2 if cond == "ambig" else i % 2))
+                         ans2="Cannot be determined", label=2 if cond == "ambig" else (i // 2) % 2))
     return rows
 
 
