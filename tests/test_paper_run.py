@@ -83,7 +83,10 @@ def test_rankings_run_from_the_same_pass(tiny_lm, tmp_path, ranking):
     assert stats["layer1.hist"].shape == (2, 23, 40) and "layer1.sum_z2_pos" in stats
 
 
-def test_p_combine_all_and_paper_hook_site(tiny_lm, tmp_path):
+def test_p_combine_all_and_paper_hook_site(tiny_lm, tmp_path, monkeypatch):
+    import corrsteer.run as R
+    from corrsteer.select import variant_p
+    monkeypatch.setattr(R, "variant_p", lambda cands, val_acc, base: variant_p(cands, val_acc, -1.0))  # keep all
     task = _task(tmp_path, "mmlu", protocol="paper", constrain=True)
     cfg = RunConfig(task="mmlu", n_select=12, n_val=3, n_test=3, batch_size=6, p_combine="all", hook_site="paper")
     res = corrsteer_run(tiny_lm, tiny_bank(tiny_lm, layers=(1, 3)), task, tmp_path / "o", cfg, sae_source="random")
@@ -93,8 +96,8 @@ def test_p_combine_all_and_paper_hook_site(tiny_lm, tmp_path):
     plan = json.loads((tmp_path / "o" / "plans" / "P.json").read_text())
     val = json.loads((tmp_path / "o" / "validation.json").read_text())
     assert val["p_prefix_accuracy"] == []                                        # no prefix search
-    kept = [L for L, acc in val["per_layer"].items() if acc > val["baseline"]]
-    assert sorted(e["layer"] for e in plan["entries"]) == sorted(int(L) for L in kept)
+    assert sorted(e["layer"] for e in plan["entries"]) == sorted(int(L) for L in val["per_layer"])
+    assert len(plan["entries"]) == 2                                             # every kept layer, together
 
 
 def test_seeds_write_the_table(tiny_lm, tmp_path):
