@@ -223,8 +223,9 @@ class TaskSourceOptions(Settings):
         from .hub_tasks import hub_task_names
         task = getattr(self, "task", None)
         hub = task in hub_task_names() and not getattr(self, "task_file", None)
-        if not hub and (self.task_path or self.constrain or self.bbq_condition):
-            which = "--task-path" if self.task_path else "--constrain" if self.constrain else "--bbq-condition"
+        if not hub and (self.task_path or self.constrain or self.bbq_condition or self.protocol != "chat"):
+            which = ("--task-path" if self.task_path else "--constrain" if self.constrain else
+                     "--bbq-condition" if self.bbq_condition else "--protocol paper")
             raise SettingsError(f"{which} applies to the hub tasks ({', '.join(hub_task_names())}), not {task!r}")
         if self.bbq_condition and task != "bbq":
             raise SettingsError(f"--bbq-condition applies to --task bbq, not {task!r}")

@@ -196,9 +196,9 @@ class HubTask(Task):
     gen_kwargs: dict = field(default_factory=dict)
     prompt_prefix: str = ""
 
-    def _items(self, role: str, rows: list[dict], seed: int) -> list[Item]:
+    def _items(self, rows: list[dict]) -> list[Item]:
         out = []
-        for i, r in enumerate(rows):
+        for r in rows:
             prompt = self.prompt_prefix + make_prompt(self.protocol, self.name, self.kind, r["question"],
                                                       r.get("choices"))
             out.append(Item(id=f"{self.name}-{r['_split']}-{r['_row']:05d}", prompt=prompt, gold=r["gold"],
@@ -208,7 +208,7 @@ class HubTask(Task):
     def split(self, n_select: int, n_val: int, n_test: int, seed: int = 0):
         roles, self.split_note = assign_roles(self.spec, self.raw, seed)
         caps = dict(select=n_select, val=n_val, test=n_test)
-        return tuple(self._items(r, roles[r][:caps[r]], seed) for r in ("select", "val", "test"))
+        return tuple(self._items(roles[r][:caps[r]]) for r in ("select", "val", "test"))
 
     def score(self, item: Item, output: str) -> tuple[str, float]:
         return score_output(self.protocol, self.kind, item, output, self.scorers)
@@ -245,5 +245,5 @@ def load_hub_task(name: str, protocol: str = "chat", task_path=None, constrain: 
                       sts=sts_model(scorer_models) if spec.kind == "short" else None)
     task = HubTask(name=name, kind=spec.kind, items=[], max_new_tokens=max_new or max_new_tokens(protocol, spec.kind),
                    protocol=protocol, constrain=constrain, scorers=scorers, raw=raw, spec=spec, hub_id=spec.hub_id)
-    task.items = [it for split, rows in raw.items() for it in task._items(split, rows, 0)]
+    task.items = [it for rows in raw.values() for it in task._items(rows)]
     return task
