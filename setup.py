@@ -7,7 +7,8 @@ setup(
     packages=["corrsteer_kernels"] + find_packages(include=["corrsteer", "corrsteer.*"]),
     package_dir={"corrsteer_kernels": "kernels"},
     python_requires=">=3.10",
-    install_requires=["torch>=2.4", "numpy", "safetensors", "transformers>=4.50", "gguf", "tqdm", "matplotlib"],
+    install_requires=["torch>=2.4", "numpy", "safetensors", "transformers>=4.50", "gguf", "tqdm", "matplotlib",
+                      "datasets>=2.19"],
     entry_points={"console_scripts": ["corrsteer=corrsteer.cli:main"]},
     extras_require={
         "triton": ["triton>=3.2"],

@@ -95,6 +95,10 @@ def _bank(lm, cfg: RunConfig):
 
 
 def _task(cfg):
+    from .hub_tasks import HUB_TASKS, load_hub_task
+    if not cfg.task_file and cfg.task in HUB_TASKS:
+        return load_hub_task(cfg.task, cfg.protocol, cfg.task_path, cfg.constrain, cfg.scorer_models,
+                             cfg.max_new_tokens, cfg.bbq_condition)
     return checks.task(cfg)
 
 
@@ -108,8 +112,11 @@ def _join(cfg):
 
 def cmd_run(cfg: RunConfig) -> int:
     """`corrsteer run`, and `corrsteer select` (cfg.select_only: stop once the plans are written)."""
+    from .presets import apply_preset
     from .run import corrsteer_run
+    from .seeds import run_seeds
 
+    cfg = apply_preset(cfg)
     task = _task(cfg)
     checks.split_fits(task, cfg)
     out = cfg.out or f"runs/{task.name}"
@@ -120,6 +127,12 @@ def cmd_run(cfg: RunConfig) -> int:
     d, device = _join(cfg)
     lm = _model(cfg, device=device)
     bank = _bank(lm, cfg)
+    if cfg.seeds and not cfg.select_only:
+        if d.active:
+            raise SettingsError("--seeds runs one process: launch it without torchrun")
+        run_seeds(lm, bank, task, out, cfg)
+        print((Path(out) / "table.md").read_text())
+        return 0
     res = corrsteer_run(lm, bank, task, out, cfg, sae_source=cfg.saes, dist=d)
     if not d.main:
         return 0

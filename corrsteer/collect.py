@@ -24,11 +24,12 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from corrsteer_kernels import CorrStats, encode_pool_stats
+from corrsteer_kernels import CorrStats, RankStats, encode_pool_stats
 
 from .checkpoint import StageCheckpoint, items_identity, log, model_identity, sae_identity, task_identity
 from .dist import SINGLE, Dist, my_batches, n_batches, rounds
 from .generate import generate_batch
+from .rankings import feed, make_stats
 
 
 @dataclass
@@ -54,18 +55,27 @@ def score_rows(task, items, texts) -> list[dict]:
     return rows
 
 
-def collect_key(lm, bank, task, items, batch_size: int, pool: str, model_id: str | None = None) -> dict:
+def collect_key(lm, bank, task, items, batch_size: int, pool: str, model_id: str | None = None,
+                ranking: str = "pearson") -> dict:
     """Everything the collected statistics depend on, as {component: digest}."""
     key = dict(model=model_id or model_identity(lm), items=items_identity(items), task=task_identity(task),
-               batch_size=batch_size, pool=pool, layers=bank.layers)
+               batch_size=batch_size, pool=pool, layers=bank.layers, ranking=ranking,
+               generation=repr(sorted(getattr(task, "gen_kwargs", {}).items())))
     key.update({f"SAE of layer {L}": sae_identity(e) for L, e in bank})
     return key
 
 
-def _batch_stats(lm, bank, task, batch, pool: str, host: bool):
-    """One batch: (rows, {kind.layer: (features, scalars)}) of fresh statistics (on the host when `host`)."""
+def _raw_tensors(st: CorrStats) -> dict:
+    """The accumulators of a CorrStats (or RankStats) by attribute name: what a batch adds to the totals."""
+    extra = ("sum_z2_pos", "hist") if isinstance(st, RankStats) else ()
+    return {name: getattr(st, name) for name in ("features", "scalars") + extra}
+
+
+def _batch_stats(lm, bank, task, batch, pool: str, host: bool, ranking: str = "pearson"):
+    """One batch: (rows, {kind.layer: {accumulator: tensor}}) of fresh statistics (on the host when `host`)."""
     points = {L: e.hook for L, e in bank}
-    out = generate_batch(lm, [it.prompt for it in batch], task.max_new_tokens, capture=list(points.values()))
+    out = generate_batch(lm, [it.prompt for it in batch], task.max_new_tokens, capture=list(points.values()),
+                         **getattr(task, "gen_kwargs", {}))
     rows = score_rows(task, batch, out.texts)
     y = torch.tensor([r["correct"] for r in rows], dtype=torch.float64).to(lm.device)
     parts = {}
@@ -77,22 +87,26 @@ def _batch_stats(lm, bank, task, batch, pool: str, host: bool):
     valid = (torch.arange(T, device=lm.device)[None, :] < lengths[:, None]).flatten().nonzero().squeeze(1)
     for L, e in bank:
         h = out.captured[points[L]]
-        xp = h.reshape(-1, h.shape[-1]).index_select(0, valid)
-        sae = encode_pool_stats(xp, lengths, y, e.sae, CorrStats(e.sae.d_sae, device=lm.device), pool=pool,
-                                check=False)
+        sae = make_stats(ranking, e.sae.d_sae, lm.device)
+        if ranking == "pearson":
+            xp = h.reshape(-1, h.shape[-1]).index_select(0, valid)
+            encode_pool_stats(xp, lengths, y, e.sae, sae, pool=pool, check=False)
+        else:                          # mi / fisher / caa: pooled values into RankStats (corrsteer.rankings)
+            feed(h, lengths, y, e.sae, sae, pool)
         raw = CorrStats(lm.d_model, device=lm.device).update(_mean_pool(h, lengths), y, check=False)
         for kind, st in (("sae", sae), ("raw", raw)):
-            parts[f"{kind}.{L}"] = (st.features.cpu(), st.scalars.cpu()) if host else (st.features, st.scalars)
+            t = _raw_tensors(st)
+            parts[f"{kind}.{L}"] = {k: v.cpu() for k, v in t.items()} if host else t
     return rows, parts
 
 
 def _fold(col: Collected, parts: dict) -> None:
     """Add one batch's statistics to the totals (elementwise float64 additions, the same on any device)."""
-    for name, (f, s) in parts.items():
+    for name, tensors in parts.items():
         kind, L = name.split(".")
-        st = getattr(col, kind)[int(L)]
-        st.features += f.to(st.device)
-        st.scalars += s.to(st.device)
+        total = _raw_tensors(getattr(col, kind)[int(L)])
+        for k, v in tensors.items():
+            total[k] += v.to(total[k].device)
 
 
 def _tensors(col: Collected) -> dict:
@@ -121,25 +135,26 @@ def _resume(ckpt: StageCheckpoint | None, col: Collected, d: Dist) -> int:
             ckpt._set_aside(e)
         col.rows = []
         for st in list(col.sae.values()) + list(col.raw.values()):
-            st.features.zero_()
-            st.scalars.zero_()
+            for t in _raw_tensors(st).values():
+                t.zero_()
         return 0
     col.rows = rows
     return done
 
 
 def collect(lm, bank, task, items, batch_size: int = 16, pool: str = "max", checkpoint=None,
-            progress: bool = True, dist: Dist = SINGLE, model_id: str | None = None) -> Collected:
+            progress: bool = True, dist: Dist = SINGLE, model_id: str | None = None,
+            ranking: str = "pearson") -> Collected:
     dev = lm.device
     for L, e in bank:
         if e.sae.device != dev:
             raise ValueError(f"the SAE for layer {L} is on {e.sae.device} but the model is on {dev}: "
                              "load the bank with device=lm.device (or bank.to(lm.device))")
-    col = Collected(sae={L: CorrStats(e.sae.d_sae, device=dev) for L, e in bank},
+    col = Collected(sae={L: make_stats(ranking, e.sae.d_sae, dev) for L, e in bank},
                     raw={L: CorrStats(lm.d_model, device=dev) for L, e in bank}, rows=[])
     ckpt = None
     if checkpoint:
-        key = collect_key(lm, bank, task, items, batch_size, pool, model_id)
+        key = collect_key(lm, bank, task, items, batch_size, pool, model_id, ranking)
         ckpt = StageCheckpoint(checkpoint, "collect", key)
     n = n_batches(len(items), batch_size)
     start = _resume(ckpt, col, dist)
@@ -151,7 +166,8 @@ def collect(lm, bank, task, items, batch_size: int = 16, pool: str = "max", chec
                disable=not (progress and dist.main))
 
     def work(b):
-        return _batch_stats(lm, bank, task, items[b * batch_size:(b + 1) * batch_size], pool, host=dist.active)
+        return _batch_stats(lm, bank, task, items[b * batch_size:(b + 1) * batch_size], pool, host=dist.active,
+                            ranking=ranking)
 
     for done, results in rounds(n, start, dist, work):
         for rows, parts in results:

@@ -72,8 +72,9 @@ def _device_ok(text):
 
 
 def _task_ok(name):
+    from .hub_tasks import hub_task_names
     from .tasks import list_tasks
-    known = list_tasks()
+    known = list_tasks() + hub_task_names()
     return None if name in known or name.endswith((".jsonl", ".json")) else \
         f"one of {', '.join(known)} (or a .jsonl file)"
 
@@ -189,6 +190,64 @@ class SplitOptions(Settings):
     seed: int = option(0, "seed of the task's items and of its split", check=non_negative)
 
 
+def _seeds_ok(text):
+    try:
+        seeds = parse_seeds(text)
+    except ValueError:
+        seeds = None
+    return None if seeds and min(seeds) >= 0 else "a list of seeds such as 0,1,2,3,4"
+
+
+def parse_seeds(text: str | None) -> list[int] | None:
+    """'0,1,2' or '0-4' -> [0, 1, 2(, 3, 4)]; None or '' -> None."""
+    return parse_layers(text)
+
+
+@dataclass(kw_only=True, frozen=True)
+class TaskSourceOptions(Settings):
+    """The paper's benchmarks (corrsteer.hub_tasks): where they come from, how they are prompted and scored."""
+    task_path: str | None = option(None, "offline copy of a hub task: DIR holds <split>.jsonl or <split>.parquet "
+                                   "in the hub's schema (default: download through `datasets`)", metavar="DIR")
+    protocol: str = option("chat", "hub tasks: chat (chat template, answers read the way a person would) or paper "
+                           "(the paper's raw-text templates, generation lengths and exact-letter scoring)",
+                           choices=("chat", "paper"))
+    constrain: bool = option(False, "restrict the first generated token to the option letters (MC hub tasks)")
+    bbq_condition: str | None = option(None, "bbq: keep only ambig or disambig contexts", choices=("ambig", "disambig"))
+    scorer_models: str = option("auto", "auto: the paper's scorer models (refusal classifier, STS cross-encoder) "
+                                "when cached or reachable, else the built-in scorers; builtin: never load them",
+                                choices=("auto", "builtin"))
+    max_new_tokens: int | None = option(None, "hub tasks: tokens to generate (default: the protocol's per task)",
+                                        check=positive)
+
+    def check(self):
+        super().check()
+        from .hub_tasks import hub_task_names
+        task = getattr(self, "task", None)
+        hub = task in hub_task_names() and not getattr(self, "task_file", None)
+        if not hub and (self.task_path or self.constrain or self.bbq_condition or self.protocol != "chat"):
+            which = ("--task-path" if self.task_path else "--constrain" if self.constrain else
+                     "--bbq-condition" if self.bbq_condition else "--protocol paper")
+            raise SettingsError(f"{which} applies to the hub tasks ({', '.join(hub_task_names())}), not {task!r}")
+        if self.bbq_condition and task != "bbq":
+            raise SettingsError(f"--bbq-condition applies to --task bbq, not {task!r}")
+
+
+@dataclass(kw_only=True, frozen=True)
+class PaperOptions(Settings):
+    """The paper's models, placements and comparison methods."""
+    preset: str | None = option(None, "the paper's model + SAE release + layers (sets --model, --saes, --layers "
+                                "where they are left at their defaults)", choices=("gemma-2-2b", "llama-3.1-8b"))
+    hook_site: str = option("sae", "where each SAE is applied: sae (the hook it was trained on) or paper (the "
+                            "input of layer L for the SAE of layer L, as the paper's code)", choices=("sae", "paper"))
+    ranking: str = option("pearson", "feature ranking: pearson (CorrSteer) | mi (SPARE-style mutual information) | "
+                          "fisher (DSG-style E[x^2|correct]/E[x^2|wrong]) | caa (mean difference)",
+                          choices=("pearson", "mi", "fisher", "caa"))
+    p_combine: str = option("prefix", "CorrSteer-P: prefix (the best-validated prefix of the kept layers) or all "
+                            "(every kept layer together, the paper)", choices=("prefix", "all"))
+    seeds: str | None = option(None, "repeat split -> select -> test for each seed (e.g. 0,1,2,3,4) and write "
+                               "<out>/table.md with mean +- std per variant", check=_seeds_ok, metavar="SEEDS")
+
+
 @dataclass(kw_only=True, frozen=True)
 class SelectOptions(Settings):
     saes: str = option("trained", "trained (train-sae's cache, trained on first use) | release:<sae-lens release> "
@@ -226,6 +285,7 @@ class TrainConfig(Settings):
     eval_tokens: int = option(8_000, "held-out tokens the quality table is measured on", check=positive)
 
     def check(self):
+        super().check()
         if self.k > self.d_sae:
             raise SettingsError(f"--k must be at most --d-sae ({self.d_sae}), got {self.k}")
 
@@ -242,13 +302,14 @@ class TrainSAEConfig(TrainConfig, LayerOptions, ModelOptions):
 
 
 @dataclass(kw_only=True, frozen=True)
-class RunConfig(SelectOptions, LayerOptions, SplitOptions, ModelOptions):
+class RunConfig(PaperOptions, TaskSourceOptions, SelectOptions, LayerOptions, SplitOptions, ModelOptions):
     command: ClassVar[str] = "run"
     replay: ClassVar[bool] = True
     select_only: ClassVar[bool] = False     # `corrsteer select` stops once the plans are written
     out: str | None = option(None, "output directory (default: runs/<task>)", metavar="DIR")
 
     def check(self):
+        super().check()
         if self.scale == 0:
             raise SettingsError("--scale must be nonzero, got 0.0 (every steering vector would vanish)")
         if "P" in self.variants and self.n_val == 0:
@@ -263,7 +324,7 @@ class SelectConfig(RunConfig):
 
 
 @dataclass(kw_only=True, frozen=True)
-class EvalConfig(SplitOptions, PlanModelOptions):
+class EvalConfig(TaskSourceOptions, SplitOptions, PlanModelOptions):
     command: ClassVar[str] = "eval"
     replay: ClassVar[bool] = True
     out: str | None = option(None, "output directory (default: runs/<task>/eval)", metavar="DIR")

@@ -173,12 +173,27 @@ def _finish(lm, gen, steps: int, eos_t, bufs) -> tuple[list[str], torch.Tensor, 
     return texts, lengths, captured
 
 
+def _first_token_mask(allowed, model, dev):
+    """fp32 [vocab] on dev: 0 at the allowed token ids, -inf elsewhere (None: no constraint)."""
+    if allowed is None:
+        return None
+    ids = torch.as_tensor(allowed, dtype=torch.long).flatten().to(dev)
+    V = model.get_output_embeddings().weight.shape[0]
+    if ids.numel() == 0 or int(ids.min()) < 0 or int(ids.max()) >= V:
+        raise ValueError(f"allowed_first_tokens must be non-empty token ids below the vocabulary size {V}")
+    mask = torch.full((V,), float("-inf"), device=dev)
+    return mask.index_fill_(0, ids, 0.0)
+
+
 @torch.no_grad()
 def generate_batch(lm, prompts: list[str], max_new_tokens: int, *, capture=(), plans: list[dict] | None = None,
-                   steer_prompt: bool = False, formatted: bool = False, compact: bool = False) -> GenOutput:
+                   steer_prompt: bool = False, formatted: bool = False, compact: bool = False,
+                   allowed_first_tokens=None) -> GenOutput:
     """Greedy-decode every prompt once per plan. prompts are raw user messages (the chat template is applied unless
     formatted=True). Returns texts, lengths and captured residuals (on the model's device) for rows
-    prompt * len(plans) + copy. compact=True drops finished rows from the batch (see the module docstring)."""
+    prompt * len(plans) + copy. compact=True drops finished rows from the batch (see the module docstring).
+    allowed_first_tokens: token ids the first generated token is restricted to (constrained decoding: the other
+    logits of the first step are masked to -inf on the device; later steps are free)."""
     plans = plans or [{}]
     copies, B = len(plans), len(prompts)
     R = B * copies
@@ -198,6 +213,7 @@ def generate_batch(lm, prompts: list[str], max_new_tokens: int, *, capture=(), p
     params = _forward_params(model)
     cache_kw = _cache_kw(model)
     state = {"steer": False, "t": -1, "dec": None}
+    first_mask = _first_token_mask(allowed_first_tokens, model, dev)
 
     def steerer(hp):
         vectors = tables[hp][0]
@@ -238,7 +254,10 @@ def generate_batch(lm, prompts: list[str], max_new_tokens: int, *, capture=(), p
             out = model(input_ids=dec.cur, attention_mask=dec.mask(P + t), position_ids=dec.pos, use_cache=True,
                         **{cache_kw: cache})
             cache = _cache_of(out)
-            nxt = out.logits[:, -1].argmax(-1)
+            logits = out.logits[:, -1]
+            if t == 0 and first_mask is not None:
+                logits = logits + first_mask
+            nxt = logits.argmax(-1)
             gen[:, t].index_copy_(0, dec.live, nxt)
             dec.done |= (nxt[:, None] == eos_t).any(1)
             dec.cur, dec.pos = nxt[:, None], dec.pos + 1

@@ -162,12 +162,14 @@ def plot_top_features(top_features: dict[int, list[dict]], layer_r: dict[int, fl
 # ---------------------------------------------------------------------------------------------------- report
 def write_report(out_dir: str | os.PathLike, *, title: str, comparisons: list[Comparison],
                  top_features: dict[int, list[dict]], layer_r: dict[int, float], settings: dict,
-                 baselines: Sequence[Comparison] = (), outputs: dict[str, list[dict]] | None = None) -> Path:
+                 baselines: Sequence[Comparison] = (), outputs: dict[str, list[dict]] | None = None,
+                 extra: Sequence[str] = ()) -> Path:
     """Write ``out_dir/report.md``, ``r_per_layer.png`` and ``top_features.png``; returns the report's path.
 
     top_features: {layer: [{"feature", "r", "freq" (fraction of samples active), "coef"}, ...]}, best first.
     layer_r: {layer: best r at that layer}. outputs: {variant: test rows with id, output, gold, correct}, the
-    unsteered ones under "baseline": adds the section on what steering did to the text. Accuracies print as percent, Δ in percentage points, p-values with
+    unsteered ones under "baseline": adds the section on what steering did to the text. extra: markdown lines
+    added before the plots (e.g. Neuronpedia links). Accuracies print as percent, Δ in percentage points, p-values with
     3 significant digits (or '<1e-4').
     """
     out = Path(out_dir)
@@ -213,6 +215,8 @@ def write_report(out_dir: str | os.PathLike, *, title: str, comparisons: list[Co
     else:
         lines.append("No features.")
 
+    if extra:
+        lines += [""] + list(extra)
     lines += ["", "## Plots", "", "![Best r per layer](r_per_layer.png)", "",
               "![Top features of the best layers](top_features.png)", "",
               "[r_per_layer.png](r_per_layer.png) · [top_features.png](top_features.png)", ""]

@@ -16,6 +16,7 @@ from pathlib import Path
 from .checkpoint import (atomic_save_tensors, atomic_write_text, mark_done, mark_in_progress, model_identity)
 from .config import EvalConfig, RunConfig, bank_context, model_context, write_config
 from .dist import SINGLE, Dist
+from .run_extras import extra_settings, prepare, report_sections
 from .select import mean_difference, raw_direction, variant_s
 from .stages import (Context, RunError, Validation, accuracy, build_plans, collect_stage, prefix_stage,  # noqa: F401
                      rank_stage, run_plans, test_stage, validate_stage, variant_picks)
@@ -52,6 +53,7 @@ def _save_plans(out: Path, plans: dict, last: str) -> None:
 
 def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "trained", dist: Dist = SINGLE) -> dict:
     out = Path(out_dir)
+    bank, task = prepare(lm, bank, task, cfg)          # protocol, hook site, scorer models (issue 17)
     ctx = Context(lm, bank, task, cfg, out, sae_source, dist, model_identity(lm))
     _start(out, cfg, dist, model=model_context(lm), saes=bank_context(bank, sae_source), task=task.name)
     sel, val_items, test_items = task.split(cfg.n_select, cfg.n_val, cfg.n_test, seed=cfg.seed)
@@ -85,12 +87,13 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
                     coef=cfg.coef, scale=cfg.scale, world_size=dist.world,
                     select_accuracy=f"{accuracy(col.rows):.3f}", val_baseline=f"{val.baseline:.3f}",
                     P_layers=[p["layer"] for p in picks.get("P", [])], S=f"layer {best_L} feature {best['feature']}",
-                    raw_residual=f"layer {best_L} dim {raw_dim}", mean_difference_layer=best_L)
-    res = _report(ctx, rows, cands, settings, val, prefix) if dist.main else {}
+                    raw_residual=f"layer {best_L} dim {raw_dim}", mean_difference_layer=best_L,
+                    **extra_settings(task, cfg))
+    res = _report(ctx, rows, cands, settings, val, prefix, report_sections(sae_source, picks)) if dist.main else {}
     return dict(res, settings=settings)
 
 
-def _report(ctx: Context, rows: dict, cands: dict, settings: dict, val: Validation, prefix) -> dict:
+def _report(ctx: Context, rows: dict, cands: dict, settings: dict, val: Validation, prefix, extra=None) -> dict:
     from .evaluate import compare
     from .report import write_report
 
@@ -100,7 +103,7 @@ def _report(ctx: Context, rows: dict, cands: dict, settings: dict, val: Validati
     base_comps = [compare(n, rows["baseline"], rows[n]) for n in ("raw-residual", "mean-difference")]
     write_report(out, title=f"CorrSteer on {ctx.task.name} ({ctx.lm.name})", comparisons=comps, top_features=cands,
                  layer_r={L: c[0]["r"] for L, c in cands.items()}, settings=settings, baselines=base_comps,
-                 outputs=rows)
+                 outputs=rows, extra=extra)
     atomic_write_text(out / "validation.json", json.dumps(dict(
         baseline=val.baseline, per_layer=val.per_layer, p_prefix_accuracy=prefix.accuracy if prefix else []),
         indent=1))
@@ -115,6 +118,7 @@ def eval_plan(lm, task, plan, out_dir, cfg: EvalConfig, dist: Dist = SINGLE) -> 
     out = Path(out_dir)
     _start(out, cfg, dist, ("predictions.jsonl",), model=model_context(lm), plan=dict(name=plan.name, sae_source=plan.sae_source),
            task=task.name)
+    _, task = prepare(lm, None, task, cfg)
     _, _, test = task.split(cfg.n_select, cfg.n_val, cfg.n_test, seed=cfg.seed)
     rows = run_plans(lm, task, test, {"baseline": {}, plan.name: plan.hook_vectors(lm.device)}, cfg.batch_size, "eval",
                      plan.all_positions, dist=dist, checkpoint=out / "checkpoints" / "eval.safetensors",

@@ -39,7 +39,7 @@ def layer_candidates(stats_by_layer: dict, k: int = 5, coef: str = "mean", scale
 def variant_s(cands: dict) -> list[dict]:
     if not cands:
         return []
-    L = max(cands, key=lambda L: cands[L][0]["r"])
+    L = max(cands, key=lambda L: cands[L][0].get("score", cands[L][0]["r"]))   # the ranking's score
     return [dict(layer=L, **cands[L][0])]
 
 

@@ -20,7 +20,8 @@ from .checkpoint import StageCheckpoint, items_identity, log, task_identity, vec
 from .collect import Collected, collect, score_rows
 from .dist import SINGLE, Dist, my_batches, n_batches, rounds
 from .generate import generate_batch
-from .select import layer_candidates, p_prefixes, variant_a, variant_p, variant_s
+from .rankings import layer_candidates
+from .select import p_prefixes, variant_a, variant_p, variant_s
 from .steer import SteeringPlan
 
 CKPT_DIR = "checkpoints"
@@ -64,7 +65,7 @@ def accuracy(rows) -> float:
 def _plan_batch(lm, task, batch, plans: dict, steer_prompt: bool) -> dict:
     names = list(plans)
     out = generate_batch(lm, [it.prompt for it in batch], task.max_new_tokens, plans=[plans[n] for n in names],
-                         steer_prompt=steer_prompt)
+                         steer_prompt=steer_prompt, **getattr(task, "gen_kwargs", {}))
     C = len(names)
     return {n: score_rows(task, batch, out.texts[c::C]) for c, n in enumerate(names)}
 
@@ -120,12 +121,13 @@ def _plan(ctx: Context, name: str, picks: list[dict], all_positions: bool = Fals
 # ---------------------------------------------------------------------------------------------------------------
 def collect_stage(ctx: Context, items) -> Collected:
     return collect(ctx.lm, ctx.bank, ctx.task, items, ctx.cfg.batch_size, ctx.cfg.pool, checkpoint=ctx.ckpt("collect"),
-                   dist=ctx.dist, model_id=ctx.model_id)
+                   dist=ctx.dist, model_id=ctx.model_id, ranking=getattr(ctx.cfg, "ranking", "pearson"))
 
 
 def rank_stage(ctx: Context, col: Collected) -> dict:
     """{layer: top-5 features} with positive correlation; RunError when there are none."""
-    cands = layer_candidates(col.sae, k=5, coef=ctx.cfg.coef, scale=ctx.cfg.scale)
+    cands = layer_candidates(col.sae, getattr(ctx.cfg, "ranking", "pearson"), k=5, coef=ctx.cfg.coef,
+                             scale=ctx.cfg.scale)
     if not cands:
         raise RunError("no SAE feature correlates positively with correctness on the select split (accuracy "
                        f"{accuracy(col.rows):.2f} over {len(col.rows)} samples), expected both right and wrong "
@@ -146,7 +148,7 @@ def validate_stage(ctx: Context, cands: dict, val) -> Validation:
 def prefix_stage(ctx: Context, cands: dict, val_items, val: Validation) -> PrefixSearch:
     """P's kept features validated together as growing prefixes (by validation accuracy); the best prefix wins."""
     picks = variant_p(cands, val.per_layer, val.baseline)
-    if len(picks) <= 1:
+    if len(picks) <= 1 or getattr(ctx.cfg, "p_combine", "prefix") == "all":   # the paper: every kept layer together
         return PrefixSearch(picks=picks)
     prefixes = p_prefixes(picks)
     plans = {f"P{i + 1}": _plan(ctx, "p", pre).hook_vectors(ctx.lm.device)

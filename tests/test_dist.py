@@ -121,8 +121,9 @@ class ThreadDist:
 def _partials(n, d=64):
     import torch
     g = torch.Generator().manual_seed(0)
-    return [(torch.randn(7, d, generator=g, dtype=torch.float64) * 10.0 ** torch.randint(-8, 8, (7, d), generator=g),
-             torch.randn(4, generator=g, dtype=torch.float64)) for _ in range(n)]
+    return [dict(features=torch.randn(7, d, generator=g, dtype=torch.float64)
+                 * 10.0 ** torch.randint(-8, 8, (7, d), generator=g),
+                 scalars=torch.randn(4, generator=g, dtype=torch.float64)) for _ in range(n)]
 
 
 def _fold_all(results):

@@ -1,0 +1,249 @@
+"""The paper's benchmarks through `datasets`: one registry entry per task, from the hub or offline (--task-path).
+
+    task = load_hub_task("mmlu", protocol="paper", task_path="fixtures/mmlu")   # DIR/<split>.jsonl|.parquet
+    sel, val, test = task.split(n_select, n_val, n_test, seed)                  # caps per role
+
+Roles: a task's hub splits serve as select / val / test where they exist (HubSpec.roles). Where a role has no split,
+the pool is split as the paper's code does (seeded; disjoint): with a test split but no val, select and val are
+carved 90 % / 10 % from the select pool; with one split only, 70 % goes to test, then 10 % of the rest to val and
+the remainder to select. task.split_note records which, for the report.
+"""
+from __future__ import annotations
+
+import math
+import random
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+from .protocols import PROTOCOLS, Scorers, make_prompt, max_new_tokens, score_output
+from .scoring_mc import LETTERS
+from .tasks import Item, Task
+
+
+class TaskLoadError(ValueError):
+    """A hub task that cannot be loaded: a missing file or split, or a row outside the schema."""
+
+
+@dataclass(frozen=True)
+class HubSpec:
+    name: str
+    hub_id: str
+    config: str | None
+    kind: str                                     # mc | number | short | refusal
+    roles: dict                                   # {"select"|"val"|"test": hub split}; missing roles are carved
+    convert: Callable[[dict], dict | None]        # row -> {question, choices?, gold} (None: row left out)
+    subsets: tuple = ()                           # hub configs concatenated online (BBQ's categories)
+    condition: str | None = None                  # BBQ context_condition filter
+    schema: str = ""                              # the hub columns used, for the README and errors
+
+
+def _need(row: dict, *keys):
+    missing = [k for k in keys if k not in row]
+    if missing:
+        raise TaskLoadError(f"row lacks column(s) {', '.join(missing)} (has {', '.join(sorted(row))})")
+    return [row[k] for k in keys]
+
+
+def _mmlu(row):
+    q, choices, ans = _need(row, "question", "choices", "answer")
+    return dict(question=q, choices=list(choices), gold=LETTERS[int(ans)])
+
+
+def _mmlu_pro(row):
+    q, opts, ans = _need(row, "question", "options", "answer")
+    opts = [o for o in opts if o is not None and str(o) != "N/A"]
+    return dict(question=q, choices=list(opts), gold=str(ans).strip().upper())
+
+
+def _bbq(condition):
+    def conv(row):
+        ctx, q, a0, a1, a2, label, cond = _need(row, "context", "question", "ans0", "ans1", "ans2", "label",
+                                                "context_condition")
+        if condition and cond != condition:
+            return None
+        return dict(question=f"{ctx}\n{q}", choices=[a0, a1, a2], gold=LETTERS[int(label)])
+    return conv
+
+
+def gsm8k_gold(answer: str) -> str:
+    m = re.search(r"####\s*(-?[\d,]*\.?\d+)", answer)
+    if not m:
+        raise TaskLoadError(f"gsm8k answer has no '#### N': {answer[-40:]!r}")
+    return m.group(1).replace(",", "")
+
+
+def _gsm8k(row):
+    q, a = _need(row, "question", "answer")
+    return dict(question=q, gold=gsm8k_gold(a))
+
+
+def _simpleqa(row):
+    q, a = _need(row, "problem", "answer")
+    return dict(question=q, gold=str(a).strip())
+
+
+def _harmbench(row):
+    (p,) = _need(row, "prompt")
+    ctx = row.get("context")
+    return dict(question=f"{ctx}\n{p}" if ctx else p, gold="refuse")
+
+
+def _xstest(row):
+    p, label = _need(row, "prompt", "label")
+    if label not in ("safe", "unsafe"):
+        raise TaskLoadError(f"xstest label must be safe or unsafe, got {label!r}")
+    return dict(question=p, gold="comply" if label == "safe" else "refuse")
+
+
+BBQ_CATEGORIES = ("Age", "Disability_status", "Gender_identity", "Nationality", "Physical_appearance",
+                  "Race_ethnicity", "Race_x_SES", "Race_x_gender", "Religion", "SES", "Sexual_orientation")
+ALL3 = {"select": "auxiliary_train", "val": "validation", "test": "test"}
+HUB_TASKS = {s.name: s for s in [
+    HubSpec("mmlu", "cais/mmlu", "all", "mc", ALL3, _mmlu, schema="question, subject, choices, answer (0-3)"),
+    HubSpec("mmlu-pro", "TIGER-Lab/MMLU-Pro", None, "mc", {"select": "validation", "test": "test"}, _mmlu_pro,
+            schema="question, options, answer (letter), answer_index, category"),
+    *[HubSpec(n, "heegyu/bbq", None, "mc", {"test": "test"}, _bbq(c), subsets=BBQ_CATEGORIES, condition=c,
+              schema="context, question, ans0-2, label, context_condition, category")
+      for n, c in (("bbq", None), ("bbq-ambig", "ambig"), ("bbq-disambig", "disambig"))],
+    HubSpec("gsm8k", "openai/gsm8k", "main", "number", {"select": "train", "test": "test"}, _gsm8k,
+            schema="question, answer ('... #### 72')"),
+    HubSpec("simpleqa", "basicv8vc/SimpleQA", None, "short", {"test": "test"}, _simpleqa,
+            schema="metadata, problem, answer"),
+    HubSpec("harmbench", "walledai/HarmBench", None, "refusal", {"test": "train"}, _harmbench,
+            subsets=("standard", "contextual", "copyright"), schema="prompt, context (contextual), category"),
+    HubSpec("xstest", "walledai/XSTest", None, "refusal", {"test": "test"}, _xstest,
+            schema="prompt, focus, type, note, label (safe | unsafe)"),
+]}
+
+
+def hub_task_names() -> list[str]:
+    return sorted(HUB_TASKS)
+
+
+# ---------------------------------------------------------------------------------------------------- loading
+def _read_local(task_path: Path, split: str):
+    import datasets
+
+    for ext, builder in (("jsonl", "json"), ("parquet", "parquet")):
+        f = task_path / f"{split}.{ext}"
+        if f.exists():
+            return datasets.load_dataset(builder, data_files={split: str(f)}, split=split)
+    raise TaskLoadError(f"{task_path}: no {split}.jsonl or {split}.parquet")
+
+
+def _read_hub(spec: HubSpec, split: str):
+    import datasets
+
+    if not spec.subsets:
+        return datasets.load_dataset(spec.hub_id, spec.config, split=split)
+    parts = [datasets.load_dataset(spec.hub_id, sub, split=split) for sub in spec.subsets]
+    return datasets.concatenate_datasets(parts)
+
+
+def read_split(spec: HubSpec, split: str, task_path=None) -> list[dict]:
+    """The rows of one split, converted ({question, choices?, gold}); rows the task filters out are dropped."""
+    ds = _read_local(Path(task_path), split) if task_path else _read_hub(spec, split)
+    out = []
+    for i, row in enumerate(ds):
+        try:
+            r = spec.convert(row)
+        except TaskLoadError as e:
+            raise TaskLoadError(f"{spec.name} {split} row {i}: {e}") from None
+        if r is not None:
+            out.append(r)
+    return out
+
+
+def _ceil(frac: float, n: int) -> int:
+    return min(n, math.ceil(frac * n))
+
+
+def assign_roles(spec: HubSpec, pools: dict, seed: int) -> tuple[dict, str]:
+    """{role: rows} for select/val/test from {split: rows}, carving missing roles as the paper's code does."""
+    rng = random.Random(f"{spec.name}:split:{seed}")
+    roles = {r: list(pools[s]) for r, s in spec.roles.items()}
+    if "test" in roles and "select" in roles and "val" in roles:
+        return roles, "hub splits " + ", ".join(f"{r}={spec.roles[r]}" for r in ("select", "val", "test"))
+    if "select" in roles:          # test split, no val: carve val (10 %) from the select pool
+        pool = roles.pop("select")
+        rng.shuffle(pool)
+        k = _ceil(0.1, len(pool))
+        roles["val"], roles["select"] = pool[:k], pool[k:]
+        return roles, (f"test={spec.roles['test']}; select/val carved 90/10 from {spec.roles['select']} "
+                       f"(seeded shuffle, seed {seed})")
+    pool = roles.pop("test")        # one split: 70 % test, then 10 % of the rest val
+    rng.shuffle(pool)
+    k = _ceil(0.7, len(pool))
+    rest = pool[k:]
+    kv = _ceil(0.1, len(rest))
+    roles.update(test=pool[:k], val=rest[:kv], select=rest[kv:])
+    return roles, (f"one split ({spec.roles['test']}): test 70 %, then val 10 % / select 90 % of the rest "
+                   f"(seeded shuffle, seed {seed}; as the paper's code)")
+
+
+@dataclass
+class HubTask(Task):
+    """A Task whose select / val / test come from hub splits (or the paper's carving); see load_hub_task."""
+    protocol: str = "chat"
+    constrain: bool = False
+    scorers: Scorers = field(default_factory=Scorers)
+    raw: dict = field(default_factory=dict)          # {split: converted rows}
+    spec: HubSpec | None = None
+    split_note: str = ""
+    hub_id: str = ""
+    gen_kwargs: dict = field(default_factory=dict)
+    prompt_prefix: str = ""
+
+    def _items(self, rows: list[dict]) -> list[Item]:
+        out = []
+        for r in rows:
+            prompt = self.prompt_prefix + make_prompt(self.protocol, self.name, self.kind, r["question"],
+                                                      r.get("choices"))
+            out.append(Item(id=f"{self.name}-{r['_split']}-{r['_row']:05d}", prompt=prompt, gold=r["gold"],
+                            kind=self.kind, choices=r.get("choices")))
+        return out
+
+    def split(self, n_select: int, n_val: int, n_test: int, seed: int = 0):
+        roles, self.split_note = assign_roles(self.spec, self.raw, seed)
+        caps = dict(select=n_select, val=n_val, test=n_test)
+        return tuple(self._items(roles[r][:caps[r]]) for r in ("select", "val", "test"))
+
+    def score(self, item: Item, output: str) -> tuple[str, float]:
+        return score_output(self.protocol, self.kind, item, output, self.scorers)
+
+    @property
+    def scorer(self) -> str:
+        return self.scorers.describe(self.kind, self.protocol)
+
+    def with_prompt_prefix(self, prefix: str) -> "HubTask":
+        t = replace(self, prompt_prefix=prefix)
+        t.items = [replace(it, prompt=prefix + it.prompt) for it in self.items]
+        return t
+
+
+def load_hub_task(name: str, protocol: str = "chat", task_path=None, constrain: bool = False,
+                  scorer_models: str = "auto", max_new: int | None = None, bbq_condition: str | None = None) -> HubTask:
+    """A hub task, every split it uses read once (from DIR/<split>.jsonl|.parquet when task_path is given)."""
+    from .hub_scorers import refusal_classifier, sts_model
+
+    if name == "bbq" and bbq_condition:
+        name = f"bbq-{bbq_condition}"
+    if name not in HUB_TASKS:
+        raise TaskLoadError(f"unknown hub task {name!r}; known: {', '.join(hub_task_names())}")
+    if protocol not in PROTOCOLS:
+        raise TaskLoadError(f"protocol must be chat or paper, got {protocol!r}")
+    spec = HUB_TASKS[name]
+    if constrain and spec.kind != "mc":
+        raise TaskLoadError(f"--constrain applies to multiple-choice tasks, not {name}")
+    raw = {}
+    for split in dict.fromkeys(spec.roles.values()):
+        rows = read_split(spec, split, task_path)
+        raw[split] = [dict(r, _split=split, _row=i) for i, r in enumerate(rows)]
+    scorers = Scorers(refusal=refusal_classifier(scorer_models) if spec.kind == "refusal" else None,
+                      sts=sts_model(scorer_models) if spec.kind == "short" else None)
+    task = HubTask(name=name, kind=spec.kind, items=[], max_new_tokens=max_new or max_new_tokens(protocol, spec.kind),
+                   protocol=protocol, constrain=constrain, scorers=scorers, raw=raw, spec=spec, hub_id=spec.hub_id)
+    task.items = [it for rows in raw.values() for it in task._items(rows)]
+    return task
