@@ -22,14 +22,13 @@ import os
 import statistics
 import sys
 import traceback
-import warnings
 from collections import Counter
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (HERE, ROOT, base_parser, bench_task, finish_args, load_lm, print_table, random_bank,  # noqa: E402
-                    sync, wall, write_json)
+                    wall, write_json)
 
 from corrsteer.collect import collect, score_rows  # noqa: E402
 from corrsteer.generate import generate_batch  # noqa: E402
@@ -81,15 +80,8 @@ def run_hf(lm, task, items, bs):
 
 def count_syncs(fn) -> tuple[int, list]:
     """Host syncs CUDA reports while fn runs (set_sync_debug_mode 'warn'), and their most common source lines."""
-    sync("cuda")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            fn()
-        finally:
-            torch.cuda.set_sync_debug_mode(0)
-    hits = [w for w in caught if "synchroniz" in str(w.message).lower()]
+    from corrsteer.profiling import host_sync_warnings
+    hits = host_sync_warnings(fn)
     where = Counter(f"{os.path.relpath(w.filename, ROOT) if w.filename.startswith(ROOT) else w.filename}:{w.lineno}"
                     for w in hits)
     return len(hits), where.most_common(12)

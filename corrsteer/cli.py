@@ -79,7 +79,6 @@ def cmd_train_sae(cfg: TrainSAEConfig) -> int:
 
 def _bank(lm, cfg: RunConfig):
     from .paths import sae_cache_dir
-    from .saes import load_bank
 
     if cfg.saes == "trained" and not (sae_cache_dir(lm.name, cfg.sae_dir) / "quality.json").exists():
         from .dist import env_world

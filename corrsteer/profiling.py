@@ -24,10 +24,8 @@ _SYNC_ATEN = {"_local_scalar_dense", "nonzero", "masked_select", "unique", "_uni
               "unique_consecutive", "unique_dim"}
 
 
-def count_host_syncs(fn: Callable[[], object], device=None) -> int | None:
-    """The number of synchronizing CUDA calls fn() makes; None when CUDA is not available (or device is not cuda)."""
-    if not torch.cuda.is_available() or (device is not None and torch.device(device).type != "cuda"):
-        return None
+def host_sync_warnings(fn: Callable[[], object]) -> list:
+    """The warnings CUDA's sync debug mode raises while fn() runs, one per synchronizing call (CUDA only)."""
     torch.cuda.synchronize()
     old = torch.cuda.get_sync_debug_mode()
     with warnings.catch_warnings(record=True) as caught:
@@ -37,7 +35,14 @@ def count_host_syncs(fn: Callable[[], object], device=None) -> int | None:
             fn()
         finally:
             torch.cuda.set_sync_debug_mode(old)
-    return sum("synchroniz" in str(w.message) for w in caught)
+    return [w for w in caught if "synchroniz" in str(w.message).lower()]
+
+
+def count_host_syncs(fn: Callable[[], object], device=None) -> int | None:
+    """The number of synchronizing CUDA calls fn() makes; None when CUDA is not available (or device is not cuda)."""
+    if not torch.cuda.is_available() or (device is not None and torch.device(device).type != "cuda"):
+        return None
+    return len(host_sync_warnings(fn))
 
 
 class _FunctionSpy(TorchFunctionMode):
