@@ -19,16 +19,19 @@ FEATURE_FIELDS = ("sum_z", "sum_z2", "sum_zy", "sum_z_pos", "n_active", "n_activ
 SCALAR_FIELDS = ("n", "sum_y", "sum_y2", "n_pos")
 
 
-def feature_sums(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """float64 [7, F]: the per-feature sums (FEATURE_FIELDS order) of pooled z [B, F] against y [B]."""
+def feature_sums(z: torch.Tensor, y: torch.Tensor, nonneg: bool = False) -> torch.Tensor:
+    """float64 [7, F]: the per-feature sums (FEATURE_FIELDS order) of pooled z [B, F] against y [B].
+
+    nonneg=True (pooled SAE activations, never negative) takes sum_z_active_pos = sum_z_pos, one pass fewer."""
+    active = z > 0
     z = z.double()
     y = y.double()
     pos = (y > 0).double()
-    active = (z > 0).double()
     ones = torch.ones_like(y)
     lin = torch.stack([ones, y, pos]) @ z                      # sum_z, sum_zy, sum_z_pos
-    cnt = torch.stack([ones, pos]) @ active                    # n_active, n_active_pos
-    return torch.stack([lin[0], (z * z).sum(0), lin[1], lin[2], cnt[0], cnt[1], pos @ (z * active)])
+    cnt = torch.stack([ones, pos]) @ active.double()           # n_active, n_active_pos
+    zap = lin[2] if nonneg else pos @ (z * active)
+    return torch.stack([lin[0], torch.linalg.vecdot(z, z, dim=0), lin[1], lin[2], cnt[0], cnt[1], zap])
 
 
 def scalar_sums(y: torch.Tensor) -> torch.Tensor:

@@ -140,6 +140,8 @@ def segment_pool(vals: torch.Tensor, lengths: torch.Tensor, pool: str) -> torch.
 
     torch.segment_reduce with initial 0: right for pooled activations (>= 0), and for the raw pre-activations of the
     pool-then-threshold path too, whose thresholds are >= 0 (max(0, m) > thr exactly when m > thr)."""
+    if vals.shape[0] == lengths.shape[0] and bool((lengths == 1).all()):   # one token per sample: rows are pools
+        return vals.clamp(min=0) if pool == "max" else vals
     return torch.segment_reduce(vals, "max" if pool == "max" else "sum", lengths=lengths, axis=0, initial=0.0)
 
 

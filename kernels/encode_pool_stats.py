@@ -28,7 +28,7 @@ def _stats_triton(xp, lengths, y, sae, stats, pool):
         raise TypeError("the Triton backend takes fp32/fp16/bf16 x and W_enc, not fp64")
     if one_pass_topk(sae):
         def fold(rows, cols, pooled):
-            stats.add_feature_sums(cols, feature_sums(pooled, y[rows]).to(stats.device))
+            stats.add_feature_sums(cols, feature_sums(pooled, y[rows], nonneg=True).to(stats.device))
         topk_blocks_triton(xp, lengths, sae, pool, fold)
         return
     if xp.shape[0] == 0:          # every sample empty: all pooled values are 0, nothing to add
@@ -64,7 +64,7 @@ def encode_pool_stats(x: torch.Tensor, lengths, y, sae: SAEWeights, stats: CorrS
         _stats_triton(xp, lengths, y, sae, stats, pool)
     else:
         def fold(rows, cols, pooled):
-            stats.add_feature_sums(cols, feature_sums(pooled, y[rows]).to(stats.device))
+            stats.add_feature_sums(cols, feature_sums(pooled, y[rows], nonneg=True).to(stats.device))
 
         pooled_blocks_torch(xp, lengths, sae, pool, fold)
     stats.add_scalar_sums(y.to(stats.device))

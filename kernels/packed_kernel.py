@@ -298,4 +298,4 @@ def boundary_feature_sums(launch: Launch, pool: str, lengths: torch.Tensor, y: t
     sample = torch.zeros(n + 1, dtype=torch.long, device=owner.device).scatter_(0, group, (owner - 1).clamp(min=0))
     if pool == "mean":
         z = z / lengths[sample].clamp(min=1).double()[:, None]
-    return feature_sums(z.float(), y[sample])
+    return feature_sums(z.float(), y[sample], nonneg=True)
