@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -41,12 +43,11 @@ def sae_lens_fit(x: torch.Tensor, cfg, lr: float, decay: bool) -> tuple:
 
     tcfg = SAETrainerConfig(total_training_samples=steps * cfg.batch_size, train_batch_size_samples=cfg.batch_size,
                             lr=lr, lr_end=lr * 0.05 if decay else lr,
-                            lr_scheduler_name="linear" if decay else "constant", lr_decay_steps=steps // 2 if decay else 0,
+                            lr_scheduler_name="constant", lr_decay_steps=steps // 2 if decay else 0,
                             device="cpu", dead_feature_window=max(1, cfg.dead_after // cfg.batch_size),
                             n_batches_for_norm_estimate=20)
-    t = time.time()
     trained = SAETrainer(cfg=tcfg, sae=sae, data_provider=provider()).fit()
-    return SAEWeights.from_sae_lens(trained), time.time() - t
+    return SAEWeights.from_sae_lens(trained)
 
 
 def main(argv=None) -> int:
@@ -54,6 +55,8 @@ def main(argv=None) -> int:
     ap.add_argument("--layers", default="3,10,17,24,28")
     ap.add_argument("--out", default="bench/results/sae-trainers-cpu")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", default=None, help="comma-separated substrings of the trainers to run")
+    ap.add_argument("--acts", default=None, help="keep the activations in this folder (reused when present)")
     args = ap.parse_args(argv)
 
     from corrsteer.activations import collect_to_disk, load_layer
@@ -70,25 +73,34 @@ def main(argv=None) -> int:
     text = training_text(fast, cfg)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+        tmp = Path(args.acts or tmp)
         kw = dict(skip=text["prefix"])
-        collect_to_disk(lm, text["eval_docs"], points, cfg.eval_tokens, tmp / "docs", **kw)
-        collect_to_disk(lm, text["eval_chat"], points, cfg.eval_tokens, tmp / "chat", **kw)
-        collect_to_disk(fast, text["train"], points, cfg.train_tokens, tmp / "train", **kw)
+        if not (tmp / "done").exists():
+            collect_to_disk(lm, text["eval_docs"], points, cfg.eval_tokens, tmp / "docs", **kw)
+            collect_to_disk(lm, text["eval_chat"], points, cfg.eval_tokens, tmp / "chat", **kw)
+            collect_to_disk(fast, text["train"], points, cfg.train_tokens, tmp / "train", **kw)
+            (tmp / "done").write_text("")
         for hp in points:
             x = load_layer(tmp / "train", hp, lm.d_model)
             docs, chat = load_layer(tmp / "docs", hp, lm.d_model), load_layer(tmp / "chat", hp, lm.d_model)
-            runs = {}
-            t = time.time()
-            runs["corrsteer"] = (TopKTrainer(x, cfg).fit(x, progress=False).weights(), time.time() - t)
-            runs["sae-lens defaults (lr 3e-4)"] = sae_lens_fit(x, cfg, 3e-4, decay=False)
-            runs[f"sae-lens, lr {cfg.lr:g} + decay"] = sae_lens_fit(x, cfg, cfg.lr, decay=True)
-            for name, (sae, sec) in runs.items():
+            fp32 = replace(cfg, matmul_dtype="float32")
+            trainers = {
+                "corrsteer (bf16 matmuls, default here)": lambda: TopKTrainer(x, cfg).fit(x, progress=False).weights(),
+                "corrsteer, fp32 matmuls": lambda: TopKTrainer(x, fp32).fit(x, progress=False).weights(),
+                "sae-lens defaults (lr 3e-4)": lambda: sae_lens_fit(x, cfg, 3e-4, decay=False),
+                f"sae-lens, lr {cfg.lr:g} + decay": lambda: sae_lens_fit(x, cfg, cfg.lr, decay=True),
+            }
+            for name, fit in trainers.items():
+                if args.only and not any(o in name for o in args.only.split(",")):
+                    continue
+                t = time.time()
+                sae = fit()
+                sec = time.time() - t
                 qc, qd, both = evaluate(sae, chat), evaluate(sae, docs), evaluate(sae, torch.cat([docs, chat]))
                 row = dict(layer=hp.layer, trainer=name, fve_chat=qc["fve"], fve_docs=qd["fve"], l0=qc["l0"],
-                           dead=both["dead"], seconds=sec)
+                           dead=both["dead"], seconds=sec, load_avg=os.getloadavg()[0])
                 rows.append(row)
-                print(json.dumps(row), file=sys.stderr)
+                print(json.dumps(row), file=sys.stderr, flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = dict(model=lm.name, train_tokens=cfg.train_tokens, epochs=cfg.epochs, batch_size=cfg.batch_size,
@@ -99,10 +111,11 @@ def main(argv=None) -> int:
              f"{cfg.train_tokens} training tokens x {cfg.epochs:g} epochs, batch {cfg.batch_size}, d_sae {cfg.d_sae}, "
              f"k {cfg.k}; held out: {cfg.eval_tokens} tokens of task prompts + answers (chat) and of docstrings. "
              f"torch {torch.__version__}, sae-lens {meta['sae_lens']}.", "",
-             "| layer | trainer | FVE chat | FVE docs | L0 | dead | s |", "|---:|---|---:|---:|---:|---:|---:|"]
+             "| layer | trainer | FVE chat | FVE docs | L0 | dead | s | load avg |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['layer']} | {r['trainer']} | {r['fve_chat']:.3f} | {r['fve_docs']:.3f} | {r['l0']:.1f} | "
-                     f"{100 * r['dead']:.1f}% | {r['seconds']:.1f} |")
+                     f"{100 * r['dead']:.1f}% | {r['seconds']:.1f} | {r['load_avg']:.1f} |")
     lines.append("")
     for name in dict.fromkeys(r["trainer"] for r in rows):
         rs = [r for r in rows if r["trainer"] == name]

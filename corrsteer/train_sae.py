@@ -29,15 +29,29 @@ from corrsteer_kernels import SAEWeights
 from .config import TrainConfig   # the trainer's settings: defaults and help live there
 
 
+def _mm(a, b, dtype=None):
+    """a @ b in fp32, with its inputs rounded to `dtype` first (bfloat16: the CPU's native bf16 GEMM, ~7x faster on
+    AVX512-BF16/AMX; products accumulate in fp32)."""
+    if dtype is None or dtype == torch.float32:
+        return a @ b
+    return (a.to(dtype) @ b.to(dtype)).float()
+
+
+def bf16_native() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices natively (else bf16 GEMMs are emulated and slow)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 class _TopKEncode(torch.autograd.Function):
     """acts, idx = relu(topk(xc @ W_enc_T.T + b_enc)); backward touches only the n*k selected entries."""
 
     @staticmethod
-    def forward(ctx, xc, W_enc_T, b_enc, k):
-        vals, idx = torch.addmm(b_enc, xc, W_enc_T.t()).topk(k, dim=1)
+    def forward(ctx, xc, W_enc_T, b_enc, k, mm_dtype=None):
+        vals, idx = (_mm(xc, W_enc_T.t(), mm_dtype) + b_enc).topk(k, dim=1)
         acts = vals.clamp(min=0)
         ctx.save_for_backward(xc, W_enc_T, idx, vals > 0)
         ctx.mark_non_differentiable(idx)
+        ctx.mm_dtype = mm_dtype
         return acts, idx
 
     @staticmethod
@@ -50,26 +64,27 @@ class _TopKEncode(torch.autograd.Function):
         # a dense [n, d_sae] matrix; deterministic on the CPU, no sparse matrix (and no sort) built
         grad_xc = F.embedding_bag(idx, W_enc_T, per_sample_weights=g, mode="sum")
         G = torch.zeros(n, W_enc_T.shape[0], dtype=g.dtype).scatter_(1, idx, g)      # dense [n, d_sae], k a row
-        grad_W = G.t() @ xc           # one GEMM: cheaper on a CPU than scattering n*k rows of d
+        grad_W = _mm(G.t(), xc, ctx.mm_dtype)     # one GEMM: cheaper on a CPU than scattering n*k rows of d
         grad_b = torch.zeros(W_enc_T.shape[0], dtype=g.dtype).index_add_(0, flat, g.flatten())
-        return grad_xc, grad_W, grad_b, None
+        return grad_xc, grad_W, grad_b, None, None
 
 
 class _TopKDecode(torch.autograd.Function):
     """recon = sum_k acts[:, k] * W_dec[idx[:, k]] (an embedding_bag); backward as two dense GEMMs (no sort)."""
 
     @staticmethod
-    def forward(ctx, acts, idx, W_dec):
+    def forward(ctx, acts, idx, W_dec, mm_dtype=None):
         ctx.save_for_backward(acts, idx, W_dec)
+        ctx.mm_dtype = mm_dtype
         return F.embedding_bag(idx, W_dec, per_sample_weights=acts, mode="sum")
 
     @staticmethod
     def backward(ctx, grad_out):
         acts, idx, W_dec = ctx.saved_tensors
         A = torch.zeros(idx.shape[0], W_dec.shape[0], dtype=acts.dtype).scatter_(1, idx, acts)
-        grad_W = A.t() @ grad_out
-        grad_acts = (grad_out @ W_dec.t()).gather(1, idx)
-        return grad_acts, None, grad_W
+        grad_W = _mm(A.t(), grad_out, ctx.mm_dtype)
+        grad_acts = _mm(grad_out, W_dec.t(), ctx.mm_dtype).gather(1, idx)
+        return grad_acts, None, grad_W, None
 
 
 class TopKTrainer:
@@ -91,14 +106,16 @@ class TopKTrainer:
         self.p = {n: torch.nn.Parameter(t.float()) for n, t in init.items()}
         self.opt = torch.optim.Adam(self.p.values(), lr=cfg.lr, betas=(0.9, 0.999), fused=True)
         self.since_fired = torch.zeros(cfg.d_sae, dtype=torch.long)
+        mm = cfg.matmul_dtype
+        self.mm_dtype = torch.bfloat16 if mm == "bfloat16" or (mm == "auto" and bf16_native()) else torch.float32
 
     def normalise(self, x):
         return (x - self.mu) / self.scale
 
     def step(self, xb: torch.Tensor) -> torch.Tensor:
         p, k = self.p, self.cfg.k
-        acts, idx = _TopKEncode.apply(xb - p["b_dec"], p["W_enc_T"], p["b_enc"], k)
-        recon = _TopKDecode.apply(acts, idx, p["W_dec"]) + p["b_dec"]
+        acts, idx = _TopKEncode.apply(xb - p["b_dec"], p["W_enc_T"], p["b_enc"], k, self.mm_dtype)
+        recon = _TopKDecode.apply(acts, idx, p["W_dec"], self.mm_dtype) + p["b_dec"]
         err = (recon - xb).pow(2).sum(1)
         loss = err.mean()
         self.opt.zero_grad(set_to_none=True)
