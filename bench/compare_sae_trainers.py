@@ -83,10 +83,10 @@ def main(argv=None) -> int:
         for hp in points:
             x = load_layer(tmp / "train", hp, lm.d_model)
             docs, chat = load_layer(tmp / "docs", hp, lm.d_model), load_layer(tmp / "chat", hp, lm.d_model)
-            fp32 = replace(cfg, matmul_dtype="float32")
+            fp32, bf16 = replace(cfg, matmul_dtype="float32"), replace(cfg, matmul_dtype="bfloat16")
             trainers = {
-                "corrsteer (bf16 matmuls, default here)": lambda: TopKTrainer(x, cfg).fit(x, progress=False).weights(),
-                "corrsteer, fp32 matmuls": lambda: TopKTrainer(x, fp32).fit(x, progress=False).weights(),
+                "corrsteer, bf16 matmuls": lambda: TopKTrainer(x, bf16).fit(x, progress=False).weights(),
+                "corrsteer (fp32, the default)": lambda: TopKTrainer(x, fp32).fit(x, progress=False).weights(),
                 "sae-lens defaults (lr 3e-4)": lambda: sae_lens_fit(x, cfg, 3e-4, decay=False),
                 f"sae-lens, lr {cfg.lr:g} + decay": lambda: sae_lens_fit(x, cfg, cfg.lr, decay=True),
             }

@@ -47,7 +47,11 @@ class _TopKEncode(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, xc, W_enc_T, b_enc, k, mm_dtype=None):
-        vals, idx = (_mm(xc, W_enc_T.t(), mm_dtype) + b_enc).topk(k, dim=1)
+        if mm_dtype is None or mm_dtype == torch.float32:
+            pre = torch.addmm(b_enc, xc, W_enc_T.t())
+        else:
+            pre = _mm(xc, W_enc_T.t(), mm_dtype) + b_enc
+        vals, idx = pre.topk(k, dim=1)
         acts = vals.clamp(min=0)
         ctx.save_for_backward(xc, W_enc_T, idx, vals > 0)
         ctx.mark_non_differentiable(idx)

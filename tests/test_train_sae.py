@@ -162,3 +162,17 @@ def test_train_sae_and_the_sae_run_trains_itself_share_one_set_of_defaults():
     """The trainer's defaults are `corrsteer train-sae`'s (they once differed: epochs 2.0 vs --epochs 3.0)."""
     cmd = TrainSAEConfig()
     assert all(getattr(cmd, f.name) == getattr(TrainConfig(), f.name) for f in fields(TrainConfig))
+
+
+def test_two_runs_on_a_trained_bank_give_identical_plans_and_predictions(tiny_lm, tmp_path, monkeypatch):
+    from fakes import FakeTask
+
+    from corrsteer.run import RunConfig, corrsteer_run
+    monkeypatch.setenv("CORRSTEER_CACHE", str(tmp_path / "cache"))
+    train_bank(tiny_lm, tmp_path / "saes", layers=[1, 2, 3], cfg=TrainConfig(**TINY), progress=False)
+    cfg = RunConfig(n_select=12, n_val=4, n_test=8, batch_size=4)
+    for i in (0, 1):
+        bank = load_bank(str(tmp_path / "saes"), lm=tiny_lm)
+        corrsteer_run(tiny_lm, bank, FakeTask(24), tmp_path / f"run{i}", cfg, sae_source="trained")
+    for name in ("plans/S.json", "plans/A.json", "plans/P.json", "predictions.jsonl", "validation.json"):
+        assert (tmp_path / "run0" / name).read_bytes() == (tmp_path / "run1" / name).read_bytes(), name
