@@ -20,12 +20,17 @@ from .config import (COMMANDS, EvalConfig, GenerateConfig, ModelOptions, RunConf
 
 
 def quality_table(rows: list[dict]) -> str:
-    lines = ["| layer | hook | d_sae | k | FVE | L0 | dead | s |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    """Held-out quality per layer: FVE on the built-in tasks' chat prompts + answers and on docstrings."""
+    lines = ["| layer | hook | d_sae | k | FVE chat | FVE docs | L0 | dead | s |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['layer']} | {r['hook']} | {r['d_sae']} | {r['k']} | {r['fve']:.3f} | {r['l0']:.1f} | "
-                     f"{100 * r['dead']:.1f}% | {r['seconds']:.1f} |")
+        lines.append(f"| {r['layer']} | {r['hook']} | {r['d_sae']} | {r['k']} | {r['fve']:.3f} | "
+                     f"{r.get('fve_docs', float('nan')):.3f} | {r['l0']:.1f} | {100 * r['dead']:.1f}% | "
+                     f"{r['seconds']:.1f} |")
     fves = [r["fve"] for r in rows]
-    lines.append(f"\nFVE min {min(fves):.3f}, median {statistics.median(fves):.3f}; "
+    docs = [r.get("fve_docs", float("nan")) for r in rows]
+    lines.append(f"\nFVE on chat task prompts: min {min(fves):.3f}, median {statistics.median(fves):.3f}; "
+                 f"on docstrings: min {min(docs):.3f}, median {statistics.median(docs):.3f}; "
                  f"dead max {100 * max(r['dead'] for r in rows):.1f}%")
     return "\n".join(lines)
 
@@ -37,40 +42,55 @@ def _model(cfg: ModelOptions, default: str | None = None, device=None):
 
 
 def _train(lm, cfg: TrainSAEConfig) -> list[dict]:
-    """Train (or resume) the SAEs `cfg` asks for and record them: quality.json/.md and config.json in the cache."""
+    """Train (or resume) the SAEs `cfg` asks for and record the whole bank: quality.json/.md and config.json in the
+    SAE cache, whichever command started the training."""
     from .paths import sae_cache_dir
-    from .train_sae import train_bank
+    from .train_sae import bank_quality, train_bank
 
     t0 = time.time()
     out = sae_cache_dir(lm.name, cfg.sae_dir)
     layers = cfg.layer_list or list(range(lm.n_layers))
     rows = train_bank(lm, out, layers=layers, point=cfg.hook, cfg=cfg, dataset=cfg.dataset, force=cfg.force)
     meta, rows = rows[-1], rows[:-1]
-    table = quality_table(rows)
     total = time.time() - t0
-    summary = (f"held-out: {meta['eval_tokens']} tokens of text not trained on (first position and the shared "
-               f"system prompt excluded); activations collected in {meta['collect_seconds']:.0f} s; "
-               f"total {total:.0f} s")
-    print(table + "\n" + summary)
-    (out / "quality.md").write_text(f"# SAEs for {lm.name}\n\n{table}\n\n{summary}\n")
+    print(quality_table(rows) + "\n" + _summary(meta, total))
+    _record(out, lm, cfg, meta, total, bank_quality(out, point=cfg.hook))
+    return rows
+
+
+def _summary(meta: dict, total: float) -> str:
+    return (f"held-out: {meta.get('eval_tokens_chat', meta['eval_tokens'])} tokens of the built-in tasks' prompts "
+            f"with the model's answers and {meta.get('eval_tokens_docs', meta['eval_tokens'])} tokens of docstrings, "
+            f"none trained on (first position and the shared chat prefix excluded); answers and text "
+            f"{meta.get('text_seconds', 0):.0f} s, activations {meta['collect_seconds']:.0f} s; total {total:.0f} s")
+
+
+def _record(out, lm, cfg: TrainSAEConfig, meta: dict, total: float, rows: list[dict]) -> None:
+    """quality.md/.json (every layer in the cache, as recorded when it was trained) and config.json."""
+    if not rows:
+        return
+    text = f"# SAEs for {lm.name}\n\n{quality_table(rows)}\n\n{_summary(meta, total)}\n"
+    (out / "quality.md").write_text(text)
     (out / "quality.json").write_text(json.dumps(dict(model=lm.name, rows=rows, **meta, total_seconds=total),
                                                  indent=2))
     write_config(out, cfg, model=model_context(lm))
-    return rows
+
+
+def _missing(out, layers, hook: str = "post") -> list[int]:
+    return [L for L in layers if not (out / f"blocks.{L}.hook_resid_{hook}" / "cfg.json").exists()]
 
 
 def cmd_train_sae(cfg: TrainSAEConfig) -> int:
     from .paths import sae_cache_dir
+    from .train_sae import bank_quality
 
     lm = _model(cfg)
     out = sae_cache_dir(lm.name, cfg.sae_dir)
     print(f"corrsteer: SAEs for {lm.name} ({lm.n_layers} layers, d_model {lm.d_model}) -> {out}", file=sys.stderr)
     layers = cfg.layer_list or list(range(lm.n_layers))
-    stored = out / "quality.json"
-    hook = f"hook_resid_{cfg.hook}"
-    if not cfg.force and stored.exists() and all((out / f"blocks.{L}.{hook}" / "cfg.json").exists() for L in layers):
-        rows = [r for r in json.loads(stored.read_text())["rows"] if r["layer"] in layers]
-        if len(rows) == len(layers):
+    if not cfg.force and not _missing(out, layers, cfg.hook):
+        rows = bank_quality(out, layers, cfg.hook)
+        if len(rows) == len(layers):      # trained and evaluated before: nothing to do
             print(quality_table(rows) + f"\n(cached in {out}; --force retrains)")
             return 0
     _train(lm, cfg)
@@ -80,17 +100,36 @@ def cmd_train_sae(cfg: TrainSAEConfig) -> int:
 def _bank(lm, cfg: RunConfig):
     from .paths import sae_cache_dir
 
-    if cfg.saes == "trained" and not (sae_cache_dir(lm.name, cfg.sae_dir) / "quality.json").exists():
-        from .dist import env_world
-        if env_world() > 1:
-            raise SettingsError(f"--saes trained: no trained SAEs for {lm.name} yet, expected them trained once "
-                                "beforehand with `corrsteer train-sae` (in one process, not under torchrun)")
-        print(f"corrsteer: no trained SAEs for {lm.name} yet: training them first (once), as `corrsteer train-sae` "
-              "would", file=sys.stderr)
-        with contextlib.redirect_stdout(sys.stderr):       # stdout is for the report
-            _train(lm, TrainSAEConfig(model=cfg.model, device=cfg.device, dtype=cfg.dtype, sae_dir=cfg.sae_dir))
+    if cfg.saes == "trained":
+        out = sae_cache_dir(lm.name, cfg.sae_dir)
+        missing = _missing(out, cfg.layer_list or range(lm.n_layers))
+        if missing:      # only what is missing: trained layers are loaded as they are, not re-evaluated
+            from .dist import env_world
+            if env_world() > 1:
+                raise SettingsError(f"--saes trained: no trained SAEs for {lm.name} at layers {_ranges(missing)} "
+                                    "yet, expected them trained once beforehand with `corrsteer train-sae` (in one "
+                                    "process, not under torchrun)")
+            print(f"corrsteer: no trained SAEs for {lm.name} at layers {_ranges(missing)} yet: training them first "
+                  "(once), as `corrsteer train-sae` would", file=sys.stderr)
+            with contextlib.redirect_stdout(sys.stderr):       # stdout is for the report
+                _train(lm, TrainSAEConfig(model=cfg.model, device=cfg.device, dtype=cfg.dtype, sae_dir=cfg.sae_dir,
+                                          layers=_ranges(missing)))
     _, dtype = cfg.device_dtype()
     return checks.load_bank(cfg, lm, lm.device, dtype)
+
+
+def _ranges(layers) -> str:
+    """[0, 1, 2, 5] -> '0-2,5'."""
+    out, layers = [], sorted(layers)
+    start = prev = layers[0]
+    for L in layers[1:] + [None]:
+        if L is not None and L == prev + 1:
+            prev = L
+            continue
+        out.append(f"{start}-{prev}" if prev > start else f"{start}")
+        if L is not None:
+            start = prev = L
+    return ",".join(out)
 
 
 def _task(cfg):

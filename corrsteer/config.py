@@ -282,7 +282,20 @@ class TrainConfig(Settings):
     resample_every: int = option(25, "steps between dead-latent resamplings", check=positive)
     seed: int = option(0, "seed of initialisation and batch order", check=non_negative)
     train_tokens: int = option(80_000, "training activations per layer (tokens)", check=positive)
-    eval_tokens: int = option(8_000, "held-out tokens the quality table is measured on", check=positive)
+    eval_tokens: int = option(8_000, "held-out tokens the quality table is measured on (each: docstrings, and the "
+                              "built-in tasks' prompts with the model's answers)", check=positive)
+    chat_prompts: int = option(900, "built-in instructions the model answers (once, cached) for the training text",
+                               check=positive)
+    answer_tokens: int = option(48, "longest answer generated to a training instruction (tokens)", check=positive)
+    chat_fraction: float = option(0.75, "share of the training tokens taken from the instruction exchanges (the "
+                                  "rest: docstring exchanges)", check=lambda v: None if 0 <= v <= 1 else "in [0, 1]")
+    eval_task_prompts: int = option(40, "held-out prompts per built-in task for the quality table", check=positive)
+    matmul_dtype: str = option("float32", "inputs of the trainer's matrix products (fp32 accumulation either way); "
+                               "bfloat16: ~1.4x faster steps on CPUs that multiply it natively (AVX512-BF16/AMX), "
+                               "same FVE in our comparison; auto: bfloat16 where native, else float32",
+                               choices=("auto", "float32", "bfloat16"))
+    threads: int = option(2, "torch threads while training (fixed, so the weights do not depend on the machine's "
+                          "core count; 0: leave torch's setting)", check=non_negative)
 
     def check(self):
         super().check()

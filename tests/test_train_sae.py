@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from corrsteer.cli import main, quality_table
 from corrsteer.config import TrainSAEConfig, parse_layers
 from corrsteer.saes import load_bank
+from corrsteer import train_sae
 from corrsteer.train_sae import TopKTrainer, TrainConfig, _TopKEncode, evaluate, train_bank
 
 
@@ -56,21 +57,98 @@ def test_training_recovers_a_planted_sparse_dictionary():
     torch.testing.assert_close(pre_raw, pre_n.detach(), rtol=1e-4, atol=1e-4)
 
 
-def test_train_bank_saves_resumes_and_loads(tiny_lm, tmp_path):
-    cfg = TrainConfig(d_sae=96, k=8, epochs=2, batch_size=128, train_tokens=1500, eval_tokens=400)
-    rows = train_bank(tiny_lm, tmp_path, layers=[0, 3], cfg=cfg, progress=False)
+TINY = dict(d_sae=96, k=8, epochs=2, batch_size=128, train_tokens=1500, eval_tokens=400, chat_prompts=24,
+            answer_tokens=8, eval_task_prompts=3)
+
+
+def test_train_bank_saves_resumes_and_loads(tiny_lm, tmp_path, monkeypatch):
+    monkeypatch.setenv("CORRSTEER_CACHE", str(tmp_path / "cache"))       # the cached answers
+    cfg = TrainConfig(**TINY)
+    rows = train_bank(tiny_lm, tmp_path / "saes", layers=[0, 3], cfg=cfg, progress=False)
     meta, rows = rows[-1], rows[:-1]
-    assert [r["layer"] for r in rows] == [0, 3] and meta["eval_tokens"] == 400
-    assert all(0.0 < r["fve"] <= 1.0 and r["l0"] <= 8 for r in rows), rows
-    saved = json.loads((tmp_path / "blocks.3.hook_resid_post" / "cfg.json").read_text())
+    assert [r["layer"] for r in rows] == [0, 3] and meta["eval_tokens_chat"] == 400 and meta["trained"] == 2
+    assert all(0.0 < r["fve"] <= 1.0 and 0.0 < r["fve_docs"] <= 1.0 and r["l0"] <= 8 for r in rows), rows
+    saved = json.loads((tmp_path / "saes" / "blocks.3.hook_resid_post" / "cfg.json").read_text())
     assert saved["metadata"]["hook_name"] == "blocks.3.hook_resid_post" and saved["k"] == 8
-    bank = load_bank(str(tmp_path), lm=tiny_lm)
+    assert not (tmp_path / "saes" / ".activations").exists()          # scratch activations are cleaned up
+    bank = load_bank(str(tmp_path / "saes"), lm=tiny_lm)
     assert bank.layers == [0, 3] and bank[0].sae.d_sae == 96
-    before = (tmp_path / "blocks.0.hook_resid_post" / "sae_weights.safetensors").stat().st_mtime_ns
-    again = train_bank(tiny_lm, tmp_path, layers=[0, 3], cfg=cfg, progress=False)[:-1]   # resumes: same quality
-    assert (tmp_path / "blocks.0.hook_resid_post" / "sae_weights.safetensors").stat().st_mtime_ns == before
-    assert [round(r["fve"], 6) for r in again] == [round(r["fve"], 6) for r in rows]
+    before = (tmp_path / "saes" / "blocks.0.hook_resid_post" / "sae_weights.safetensors").stat().st_mtime_ns
+    # resume: layer 0 and 3 are done, only 1 is trained; the others are neither retrained nor re-evaluated
+    monkeypatch.setattr(train_sae, "evaluate", _counting(train_sae.evaluate))
+    again = train_bank(tiny_lm, tmp_path / "saes", layers=[0, 1, 3], cfg=cfg, progress=False)
+    assert again[-1]["trained"] == 1 and train_sae.evaluate.calls == 3      # docs, chat, both: layer 1 only
+    assert (tmp_path / "saes" / "blocks.0.hook_resid_post" / "sae_weights.safetensors").stat().st_mtime_ns == before
+    assert [r["fve"] for r in again[:-1] if r["layer"] != 1] == [r["fve"] for r in rows]
     assert "| 3 | blocks.3.hook_resid_post |" in quality_table(rows)
+
+
+def _counting(fn):
+    def wrapped(*a, **kw):
+        wrapped.calls += 1
+        return fn(*a, **kw)
+    wrapped.calls = 0
+    return wrapped
+
+
+def _tensors(folder):
+    from safetensors.torch import load_file
+    return {p.parent.name: load_file(str(p)) for p in sorted(folder.glob("*/sae_weights.safetensors"))}
+
+
+def test_training_twice_from_empty_caches_gives_identical_tensors(tiny_lm, tmp_path, monkeypatch):
+    """Same inputs and seed -> bit-identical SAEs, whatever the thread count torch had before, and with the answers
+    generated afresh each time (separate caches)."""
+    cfg = TrainConfig(**TINY)
+    out = []
+    for i, threads in enumerate((1, 2)):
+        monkeypatch.setenv("CORRSTEER_CACHE", str(tmp_path / f"cache{i}"))
+        torch.set_num_threads(threads)
+        train_bank(tiny_lm, tmp_path / f"saes{i}", layers=[1, 2], cfg=cfg, progress=False)
+        out.append(_tensors(tmp_path / f"saes{i}"))
+    torch.set_num_threads(2)
+    assert list(out[0]) == ["blocks.1.hook_resid_post", "blocks.2.hook_resid_post"] == list(out[1])
+    for name in out[0]:
+        for key, t in out[0][name].items():
+            assert torch.equal(t, out[1][name][key]), (name, key)
+    answers = [sorted((tmp_path / f"cache{i}" / "chat").rglob("*.jsonl")) for i in (0, 1)]
+    assert [p.name for p in answers[0]] == [p.name for p in answers[1]] and answers[0]
+    texts = [[[a for line in p.read_text().splitlines() for a in json.loads(line)["answers"]] for p in ps]
+             for ps in answers]
+    assert texts[0] == texts[1]
+
+
+def test_run_trains_only_missing_layers_and_never_re_evaluates(tiny_lm, tmp_path, monkeypatch):
+    """`corrsteer run`'s bank: layers in the cache are loaded as they are; only missing ones are trained, and the
+    training writes quality.json/.md (every cached layer) and config.json as `corrsteer train-sae` does."""
+    import functools
+
+    from corrsteer import cli
+    from corrsteer.config import RunConfig
+
+    monkeypatch.setenv("CORRSTEER_CACHE", str(tmp_path / "cache"))
+    sae_dir = tmp_path / "saes"
+    monkeypatch.setattr(cli, "TrainSAEConfig", functools.partial(TrainSAEConfig, **TINY))
+    run_cfg = RunConfig(sae_dir=str(sae_dir), layers="0-1", device="cpu")
+    bank = cli._bank(tiny_lm, run_cfg)
+    assert bank.layers == [0, 1]
+    q = json.loads((sae_dir / "quality.json").read_text())
+    assert [r["layer"] for r in q["rows"]] == [0, 1] and (sae_dir / "quality.md").exists()
+    assert json.loads((sae_dir / "config.json").read_text())["command"] == "train-sae"
+
+    def boom(*a, **kw):
+        raise AssertionError("trained or evaluated again")
+    monkeypatch.setattr(train_sae, "train_bank", boom)
+    monkeypatch.setattr(train_sae, "evaluate", boom)
+    assert cli._bank(tiny_lm, run_cfg).layers == [0, 1]                 # loaded, nothing else
+    monkeypatch.undo()
+    monkeypatch.setenv("CORRSTEER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(cli, "TrainSAEConfig", functools.partial(TrainSAEConfig, **TINY))
+    monkeypatch.setattr(train_sae, "evaluate", _counting(train_sae.evaluate))
+    assert cli._bank(tiny_lm, RunConfig(sae_dir=str(sae_dir), layers="0-2", device="cpu")).layers == [0, 1, 2]
+    assert train_sae.evaluate.calls == 3                                   # layer 2 only
+    q = json.loads((sae_dir / "quality.json").read_text())
+    assert [r["layer"] for r in q["rows"]] == [0, 1, 2]
 
 
 def test_cli_layer_ranges_and_help(capsys):
@@ -84,3 +162,17 @@ def test_train_sae_and_the_sae_run_trains_itself_share_one_set_of_defaults():
     """The trainer's defaults are `corrsteer train-sae`'s (they once differed: epochs 2.0 vs --epochs 3.0)."""
     cmd = TrainSAEConfig()
     assert all(getattr(cmd, f.name) == getattr(TrainConfig(), f.name) for f in fields(TrainConfig))
+
+
+def test_two_runs_on_a_trained_bank_give_identical_plans_and_predictions(tiny_lm, tmp_path, monkeypatch):
+    from fakes import FakeTask
+
+    from corrsteer.run import RunConfig, corrsteer_run
+    monkeypatch.setenv("CORRSTEER_CACHE", str(tmp_path / "cache"))
+    train_bank(tiny_lm, tmp_path / "saes", layers=[1, 2, 3], cfg=TrainConfig(**TINY), progress=False)
+    cfg = RunConfig(n_select=12, n_val=4, n_test=8, batch_size=4)
+    for i in (0, 1):
+        bank = load_bank(str(tmp_path / "saes"), lm=tiny_lm)
+        corrsteer_run(tiny_lm, bank, FakeTask(24), tmp_path / f"run{i}", cfg, sae_source="trained")
+    for name in ("plans/S.json", "plans/A.json", "plans/P.json", "predictions.jsonl", "validation.json"):
+        assert (tmp_path / "run0" / name).read_bytes() == (tmp_path / "run1" / name).read_bytes(), name
