@@ -44,6 +44,11 @@ unset TRITON_INTERPRET   # the GPU tests must run compiled, not in the interpret
 mkdir -p .gpu/triton-cache && export TRITON_CACHE_DIR=$PWD/.gpu/triton-cache
 [ -f .gpu/triton-cache.tgz ] && tar xzf .gpu/triton-cache.tgz -C .gpu && log "unpacked a carried Triton cache"
 
+use_pythonpath() {   # import the project from this tree without installing it (corrsteer_kernels is kernels/)
+  SHIM=$(mktemp -d)
+  ln -s "$PWD/kernels" "$SHIM/corrsteer_kernels"
+  export PYTHONPATH="$PWD:$SHIM${PYTHONPATH:+:$PYTHONPATH}"
+}
 installed_here() {
   python3 - "$PWD" <<'EOF' 2>/dev/null
 import os, sys
@@ -54,9 +59,7 @@ sys.exit(0 if ok else 1)
 EOF
 }
 if [ "${CORRSTEER_NO_PIP:-0}" = 1 ]; then
-  SHIM=$(mktemp -d)
-  ln -s "$PWD/kernels" "$SHIM/corrsteer_kernels"
-  export PYTHONPATH="$PWD:$SHIM${PYTHONPATH:+:$PYTHONPATH}"
+  use_pythonpath
   log "CORRSTEER_NO_PIP=1: importing from $PWD through PYTHONPATH"
 elif installed_here; then
   log "corrsteer already installed from $PWD (editable)"
@@ -64,9 +67,7 @@ else
   log "pip install --no-deps --no-build-isolation -e ."
   if ! python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tee -a "$LOG" || ! installed_here; then
     log "pip install failed: using PYTHONPATH instead"
-    SHIM=$(mktemp -d)
-    ln -s "$PWD/kernels" "$SHIM/corrsteer_kernels"
-    export PYTHONPATH="$PWD:$SHIM${PYTHONPATH:+:$PYTHONPATH}"
+    use_pythonpath
   fi
 fi
 

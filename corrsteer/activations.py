@@ -46,17 +46,22 @@ def tokenize_chats(lm, chats: list[list[dict]], max_len: int) -> tuple[list[list
     return seqs, chat_prefix(lm)
 
 
+def take_tokens(seqs, tokens: int, skip: int = 0) -> list:
+    """The first sequences (those longer than `skip`) until they hold `tokens` positions past `skip`."""
+    out, n = [], 0
+    for s in seqs:
+        if n >= tokens:
+            break
+        if len(s) > skip:
+            out.append(s)
+            n += len(s) - skip
+    return out
+
+
 def _length_batches(seqs, max_tokens: int, batch_tokens: int, skip: int = 0):
     """Batches of similar-length sequences (little padding), covering the first sequences until they hold
     max_tokens positions past `skip`. Ties keep input order (sorted() is stable), so batches depend on inputs only."""
-    chosen, total = [], 0
-    for s in seqs:
-        if total >= max_tokens:
-            break
-        if len(s) > skip:
-            chosen.append(s)
-            total += len(s) - skip
-    chosen.sort(key=len, reverse=True)
+    chosen = sorted(take_tokens(seqs, max_tokens, skip), key=len, reverse=True)
     batches, cur = [], []
     for s in chosen:
         if cur and len(cur[0]) * (len(cur) + 1) > batch_tokens:

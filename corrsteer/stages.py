@@ -121,12 +121,12 @@ def _plan(ctx: Context, name: str, picks: list[dict], all_positions: bool = Fals
 # ---------------------------------------------------------------------------------------------------------------
 def collect_stage(ctx: Context, items) -> Collected:
     return collect(ctx.lm, ctx.bank, ctx.task, items, ctx.cfg.batch_size, ctx.cfg.pool, checkpoint=ctx.ckpt("collect"),
-                   dist=ctx.dist, model_id=ctx.model_id, ranking=getattr(ctx.cfg, "ranking", "pearson"))
+                   dist=ctx.dist, model_id=ctx.model_id, ranking=ctx.cfg.ranking)
 
 
 def rank_stage(ctx: Context, col: Collected) -> dict:
     """{layer: top-5 features} with positive correlation; RunError when there are none."""
-    cands = layer_candidates(col.sae, getattr(ctx.cfg, "ranking", "pearson"), k=5, coef=ctx.cfg.coef,
+    cands = layer_candidates(col.sae, ctx.cfg.ranking, k=5, coef=ctx.cfg.coef,
                              scale=ctx.cfg.scale)
     if not cands:
         raise RunError("no SAE feature correlates positively with correctness on the select split (accuracy "
@@ -148,7 +148,7 @@ def validate_stage(ctx: Context, cands: dict, val) -> Validation:
 def prefix_stage(ctx: Context, cands: dict, val_items, val: Validation) -> PrefixSearch:
     """P's kept features validated together as growing prefixes (by validation accuracy); the best prefix wins."""
     picks = variant_p(cands, val.per_layer, val.baseline)
-    if len(picks) <= 1 or getattr(ctx.cfg, "p_combine", "prefix") == "all":   # the paper: every kept layer together
+    if len(picks) <= 1 or ctx.cfg.p_combine == "all":   # the paper: every kept layer together
         return PrefixSearch(picks=picks)
     prefixes = p_prefixes(picks)
     plans = {f"P{i + 1}": _plan(ctx, "p", pre).hook_vectors(ctx.lm.device)

@@ -229,25 +229,13 @@ def _doc_chats(dataset: str | None):
     return chats
 
 
-def _take(seqs, tokens: int, skip: int):
-    """The first sequences that hold `tokens` positions past the shared prefix."""
-    out, n = [], 0
-    for s in seqs:
-        if n >= tokens:
-            break
-        if len(s) > skip:
-            out.append(s)
-            n += len(s) - skip
-    return out
-
-
 def training_text(lm, cfg: TrainConfig, dataset: str | None = None, max_len: int = 256, train: bool = True,
                   progress: bool = True) -> dict:
     """Token sequences: {"train": chat exchanges (built-in instructions + the model's own answers) mixed with
     docstring exchanges, "eval_docs": held-out docstrings, "eval_chat": the built-in tasks' prompts with the model's
     answers (never trained on), "prefix": positions skipped at the start of every sequence}."""
     from . import chat_corpus as C
-    from .activations import chat_prefix, tokenize_chats
+    from .activations import chat_prefix, take_tokens, tokenize_chats
 
     prefix = chat_prefix(lm)
     docs, _ = tokenize_chats(lm, _doc_chats(dataset), max_len)
@@ -263,7 +251,7 @@ def training_text(lm, cfg: TrainConfig, dataset: str | None = None, max_len: int
                             progress=progress)
         chat, _ = tokenize_chats(lm, C.chats(prompts, replies), max_len)
         n_chat = int(round(cfg.chat_fraction * cfg.train_tokens))
-        mixed = _take(chat, n_chat, prefix) + _take(docs[:-n_eval], cfg.train_tokens - n_chat, prefix)
+        mixed = take_tokens(chat, n_chat, prefix) + take_tokens(docs[:-n_eval], cfg.train_tokens - n_chat, prefix)
         random.Random(cfg.seed).shuffle(mixed)
         out["train"] = mixed
     return out

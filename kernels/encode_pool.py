@@ -135,12 +135,12 @@ def sample_groups(lengths: list[int], max_tokens: int) -> list[tuple[int, int, i
     return groups
 
 
-def segment_pool(vals: torch.Tensor, lengths: torch.Tensor, pool: str) -> torch.Tensor:
+def segment_pool(vals: torch.Tensor, lengths: torch.Tensor, pool: str, one_token: bool = False) -> torch.Tensor:
     """[len(lengths), F] fp32: max or sum of consecutive row segments of vals [sum(lengths), F] (0 for empty).
 
     torch.segment_reduce with initial 0: right for pooled activations (>= 0), and for the raw pre-activations of the
     pool-then-threshold path too, whose thresholds are >= 0 (max(0, m) > thr exactly when m > thr)."""
-    if vals.shape[0] == lengths.shape[0] and bool((lengths == 1).all()):   # one token per sample: rows are pools
+    if one_token:              # every length is 1 (the caller knows it from host lengths): each row is its pool
         return vals.clamp(min=0) if pool == "max" else vals
     return torch.segment_reduce(vals, "max" if pool == "max" else "sum", lengths=lengths, axis=0, initial=0.0)
 
@@ -219,7 +219,7 @@ def pooled_blocks_torch(xp: torch.Tensor, lengths: torch.Tensor, sae: SAEWeights
                 if thr_t is not None:
                     drop |= pre < thr_t[t0:t1, None]
                 pre.masked_fill_(drop, 0.0)
-            pooled = segment_pool(pre, lengths[b0:b1], pool)
+            pooled = segment_pool(pre, lengths[b0:b1], pool, one_token=all(n == 1 for n in lens[b0:b1]))
             if pool_then_threshold:
                 pooled.masked_fill_(~(pooled > thr_f[cols]), 0.0)
             elif pool == "mean":
@@ -248,11 +248,16 @@ def token_thresholds_for(xp: torch.Tensor, sae: SAEWeights):
 # ----------------------------------------------------------------------------------------------------------
 # Public op
 # ----------------------------------------------------------------------------------------------------------
+def _writer(out: torch.Tensor) -> Sink:
+    """A sink that writes each pooled block into its place in out [B, d_sae]."""
+    def write(rows, cols, pooled):
+        out[rows, cols] = pooled
+    return write
+
+
 def _encode_pool_triton(xp, lengths, sae, pool, out):
     if one_pass_topk(sae):
-        def write(rows, cols, pooled):
-            out[rows, cols] = pooled
-        topk_blocks_triton(xp, lengths, sae, pool, write)
+        topk_blocks_triton(xp, lengths, sae, pool, _writer(out))
         return out
     out.masked_fill_((lengths == 0)[:, None], 0.0)
     if xp.shape[0] == 0:
@@ -284,8 +289,5 @@ def encode_pool(x: torch.Tensor, lengths, sae: SAEWeights, pool: str = "max", ba
             raise TypeError("the Triton backend takes fp32/fp16/bf16 x and W_enc, not fp64")
         return _encode_pool_triton(xp, lengths, sae, pool, out)
 
-    def write(rows, cols, pooled):
-        out[rows, cols] = pooled
-
-    pooled_blocks_torch(xp, lengths, sae, pool, write)
+    pooled_blocks_torch(xp, lengths, sae, pool, _writer(out))
     return out

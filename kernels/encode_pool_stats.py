@@ -23,13 +23,18 @@ from .packed_kernel import MODE_STATS, Segments, boundary_feature_sums, packed_e
 from .sae_weights import SAEWeights
 
 
+def _folder(stats: CorrStats, y: torch.Tensor):
+    """A sink that folds each pooled block (activations, never negative) into stats' float64 sums."""
+    def fold(rows, cols, pooled):
+        stats.add_feature_sums(cols, feature_sums(pooled, y[rows], nonneg=True).to(stats.device))
+    return fold
+
+
 def _stats_triton(xp, lengths, y, sae, stats, pool):
     if xp.dtype == torch.float64 or sae.W_enc.dtype == torch.float64:
         raise TypeError("the Triton backend takes fp32/fp16/bf16 x and W_enc, not fp64")
     if one_pass_topk(sae):
-        def fold(rows, cols, pooled):
-            stats.add_feature_sums(cols, feature_sums(pooled, y[rows], nonneg=True).to(stats.device))
-        topk_blocks_triton(xp, lengths, sae, pool, fold)
+        topk_blocks_triton(xp, lengths, sae, pool, _folder(stats, y))
         return
     if xp.shape[0] == 0:          # every sample empty: all pooled values are 0, nothing to add
         return
@@ -63,9 +68,6 @@ def encode_pool_stats(x: torch.Tensor, lengths, y, sae: SAEWeights, stats: CorrS
     elif backend == "triton":
         _stats_triton(xp, lengths, y, sae, stats, pool)
     else:
-        def fold(rows, cols, pooled):
-            stats.add_feature_sums(cols, feature_sums(pooled, y[rows], nonneg=True).to(stats.device))
-
-        pooled_blocks_torch(xp, lengths, sae, pool, fold)
+        pooled_blocks_torch(xp, lengths, sae, pool, _folder(stats, y))
     stats.add_scalar_sums(y.to(stats.device))
     return stats

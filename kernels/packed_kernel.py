@@ -254,41 +254,21 @@ def packed_encode(xp: torch.Tensor, segs: Segments, sae, pool: str, mode: int, y
     return _launch(xp, segs, sae, pool, mode, y, out, thr_t, _config(xp, sae, pool, mode, thr_t))
 
 
-def combine_boundary(launch: Launch, pool: str, lengths: torch.Tensor):
-    """(samples [S] long, pooled [S, d_sae] fp32) for the samples that crossed a tile edge (one host sync)."""
-    used = (launch.slot > 0).nonzero().flatten()
-    if used.numel() == 0:
-        return used, launch.bnd[:0]
-    owner = launch.slot[used].long() - 1
-    samples, idx = torch.unique_consecutive(owner, return_inverse=True)
-    parts = launch.bnd[used]
-    if pool == "max":
-        z = torch.zeros((samples.numel(), parts.shape[1]), dtype=torch.float32, device=parts.device)
-        z.scatter_reduce_(0, idx[:, None].expand_as(parts), parts, "amax")
-    else:  # fp32 parts summed in float64: exact in practice, so the order of the adds does not matter
-        z = torch.zeros((samples.numel(), parts.shape[1]), dtype=torch.float64, device=parts.device)
-        z.index_add_(0, idx, parts.double())
-        z = (z / lengths[samples].double()[:, None]).float()
-    return samples, z
-
-
-def boundary_feature_sums(launch: Launch, pool: str, lengths: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """float64 [F, d_sae]: the feature sums of the samples that crossed a tile edge, with no host sync.
+def _combine_slots(launch: Launch, pool: str, lengths: torch.Tensor):
+    """(z [slots + 1, d_sae] fp32, sample [slots + 1], new [slots]) with no host sync: row g of z pools the g-th
+    sample that crossed a tile edge (its slots combined; mean-pool divided by its length), sample[g] is that sample,
+    rows past the last such sample are 0, and new marks the slots that start a sample.
 
     Used slots hold sample + 1 and their samples never decrease with the slot index, so slot i starts a new sample
-    exactly where its owner exceeds the running max of the owners before it; each sample's slots are combined into
-    row (number of new samples so far - 1) of a [slots + 1, d_sae] buffer whose unused rows stay 0, and rows of 0
-    add nothing to any feature sum."""
+    exactly where its owner exceeds the running max of the owners before it; it goes to row (number of new samples
+    so far - 1)."""
     n = launch.slot.shape[0]
-    if n == 0:
-        return torch.zeros((len(FEATURE_FIELDS), launch.bnd.shape[1]), dtype=torch.float64,
-                           device=launch.bnd.device)
     owner = launch.slot.long()
     used = owner > 0
     before = torch.cat([owner.new_zeros(1), torch.cummax(owner, 0).values[:-1]])
     new = used & (owner > before)
     group = torch.where(used, torch.cumsum(new.long(), 0) - 1, torch.full_like(owner, n))
-    dtype = torch.float32 if pool == "max" else torch.float64
+    dtype = torch.float32 if pool == "max" else torch.float64   # fp32 parts summed in float64: order-independent
     z = torch.zeros((n + 1, launch.bnd.shape[1]), dtype=dtype, device=launch.bnd.device)
     parts = torch.where(used[:, None], launch.bnd, 0.0).to(dtype)     # unused slots hold garbage: zero them
     if pool == "max":
@@ -298,4 +278,18 @@ def boundary_feature_sums(launch: Launch, pool: str, lengths: torch.Tensor, y: t
     sample = torch.zeros(n + 1, dtype=torch.long, device=owner.device).scatter_(0, group, (owner - 1).clamp(min=0))
     if pool == "mean":
         z = z / lengths[sample].clamp(min=1).double()[:, None]
-    return feature_sums(z.float(), y[sample], nonneg=True)
+    return z.float(), sample, new
+
+
+def combine_boundary(launch: Launch, pool: str, lengths: torch.Tensor):
+    """(samples [S] long, pooled [S, d_sae] fp32) for the samples that crossed a tile edge (one host sync: S)."""
+    z, sample, new = _combine_slots(launch, pool, lengths)
+    S = int(new.sum())
+    return sample[:S], z[:S]
+
+
+def boundary_feature_sums(launch: Launch, pool: str, lengths: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """float64 [F, d_sae]: the feature sums of the samples that crossed a tile edge, with no host sync (the zero rows
+    of _combine_slots add nothing to any feature sum)."""
+    z, sample, _ = _combine_slots(launch, pool, lengths)
+    return feature_sums(z, y[sample], nonneg=True)

@@ -51,3 +51,13 @@ def paired_rows(n=40, seed=0):
         base.append({"id": f"q{i}", "pred": bp, "correct": bp == "A"})
         steered.append({"id": f"q{i}", "pred": sp, "correct": float(sp == "A")})
     return base, steered
+
+
+def save_tiny_dirs(lm, root):
+    """The tiny model as a HF directory (root/model) and two random SAEs as sae-lens directories (root/saes)."""
+    from corrsteer.saes import save_sae_dir
+    lm.model.save_pretrained(root / "model")
+    lm.tokenizer.save_pretrained(root / "model")
+    for _, e in tiny_bank(lm, layers=(1, 2)):
+        save_sae_dir(root / "saes" / e.hook.hook_name, e.sae, e.hook, "model")
+    return root

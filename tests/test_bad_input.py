@@ -8,15 +8,12 @@ import torch
 
 from corrsteer import cli
 from corrsteer.saes import save_sae_dir
-from fakes import FakeTask, tiny_bank
+from fakes import FakeTask, save_tiny_dirs, tiny_bank
 
 
 @pytest.fixture
 def env(tiny_lm, tmp_path, monkeypatch):
-    tiny_lm.model.save_pretrained(tmp_path / "model")
-    tiny_lm.tokenizer.save_pretrained(tmp_path / "model")
-    for _, e in tiny_bank(tiny_lm, layers=(1, 2)):
-        save_sae_dir(tmp_path / "saes" / e.hook.hook_name, e.sae, e.hook, "model")
+    save_tiny_dirs(tiny_lm, tmp_path)
     (tmp_path / "file").write_text("")
     return tmp_path
 

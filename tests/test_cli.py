@@ -8,8 +8,7 @@ import torch
 
 from corrsteer import cli
 from corrsteer.config import COMMANDS, EvalConfig, GenerateConfig, RunConfig
-from corrsteer.saes import save_sae_dir
-from fakes import FakeTask, tiny_bank
+from fakes import FakeTask, save_tiny_dirs
 
 REQUIRED = {"eval": dict(plan="p.json"), "generate": dict(plan="p.json", prompt="hi")}
 
@@ -24,10 +23,7 @@ def _argv(cmd, values: dict) -> list[str]:
 @pytest.fixture
 def tiny_dirs(tiny_lm, tmp_path, monkeypatch):
     """The tiny model saved as a HF directory, two random SAEs as sae-lens directories, and the fake task."""
-    tiny_lm.model.save_pretrained(tmp_path / "model")
-    tiny_lm.tokenizer.save_pretrained(tmp_path / "model")
-    for _, e in tiny_bank(tiny_lm, layers=(1, 2)):
-        save_sae_dir(tmp_path / "saes" / e.hook.hook_name, e.sae, e.hook, "model")
+    save_tiny_dirs(tiny_lm, tmp_path)
     monkeypatch.setattr(cli, "_task", lambda cfg: FakeTask(30))
     return tmp_path
 
