@@ -59,6 +59,13 @@ def run_lowlevel(lm, bank, task, items, bs, pool):
     return stats
 
 
+def run_capture(lm, bank, task, items, bs):
+    """Diagnostic side: generation with every layer's capture but no encoding (splits collect's overhead into the
+    capture hooks' share and the encode/stats share)."""
+    for b in batches(items, bs):
+        generate_batch(lm, [it.prompt for it in b], task.max_new_tokens, capture=[e.hook for _, e in bank])
+
+
 def run_plain(lm, task, items, bs):
     steps = 0
     for b in batches(items, bs):
@@ -132,7 +139,7 @@ def main():
     args.max_new_tokens = args.max_new_tokens or (4 if q else 32 if gpu else 16)
     args.d_sae = args.d_sae or (16384 if gpu else 256 if q else 1024)
     args.mem_d_sae = args.mem_d_sae or (16384 if gpu else 128)
-    args.reps = args.reps or (1 if q else 2 if gpu else 3)
+    args.reps = args.reps or (1 if q else 3)
     mem = args.mem_samples or ("1024,8192" if gpu else "4,8" if q else "")
     args.mem_samples = [int(s) for s in mem.split(",") if s]
 
@@ -155,17 +162,20 @@ def main():
     num = run_collect if res["numerator"] == "collect" else run_lowlevel
     run_plain(lm, task, warm, args.batch_size)
     run_hf(lm, task, warm, args.batch_size)
-    times = {"collect": [], "plain": [], "hf": []}
+    run_capture(lm, bank, task, warm, args.batch_size)
+    times = {"collect": [], "plain": [], "hf": [], "capture": []}
     for _ in range(args.reps):     # interleaved, so drift hits every side alike
         times["collect"].append(wall(lambda: num(lm, bank, task, items, args.batch_size, args.pool), args.device)[1])
         steps, t = wall(lambda: run_plain(lm, task, items, args.batch_size), args.device)
         times["plain"].append(t)
         hf_steps, t = wall(lambda: run_hf(lm, task, items, args.batch_size), args.device)
         times["hf"].append(t)
+        times["capture"].append(wall(lambda: run_capture(lm, bank, task, items, args.batch_size), args.device)[1])
     med = {k: statistics.median(v) for k, v in times.items()}
     res.update(times_s=times, median_s=med, decode_steps_plain=steps, decode_steps_hf=hf_steps,
                collect_over_plain=med["collect"] / med["plain"], collect_over_hf=med["collect"] / med["hf"],
-               plain_over_hf=med["plain"] / med["hf"], target=1.10)
+               plain_over_hf=med["plain"] / med["hf"], capture_over_plain=med["capture"] / med["plain"],
+               target=1.10)
     res["pass"] = res["collect_over_plain"] <= 1.10
     print(f"collect {med['collect']:.3f} s  plain {med['plain']:.3f} s  hf {med['hf']:.3f} s  "
           f"collect/plain {res['collect_over_plain']:.3f}  collect/hf {res['collect_over_hf']:.3f}", flush=True)

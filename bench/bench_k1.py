@@ -117,10 +117,11 @@ def save(args, ceil, results, errors, quiet=False):
     ok = bool(results) and not errors and all(r["pass"] for r in results)
     summary = dict(cases=len(results), errors=len(errors), all_pass=ok,
                    worst_fused_over_gemm=max((r["fused_over_gemm"] for r in results), default=None))
-    from corrsteer_kernels.packed_kernel import tuned_configs
+    from corrsteer_kernels.packed_kernel import tuned_configs, tuning_times
     write_json("k1", args, dict(benchmark="K1 fused encode->pool->stats / bare GEMM of the same packed tokens",
                                 layout=args.layout, gemm_ceiling=ceil, summary=summary, cases=results,
-                                tuned_configs=tuned_configs(), errors=errors), quiet=quiet)
+                                tuned_configs=tuned_configs(), tuning_ms=tuning_times(),
+                                errors=errors), quiet=quiet)
 
 
 def main():

@@ -6,7 +6,7 @@
 #
 # $OUT receives at most 5 files: gpu.log (everything printed) and results/{k1,e2,e1,gpu}-<device>-<date>.json.
 # Per-step time limits in seconds (GPU defaults 120/150/150/90; timeout exit status 124) can be changed with
-# T_PYTEST, T_K1, T_E2, T_E1. Every step runs even when an earlier one failed; the exit status is 1 when any failed. A carried .gpu/tokenizer directory is used for the
+# T_PYTEST, T_K1, T_E2, T_E1; PYTEST_WORKERS (default 8 where pytest-xdist imports, 0 = none) spreads the tests. Every step runs even when an earlier one failed; the exit status is 1 when any failed. A carried .gpu/tokenizer directory is used for the
 # tokenizer (the device has no network); .gpu/commit may hold the commit id when the copy has no .git.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -90,7 +90,7 @@ set -e
 
 if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   BENCH_ARGS=()
-  T_PYTEST=${T_PYTEST:-180}; T_K1=${T_K1:-150}; T_E2=${T_E2:-110}; T_E1=${T_E1:-60}
+  T_PYTEST=${T_PYTEST:-150}; T_K1=${T_K1:-150}; T_E2=${T_E2:-150}; T_E1=${T_E1:-60}
   log "CUDA: full GPU sizes"
 else
   BENCH_ARGS=(--device cpu --quick)
@@ -104,10 +104,14 @@ fi
 # ---- tests, compiled ----------------------------------------------------------------------------------------
 GPU_TESTS=${GPU_TESTS:-"tests/test_gpu.py tests/test_packed.py tests/test_generate_device.py tests/test_collect_device.py tests/test_encode_pool.py tests/test_encode_pool_stats.py tests/test_steer_add.py"}
 PYTEST_LINE=""
+XDIST=()   # the GPU tests are mostly Triton compiles: spread them over the device machine's cores when xdist is there
+if [ -n "${PYTEST_WORKERS:-}" ] || python3 -c "import xdist" 2>/dev/null; then
+  if [ "${PYTEST_WORKERS:-8}" != 0 ]; then XDIST=(-n "${PYTEST_WORKERS:-8}"); fi
+fi
 for s in ${ORDER:-pytest k1 e2 e1}; do
   case $s in
     pytest)   # shellcheck disable=SC2086
-      step pytest "$T_PYTEST" python3 -m pytest -q -rf --tb=short -p no:cacheprovider $GPU_TESTS
+      step pytest "$T_PYTEST" python3 -m pytest -q -rf --tb=short -p no:cacheprovider ${XDIST[@]+"${XDIST[@]}"} $GPU_TESTS
       PYTEST_LINE=$(grep -E " in [0-9.]+s" "$OUT/.step-pytest.txt" | tail -n 1 || true) ;;
     k1|e2|e1)
       T_VAR="T_${s^^}"

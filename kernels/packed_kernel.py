@@ -25,6 +25,7 @@ import torch
 
 from ._common import HAS_TRITON, compute_dtype, interpreting, tl, triton
 from .corr_stats import FEATURE_FIELDS, feature_sums
+from .split_kernel import SPLIT_CONFIGS, interpreter_split, split_available, split_encode
 
 MODE_POOL, MODE_STATS, MODE_PRE = 0, 1, 2
 DEFAULT_CONFIG = dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3)
@@ -36,6 +37,8 @@ TUNE_CONFIGS = [DEFAULT_CONFIG,
                 dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=4),
                 dict(BLOCK_M=64, BLOCK_N=256, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3)]
 _TUNED: dict = {}
+_TUNE_TIMES: dict = {}
+STRATEGIES = ("auto", "fused", "split")
 
 
 class Segments(NamedTuple):
@@ -180,6 +183,8 @@ class Launch(NamedTuple):
 
 
 def _launch(xp, segs, sae, pool, mode, y, out, thr_t, cfg) -> Launch:
+    if cfg.get("SPLIT"):
+        return split_encode(xp, segs, sae, pool, mode, y, out, thr_t, cfg)
     N, D = xp.shape
     n_dict = sae.d_sae
     cfg = dict(cfg)
@@ -211,40 +216,64 @@ def _launch(xp, segs, sae, pool, mode, y, out, thr_t, cfg) -> Launch:
     return Launch(out, part, bnd, slot)
 
 
+def strategy() -> str:
+    """CORRSTEER_PACKED_STRATEGY: "fused" (one Triton kernel), "split" (cuBLAS GEMM + streaming pooling kernel) or
+    "auto" (default: whichever timed faster for the shape, see _config)."""
+    s = os.environ.get("CORRSTEER_PACKED_STRATEGY", "auto")
+    if s not in STRATEGIES:
+        raise ValueError(f"CORRSTEER_PACKED_STRATEGY must be one of {STRATEGIES}, got {s!r}")
+    return s
+
+
 def _config(xp, sae, pool, mode, thr_t) -> dict:
-    """The block configuration: fixed under the interpreter, with CORRSTEER_AUTOTUNE=0 or below 1024 tokens, else
-    the fastest of TUNE_CONFIGS, timed once per (d_in, d_sae, dtypes, pre-only or pooling) and cached. The pooling
-    modes share one choice (timed on MODE_STATS, one-token samples: the heavier epilogue), which bounds the number
-    of compilations to len(TUNE_CONFIGS) per shape."""
+    """The strategy and block configuration: fixed under the interpreter, with CORRSTEER_AUTOTUNE=0 or below 1024
+    tokens (the fused DEFAULT_CONFIG, or SPLIT_CONFIGS[0] when the split strategy is forced), else the fastest of
+    TUNE_CONFIGS (+ SPLIT_CONFIGS where split_available), timed once per (d_in, d_sae, dtypes, pre-only or pooling,
+    strategy) and cached. The pooling modes share one choice (timed on MODE_STATS, one-token samples: the heavier
+    epilogue), which bounds the number of compilations per shape."""
+    forced = strategy()
     if interpreting():
-        return INTERPRETER_CONFIG
+        return interpreter_split() if forced == "split" else INTERPRETER_CONFIG
     if os.environ.get("CORRSTEER_AUTOTUNE", "1") == "0" or xp.shape[0] < 1024:
-        return DEFAULT_CONFIG
-    key = (xp.shape[1], sae.d_sae, xp.dtype, sae.W_enc.dtype, mode == MODE_PRE)
+        return SPLIT_CONFIGS[0] if forced == "split" else DEFAULT_CONFIG
+    key = (xp.shape[1], sae.d_sae, xp.dtype, sae.W_enc.dtype, mode == MODE_PRE, forced)
     if mode != MODE_PRE:
         mode, pool, thr_t = MODE_STATS, "max", None
     if key not in _TUNED:
         from triton.testing import do_bench
+        cands = [] if forced == "split" else list(TUNE_CONFIGS)
+        if forced == "split" or (forced == "auto" and split_available(xp, sae.W_enc)):
+            cands += SPLIT_CONFIGS[:1] if mode == MODE_PRE else SPLIT_CONFIGS
         N = xp.shape[0]
         segs = Segments.of(torch.full((N,), 1, dtype=torch.long, device=xp.device), N)   # one token per sample
         y = torch.zeros(N, dtype=torch.float64, device=xp.device)
         rows = N if mode != MODE_STATS else 0
         scratch = torch.empty((rows, sae.d_sae), dtype=torch.float32, device=xp.device) if rows else None
         times = []
-        for cfg in TUNE_CONFIGS:
+        for cfg in cands:
             try:
                 times.append(do_bench(lambda: _launch(xp, segs, sae, pool, mode, y, scratch, thr_t, cfg),
                                       warmup=5, rep=20))
             except Exception:             # a config that does not fit (shared memory, registers): skip it
                 times.append(float("inf"))
-        _TUNED[key] = TUNE_CONFIGS[min(range(len(times)), key=times.__getitem__)]
+        _TUNED[key] = cands[min(range(len(times)), key=times.__getitem__)]
+        _TUNE_TIMES[key] = [(dict(c), t) for c, t in zip(cands, times)]
     return _TUNED[key]
+
+
+def _key_name(k) -> str:
+    return (f"{k[0]}x{k[1]} {str(k[2]).replace('torch.', '')}/{str(k[3]).replace('torch.', '')} "
+            f"{'pre' if k[4] else 'pooling'}{'' if k[5] == 'auto' else ' ' + k[5]}")
 
 
 def tuned_configs() -> dict:
     """{"d_in x d_sae dtypes pooling|pre": block configuration} chosen so far in this process (for benchmarks)."""
-    return {f"{k[0]}x{k[1]} {str(k[2]).replace('torch.', '')}/{str(k[3]).replace('torch.', '')} "
-            f"{'pre' if k[4] else 'pooling'}": {n: v for n, v in cfg.items()} for k, cfg in _TUNED.items()}
+    return {_key_name(k): dict(cfg) for k, cfg in _TUNED.items()}
+
+
+def tuning_times() -> dict:
+    """{"d_in x d_sae ...": [(configuration, milliseconds), ...]}: every candidate timed so far (for benchmarks)."""
+    return {_key_name(k): [{**c, "ms": t} for c, t in v] for k, v in _TUNE_TIMES.items()}
 
 
 def packed_encode(xp: torch.Tensor, segs: Segments, sae, pool: str, mode: int, y=None, out=None,

@@ -68,6 +68,26 @@ def test_packed_realistic(shape, pattern, pool):
     assert torch.equal(again.features, st.features), "not bitwise deterministic"
 
 
+@pytest.mark.parametrize("strategy", ["fused", "split"])
+@pytest.mark.parametrize("pattern", ["ragged", "one-token"])
+def test_each_strategy_at_gemma_shape(monkeypatch, strategy, pattern):
+    """Both strategies, forced (each tuned on its own), at 2304x16384 bf16 over >= 1024 tokens: equal to the float64
+    reference up to bf16-rounding flips, stats equal to folding their pooled output, bitwise deterministic."""
+    monkeypatch.setenv("CORRSTEER_PACKED_STRATEGY", strategy)
+    xp, L, sae = _packed_case(17, 200 if pattern == "ragged" else 1300, 33, 2304, 16384, "jumprelu", torch.bfloat16,
+                              one_token=pattern == "one-token")
+    for pool in ("max", "mean"):
+        ref = encode_pool_reference(xp, L, sae, pool)
+        got = encode_pool(xp, L, sae, pool, backend="triton")
+        assert _close_fraction(got, ref) < 2e-3, pool
+        y = torch.rand(L.shape[0], generator=torch.Generator().manual_seed(2)).cuda() - 0.3
+        st = encode_pool_stats(xp, L, y, sae, CorrStats(16384, device="cuda"), pool, backend="triton")
+        want = CorrStats(16384, device="cuda").update(got, y)
+        torch.testing.assert_close(st.features, want.features, rtol=1e-5, atol=1e-3 * float(got.abs().max()))
+        again = encode_pool_stats(xp, L, y, sae, CorrStats(16384, device="cuda"), pool, backend="triton")
+        assert torch.equal(again.features, st.features), "not bitwise deterministic"
+
+
 def test_mixed_dtypes_and_noncontiguous():
     xp, L, sae = _packed_case(8, 64, 40, 2304, 8192, "jumprelu", torch.float32)
     sae16 = SAEWeights(W_enc=sae.W_enc.to(torch.bfloat16), b_enc=sae.b_enc, b_dec=sae.b_dec,

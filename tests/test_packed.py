@@ -123,3 +123,45 @@ def test_unchecked_call_equals_checked(backend, pool):
     assert torch.equal(a.features, b.features) and torch.equal(a.scalars, b.scalars)
     with pytest.raises(ValueError, match=r"y must have shape \[9\]"):
         encode_pool_stats(xp, L, y[:3], sae, CorrStats(sae.d_sae), pool, backend=backend, check=False)
+
+
+@pytest.mark.skipif("triton" not in FAST_BACKENDS, reason="needs triton")
+@pytest.mark.parametrize("pattern", list(PATTERNS))
+@pytest.mark.parametrize("activation", ["relu", "jumprelu", "topk"])
+@pytest.mark.parametrize("pool", ["max", "mean"])
+def test_split_strategy_equals_reference(monkeypatch, pattern, activation, pool):
+    """The split strategy (GEMM to fp32 pre-activations, then the streaming pooling kernel: range edges every 16 rows
+    under the interpreter, carries every 4) gives what the reference and the fused kernel give, pooled and folded."""
+    monkeypatch.setenv("CORRSTEER_PACKED_STRATEGY", "split")
+    x, L, sae = _case(zlib.crc32(f"split/{pattern}/{activation}".encode()) % 1000, pattern, activation)
+    ref = encode_pool_reference(x, L, sae, pool)
+    xp, L, sae = on_backend("triton", pack_tokens(x, L), L, sae)
+    out = torch.full((len(PATTERNS[pattern]), sae.d_sae), float("nan"), device=xp.device)   # poisoned
+    check_close(encode_pool(xp, L, sae, pool, backend="triton", out=out).cpu(), ref)
+    y = torch.arange(len(PATTERNS[pattern])).remainder(3).float() - 0.5
+    got = encode_pool_stats(xp, L, y.to(xp.device), sae, CorrStats(sae.d_sae), pool, backend="triton")
+    torch.testing.assert_close(got.features.cpu(), CorrStats(sae.d_sae).update(ref, y).features, rtol=1e-5, atol=1e-5)
+
+
+def test_unknown_strategy_is_one_line_error(monkeypatch):
+    monkeypatch.setenv("CORRSTEER_PACKED_STRATEGY", "fast")
+    from corrsteer_kernels.packed_kernel import strategy
+    with pytest.raises(ValueError, match=r"CORRSTEER_PACKED_STRATEGY must be one of \('auto', 'fused', 'split'\)"):
+        strategy()
+
+
+@pytest.mark.skipif("triton" not in FAST_BACKENDS, reason="needs triton")
+@pytest.mark.parametrize("pool", ["max", "mean"])
+def test_split_strategy_over_many_gemm_chunks(monkeypatch, pool):
+    """GEMM chunks of one row range each: the pooling kernel's row offset and range numbering across chunks."""
+    sk = importlib.import_module("corrsteer_kernels.split_kernel")
+    monkeypatch.setenv("CORRSTEER_PACKED_STRATEGY", "split")
+    monkeypatch.setattr(sk, "CHUNK_BYTES", 1)
+    x, L, sae = _case(11, "spans", "jumprelu")
+    ref = encode_pool_reference(x, L, sae, pool)
+    xp, L, sae = on_backend("triton", pack_tokens(x, L), L, sae)
+    check_close(encode_pool(xp, L, sae, pool, backend="triton").cpu(), ref)
+    y = torch.arange(L.shape[0]).remainder(2).float().to(xp.device)
+    got = encode_pool_stats(xp, L, y, sae, CorrStats(sae.d_sae), pool, backend="triton")
+    torch.testing.assert_close(got.features.cpu(), CorrStats(sae.d_sae).update(ref, y.cpu()).features,
+                               rtol=1e-5, atol=1e-5)
