@@ -5,7 +5,8 @@
     python3 bench/bench_k1.py --layout padded      # x as [B, T, d_in] (the GEMM still covers only the valid tokens)
 
 Per case (SAE shape, activation, pool, token pattern), all timed in one run on the same inputs:
-  fused       = encode_pool_stats(x, lengths, y, sae, stats, pool)    (stats preallocated, accumulating)
+  fused       = encode_pool_stats(x, lengths, y, sae, stats, pool, check=False)   (as collection calls it: no host
+                sync; stats preallocated, accumulating); fused_checked = the same with the default input checks
   encode_pool = encode_pool(x, lengths, sae, pool, out=buf)           (pooled output preallocated)
   gemm        = torch.mm(xp, W_enc, out=buf)  xp = the N valid tokens packed [N, d_in], same dtype as W_enc
 ratio = fused / gemm (target <= 1.2 on GPU bf16, <= 1.25 on CPU fp32); TFLOP/s = 2 N d_in d_sae / time, against an
@@ -96,21 +97,49 @@ def run_case(shape, activation, pool, pattern, n_tokens, args, n_sets, ceiling):
         encode_pool_stats(x, L, y, sae, stats, pool)
         encode_pool(x, L, sae, pool, out=pooled)
     t_gemm = time_op([lambda xp=xp: torch.mm(xp, W, out=buf) for _, xp, _ in sets], dev, args.reps)
-    t_fused = time_op([lambda x=x, y=y: encode_pool_stats(x, L, y, sae, stats, pool) for x, _, y in sets],
-                      dev, args.reps)
+    t_fused = time_op([lambda x=x, y=y: encode_pool_stats(x, L, y, sae, stats, pool, check=False)
+                       for x, _, y in sets], dev, args.reps)
+    t_checked = time_op([lambda x=x, y=y: encode_pool_stats(x, L, y, sae, stats, pool) for x, _, y in sets],
+                        dev, args.reps)
     t_ep = time_op([lambda x=x: encode_pool(x, L, sae, pool, out=pooled) for x, _, _ in sets], dev, args.reps)
     flop = 2 * N * d_in * d_sae
     target = 1.2 if dev == "cuda" else 1.25
     r = dict(shape=shape, d_in=d_in, d_sae=d_sae, activation=activation, k=k if activation == "topk" else None,
              pool=pool, pattern=pattern, samples=B, tokens=N, max_len=int(lengths.max()), layout=args.layout,
              x_shape=list(sets[0][0].shape), dtype=str(dtype).replace("torch.", ""), input_sets=n_sets,
-             gemm_s=t_gemm, fused_s=t_fused, encode_pool_s=t_ep,
+             gemm_s=t_gemm, fused_s=t_fused, fused_checked_s=t_checked, encode_pool_s=t_ep,
              fused_over_gemm=t_fused / t_gemm, encode_pool_over_gemm=t_ep / t_gemm, target=target,
              gemm_tflops=flop / t_gemm / 1e12, fused_tflops=flop / t_fused / 1e12,
              encode_pool_tflops=flop / t_ep / 1e12)
     r["fused_pct_of_ceiling"] = 100 * r["fused_tflops"] / ceiling if ceiling else None
     r["pass"] = r["fused_over_gemm"] <= target
+    if dev == "cuda" and activation != "topk":
+        r["breakdown"] = breakdown(sets[0][1], L, sets[0][2], sae, pool, args.reps, t_gemm)
     return r
+
+
+def breakdown(xp, L, y, sae, pool, reps, t_gemm):
+    """Where the split strategy's time goes (GPU): its fp32-output GEMM alone, its pooling kernel alone (a no-op GEMM
+    over an uninitialised buffer: same bytes), that kernel on bf16 pre-activations (what fp32 intermediates cost),
+    and one full read of the fp32 pre-activations by torch (the achievable bandwidth)."""
+    from corrsteer_kernels.packed_kernel import _TUNED, MODE_STATS, Segments
+    from corrsteer_kernels.split_kernel import SPLIT_CONFIGS, gemm_fp32, split_encode
+    N, d = xp.shape[0], sae.d_sae
+    chosen = [c for c in _TUNED.values() if c.get("SPLIT")]
+    cfg = chosen[0] if chosen else SPLIT_CONFIGS[0]
+    segs, yd = Segments.of(L, N), y.double()
+    pre = torch.empty(N, d, dtype=torch.float32, device=xp.device)
+    nogemm = lambda x, w, out: out            # noqa: E731
+    t32 = time_op(lambda: gemm_fp32(xp, sae.W_enc, pre), "cuda", reps)
+    tp32 = time_op(lambda: split_encode(xp, segs, sae, pool, MODE_STATS, yd, None, None, cfg, gemm=nogemm), "cuda",
+                   reps)
+    tp16 = time_op(lambda: split_encode(xp, segs, sae, pool, MODE_STATS, yd, None, None, cfg, gemm=nogemm,
+                                        pre_dtype=torch.bfloat16), "cuda", reps)
+    tread = time_op(lambda: torch.amax(pre), "cuda", reps)
+    gb = N * d * 4 / 1e9
+    return dict(config=dict(cfg), gemm_fp32_out_s=t32, gemm_fp32_over_bf16=t32 / t_gemm, pool_kernel_s=tp32,
+                pool_kernel_GBps=gb / tp32, pool_kernel_bf16_pre_s=tp16, torch_read_fp32_s=tread,
+                torch_read_GBps=gb / tread, bf16_pre_estimate_over_gemm=(t_gemm + tp16) / t_gemm)
 
 
 def save(args, ceil, results, errors, quiet=False):
@@ -146,7 +175,11 @@ def main():
                 torch.cuda.empty_cache()      # the case's inputs and buffers are gone with run_case's frame
             print(f"{r['shape']:>12} {r['activation']:>8} {r['pool']:>4} {r['pattern']:>6} N={r['tokens']:>5}: "
                   f"gemm {r['gemm_s'] * 1e3:8.3f} ms  fused {r['fused_s'] * 1e3:8.3f} ms "
-                  f"({r['fused_over_gemm']:.3f}x)  encode_pool {r['encode_pool_over_gemm']:.3f}x", flush=True)
+                  f"({r['fused_over_gemm']:.3f}x)  checked {r['fused_checked_s'] / r['gemm_s']:.3f}x  "
+                  f"encode_pool {r['encode_pool_over_gemm']:.3f}x", flush=True)
+            if r.get("breakdown"):
+                print("    breakdown:", {k: round(v, 6) if isinstance(v, float) else v
+                                         for k, v in r["breakdown"].items()}, flush=True)
         except Exception as e:        # noqa: BLE001  (record, go on with the other cases)
             traceback.print_exc()
             errors.append(dict(case=list(c), error=f"{type(e).__name__}: {e}"))

@@ -171,14 +171,16 @@ def chunk_rows(n_tok: int, d_sae: int, rows: int, chunk: int | None = None) -> i
     return min(per, triton.cdiv(n_tok, rows) * rows)
 
 
-def split_encode(xp, segs, sae, pool, mode, y, out, thr_t, cfg):
+def split_encode(xp, segs, sae, pool, mode, y, out, thr_t, cfg, gemm=gemm_fp32, pre_dtype=torch.float32):
+    """gemm(x, W_enc, out) and pre_dtype are parameters for the benchmarks' breakdown only (e.g. a no-op GEMM to time
+    the pooling kernel alone, or bf16 pre-activations to price what fp32 costs)."""
     from .packed_kernel import MODE_PRE, MODE_STATS, Launch
     N = xp.shape[0]
     n_dict = sae.d_sae
     dev = xp.device
     beff = sae.effective_bias()
     if mode == MODE_PRE:                # pre-activations only (TopK): the GEMM straight into out, plus b_eff
-        gemm_fp32(xp, sae.W_enc, out)
+        gemm(xp, sae.W_enc, out)
         out += beff[None, :]
         return Launch(out, None, torch.empty((0, n_dict), device=dev), torch.zeros(0, dtype=torch.int32, device=dev))
     ROWS, BN = cfg["ROWS"], cfg["BLOCK_N"]
@@ -188,13 +190,13 @@ def split_encode(xp, segs, sae, pool, mode, y, out, thr_t, cfg):
     bnd = torch.empty((2 * n_r, n_dict), dtype=torch.float32, device=dev)
     slot = torch.zeros(2 * n_r, dtype=torch.int32, device=dev)
     chunk = chunk_rows(N, n_dict, ROWS, cfg.get("CHUNK"))
-    pre = torch.empty((chunk, n_dict), dtype=torch.float32, device=dev)
+    pre = torch.empty((chunk, n_dict), dtype=pre_dtype, device=dev)
     dummy = bnd
     kw = dict(NF=len(FEATURE_FIELDS), MODE=mode, HAS_TOKEN_THR=thr_t is not None, MEAN=pool == "mean",
               ROWS=ROWS, SUB=cfg["SUB"], BLOCK_N=BN, num_warps=cfg.get("num_warps", 4))
     for r0 in range(0, N, chunk):
         r1 = min(N, r0 + chunk)
-        buf = gemm_fp32(xp[r0:r1], sae.W_enc, pre[: r1 - r0])
+        buf = gemm(xp[r0:r1], sae.W_enc, pre[: r1 - r0])
         grid = (triton.cdiv(r1 - r0, ROWS), triton.cdiv(n_dict, BN))
         _pool_pre_kernel[grid](
             buf, beff, sae.feature_threshold(), thr_t if thr_t is not None else dummy,

@@ -255,8 +255,8 @@ _BAD = {
     "vectors_wide": (ValueError, lambda h, v: dict(vectors=torch.ones(2, 68))),
     "vectors_empty": (ValueError, lambda h, v: dict(vectors=torch.ones(0, 67))),
     "vectors_1d": (ValueError, lambda h, v: dict(vectors=v[0])),
-    "vectors_nan": (ValueError, lambda h, v: dict(vectors=torch.where(torch.arange(67) == 5, float("nan"), v))),
-    "vectors_inf": (ValueError, lambda h, v: dict(vectors=torch.where(torch.arange(67) == 66, float("-inf"), v))),
+    "vectors_nan": (ValueError, lambda h, v: dict(vectors=torch.where(torch.arange(67, device=v.device) == 5, float("nan"), v))),
+    "vectors_inf": (ValueError, lambda h, v: dict(vectors=torch.where(torch.arange(67, device=v.device) == 66, float("-inf"), v))),
     "vectors_int": (TypeError, lambda h, v: dict(vectors=torch.ones(2, 67, dtype=torch.long))),
     "hidden_2d": (ValueError, lambda h, v: dict(hidden=h[0])),
     "hidden_int": (TypeError, lambda h, v: dict(hidden=torch.ones(3, 4, 67, dtype=torch.int32))),
@@ -339,7 +339,7 @@ def test_steering_vectors_padded_2d(as_sae):
     got = steering_vectors(src, feats, coefs)
     exp = _expected_vectors(W, feats.tolist(), coefs.tolist())
     _check_vectors(got, exp)
-    assert torch.equal(got[2], torch.zeros(37))  # all padding -> zero vector
+    assert torch.equal(got[2], torch.zeros(37, device=got.device))  # all padding -> zero vector
     # int32 indices and fp32 coefficients accepted too
     got32 = steering_vectors(src, feats.int(), coefs.float())
     _check_vectors(got32, _expected_vectors(W, feats.tolist(), coefs.float().double().tolist()))
@@ -353,7 +353,7 @@ def test_steering_vectors_ragged_lists():
     got = steering_vectors(W, feats, coefs)
     exp = _expected_vectors(W, [[2], [7, 3, 7], [], [0, 22], [5]], [[0.5], [1.0, -3.0, 0.125], [], [2.0, -1.0], [4.0]])
     _check_vectors(got, exp)
-    assert torch.equal(got[2], torch.zeros(37))
+    assert torch.equal(got[2], torch.zeros(37, device=got.device))
 
 
 @pytest.mark.parametrize("feats,coefs", [
