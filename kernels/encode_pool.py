@@ -10,10 +10,11 @@ the sum by lengths[b]. The activation matrix of all tokens [N, d_sae] is never b
     pooled with torch.segment_reduce over each group's contiguous rows. Max-pool with a per-feature threshold (relu,
     jumprelu) pools the raw pre-activations and thresholds once per sample: max_t act_t = m if m > thr else 0.
   - triton path: the packed-token kernel (packed_kernel.py), tiles of tokens spanning samples.
-  - TopK (d_sae <= TOPK_ONE_PASS_MAX): one GEMM pass per group of samples over the whole dictionary width; each
-    token's k largest pre-activations (torch.topk: values and indices) are pooled by scatter. Wider TopK
-    dictionaries take two passes: `token_thresholds` finds each token's cut (the midpoint between its k-th and
-    (k+1)-th pre-activation), then the tiled pass keeps what lies above it.
+  - TopK, torch path (d_sae <= TOPK_ONE_PASS_MAX): one GEMM pass per group of samples over the whole dictionary
+    width; each token's k largest pre-activations (torch.topk: values and indices) are pooled by scatter. Wider
+    TopK dictionaries, and every TopK dictionary on the triton path, take two passes: a first finds each token's
+    cut (the midpoint between its k-th and (k+1)-th pre-activation; `token_thresholds`, `token_thresholds_triton`),
+    then the pooling pass keeps what lies at or above it.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from .sae_weights import SAEWeights
 
 CPU_TILE_ELEMENTS = 1 << 22      # torch path: fp32 pre-activations alive at once
 CPU_TILE_N = 2048
-GPU_TOPK_ELEMENTS = 1 << 26      # triton path, TopK: one group's pre-activations [tokens, d_sae]
+GPU_TOPK_ELEMENTS = 1 << 26      # triton path, TopK cuts: one chunk's pre-activations [tokens, d_sae]
 TOPK_ONE_PASS_MAX = 1 << 17
 
 
@@ -227,27 +228,29 @@ def pooled_blocks_torch(xp: torch.Tensor, lengths: torch.Tensor, sae: SAEWeights
             sink(slice(b0, b1), cols, pooled)
 
 
-def topk_blocks_triton(xp: torch.Tensor, lengths: torch.Tensor, sae: SAEWeights, pool: str, sink: Sink) -> None:
-    """TopK on the triton path: the kernel writes each group's fp32 pre-activations (one GEMM pass), torch.topk
-    picks each token's k largest, and they are pooled by scatter."""
-    lens = lengths.tolist()
-    for b0, b1, t0, t1 in sample_groups(lens, max(1, GPU_TOPK_ELEMENTS // sae.d_sae)):
-        if t1 == t0:
-            sink(slice(b0, b1), slice(0, sae.d_sae), torch.zeros((b1 - b0, sae.d_sae), device=xp.device))
-            continue
-        pre = torch.empty((t1 - t0, sae.d_sae), dtype=torch.float32, device=xp.device)
-        packed_encode(xp[t0:t1], None, sae, pool, MODE_PRE, out=pre)
-        sink(slice(b0, b1), slice(0, sae.d_sae), topk_pool(pre, lens[b0:b1], sae.k, pool))
+def token_thresholds_triton(xp: torch.Tensor, sae: SAEWeights) -> torch.Tensor:
+    """token_thresholds on the triton path, for every TopK width: fp32 pre-activations from the packed kernel
+    (MODE_PRE) in chunks of at most GPU_TOPK_ELEMENTS, torch.topk on the device, no host sync. The pooling pass
+    then keeps pre >= the cut, which is each token's top k wherever its k-th and (k+1)-th values differ."""
+    N, k, d_sae = xp.shape[0], sae.k, sae.d_sae
+    if k >= d_sae:
+        return torch.full((N,), float("-inf"), device=xp.device)
+    out = torch.empty(N, dtype=torch.float32, device=xp.device)
+    step = max(1, GPU_TOPK_ELEMENTS // d_sae)
+    pre = torch.empty((min(step, N), d_sae), dtype=torch.float32, device=xp.device)
+    for s in range(0, N, step):
+        e = min(N, s + step)
+        packed_encode(xp[s:e], None, sae, "max", MODE_PRE, out=pre[:e - s])
+        best = torch.topk(pre[:e - s], k + 1, dim=1).values
+        out[s:e] = 0.5 * (best[:, k - 1] + best[:, k])
+    return out
 
 
 def token_thresholds_for(xp: torch.Tensor, sae: SAEWeights):
-    """The per-token cut of the two-pass TopK path (None for every other activation)."""
-    return token_thresholds(xp, sae) if sae.activation == "topk" else None
+    """The per-token cut of the triton path's TopK (None for every other activation)."""
+    return token_thresholds_triton(xp, sae) if sae.activation == "topk" else None
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Public op
-# ----------------------------------------------------------------------------------------------------------
 def _writer(out: torch.Tensor) -> Sink:
     """A sink that writes each pooled block into its place in out [B, d_sae]."""
     def write(rows, cols, pooled):
@@ -256,9 +259,6 @@ def _writer(out: torch.Tensor) -> Sink:
 
 
 def _encode_pool_triton(xp, lengths, sae, pool, out):
-    if one_pass_topk(sae):
-        topk_blocks_triton(xp, lengths, sae, pool, _writer(out))
-        return out
     out.masked_fill_((lengths == 0)[:, None], 0.0)
     if xp.shape[0] == 0:
         return out

@@ -17,8 +17,7 @@ import torch
 
 from ._common import resolve_backend
 from .corr_stats import CorrStats, check_scores, feature_sums
-from .encode_pool import (check_inputs, encode_pool_reference, one_pass_topk, pooled_blocks_torch,
-                          token_thresholds_for, topk_blocks_triton)
+from .encode_pool import check_inputs, encode_pool_reference, pooled_blocks_torch, token_thresholds_for
 from .packed_kernel import MODE_STATS, Segments, boundary_feature_sums, packed_encode
 from .sae_weights import SAEWeights
 
@@ -33,9 +32,6 @@ def _folder(stats: CorrStats, y: torch.Tensor):
 def _stats_triton(xp, lengths, y, sae, stats, pool):
     if xp.dtype == torch.float64 or sae.W_enc.dtype == torch.float64:
         raise TypeError("the Triton backend takes fp32/fp16/bf16 x and W_enc, not fp64")
-    if one_pass_topk(sae):
-        topk_blocks_triton(xp, lengths, sae, pool, _folder(stats, y))
-        return
     if xp.shape[0] == 0:          # every sample empty: all pooled values are 0, nothing to add
         return
     launch = packed_encode(xp, Segments.of(lengths, xp.shape[0]), sae, pool, MODE_STATS, y=y,

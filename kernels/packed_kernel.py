@@ -25,7 +25,8 @@ import torch
 
 from ._common import HAS_TRITON, compute_dtype, interpreting, tl, triton
 from .corr_stats import FEATURE_FIELDS, feature_sums
-from .split_kernel import SPLIT_CONFIGS, interpreter_split, split_available, split_encode
+from . import split_kernel
+from .split_kernel import interpreter_split, split_available, split_encode
 
 MODE_POOL, MODE_STATS, MODE_PRE = 0, 1, 2
 DEFAULT_CONFIG = dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3)
@@ -235,7 +236,7 @@ def _config(xp, sae, pool, mode, thr_t) -> dict:
     if interpreting():
         return interpreter_split() if forced == "split" else INTERPRETER_CONFIG
     if os.environ.get("CORRSTEER_AUTOTUNE", "1") == "0" or xp.shape[0] < 1024:
-        return SPLIT_CONFIGS[0] if forced == "split" else DEFAULT_CONFIG
+        return split_kernel.SPLIT_CONFIGS[0] if forced == "split" else DEFAULT_CONFIG
     key = (xp.shape[1], sae.d_sae, xp.dtype, sae.W_enc.dtype, mode == MODE_PRE, forced)
     if mode != MODE_PRE:
         mode, pool, thr_t = MODE_STATS, "max", None
@@ -243,7 +244,7 @@ def _config(xp, sae, pool, mode, thr_t) -> dict:
         from triton.testing import do_bench
         cands = [] if forced == "split" else list(TUNE_CONFIGS)
         if forced == "split" or (forced == "auto" and split_available(xp, sae.W_enc)):
-            cands += SPLIT_CONFIGS[:1] if mode == MODE_PRE else SPLIT_CONFIGS
+            cands += split_kernel.SPLIT_CONFIGS[:1] if mode == MODE_PRE else split_kernel.SPLIT_CONFIGS
         N = xp.shape[0]
         segs = Segments.of(torch.full((N,), 1, dtype=torch.long, device=xp.device), N)   # one token per sample
         y = torch.zeros(N, dtype=torch.float64, device=xp.device)

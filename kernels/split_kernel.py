@@ -22,12 +22,16 @@ from ._common import HAS_TRITON, interpreting, tl, triton
 from .corr_stats import FEATURE_FIELDS
 
 CHUNK_BYTES = 512 * 2 ** 20
-SPLIT_CONFIGS = [dict(SPLIT=True, ROWS=128, SUB=16, BLOCK_N=512, num_warps=4),
-                 dict(SPLIT=True, ROWS=256, SUB=8, BLOCK_N=256, num_warps=2),
-                 dict(SPLIT=True, ROWS=128, SUB=16, BLOCK_N=256, num_warps=2),
-                 dict(SPLIT=True, ROWS=128, SUB=8, BLOCK_N=1024, num_warps=8),
-                 dict(SPLIT=True, ROWS=128, SUB=16, BLOCK_N=512, num_warps=4, CHUNK=1024)]   # ~L2-sized chunks
-INTERPRETER_SPLIT = dict(SPLIT=True, ROWS=16, SUB=4, BLOCK_N=32, num_warps=1)
+# seen on an H200 (2304x16384 bf16, 8192 tokens, before PREFETCH): these four within 5% of each other, the
+# pooling kernel at ~1.4 TB/s against 3.9 TB/s for a torch read of the same bytes; L2-sized GEMM chunks 8% slower
+SPLIT_CONFIGS = [dict(SPLIT=True, ROWS=128, SUB=16, BLOCK_N=256, num_warps=2, PREFETCH=1),
+                 dict(SPLIT=True, ROWS=128, SUB=8, BLOCK_N=256, num_warps=2, PREFETCH=1),
+                 dict(SPLIT=True, ROWS=256, SUB=8, BLOCK_N=512, num_warps=4, PREFETCH=1),
+                 dict(SPLIT=True, ROWS=128, SUB=16, BLOCK_N=512, num_warps=4, PREFETCH=1),
+                 dict(SPLIT=True, ROWS=512, SUB=8, BLOCK_N=256, num_warps=2, PREFETCH=1),
+                 dict(SPLIT=True, ROWS=128, SUB=16, BLOCK_N=256, num_warps=2, PREFETCH=0),
+                 dict(SPLIT=True, ROWS=256, SUB=8, BLOCK_N=256, num_warps=2, PREFETCH=0)]
+INTERPRETER_SPLIT = dict(SPLIT=True, ROWS=16, SUB=4, BLOCK_N=32, num_warps=1, PREFETCH=1)
 
 if HAS_TRITON:
 
@@ -40,11 +44,29 @@ if HAS_TRITON:
         return tl.where(f2 != 0, v2, v1 + v2), f1 | f2
 
     @triton.jit
-    def _pool_pre_kernel(pre_ptr, beff_ptr, thrf_ptr, thrt_ptr, seg_ptr, start_ptr, end_ptr, y_ptr,
+    def _load_rows(pre_ptr, seg_ptr, rst_ptr, ren_ptr, ry_ptr, offs_m, offs_n, mask_n, tile_hi, ROW0, stride_pm,
+                   MODE: tl.constexpr):
+        """One block of rows: raw pre-activations [SUB, BLOCK_N] and per-row sample, start, end, score (row-indexed
+        arrays, so no load waits on another and the whole block can be fetched ahead)."""
+        mask_m = offs_m < tile_hi
+        v = tl.load(pre_ptr + (offs_m - ROW0)[:, None].to(tl.int64) * stride_pm + offs_n[None, :],
+                    mask=mask_m[:, None] & mask_n[None, :], other=0.0).to(tl.float32)
+        seg = tl.load(seg_ptr + offs_m, mask=mask_m, other=0)
+        st = tl.load(rst_ptr + offs_m, mask=mask_m, other=0)
+        en = tl.load(ren_ptr + offs_m, mask=mask_m, other=0)
+        if MODE == 1:
+            yr = tl.load(ry_ptr + offs_m, mask=mask_m, other=0.0)
+        else:
+            yr = tl.zeros(offs_m.shape, dtype=tl.float32)
+        return v, seg, st, en, yr
+
+    @triton.jit
+    def _pool_pre_kernel(pre_ptr, beff_ptr, thrf_ptr, thrt_ptr, seg_ptr, rst_ptr, ren_ptr, ry_ptr,
                          out_ptr, part_ptr, bnd_ptr, slot_ptr, ROW0, G0, N_TOK, N_DICT, stride_pm, stride_om,
                          NF: tl.constexpr, MODE: tl.constexpr, HAS_TOKEN_THR: tl.constexpr, MEAN: tl.constexpr,
-                         ROWS: tl.constexpr, SUB: tl.constexpr, BLOCK_N: tl.constexpr):
-        # pre_ptr holds rows ROW0.. of the pre-activations (one GEMM chunk); this program: range G0 + pid 0
+                         ROWS: tl.constexpr, SUB: tl.constexpr, BLOCK_N: tl.constexpr, PREFETCH: tl.constexpr):
+        # pre_ptr holds rows ROW0.. of the pre-activations (one GEMM chunk); this program: range G0 + pid 0.
+        # PREFETCH: block i+1 is loaded before block i is worked on, so its loads fly while this one computes.
         pid_r = G0 + tl.program_id(0)
         pid_n = tl.program_id(1)
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -60,19 +82,23 @@ if HAS_TRITON:
         s_zp = tl.zeros([BLOCK_N], dtype=tl.float32)
         s_a = tl.zeros([BLOCK_N], dtype=tl.float32)
         s_ap = tl.zeros([BLOCK_N], dtype=tl.float32)
-        s_zap = tl.zeros([BLOCK_N], dtype=tl.float32)
+        nv, nseg, nst, nen, ny = _load_rows(pre_ptr, seg_ptr, rst_ptr, ren_ptr, ry_ptr, tile_lo + tl.arange(0, SUB),
+                                            offs_n, mask_n, tile_hi, ROW0, stride_pm, MODE)
         for sub_lo in range(tile_lo, tile_hi, SUB):
             offs_m = sub_lo + tl.arange(0, SUB)
             mask_m = offs_m < tile_hi
-            v = tl.load(pre_ptr + (offs_m - ROW0)[:, None].to(tl.int64) * stride_pm + offs_n[None, :],
-                        mask=mask_m[:, None] & mask_n[None, :], other=0.0) + beff[None, :]
+            if PREFETCH:
+                v, seg, st, en, yr = nv, nseg, nst, nen, ny
+                nv, nseg, nst, nen, ny = _load_rows(pre_ptr, seg_ptr, rst_ptr, ren_ptr, ry_ptr, offs_m + SUB,
+                                                    offs_n, mask_n, tile_hi, ROW0, stride_pm, MODE)
+            else:
+                v, seg, st, en, yr = _load_rows(pre_ptr, seg_ptr, rst_ptr, ren_ptr, ry_ptr, offs_m,
+                                                offs_n, mask_n, tile_hi, ROW0, stride_pm, MODE)
+            v = v + beff[None, :]
             keep = (v > thrf[None, :]) & mask_m[:, None]
             if HAS_TOKEN_THR:
                 keep = keep & (v >= tl.load(thrt_ptr + offs_m, mask=mask_m, other=float("inf"))[:, None])
             act = tl.where(keep, v, 0.0)
-            seg = tl.load(seg_ptr + offs_m, mask=mask_m, other=0)
-            st = tl.load(start_ptr + seg, mask=mask_m, other=0)
-            en = tl.load(end_ptr + seg, mask=mask_m, other=0)
             flags = tl.broadcast_to(((offs_m == st) | (offs_m == sub_lo)).to(tl.int32)[:, None], (SUB, BLOCK_N))
             if MEAN:
                 z, _ = tl.associative_scan((act, flags), 0, _seg_sum)
@@ -90,12 +116,11 @@ if HAS_TRITON:
             inside = (st >= tile_lo) & (en <= tile_hi)
             whole = last & inside
             if MEAN:
-                zw = z / tl.maximum(en - st, 1).to(tl.float32)[:, None]
+                scale = tl.where(whole, 1.0 / tl.maximum(en - st, 1).to(tl.float32), 0.0)   # one divide per row
+                zw = z * scale[:, None]
             else:
-                zw = z
-            zw = tl.where(whole[:, None], zw, 0.0)
+                zw = tl.where(whole[:, None], z, 0.0)
             if MODE == 1:
-                yr = tl.load(y_ptr + seg, mask=whole, other=0.0).to(tl.float32)
                 pr = (yr > 0).to(tl.float32)[:, None]
                 ar = (zw > 0).to(tl.float32)
                 s_z += tl.sum(zw, axis=0)
@@ -104,7 +129,6 @@ if HAS_TRITON:
                 s_zp += tl.sum(zw * pr, axis=0)
                 s_a += tl.sum(ar, axis=0)
                 s_ap += tl.sum(ar * pr, axis=0)
-                s_zap += tl.sum(zw * ar * pr, axis=0)
             else:
                 tl.store(out_ptr + seg[:, None].to(tl.int64) * stride_om + offs_n[None, :], zw,
                          mask=whole[:, None] & mask_n[None, :])
@@ -113,7 +137,7 @@ if HAS_TRITON:
             tl.store(bnd_ptr + slot[:, None].to(tl.int64) * N_DICT + offs_n[None, :], z,
                      mask=edge[:, None] & mask_n[None, :])
             tl.store(slot_ptr + slot, seg + 1, mask=edge)
-        if MODE == 1:
+        if MODE == 1:     # pooled activations are never negative: sum_z_active_pos = sum_z_pos
             base = part_ptr + pid_r.to(tl.int64) * NF * N_DICT + offs_n
             tl.store(base, s_z.to(tl.float64), mask=mask_n)
             tl.store(base + N_DICT, s_zz.to(tl.float64), mask=mask_n)
@@ -121,7 +145,7 @@ if HAS_TRITON:
             tl.store(base + 3 * N_DICT, s_zp.to(tl.float64), mask=mask_n)
             tl.store(base + 4 * N_DICT, s_a.to(tl.float64), mask=mask_n)
             tl.store(base + 5 * N_DICT, s_ap.to(tl.float64), mask=mask_n)
-            tl.store(base + 6 * N_DICT, s_zap.to(tl.float64), mask=mask_n)
+            tl.store(base + 6 * N_DICT, s_zp.to(tl.float64), mask=mask_n)
 
 
 _FP32_OUT: dict = {}     # device type -> how this torch writes a 16-bit GEMM's fp32 output: "out", "copy" or ""
@@ -171,9 +195,9 @@ def chunk_rows(n_tok: int, d_sae: int, rows: int, chunk: int | None = None) -> i
     return min(per, triton.cdiv(n_tok, rows) * rows)
 
 
-def split_encode(xp, segs, sae, pool, mode, y, out, thr_t, cfg, gemm=gemm_fp32, pre_dtype=torch.float32):
-    """gemm(x, W_enc, out) and pre_dtype are parameters for the benchmarks' breakdown only (e.g. a no-op GEMM to time
-    the pooling kernel alone, or bf16 pre-activations to price what fp32 costs)."""
+def split_encode(xp, segs, sae, pool, mode, y, out, thr_t, cfg, gemm=gemm_fp32):
+    """gemm(x, W_enc, out) is a parameter for the benchmarks' breakdown only (a no-op GEMM times the pooling pass
+    alone)."""
     from .packed_kernel import MODE_PRE, MODE_STATS, Launch
     N = xp.shape[0]
     n_dict = sae.d_sae
@@ -185,22 +209,25 @@ def split_encode(xp, segs, sae, pool, mode, y, out, thr_t, cfg, gemm=gemm_fp32, 
         return Launch(out, None, torch.empty((0, n_dict), device=dev), torch.zeros(0, dtype=torch.int32, device=dev))
     ROWS, BN = cfg["ROWS"], cfg["BLOCK_N"]
     n_r = triton.cdiv(N, ROWS)
-    part = torch.zeros((n_r, len(FEATURE_FIELDS), n_dict), dtype=torch.float64, device=dev) \
-        if mode == MODE_STATS else None
+    part = torch.empty((n_r, len(FEATURE_FIELDS), n_dict), dtype=torch.float64, device=dev) \
+        if mode == MODE_STATS else None          # every (range, column block) program writes its whole slice
     bnd = torch.empty((2 * n_r, n_dict), dtype=torch.float32, device=dev)
     slot = torch.zeros(2 * n_r, dtype=torch.int32, device=dev)
     chunk = chunk_rows(N, n_dict, ROWS, cfg.get("CHUNK"))
-    pre = torch.empty((chunk, n_dict), dtype=pre_dtype, device=dev)
+    pre = torch.empty((chunk, n_dict), dtype=torch.float32, device=dev)
     dummy = bnd
+    rst, ren = segs.starts[segs.seg], segs.ends[segs.seg]             # per-row sample start and end
+    ry = y[segs.seg].float() if mode == MODE_STATS else dummy         # per-row score
     kw = dict(NF=len(FEATURE_FIELDS), MODE=mode, HAS_TOKEN_THR=thr_t is not None, MEAN=pool == "mean",
-              ROWS=ROWS, SUB=cfg["SUB"], BLOCK_N=BN, num_warps=cfg.get("num_warps", 4))
+              ROWS=ROWS, SUB=cfg["SUB"], BLOCK_N=BN, PREFETCH=cfg.get("PREFETCH", 0),
+              num_warps=cfg.get("num_warps", 4))
     for r0 in range(0, N, chunk):
         r1 = min(N, r0 + chunk)
         buf = gemm(xp[r0:r1], sae.W_enc, pre[: r1 - r0])
         grid = (triton.cdiv(r1 - r0, ROWS), triton.cdiv(n_dict, BN))
         _pool_pre_kernel[grid](
             buf, beff, sae.feature_threshold(), thr_t if thr_t is not None else dummy,
-            segs.seg, segs.starts, segs.ends, y if y is not None else dummy,
+            segs.seg, rst, ren, ry,
             out if out is not None else dummy, part if part is not None else dummy, bnd, slot,
             r0, r0 // ROWS, N, n_dict, buf.stride(0), out.stride(0) if out is not None else 0, **kw)
     return Launch(out, part, bnd, slot)

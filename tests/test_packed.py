@@ -151,12 +151,17 @@ def test_unknown_strategy_is_one_line_error(monkeypatch):
 
 
 @pytest.mark.skipif("triton" not in FAST_BACKENDS, reason="needs triton")
+@pytest.mark.parametrize("prefetch", [0, 1])
 @pytest.mark.parametrize("pool", ["max", "mean"])
-def test_split_strategy_over_many_gemm_chunks(monkeypatch, pool):
-    """GEMM chunks of one row range each: the pooling kernel's row offset and range numbering across chunks."""
+def test_split_strategy_over_many_gemm_chunks(monkeypatch, pool, prefetch):
+    """GEMM chunks of one row range each: the pooling kernel's row offset and range numbering across chunks, with
+    and without the next block fetched ahead."""
     sk = importlib.import_module("corrsteer_kernels.split_kernel")
     monkeypatch.setenv("CORRSTEER_PACKED_STRATEGY", "split")
     monkeypatch.setattr(sk, "CHUNK_BYTES", 1)
+    monkeypatch.setattr(sk, "INTERPRETER_SPLIT", {**sk.INTERPRETER_SPLIT, "PREFETCH": prefetch})
+    if not sk.interpreting():
+        monkeypatch.setattr(sk, "SPLIT_CONFIGS", [{**c, "PREFETCH": prefetch} for c in sk.SPLIT_CONFIGS])
     x, L, sae = _case(11, "spans", "jumprelu")
     ref = encode_pool_reference(x, L, sae, pool)
     xp, L, sae = on_backend("triton", pack_tokens(x, L), L, sae)
@@ -165,3 +170,13 @@ def test_split_strategy_over_many_gemm_chunks(monkeypatch, pool):
     got = encode_pool_stats(xp, L, y, sae, CorrStats(sae.d_sae), pool, backend="triton")
     torch.testing.assert_close(got.features.cpu(), CorrStats(sae.d_sae).update(ref, y.cpu()).features,
                                rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif("triton" not in FAST_BACKENDS, reason="needs triton")
+def test_topk_cuts_on_the_triton_path_equal_the_torch_ones():
+    """token_thresholds_triton (kernel pre-activations, device topk, chunked) = token_thresholds (torch path)."""
+    x, L, sae = _case(12, "spans", "topk", d_sae=70)
+    xp = pack_tokens(x, L)
+    want = ep.token_thresholds(xp, sae)
+    got = ep.token_thresholds_triton(*on_backend("triton", xp, sae)).cpu()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
