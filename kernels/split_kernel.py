@@ -57,7 +57,7 @@ if HAS_TRITON:
         if MODE == 1:
             yr = tl.load(ry_ptr + offs_m, mask=mask_m, other=0.0)
         else:
-            yr = tl.zeros(offs_m.shape, dtype=tl.float32)
+            yr = tl.zeros_like(offs_m).to(tl.float32)
         return v, seg, st, en, yr
 
     @triton.jit
