@@ -4,12 +4,15 @@
 
 x padded [B, T, d_in] or packed [N, d_in] (see encode_pool), lengths [B] ints, y [B] scores (y > 0 counts as
 correct), stats a CorrStats(d_sae). Equal (to fp32 rounding of the pooled values) to
-`stats.update(encode_pool(x, lengths, sae, pool), y)`, but neither [N, d_sae] nor [B, d_sae] is materialised:
+`stats.update(encode_pool(x, lengths, sae, pool), y)`, but [B, d_sae] is never materialised, nor [N, d_sae] beyond
+one chunk of at most 512 MiB (split strategy):
   - torch path: one (sample group, dictionary tile) block of pooled values at a time, folded into the float64 sums;
   - triton path: the packed-token kernel pools every sample that lies inside one [BLOCK_M tokens, BLOCK_N features]
     tile in its epilogue and adds it to per-tile float64 sums [n_m_tiles, F, d_sae] (F = len(FEATURE_FIELDS)),
     reduced over tiles in a fixed order (deterministic); the few samples crossing a tile edge are combined from
-    their boundary slots and folded by torch. Works for dictionaries up to 10^6 wide and more.
+    their boundary slots and folded by torch. Where tuning picks the split strategy (large 16-bit shapes on a GPU),
+    a cuBLAS GEMM writes fp32 pre-activations chunk by chunk (at most CHUNK_BYTES = 512 MiB at a time) and a
+    streaming kernel does the same pooling and folding (split_kernel.py). Works for dictionaries up to 10^6 wide and more.
 """
 from __future__ import annotations
 

@@ -15,6 +15,10 @@ each piece holds its pool — no loop over samples:
 Per-tile statistics are summed in fp32 over the tile's samples (at most BLOCK_M), stored as float64 per M tile and
 reduced over M tiles in float64 in a fixed order, so results are bitwise deterministic for a given block
 configuration. MODE_PRE writes the pre-activations (+ bias) in fp32 instead, for the TopK path.
+
+packed_encode may instead run the split strategy (split_kernel.py: cuBLAS GEMM to fp32 pre-activations, then a
+streaming pooling kernel with the same outputs and boundary slots) where tuning timed it faster (_config), or where
+CORRSTEER_PACKED_STRATEGY=split forces it.
 """
 from __future__ import annotations
 
@@ -58,15 +62,7 @@ class Segments(NamedTuple):
 
 
 if HAS_TRITON:
-
-    @triton.jit
-    def _seg_max(v1, f1, v2, f2):
-        """Segmented-scan operator: restart at a row flagged as the first of its piece, else running max."""
-        return tl.where(f2 != 0, v2, tl.maximum(v1, v2)), f1 | f2
-
-    @triton.jit
-    def _seg_sum(v1, f1, v2, f2):
-        return tl.where(f2 != 0, v2, v1 + v2), f1 | f2
+    from .split_kernel import _seg_max, _seg_sum     # the segmented-scan operators both kernels pool with
 
     @triton.jit
     def _tile_pre(x_ptr, w_ptr, beff_ptr, N_TOK, N_DICT, D, stride_xm, stride_xk, stride_wk, stride_wn,

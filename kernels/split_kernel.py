@@ -6,13 +6,14 @@ tile loop that also carries the pooling epilogue).
     split_encode(xp, segs, sae, pool, mode, y, out, thr_t, cfg) -> packed_kernel.Launch
 
 xp [N, d_in] packed tokens. The GEMM runs over chunks of tokens (a multiple of ROWS; at most CHUNK_BYTES of fp32
-pre-activations at a time, or cfg["CHUNK"] tokens). The pooling kernel's grid is (row ranges of ROWS tokens, BLOCK_N feature
-columns); each program sweeps its range SUB rows at a time: b_eff added, activation, a segmented scan along the SUB
-rows (max or sum, restarting where a sample begins), the running pool carried from one SUB block to the next. A
-sample wholly inside the range is written out (MODE_POOL) or folded into fp32 per-range sums stored once as float64
-(MODE_STATS: part [n_ranges, F, d_sae]); a sample crossing a range edge leaves its partial pool in boundary slot
-2r (entering range r) or 2r+1 (leaving it), exactly as the fused kernel does per M tile, so the launcher's combine
-is shared. Deterministic: fixed ranges, fixed reduction order, cuBLAS's GEMM deterministic for a given shape.
+pre-activations at a time, or cfg["CHUNK"] tokens). The pooling kernel's grid is (row ranges of ROWS tokens, BLOCK_N
+feature columns); each program sweeps its range SUB rows at a time (with PREFETCH, the next block's loads are issued
+before this block is worked on): b_eff added, activation, a segmented scan along the SUB rows (max or sum,
+restarting where a sample begins), the running pool carried from one SUB block to the next. A sample wholly inside
+the range is written out (MODE_POOL) or folded into fp32 per-range sums stored once as float64 (MODE_STATS: part
+[n_ranges, F, d_sae]); a sample crossing a range edge leaves its partial pool in boundary slot 2r (entering range r)
+or 2r+1 (leaving it), exactly as the fused kernel does per M tile, so the launcher's combine is shared.
+Deterministic: fixed ranges, fixed reduction order, cuBLAS's GEMM deterministic for a given shape.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ if HAS_TRITON:
 
     @triton.jit
     def _seg_max(v1, f1, v2, f2):
+        """Segmented-scan operator: restart at a row flagged as the first of its piece, else running max."""
         return tl.where(f2 != 0, v2, tl.maximum(v1, v2)), f1 | f2
 
     @triton.jit
