@@ -122,11 +122,11 @@ def breakdown(xp, L, y, sae, pool, reps, t_gemm):
     """Where the split strategy's time goes (GPU): its fp32-output GEMM alone, its pooling pass alone (a no-op GEMM
     over an uninitialised buffer: same bytes; with its allocations and launch), and one full read of the fp32
     pre-activations by torch (the achievable bandwidth)."""
-    from corrsteer_kernels.packed_kernel import _TUNED, MODE_STATS, Segments
+    from corrsteer_kernels.packed_kernel import MODE_STATS, Segments, _config
     from corrsteer_kernels.split_kernel import SPLIT_CONFIGS, gemm_fp32, split_encode
     N, d = xp.shape[0], sae.d_sae
-    chosen = [c for c in _TUNED.values() if c.get("SPLIT")]
-    cfg = chosen[0] if chosen else SPLIT_CONFIGS[0]
+    cfg = _config(xp, sae, pool, MODE_STATS, None)          # this shape's tuned choice (cached by the timed calls)
+    cfg = cfg if cfg.get("SPLIT") else SPLIT_CONFIGS[0]
     segs, yd = Segments.of(L, N), y.double()
     pre = torch.empty(N, d, dtype=torch.float32, device=xp.device)
     nogemm = lambda x, w, out: out            # noqa: E731

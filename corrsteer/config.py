@@ -59,12 +59,18 @@ def parse_layers(text: str | None) -> list[int] | None:
     return out
 
 
-def _layers_ok(text):
-    try:
-        layers = parse_layers(text)
-    except ValueError:
-        layers = None
-    return None if layers and min(layers) >= 0 else "a list of layers such as 0-29 or 3,15,27"
+def _index_list_check(expected: str):
+    """A check for a non-empty list of indices >= 0 in parse_layers' form ('0-3,7'); `expected` names the form."""
+    def check(text):
+        try:
+            values = parse_layers(text)
+        except ValueError:
+            values = None
+        return None if values and min(values) >= 0 else expected
+    return check
+
+
+_layers_ok = _index_list_check("a list of layers such as 0-29 or 3,15,27")
 
 
 def _device_ok(text):
@@ -190,12 +196,7 @@ class SplitOptions(Settings):
     seed: int = option(0, "seed of the task's items and of its split", check=non_negative)
 
 
-def _seeds_ok(text):
-    try:
-        seeds = parse_seeds(text)
-    except ValueError:
-        seeds = None
-    return None if seeds and min(seeds) >= 0 else "a list of seeds such as 0,1,2,3,4"
+_seeds_ok = _index_list_check("a list of seeds such as 0,1,2,3,4")     # parse_seeds is parse_layers
 
 
 def parse_seeds(text: str | None) -> list[int] | None:

@@ -30,7 +30,7 @@ import torch
 from ._common import HAS_TRITON, compute_dtype, interpreting, tl, triton
 from .corr_stats import FEATURE_FIELDS, feature_sums
 from . import split_kernel
-from .split_kernel import interpreter_split, split_available, split_encode
+from .split_kernel import split_available, split_encode
 
 MODE_POOL, MODE_STATS, MODE_PRE = 0, 1, 2
 DEFAULT_CONFIG = dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3)
@@ -230,7 +230,7 @@ def _config(xp, sae, pool, mode, thr_t) -> dict:
     epilogue), which bounds the number of compilations per shape."""
     forced = strategy()
     if interpreting():
-        return interpreter_split() if forced == "split" else INTERPRETER_CONFIG
+        return split_kernel.INTERPRETER_SPLIT if forced == "split" else INTERPRETER_CONFIG
     if os.environ.get("CORRSTEER_AUTOTUNE", "1") == "0" or xp.shape[0] < 1024:
         return split_kernel.SPLIT_CONFIGS[0] if forced == "split" else DEFAULT_CONFIG
     key = (xp.shape[1], sae.d_sae, xp.dtype, sae.W_enc.dtype, mode == MODE_PRE, forced)

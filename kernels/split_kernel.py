@@ -6,7 +6,7 @@ tile loop that also carries the pooling epilogue).
     split_encode(xp, segs, sae, pool, mode, y, out, thr_t, cfg) -> packed_kernel.Launch
 
 xp [N, d_in] packed tokens. The GEMM runs over chunks of tokens (a multiple of ROWS; at most CHUNK_BYTES of fp32
-pre-activations at a time, or cfg["CHUNK"] tokens). The pooling kernel's grid is (row ranges of ROWS tokens, BLOCK_N
+pre-activations at a time). The pooling kernel's grid is (row ranges of ROWS tokens, BLOCK_N
 feature columns); each program sweeps its range SUB rows at a time (with PREFETCH, the next block's loads are issued
 before this block is worked on): b_eff added, activation, a segmented scan along the SUB rows (max or sum,
 restarting where a sample begins), the running pool carried from one SUB block to the next. A sample wholly inside
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from ._common import HAS_TRITON, interpreting, tl, triton
+from ._common import HAS_TRITON, tl, triton
 from .corr_stats import FEATURE_FIELDS
 
 CHUNK_BYTES = 512 * 2 ** 20
@@ -191,9 +191,9 @@ def split_available(xp: torch.Tensor, W: torch.Tensor) -> bool:
             and _fp32_out_mode(xp, W) != "")
 
 
-def chunk_rows(n_tok: int, d_sae: int, rows: int, chunk: int | None = None) -> int:
-    """GEMM chunk in tokens: a multiple of rows, at most CHUNK_BYTES of fp32 pre-activations (or `chunk` tokens)."""
-    per = max(rows, (chunk or CHUNK_BYTES // (4 * max(d_sae, 1))) // rows * rows)
+def chunk_rows(n_tok: int, d_sae: int, rows: int) -> int:
+    """GEMM chunk in tokens: a multiple of rows, at most CHUNK_BYTES of fp32 pre-activations."""
+    per = max(rows, (CHUNK_BYTES // (4 * max(d_sae, 1))) // rows * rows)
     return min(per, triton.cdiv(n_tok, rows) * rows)
 
 
@@ -215,7 +215,7 @@ def split_encode(xp, segs, sae, pool, mode, y, out, thr_t, cfg, gemm=gemm_fp32):
         if mode == MODE_STATS else None          # every (range, column block) program writes its whole slice
     bnd = torch.empty((2 * n_r, n_dict), dtype=torch.float32, device=dev)
     slot = torch.zeros(2 * n_r, dtype=torch.int32, device=dev)
-    chunk = chunk_rows(N, n_dict, ROWS, cfg.get("CHUNK"))
+    chunk = chunk_rows(N, n_dict, ROWS)
     pre = torch.empty((chunk, n_dict), dtype=torch.float32, device=dev)
     dummy = bnd
     rst, ren = segs.starts[segs.seg], segs.ends[segs.seg]             # per-row sample start and end
@@ -233,7 +233,3 @@ def split_encode(xp, segs, sae, pool, mode, y, out, thr_t, cfg, gemm=gemm_fp32):
             out if out is not None else dummy, part if part is not None else dummy, bnd, slot,
             r0, r0 // ROWS, N, n_dict, buf.stride(0), out.stride(0) if out is not None else 0, **kw)
     return Launch(out, part, bnd, slot)
-
-
-def interpreter_split() -> dict:
-    return INTERPRETER_SPLIT if interpreting() else SPLIT_CONFIGS[0]

@@ -160,8 +160,7 @@ def test_split_strategy_over_many_gemm_chunks(monkeypatch, pool, prefetch):
     monkeypatch.setenv("CORRSTEER_PACKED_STRATEGY", "split")
     monkeypatch.setattr(sk, "CHUNK_BYTES", 1)
     monkeypatch.setattr(sk, "INTERPRETER_SPLIT", {**sk.INTERPRETER_SPLIT, "PREFETCH": prefetch})
-    if not sk.interpreting():
-        monkeypatch.setattr(sk, "SPLIT_CONFIGS", [{**c, "PREFETCH": prefetch} for c in sk.SPLIT_CONFIGS])
+    monkeypatch.setattr(sk, "SPLIT_CONFIGS", [{**c, "PREFETCH": prefetch} for c in sk.SPLIT_CONFIGS])   # GPU
     x, L, sae = _case(11, "spans", "jumprelu")
     ref = encode_pool_reference(x, L, sae, pool)
     xp, L, sae = on_backend("triton", pack_tokens(x, L), L, sae)
