@@ -242,9 +242,12 @@ def parse_settings(argv=None, parser: argparse.ArgumentParser | None = None):
 
 def main(argv=None) -> int:
     ap = build_parser()
+    ok = False
     try:
         cfg = parse_settings(argv, ap)
-        return HANDLERS[cfg.command][0](cfg)
+        rc = HANDLERS[cfg.command][0](cfg)
+        ok = rc == 0
+        return rc
     except SettingsError as e:
         ap.error(str(e))        # "corrsteer: error: <message>", exit status 2
     except checks.RunError as e:       # the data gave no result: exit status 1
@@ -252,7 +255,7 @@ def main(argv=None) -> int:
         return 1
     finally:
         if "corrsteer.dist" in sys.modules:
-            sys.modules["corrsteer.dist"].shutdown()
+            sys.modules["corrsteer.dist"].shutdown(ok)
 
 
 if __name__ == "__main__":

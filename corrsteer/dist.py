@@ -85,9 +85,15 @@ def rank_device(device: torch.device, d: Dist) -> torch.device:
     return torch.device("cuda", d.local_rank) if d.active and device.type == "cuda" else device
 
 
-def shutdown() -> None:
+def shutdown(ok: bool = True) -> None:
+    """Leave the job. After a normal end every rank first waits for the others (rank 0 may still be writing the
+    report): a rank that tears its gloo pairs down while a peer is still busy can abort at exit ("terminate called
+    without an active exception"). After an error there is no barrier — a peer may never reach it — torchrun stops
+    the others once this rank exits non-zero."""
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
+        if ok:
+            dist.barrier()
         dist.destroy_process_group()
 
 

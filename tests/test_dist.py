@@ -159,3 +159,43 @@ def test_rounds_fold_in_batch_order_bit_for_bit(world):
     # the planted alternative: each rank sums its own batches, then the rank totals are added: not the same bits
     per_rank = [_fold_all(parts[r::world]) for r in range(world)]
     assert not torch.equal(sum(per_rank[1:], per_rank[0]), want)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# leaving the job: a barrier after a normal end (rank 0 may still be writing), none after an error
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.fixture
+def fake_pg(monkeypatch):
+    import torch.distributed as tdist
+    calls = []
+    monkeypatch.setattr(tdist, "is_initialized", lambda: True)
+    monkeypatch.setattr(tdist, "barrier", lambda *a, **k: calls.append("barrier"))
+    monkeypatch.setattr(tdist, "destroy_process_group", lambda *a, **k: calls.append("destroy"))
+    return calls
+
+
+@pytest.mark.parametrize("rc, raises, want", [
+    (0, None, ["barrier", "destroy"]),                  # a normal end: wait for every rank, then leave
+    (1, None, ["destroy"]),                             # a handler that reports failure
+    (None, "run", ["destroy"]),                         # the data gave no result (RunError): exit 1
+    (None, "crash", ["destroy"]),                       # any other exception: it propagates, no barrier
+])
+def test_main_leaves_the_job_with_a_barrier_only_after_success(fake_pg, monkeypatch, rc, raises, want):
+    import corrsteer.dist  # noqa: F401  (main shuts down only a job that imported it)
+    from corrsteer import checks, cli
+
+    def handler(cfg):
+        if raises == "run":
+            raise checks.RunError("no result")
+        if raises == "crash":
+            raise ValueError("boom")
+        return rc
+
+    monkeypatch.setattr(cli, "parse_settings", lambda argv, ap: type("Cfg", (), {"command": "run"})())
+    monkeypatch.setitem(cli.HANDLERS, "run", (handler, *cli.HANDLERS["run"][1:]))
+    if raises == "crash":
+        with pytest.raises(ValueError):
+            cli.main([])
+    else:
+        assert cli.main([]) == (1 if raises else rc)
+    assert fake_pg == want
