@@ -4,8 +4,10 @@ setup(
     name="corrsteer",
     version="0.1.0",
     description="CorrSteer: correlation-based SAE feature steering, with fused Triton kernels",
+    # kernels/ is a plain folder (no __init__.py): the import name corrsteer_kernels is its subfolder, so a checkout
+    # on sys.path never shadows another distribution's top-level `kernels` (Hugging Face's, which transformers uses)
     packages=["corrsteer_kernels"] + find_packages(include=["corrsteer", "corrsteer.*"]),
-    package_dir={"corrsteer_kernels": "kernels"},
+    package_dir={"corrsteer_kernels": "kernels/corrsteer_kernels"},
     python_requires=">=3.10",
     install_requires=["torch>=2.4", "numpy", "safetensors", "transformers>=4.50", "gguf", "tqdm", "matplotlib",
                       "datasets>=2.19"],

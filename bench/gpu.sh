@@ -44,10 +44,8 @@ unset TRITON_INTERPRET   # the GPU tests must run compiled, not in the interpret
 mkdir -p .gpu/triton-cache && export TRITON_CACHE_DIR=$PWD/.gpu/triton-cache
 [ -f .gpu/triton-cache.tgz ] && tar xzf .gpu/triton-cache.tgz -C .gpu && log "unpacked a carried Triton cache"
 
-use_pythonpath() {   # import the project from this tree without installing it (corrsteer_kernels is kernels/)
-  SHIM=$(mktemp -d)
-  ln -s "$PWD/kernels" "$SHIM/corrsteer_kernels"
-  export PYTHONPATH="$PWD:$SHIM${PYTHONPATH:+:$PYTHONPATH}"
+use_pythonpath() {   # import the project from this tree without installing it (corrsteer_kernels is in kernels/)
+  export PYTHONPATH="$PWD:$PWD/kernels${PYTHONPATH:+:$PYTHONPATH}"
 }
 installed_here() {
   python3 - "$PWD" <<'EOF' 2>/dev/null
