@@ -11,7 +11,7 @@ setup(
     python_requires=">=3.10",
     install_requires=["torch>=2.4", "numpy", "safetensors", "transformers>=4.50", "gguf", "tqdm", "matplotlib",
                       "datasets>=2.19"],
-    entry_points={"console_scripts": ["corrsteer=corrsteer.cli:main"]},
+    entry_points={"console_scripts": ["corrsteer=corrsteer.cli.main:main"]},
     extras_require={
         "triton": ["triton>=3.2"],
         # sae-lens: the tests check SAEWeights.from_sae_lens against sae-lens's own encode/decode

@@ -6,7 +6,7 @@
 
 Plans: {"baseline": {}, "L<l>": {blocks.l.hook_resid_post: coef * W_dec[f]}} for --layers layers (one random feature
 of a random 16k SAE each, built with SteeringPlan.from_features as `corrsteer run` does).
-  batched = corrsteer.run.run_plans(lm, task, items, plans, batch_size, "validate")  (every plan in one pass,
+  batched = corrsteer.pipeline.run.run_plans(lm, task, items, plans, batch_size, "validate")  (every plan in one pass,
             one prefill per prompt shared by its copies)
   anchor  = the paper code's method: HF model.generate, greedy, batch 1, one plan at a time, the vector added by a
             plain forward hook at the layer output (last prompt position in the prefill, every decode step)
@@ -24,9 +24,9 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import HERE, base_parser, bench_task, finish_args, load_lm, random_bank, wall, write_json  # noqa: E402
 
-from corrsteer.hooks import hooked  # noqa: E402
-from corrsteer.run import run_plans  # noqa: E402
-from corrsteer.steer import SteeringPlan  # noqa: E402
+from corrsteer.model.hooks import hooked  # noqa: E402
+from corrsteer.pipeline.run import run_plans  # noqa: E402
+from corrsteer.model.steer import SteeringPlan  # noqa: E402
 
 GEMMA_CFG = os.path.join(HERE, "configs", "gemma-2-2b.json")
 

@@ -7,8 +7,8 @@
 
 Measured in one run on the same prompts, batches and max_new_tokens (fixed; random weights rarely emit EOS, so every
 row of the random model decodes max_new_tokens steps; the real default model stops at EOS on both sides alike):
-  collect   = corrsteer.collect.collect(lm, bank, task, items, batch_size, pool)  (generate + capture + stats)
-  plain     = corrsteer.generate.generate_batch(lm, prompts, max_new_tokens) per batch, no capture
+  collect   = corrsteer.pipeline.collect.collect(lm, bank, task, items, batch_size, pool)  (generate + capture + stats)
+  plain     = corrsteer.model.generate.generate_batch(lm, prompts, max_new_tokens) per batch, no capture
   hf        = model.generate(greedy, same batches, left padded, max_new_tokens)
 ratio = collect / plain (target <= 1.10) and collect / hf (second denominator).
 CUDA only: host syncs per decode step of one collection batch (torch.cuda.set_sync_debug_mode("warn"), warnings
@@ -30,8 +30,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (HERE, ROOT, base_parser, bench_task, finish_args, load_lm, print_table, random_bank,  # noqa: E402
                     wall, write_json)
 
-from corrsteer.collect import collect, score_rows  # noqa: E402
-from corrsteer.generate import generate_batch  # noqa: E402
+from corrsteer.pipeline.collect import collect, score_rows  # noqa: E402
+from corrsteer.model.generate import generate_batch  # noqa: E402
 from corrsteer_kernels import CorrStats, encode_pool_stats  # noqa: E402
 
 GEMMA_CFG = os.path.join(HERE, "configs", "gemma-2-2b.json")
@@ -87,7 +87,7 @@ def run_hf(lm, task, items, bs):
 
 def count_syncs(fn) -> tuple[int, list]:
     """Host syncs CUDA reports while fn runs (set_sync_debug_mode 'warn'), and their most common source lines."""
-    from corrsteer.profiling import host_sync_warnings
+    from corrsteer.model.profiling import host_sync_warnings
     hits = host_sync_warnings(fn)
     where = Counter(f"{os.path.relpath(w.filename, ROOT) if w.filename.startswith(ROOT) else w.filename}:{w.lineno}"
                     for w in hits)

@@ -205,8 +205,8 @@ def random_sae(d_in, d_sae, activation="jumprelu", k=None, device="cpu", dtype=t
 
 def random_bank(lm, layers, d_sae, device, dtype, activation="jumprelu", w_dec=False):
     """SAEBank of random SAEs at blocks.L.hook_resid_post for each layer L."""
-    from corrsteer.hooks import HookPoint
-    from corrsteer.saes import BankEntry, SAEBank
+    from corrsteer.model.hooks import HookPoint
+    from corrsteer.sae.bank import BankEntry, SAEBank
     return SAEBank({L: BankEntry(random_sae(lm.d_model, d_sae, activation, k=32, device=device, dtype=dtype,
                                             seed=1000 + L, w_dec=w_dec), HookPoint(L, "post"), "random")
                     for L in layers}, lm.name)
@@ -216,7 +216,7 @@ def tokenizer_dir() -> str:
     d = os.environ.get("CORRSTEER_BENCH_TOKENIZER")
     if d:
         return d
-    from corrsteer.models import resolve_spec
+    from corrsteer.model.lm import resolve_spec
     try:
         return resolve_spec("default", auto_install=False)[1]
     except Exception as e:       # noqa: BLE001
@@ -249,9 +249,9 @@ def load_tokenizer(d: str):
 
 
 def load_lm(args, model: str):
-    """(LM, description). model: 'default' (corrsteer.models.load_model) or a JSON config path (random weights,
+    """(LM, description). model: 'default' (corrsteer.model.lm.load_model) or a JSON config path (random weights,
     built with transformers straight on the device in args.torch_dtype; tokenizer from tokenizer_dir())."""
-    from corrsteer.models import LM, load_model
+    from corrsteer.model.lm import LM, load_model
     if model == "default":
         lm = load_model("default", dtype=args.torch_dtype, device=args.device)
         return lm, dict(model="default (SmolLM2-135M-Instruct, real weights)")
@@ -317,7 +317,7 @@ def prompt_texts(n: int, seed: int = 0) -> list[str]:
 def bench_task(n: int, max_new_tokens: int, seed: int = 0):
     """(Task, items): prompt_texts as items; the score is a deterministic function of the output text, so both
     classes occur (random-weight models answer nothing meaningful)."""
-    from corrsteer.tasks import Item, Task
+    from corrsteer.tasks.task import Item, Task
 
     class BenchTask(Task):
         def score(self, item, output):

@@ -1,8 +1,8 @@
-"""Our TopK trainer (corrsteer.train_sae.TopKTrainer) vs sae-lens's SAETrainer on the same activations.
+"""Our TopK trainer (corrsteer.sae.train.TopKTrainer) vs sae-lens's SAETrainer on the same activations.
 
 Both train a 576 -> 2304, k = 32 TopK SAE per layer on the same in-memory training activations of the default model
 (the `corrsteer train-sae` training text), for the same number of tokens (epochs x train tokens) and batch size, on
-the same CPU threads; both are scored by corrsteer.train_sae.evaluate on the same held-out activations (the built-in
+the same CPU threads; both are scored by corrsteer.sae.train.evaluate on the same held-out activations (the built-in
 tasks' prompts with the model's answers, and held-out docstrings): FVE, L0, dead fraction, seconds per layer.
 
     CORRSTEER_CACHE=... python bench/compare_sae_trainers.py --layers 3,10,17,24,28 --out bench/results/sae-trainers-cpu
@@ -59,11 +59,11 @@ def main(argv=None) -> int:
     ap.add_argument("--acts", default=None, help="keep the activations in this folder (reused when present)")
     args = ap.parse_args(argv)
 
-    from corrsteer.activations import collect_to_disk, load_layer
+    from corrsteer.sae.activations import collect_to_disk, load_layer
     from corrsteer.config import TrainConfig, parse_layers
-    from corrsteer.hooks import HookPoint
-    from corrsteer.models import load_model
-    from corrsteer.train_sae import TopKTrainer, evaluate, fast_lm, training_text
+    from corrsteer.model.hooks import HookPoint
+    from corrsteer.model.lm import load_model
+    from corrsteer.sae.train import TopKTrainer, evaluate, fast_lm, training_text
 
     torch.set_num_threads(args.threads)
     cfg = TrainConfig()

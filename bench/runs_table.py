@@ -3,7 +3,7 @@
     python3 bench/runs_table.py RUN_DIR [RUN_DIR ...] > all-tasks.md
 
 Each RUN_DIR holds predictions.jsonl and report.md of one run; a cell is test accuracy (change in points vs the
-baseline, exact McNemar p, side-effect ratio), from corrsteer.evaluate.compare on the saved predictions.
+baseline, exact McNemar p, side-effect ratio), from corrsteer.report.stats.compare on the saved predictions.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import re
 import sys
 from pathlib import Path
 
-from corrsteer.evaluate import compare
+from corrsteer.report.stats import compare
 
 VARIANTS = ("CorrSteer-S", "CorrSteer-A", "CorrSteer-P", "raw-residual", "mean-difference")
 

@@ -78,8 +78,8 @@ def _device_ok(text):
 
 
 def _task_ok(name):
-    from .hub_tasks import hub_task_names
-    from .tasks import list_tasks
+    from corrsteer.tasks.hub import hub_task_names
+    from corrsteer.tasks.task import list_tasks
     known = list_tasks() + hub_task_names()
     return None if name in known or name.endswith((".jsonl", ".json")) else \
         f"one of {', '.join(known)} (or a .jsonl file)"
@@ -186,7 +186,7 @@ class LayerOptions(Settings):
 
 @dataclass(kw_only=True, frozen=True)
 class SplitOptions(Settings):
-    task: str = option("sentiment", "a built-in task (corrsteer.tasks.list_tasks()) or a .jsonl task file",
+    task: str = option("sentiment", "a built-in task (corrsteer.tasks.task.list_tasks()) or a .jsonl task file",
                        check=_task_ok)
     task_file: str | None = option(None, "a JSONL task file (see README); replaces --task", metavar="FILE")
     n_select: int = option(192, "size of the select split (statistics and feature choice)", check=positive)
@@ -206,7 +206,7 @@ def parse_seeds(text: str | None) -> list[int] | None:
 
 @dataclass(kw_only=True, frozen=True)
 class TaskSourceOptions(Settings):
-    """The paper's benchmarks (corrsteer.hub_tasks): where they come from, how they are prompted and scored."""
+    """The paper's benchmarks (corrsteer.tasks.hub): where they come from, how they are prompted and scored."""
     task_path: str | None = option(None, "offline copy of a hub task: DIR holds <split>.jsonl or <split>.parquet "
                                    "in the hub's schema (default: download through `datasets`)", metavar="DIR")
     protocol: str = option("chat", "hub tasks: chat (chat template, answers read the way a person would) or paper "
@@ -222,7 +222,7 @@ class TaskSourceOptions(Settings):
 
     def check(self):
         super().check()
-        from .hub_tasks import hub_task_names
+        from corrsteer.tasks.hub import hub_task_names
         task = getattr(self, "task", None)
         hub = task in hub_task_names() and not getattr(self, "task_file", None)
         if not hub and (self.task_path or self.constrain or self.bbq_condition or self.protocol != "chat"):
@@ -272,7 +272,7 @@ class SelectOptions(Settings):
 # ---------------------------------------------------------------------------------------------------------------
 @dataclass(kw_only=True, frozen=True)
 class TrainConfig(Settings):
-    """The SAE trainer's settings (corrsteer.train_sae): `corrsteer train-sae` and the SAEs `run` trains itself."""
+    """The SAE trainer's settings (corrsteer.sae.train): `corrsteer train-sae` and the SAEs `run` trains itself."""
     d_sae: int = option(2304, "SAE width (latents)", check=positive)
     k: int = option(32, "latents active per token (TopK)", check=positive)
     epochs: float = option(3.0, "passes over the training activations", check=positive)
@@ -461,7 +461,7 @@ def read_config(path, cls: type[Settings]) -> dict:
 def write_config(out_dir, cfg: Settings, **context) -> Path:
     """<out_dir>/config.json: the command, the package version, every setting (out = out_dir) and `context`
     (what the settings resolved to: model, SAEs, task)."""
-    from . import __version__
+    from corrsteer import __version__
 
     settings = cfg.to_dict()
     if "out" in settings:

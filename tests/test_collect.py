@@ -1,8 +1,8 @@
 """Collection: the streamed statistics equal a float64 recomputation, and a checkpoint resumes."""
 import torch
 
-from corrsteer.collect import collect
-from corrsteer.generate import generate_batch
+from corrsteer.pipeline.collect import collect
+from corrsteer.model.generate import generate_batch
 from corrsteer_kernels import CorrStats, encode_pool_reference
 from fakes import FakeTask, tiny_bank
 

@@ -3,10 +3,10 @@ loaded onto a device in a dtype, and (with CUDA) the whole collect + select pipe
 import pytest
 import torch
 
-from corrsteer.collect import collect
-from corrsteer.generate import generate_batch
-from corrsteer.saes import load_bank, save_sae_dir
-from corrsteer.select import layer_candidates
+from corrsteer.pipeline.collect import collect
+from corrsteer.model.generate import generate_batch
+from corrsteer.sae.bank import load_bank, save_sae_dir
+from corrsteer.pipeline.select import layer_candidates
 from corrsteer_kernels import CorrStats, encode_pool_reference
 from test_generate_device import DEVICES, forced_eos, on
 from fakes import FakeTask, tiny_bank
@@ -81,7 +81,7 @@ def test_load_bank_on_device_in_dtype(tiny_lm, tmp_path):
 
 
 def test_load_model_in_a_dtype_given_by_name(tiny_lm, tmp_path):
-    from corrsteer.models import as_dtype, load_model
+    from corrsteer.model.lm import as_dtype, load_model
     tiny_lm.model.save_pretrained(tmp_path / "m")
     tiny_lm.tokenizer.save_pretrained(tmp_path / "m")
     lm = load_model(str(tmp_path / "m"), dtype="bfloat16", device="cpu")

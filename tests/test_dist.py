@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from corrsteer.saes import save_sae_dir
+from corrsteer.sae.bank import save_sae_dir
 from fakes import tiny_bank
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,7 +128,7 @@ def _partials(n, d=64):
 
 def _fold_all(results):
     import torch
-    from corrsteer.collect import Collected, _fold
+    from corrsteer.pipeline.collect import Collected, _fold
     from corrsteer_kernels import CorrStats
     col = Collected(sae={0: CorrStats(64)}, raw={}, rows=[])
     for parts in results:
@@ -141,7 +141,7 @@ def test_rounds_fold_in_batch_order_bit_for_bit(world):
     import threading
 
     import torch
-    from corrsteer.dist import SINGLE, rounds
+    from corrsteer.pipeline.dist import SINGLE, rounds
     parts = _partials(7)
     want = _fold_all([r for _, got in rounds(7, 0, SINGLE, lambda b: parts[b]) for r in got])
     shared, barrier, out = [None] * world, threading.Barrier(world), {}
@@ -181,8 +181,9 @@ def fake_pg(monkeypatch):
     (None, "crash", ["destroy"]),                       # any other exception: it propagates, no barrier
 ])
 def test_main_leaves_the_job_with_a_barrier_only_after_success(fake_pg, monkeypatch, rc, raises, want):
-    import corrsteer.dist  # noqa: F401  (main shuts down only a job that imported it)
-    from corrsteer import checks, cli
+    import corrsteer.pipeline.dist  # noqa: F401  (main shuts down only a job that imported it)
+    from corrsteer.cli import checks
+    from corrsteer.cli import main as cli
 
     def handler(cfg):
         if raises == "run":

@@ -5,7 +5,7 @@ from fractions import Fraction
 
 import pytest
 
-from corrsteer.evaluate import (Comparison, accuracy_ci, compare, mcnemar_exact, mcnemar_from_counts,
+from corrsteer.report.stats import (Comparison, accuracy_ci, compare, mcnemar_exact, mcnemar_from_counts,
                                 side_effect_ratio)
 
 from fakes import paired_rows

@@ -1,8 +1,8 @@
 """Batched greedy generation on the tiny random model: equal to HF generate, captures, batched plans."""
 import torch
 
-from corrsteer.generate import generate_batch
-from corrsteer.hooks import HookPoint, capture
+from corrsteer.model.generate import generate_batch
+from corrsteer.model.hooks import HookPoint, capture
 
 
 def test_generate_matches_hf_generate_with_left_padding(tiny_lm):

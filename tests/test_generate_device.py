@@ -6,11 +6,11 @@ from contextlib import contextmanager
 import pytest
 import torch
 
-from corrsteer import generate as G
-from corrsteer.generate import eos_ids, generate_batch
-from corrsteer.hooks import HookPoint, capture, hooked
-from corrsteer.models import LM
-from corrsteer.profiling import count_host_syncs, sync_points
+from corrsteer.model import generate as G
+from corrsteer.model.generate import eos_ids, generate_batch
+from corrsteer.model.hooks import HookPoint, capture, hooked
+from corrsteer.model.lm import LM
+from corrsteer.model.profiling import count_host_syncs, sync_points
 from corrsteer_kernels import steer_add_
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

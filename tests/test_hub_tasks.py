@@ -2,10 +2,10 @@
 import pytest
 
 from corrsteer.config import RunConfig, SettingsError
-from corrsteer.hub_tasks import HUB_TASKS, TaskLoadError, gsm8k_gold, load_hub_task
-from corrsteer.protocols import (Scorers, bind, chat_prompt, final_number, letter_token_ids, paper_prompt,
+from corrsteer.tasks.hub import HUB_TASKS, TaskLoadError, gsm8k_gold, load_hub_task
+from corrsteer.tasks.protocols import (Scorers, bind, chat_prompt, final_number, letter_token_ids, paper_prompt,
                                  score_output, special_prefix)
-from corrsteer.tasks import Item
+from corrsteer.tasks.task import Item
 from hub_fixtures import write_fixture
 
 SEVEN = ("mmlu", "mmlu-pro", "bbq", "gsm8k", "simpleqa", "harmbench", "xstest")
@@ -143,7 +143,7 @@ def test_refusal_scorers_model_and_fallback():
 
 
 def test_model_scorers_are_found_through_the_loader(tmp_path, monkeypatch):
-    import corrsteer.hub_scorers as hs
+    import corrsteer.tasks.hub_scorers as hs
     monkeypatch.setattr(hs, "_refusal_pipeline", lambda: (lambda texts: [{"label": "REJECTION"} for _ in texts]))
     task = _load(tmp_path, "harmbench", scorer_models="auto")
     assert "ProtectAI" in task.scorer and task.score(task.items[0], "whatever") == ("refuse", 1.0)

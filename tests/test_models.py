@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from conftest import tiny_model
-from corrsteer.hooks import HookPoint, capture, hooked
-from corrsteer.models import LM, decoder_layers, load_model, resolve_spec, smollm2_gguf
+from corrsteer.model.hooks import HookPoint, capture, hooked
+from corrsteer.model.lm import LM, decoder_layers, load_model, resolve_spec, smollm2_gguf
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen2", "gemma2", "gemma3"])

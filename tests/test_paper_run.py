@@ -6,10 +6,10 @@ import json
 import pytest
 
 from corrsteer.config import RunConfig
-from corrsteer.generate import generate_batch
-from corrsteer.hub_tasks import load_hub_task
-from corrsteer.protocols import Scorers
-from corrsteer.run import corrsteer_run
+from corrsteer.model.generate import generate_batch
+from corrsteer.tasks.hub import load_hub_task
+from corrsteer.tasks.protocols import Scorers
+from corrsteer.pipeline.run import corrsteer_run
 from fakes import tiny_bank
 from hub_fixtures import write_fixture
 
@@ -54,7 +54,7 @@ def test_run_each_task_end_to_end_offline(tiny_lm, tmp_path, monkeypatch, name, 
     mc = name in ("mmlu", "mmlu-pro", "bbq")
     task = _task(tmp_path, name, protocol=protocol, constrain=mc, max_new=None if mc else 6)
     if name == "gsm8k":
-        import corrsteer.protocols as P
+        import corrsteer.tasks.protocols as P
         alt = _alternating()
         monkeypatch.setattr(P, "final_number", lambda text: "1" if alt([text])[0] else "2")
         monkeypatch.setattr(P, "_canon", lambda g: "1")             # every other answer counts as right
@@ -84,8 +84,8 @@ def test_rankings_run_from_the_same_pass(tiny_lm, tmp_path, ranking):
 
 
 def test_p_combine_all_and_paper_hook_site(tiny_lm, tmp_path, monkeypatch):
-    import corrsteer.stages as S
-    from corrsteer.select import variant_p
+    import corrsteer.pipeline.stages as S
+    from corrsteer.pipeline.select import variant_p
     monkeypatch.setattr(S, "variant_p", lambda cands, val_acc, base: variant_p(cands, val_acc, -1.0))  # keep all
     task = _task(tmp_path, "mmlu", protocol="paper", constrain=True)
     cfg = RunConfig(task="mmlu", n_select=12, n_val=3, n_test=3, batch_size=6, p_combine="all", hook_site="paper")
@@ -101,7 +101,7 @@ def test_p_combine_all_and_paper_hook_site(tiny_lm, tmp_path, monkeypatch):
 
 
 def test_seeds_write_the_table(tiny_lm, tmp_path):
-    from corrsteer.seeds import run_seeds, table_md
+    from corrsteer.pipeline.seeds import run_seeds, table_md
     task = _task(tmp_path, "mmlu", protocol="paper", constrain=True)
     cfg = RunConfig(task="mmlu", n_select=10, n_val=2, n_test=3, batch_size=5, variant="A", seeds="0,1",
                     saes="random")
@@ -114,7 +114,7 @@ def test_seeds_write_the_table(tiny_lm, tmp_path):
 
 
 def test_presets_and_neuronpedia_links():
-    from corrsteer.presets import apply_preset, feature_links, neuronpedia_url
+    from corrsteer.sae.presets import apply_preset, feature_links, neuronpedia_url
     cfg = apply_preset(RunConfig(preset="gemma-2-2b"))
     assert (cfg.model, cfg.saes, cfg.layers) == ("google/gemma-2-2b-it", "release:gemma-scope-2b-pt-res-canonical",
                                                  "0-25")
@@ -123,15 +123,15 @@ def test_presets_and_neuronpedia_links():
     assert neuronpedia_url("release:gemma-scope-2b-pt-res-canonical", 12, 345) == \
         "https://www.neuronpedia.org/gemma-2-2b/12-gemmascope-res-16k/345"
     assert neuronpedia_url("random", 1, 2) is None and feature_links("trained", {"S": [dict(layer=1, feature=2)]}) == []
-    from corrsteer.saes import RELEASE_IDS
+    from corrsteer.sae.bank import RELEASE_IDS
     assert RELEASE_IDS["gemma-scope-2b-pt-res-canonical"] == "layer_{L}/width_16k/canonical"
     assert RELEASE_IDS["llama_scope_lxr_8x"] == "l{L}r_8x"
 
 
 def test_cli_run_on_a_task_path(tiny_lm, tmp_path, monkeypatch, capsys):
     """`corrsteer run --task xstest --task-path DIR` through the CLI (model and SAEs swapped for the tiny ones)."""
-    import corrsteer.cli as cli
-    import corrsteer.hub_scorers as hs
+    import corrsteer.cli.main as cli
+    import corrsteer.tasks.hub_scorers as hs
     monkeypatch.setattr(cli, "_model", lambda cfg, default=None, device=None: tiny_lm)
     monkeypatch.setattr(cli, "_bank", lambda lm, cfg: tiny_bank(tiny_lm, layers=(1, 3)))
     alt = _alternating()

@@ -1,6 +1,6 @@
 """The report: markdown tables and plots from comparisons and features."""
-from corrsteer.evaluate import compare
-from corrsteer.report import fmt_p, write_report
+from corrsteer.report.stats import compare
+from corrsteer.report.markdown import fmt_p, write_report
 from fakes import paired_rows
 
 

@@ -2,9 +2,9 @@
 warnings."""
 import pytest
 
-from corrsteer.evaluate import compare
-from corrsteer.report import write_report
-from corrsteer.report_text import answer_format, text_section, text_stats
+from corrsteer.report.stats import compare
+from corrsteer.report.markdown import write_report
+from corrsteer.report.text_checks import answer_format, text_section, text_stats
 
 HEDGE = "It is either positive or negative, but that is all."
 

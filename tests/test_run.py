@@ -1,8 +1,8 @@
 """`corrsteer run` as a function on the tiny random model: every output, and the config.json it records."""
 import json
 
-from corrsteer.run import RunConfig, corrsteer_run
-from corrsteer.steer import SteeringPlan
+from corrsteer.pipeline.run import RunConfig, corrsteer_run
+from corrsteer.model.steer import SteeringPlan
 from fakes import FakeTask, tiny_bank
 
 

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from cases import make_sae
-from corrsteer.hooks import HookPoint
-from corrsteer.saes import load_bank, load_sae_dir, save_sae_dir
+from corrsteer.model.hooks import HookPoint
+from corrsteer.sae.bank import load_bank, load_sae_dir, save_sae_dir
 from corrsteer_kernels import encode_pool
 
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from corrsteer.tasks import Item, Task, load_task_file
+from corrsteer.tasks.task import Item, Task, load_task_file
 
 HEDGE = "It is either positive or negative, but that is all."
 
@@ -205,7 +205,7 @@ def test_bad_scorer_field(tmp_path, extra, reason):
 
 
 def test_scorer_is_named():
-    from corrsteer.tasks import get_task
+    from corrsteer.tasks.task import get_task
     assert get_task("sentiment").scorer.startswith("label over {positive, negative, neutral}")
     assert get_task("capitals").scorer.startswith("short (text)")
     assert get_task("arithmetic").scorer.startswith("short (number)")

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from corrsteer.select import layer_candidates, mean_difference, p_prefixes, variant_a, variant_p, variant_s
+from corrsteer.pipeline.select import layer_candidates, mean_difference, p_prefixes, variant_a, variant_p, variant_s
 from corrsteer_kernels import CorrStats
 
 

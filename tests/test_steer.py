@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from corrsteer.hooks import HookPoint, capture
-from corrsteer.steer import SteeringPlan
+from corrsteer.model.hooks import HookPoint, capture
+from corrsteer.model.steer import SteeringPlan
 from fakes import tiny_bank
 
 

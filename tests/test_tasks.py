@@ -4,8 +4,8 @@ from collections import Counter
 
 import pytest
 
-from corrsteer import task_data
-from corrsteer.tasks import (Item, Task, extract_choice, extract_label, extract_number, get_task, is_refusal,
+from corrsteer.tasks import builtin as task_data
+from corrsteer.tasks.task import (Item, Task, extract_choice, extract_label, extract_number, get_task, is_refusal,
                              list_tasks, load_task_file, register_task, score_short)
 
 BUILTIN = ["arithmetic", "capitals", "mmlu-style", "refusal", "sentiment"]

@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from corrsteer.cli import main, quality_table
+from corrsteer.cli.main import main, quality_table
 from corrsteer.config import TrainSAEConfig, parse_layers
-from corrsteer.saes import load_bank
-from corrsteer import train_sae
-from corrsteer.train_sae import TopKTrainer, TrainConfig, _TopKEncode, evaluate, train_bank
+from corrsteer.sae.bank import load_bank
+from corrsteer.sae import train as train_sae
+from corrsteer.sae.train import TopKTrainer, TrainConfig, _TopKEncode, evaluate, train_bank
 
 
 def test_sparse_topk_backward_matches_dense_autograd():
@@ -123,7 +123,7 @@ def test_run_trains_only_missing_layers_and_never_re_evaluates(tiny_lm, tmp_path
     training writes quality.json/.md (every cached layer) and config.json as `corrsteer train-sae` does."""
     import functools
 
-    from corrsteer import cli
+    from corrsteer.cli import main as cli
     from corrsteer.config import RunConfig
 
     monkeypatch.setenv("CORRSTEER_CACHE", str(tmp_path / "cache"))
@@ -167,7 +167,7 @@ def test_train_sae_and_the_sae_run_trains_itself_share_one_set_of_defaults():
 def test_two_runs_on_a_trained_bank_give_identical_plans_and_predictions(tiny_lm, tmp_path, monkeypatch):
     from fakes import FakeTask
 
-    from corrsteer.run import RunConfig, corrsteer_run
+    from corrsteer.pipeline.run import RunConfig, corrsteer_run
     monkeypatch.setenv("CORRSTEER_CACHE", str(tmp_path / "cache"))
     train_bank(tiny_lm, tmp_path / "saes", layers=[1, 2, 3], cfg=TrainConfig(**TINY), progress=False)
     cfg = RunConfig(n_select=12, n_val=4, n_test=8, batch_size=4)

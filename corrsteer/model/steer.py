@@ -20,7 +20,7 @@ import torch
 
 from corrsteer_kernels import steer_add_, steering_vectors
 
-from .hooks import HookPoint, hooked
+from corrsteer.model.hooks import HookPoint, hooked
 
 
 @dataclass

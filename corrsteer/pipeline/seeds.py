@@ -7,7 +7,7 @@ import json
 import statistics
 from pathlib import Path
 
-from .config import parse_seeds
+from corrsteer.config import parse_seeds
 
 BASELINE = "baseline"
 
@@ -42,7 +42,7 @@ def table_md(task: str, per_seed: dict, note: str = "") -> str:
 
 def run_seeds(lm, bank, task, out_dir, cfg) -> dict:
     """Run every seed of cfg.seeds; write table.md and seeds.json in out_dir; return {seed: {variant: acc}}."""
-    from .run import corrsteer_run
+    from corrsteer.pipeline.run import corrsteer_run
 
     out = Path(out_dir)
     per_seed = {}

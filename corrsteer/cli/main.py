@@ -14,8 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from . import checks
-from .config import (COMMANDS, EvalConfig, GenerateConfig, ModelOptions, RunConfig, SettingsError, TrainSAEConfig,
+from corrsteer.cli import checks
+from corrsteer.config import (COMMANDS, EvalConfig, GenerateConfig, ModelOptions, RunConfig, SettingsError, TrainSAEConfig,
                      add_options, load_settings, model_context, write_config)
 
 
@@ -36,7 +36,7 @@ def quality_table(rows: list[dict]) -> str:
 
 
 def _model(cfg: ModelOptions, default: str | None = None, device=None):
-    from .models import load_model
+    from corrsteer.model.lm import load_model
     dev, dtype = cfg.device_dtype()
     return load_model(cfg.model or default, device=device or dev, dtype=dtype)
 
@@ -44,8 +44,8 @@ def _model(cfg: ModelOptions, default: str | None = None, device=None):
 def _train(lm, cfg: TrainSAEConfig) -> list[dict]:
     """Train (or resume) the SAEs `cfg` asks for and record the whole bank: quality.json/.md and config.json in the
     SAE cache, whichever command started the training."""
-    from .paths import sae_cache_dir
-    from .train_sae import bank_quality, train_bank
+    from corrsteer.paths import sae_cache_dir
+    from corrsteer.sae.train import bank_quality, train_bank
 
     t0 = time.time()
     out = sae_cache_dir(lm.name, cfg.sae_dir)
@@ -81,8 +81,8 @@ def _missing(out, layers, hook: str = "post") -> list[int]:
 
 
 def cmd_train_sae(cfg: TrainSAEConfig) -> int:
-    from .paths import sae_cache_dir
-    from .train_sae import bank_quality
+    from corrsteer.paths import sae_cache_dir
+    from corrsteer.sae.train import bank_quality
 
     lm = _model(cfg)
     out = sae_cache_dir(lm.name, cfg.sae_dir)
@@ -98,13 +98,13 @@ def cmd_train_sae(cfg: TrainSAEConfig) -> int:
 
 
 def _bank(lm, cfg: RunConfig):
-    from .paths import sae_cache_dir
+    from corrsteer.paths import sae_cache_dir
 
     if cfg.saes == "trained":
         out = sae_cache_dir(lm.name, cfg.sae_dir)
         missing = _missing(out, cfg.layer_list or range(lm.n_layers))
         if missing:      # only what is missing: trained layers are loaded as they are, not re-evaluated
-            from .dist import env_world
+            from corrsteer.pipeline.dist import env_world
             if env_world() > 1:
                 raise SettingsError(f"--saes trained: no trained SAEs for {lm.name} at layers {_ranges(missing)} "
                                     "yet, expected them trained once beforehand with `corrsteer train-sae` (in one "
@@ -133,7 +133,7 @@ def _ranges(layers) -> str:
 
 
 def _task(cfg):
-    from .hub_tasks import HUB_TASKS, load_hub_task
+    from corrsteer.tasks.hub import HUB_TASKS, load_hub_task
     if not cfg.task_file and cfg.task in HUB_TASKS:
         return load_hub_task(cfg.task, cfg.protocol, cfg.task_path, cfg.constrain, cfg.scorer_models,
                              cfg.max_new_tokens, cfg.bbq_condition)
@@ -142,7 +142,7 @@ def _task(cfg):
 
 def _join(cfg):
     """This process's place in a torchrun job (a single process without one) and its device."""
-    from . import dist
+    from corrsteer.pipeline import dist
     device, _ = cfg.device_dtype()
     d = dist.init(device)
     return d, dist.rank_device(device, d)
@@ -150,9 +150,9 @@ def _join(cfg):
 
 def cmd_run(cfg: RunConfig) -> int:
     """`corrsteer run`, and `corrsteer select` (cfg.select_only: stop once the plans are written)."""
-    from .presets import apply_preset
-    from .run import corrsteer_run
-    from .seeds import run_seeds
+    from corrsteer.sae.presets import apply_preset
+    from corrsteer.pipeline.run import corrsteer_run
+    from corrsteer.pipeline.seeds import run_seeds
 
     cfg = apply_preset(cfg)
     task = _task(cfg)
@@ -184,7 +184,7 @@ def cmd_run(cfg: RunConfig) -> int:
 
 
 def cmd_eval(cfg: EvalConfig) -> int:
-    from .run import eval_plan
+    from corrsteer.pipeline.run import eval_plan
 
     plan = checks.plan_file(cfg.plan)
     task = _task(cfg)
@@ -204,7 +204,7 @@ def cmd_eval(cfg: EvalConfig) -> int:
 
 
 def cmd_generate(cfg: GenerateConfig) -> int:
-    from .generate import generate_batch
+    from corrsteer.model.generate import generate_batch
 
     plan = checks.plan_file(cfg.plan)
     lm = _model(cfg, default=plan.model)
@@ -254,8 +254,8 @@ def main(argv=None) -> int:
         print(f"corrsteer: error: {e}", file=sys.stderr)
         return 1
     finally:
-        if "corrsteer.dist" in sys.modules:
-            sys.modules["corrsteer.dist"].shutdown(ok)
+        if "corrsteer.pipeline.dist" in sys.modules:
+            sys.modules["corrsteer.pipeline.dist"].shutdown(ok)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The stages of `corrsteer run` as functions with typed results:
 
-    collect -> rank -> validate -> prefix search -> test        (report: corrsteer.run)
+    collect -> rank -> validate -> prefix search -> test        (report: corrsteer.pipeline.run)
 
 Each generating stage works in batches, sharded over torchrun ranks (dist.py), and checkpoints after every round of
 batches under a key of everything its result depends on (checkpoint.py): collect's key covers the model, the SAEs,
@@ -15,14 +15,14 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .checks import RunError
-from .checkpoint import StageCheckpoint, items_identity, log, task_identity, vectors_identity
-from .collect import Collected, collect, score_rows
-from .dist import SINGLE, Dist, my_batches, n_batches, rounds
-from .generate import generate_batch
-from .rankings import layer_candidates
-from .select import p_prefixes, variant_a, variant_p, variant_s
-from .steer import SteeringPlan
+from corrsteer.cli.checks import RunError
+from corrsteer.pipeline.checkpoint import StageCheckpoint, items_identity, log, task_identity, vectors_identity
+from corrsteer.pipeline.collect import Collected, collect, score_rows
+from corrsteer.pipeline.dist import SINGLE, Dist, my_batches, n_batches, rounds
+from corrsteer.model.generate import generate_batch
+from corrsteer.pipeline.rank import layer_candidates
+from corrsteer.pipeline.select import p_prefixes, variant_a, variant_p, variant_s
+from corrsteer.model.steer import SteeringPlan
 
 CKPT_DIR = "checkpoints"
 

@@ -5,8 +5,8 @@
     pred, y = task.score(item, generated_text)     # y = 1.0 if correct
     task.scorer                                    # which scorer runs, in words (the report prints it)
 
-Scoring reads the one answer an output commits to, the way a careful grader would (corrsteer.scoring,
-corrsteer.scoring_mc): "The answer is (B).", "The capital of France is Paris.", "2 + 3 = 5", "This review is
+Scoring reads the one answer an output commits to, the way a careful grader would (corrsteer.tasks.scoring,
+corrsteer.tasks.scoring_mc): "The answer is (B).", "The capital of France is Paris.", "2 + 3 = 5", "This review is
 negative." are answers; an output naming two or more different candidate answers ("positive or negative", "A or B",
 "54 or 56", a list of options) is a hedge and wrong, whatever the gold.
 
@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import task_data as D
-from .scoring import (HEDGE_SEP, NUMERIC, clean, extract_label, extract_number, fmt_number, normalize,  # noqa: F401
+from corrsteer.tasks import builtin as D
+from corrsteer.tasks.scoring import (HEDGE_SEP, NUMERIC, clean, extract_label, extract_number, fmt_number, normalize,  # noqa: F401
                       score_short, score_text)
-from .scoring_mc import LETTERS, extract_choice, is_refusal, read_refusal  # noqa: F401
+from corrsteer.tasks.scoring_mc import LETTERS, extract_choice, is_refusal, read_refusal  # noqa: F401
 
 KINDS = ("mc", "short", "label", "refusal")
 DEFAULT_MAX_NEW_TOKENS = {"mc": 24, "short": 24, "label": 16, "refusal": 32}

@@ -9,14 +9,14 @@ an output that only mentions the gold without stating it as the answer ("The cap
     score_short(output, gold, question, aliases, candidates) -> (pred, y)   free-form text or numbers
     extract_number(output, question)           -> '56', '' (none) or '54|56' (a hedge)
 
-Multiple-choice letters and refusals live in corrsteer.scoring_mc.
+Multiple-choice letters and refusals live in corrsteer.tasks.scoring_mc.
 """
 from __future__ import annotations
 
 import re
 import unicodedata
 
-from . import task_data as D
+from corrsteer.tasks import builtin as D
 
 HEDGE_SEP = "|"          # preds naming several answers join them with this: 'positive|negative'
 

@@ -1,4 +1,4 @@
-"""Reading multiple-choice letters and refusals (see corrsteer.scoring for the shared rules).
+"""Reading multiple-choice letters and refusals (see corrsteer.tasks.scoring for the shared rules).
 
     extract_choice(output, choices)  -> 'B', '' (none) or 'A|B' (a hedge: two letters, or two option texts)
     read_refusal(output, prompt)     -> 'refuse', 'comply', 'none' (neither: empty, off-topic, an echo) or
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from .scoring import HEDGE_SEP, clean, find_phrases, normalize
+from corrsteer.tasks.scoring import HEDGE_SEP, clean, find_phrases, normalize
 
 LETTERS = "ABCDEFGHIJ"
 

@@ -8,7 +8,7 @@ choice, one-word classification, short factual and numeric answers, requests a m
 our own. No training prompt is an item of a built-in task (`task_prompts`; checked when the set is built and by the
 tests), so the built-in tasks' items serve as held-out "chat task prompts" for the quality table.
 
-The answers are the model's own greedy continuations, generated once with `corrsteer.generate.generate_batch` and
+The answers are the model's own greedy continuations, generated once with `corrsteer.model.generate.generate_batch` and
 cached under <cache>/chat/<model>/ (one JSON line per batch, so an interrupted generation resumes).
 Everything is a pure function of the seed: lists are built in a fixed order and shuffled with random.Random(seed).
 """
@@ -78,7 +78,7 @@ INSTRUCTIONS = [
 ]
 
 # ---------------------------------------------------------------------------------------------------------------
-# task-like formats with our own content (kept apart from corrsteer.task_data)
+# task-like formats with our own content (kept apart from corrsteer.tasks.builtin)
 # ---------------------------------------------------------------------------------------------------------------
 ANTONYMS = [("hot", "cold"), ("ancient", "modern"), ("generous", "selfish"), ("brave", "cowardly"),
             ("heavy", "light"), ("narrow", "wide"), ("early", "late"), ("noisy", "quiet"), ("rough", "smooth"),
@@ -166,7 +166,7 @@ ASK = ["Could you show me how to {x}?", "I'd like to {x}. Any advice?", "What's 
 
 
 def _mc(rng, question, gold, pool):
-    from .tasks import mc_prompt
+    from corrsteer.tasks.task import mc_prompt
     opts = rng.sample([p for p in pool if p != gold], 3) + [gold]
     rng.shuffle(opts)
     return mc_prompt(question, opts)
@@ -238,7 +238,7 @@ def _norm(s: str) -> str:
 
 def task_prompts(seed: int = 0) -> set[str]:
     """Every prompt of every built-in task (normalised), to keep the training set apart from them."""
-    from .tasks import get_task, list_tasks
+    from corrsteer.tasks.task import get_task, list_tasks
     return {_norm(it.prompt) for name in list_tasks() for it in get_task(name, seed=seed).items}
 
 
@@ -264,7 +264,7 @@ def instructions(n: int | None = None, seed: int = 0, task_like: float = 0.4) ->
 def task_eval_prompts(per_task: int = 40, seed: int = 0) -> list[tuple[str, int]]:
     """[(prompt, max_new_tokens)]: the first `per_task` items of every built-in task (as its seed orders them), the
     held-out "chat task prompts" of the quality table."""
-    from .tasks import get_task, list_tasks
+    from corrsteer.tasks.task import get_task, list_tasks
     out = []
     for name in list_tasks():
         task = get_task(name, seed=seed)
@@ -293,8 +293,8 @@ def answers(lm, prompts: list[str], max_new_tokens: int | list[int], batch_size:
     import torch
     from tqdm.auto import tqdm
 
-    from .generate import generate_batch
-    from .paths import cache_root
+    from corrsteer.model.generate import generate_batch
+    from corrsteer.paths import cache_root
 
     if isinstance(max_new_tokens, int):
         max_new_tokens = [max_new_tokens] * len(prompts)

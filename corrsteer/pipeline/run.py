@@ -13,12 +13,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .checkpoint import (atomic_save_tensors, atomic_write_text, mark_done, mark_in_progress, model_identity)
-from .config import EvalConfig, RunConfig, bank_context, model_context, write_config
-from .dist import SINGLE, Dist
-from .run_extras import extra_settings, prepare, report_sections
-from .select import mean_difference, raw_direction, variant_s
-from .stages import (Context, RunError, Validation, accuracy, build_plans, collect_stage, prefix_stage,  # noqa: F401
+from corrsteer.pipeline.checkpoint import (atomic_save_tensors, atomic_write_text, mark_done, mark_in_progress, model_identity)
+from corrsteer.config import EvalConfig, RunConfig, bank_context, model_context, write_config
+from corrsteer.pipeline.dist import SINGLE, Dist
+from corrsteer.pipeline.run_extras import extra_settings, prepare, report_sections
+from corrsteer.pipeline.select import mean_difference, raw_direction, variant_s
+from corrsteer.pipeline.stages import (Context, RunError, Validation, accuracy, build_plans, collect_stage, prefix_stage,  # noqa: F401
                      rank_stage, run_plans, test_stage, validate_stage, variant_picks)
 
 # what a run writes (removed when a run starts, so an old report never sits beside new plans)
@@ -94,8 +94,8 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
 
 
 def _report(ctx: Context, rows: dict, cands: dict, settings: dict, val: Validation, prefix, extra=None) -> dict:
-    from .evaluate import compare
-    from .report import write_report
+    from corrsteer.report.stats import compare
+    from corrsteer.report.markdown import write_report
 
     out = ctx.out
     write_predictions(out / "predictions.jsonl", rows)
@@ -113,7 +113,7 @@ def _report(ctx: Context, rows: dict, cands: dict, settings: dict, val: Validati
 
 def eval_plan(lm, task, plan, out_dir, cfg: EvalConfig, dist: Dist = SINGLE) -> dict:
     """`corrsteer eval`: a saved plan against the unsteered model on the test split (disjoint from select/val)."""
-    from .evaluate import compare
+    from corrsteer.report.stats import compare
 
     out = Path(out_dir)
     _start(out, cfg, dist, ("predictions.jsonl",), model=model_context(lm), plan=dict(name=plan.name, sae_source=plan.sae_source),

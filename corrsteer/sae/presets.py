@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from .hooks import HookPoint
-from .saes import BankEntry, SAEBank
+from corrsteer.model.hooks import HookPoint
+from corrsteer.sae.bank import BankEntry, SAEBank
 
 PRESETS = {
     "gemma-2-2b": dict(model="google/gemma-2-2b-it", saes="release:gemma-scope-2b-pt-res-canonical", layers="0-25"),

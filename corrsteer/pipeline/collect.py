@@ -25,10 +25,10 @@ from tqdm.auto import tqdm
 
 from corrsteer_kernels import CorrStats, RankStats, encode_pool_stats
 
-from .checkpoint import StageCheckpoint, items_identity, log, model_identity, sae_identity, task_identity
-from .dist import SINGLE, Dist, my_batches, n_batches, rounds
-from .generate import generate_batch
-from .rankings import feed, make_stats
+from corrsteer.pipeline.checkpoint import StageCheckpoint, items_identity, log, model_identity, sae_identity, task_identity
+from corrsteer.pipeline.dist import SINGLE, Dist, my_batches, n_batches, rounds
+from corrsteer.model.generate import generate_batch
+from corrsteer.pipeline.rank import feed, make_stats
 
 
 @dataclass
@@ -90,7 +90,7 @@ def _batch_stats(lm, bank, task, batch, pool: str, host: bool, ranking: str = "p
         if ranking == "pearson":
             xp = h.reshape(-1, h.shape[-1]).index_select(0, valid)
             encode_pool_stats(xp, lengths, y, e.sae, sae, pool=pool, check=False)
-        else:                          # mi / fisher / caa: pooled values into RankStats (corrsteer.rankings)
+        else:                          # mi / fisher / caa: pooled values into RankStats (corrsteer.pipeline.rank)
             feed(h, lengths, y, e.sae, sae, pool)
         raw = CorrStats(lm.d_model, device=lm.device).update(_mean_pool(h, lengths), y, check=False)
         for kind, st in (("sae", sae), ("raw", raw)):

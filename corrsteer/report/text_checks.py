@@ -1,6 +1,6 @@
 """What steering did to the text: per variant the most frequent outputs, how many distinct ones, and warnings when a
 variant collapses onto a few strings, changes the answer format of most items, or gets the same text scored right
-for different gold answers (a scorer hole). Used by corrsteer.report; a pure function of the prediction rows."""
+for different gold answers (a scorer hole). Used by corrsteer.report.markdown; a pure function of the prediction rows."""
 from __future__ import annotations
 
 import re
@@ -88,7 +88,7 @@ def text_stats(variant: str, rows: list[dict], base_rows: list[dict] | None) -> 
 def text_section(outputs: dict[str, list[dict]], baseline: str = "baseline") -> list[str]:
     """Markdown lines of the report's 'What steering did to the text' section; outputs: {variant: rows with id,
     output, gold, correct}, the unsteered baseline under `baseline`."""
-    from corrsteer.report import _table
+    from corrsteer.report.markdown import _table
 
     lines = ["## What steering did to the text", ""]
     if not outputs:

@@ -2,8 +2,8 @@
 constrained decoding), the SAE placement, and the report's extra settings and sections."""
 from __future__ import annotations
 
-from .presets import feature_links, with_hook_site
-from .protocols import bind
+from corrsteer.sae.presets import feature_links, with_hook_site
+from corrsteer.tasks.protocols import bind
 
 
 def prepare(lm, bank, task, cfg):

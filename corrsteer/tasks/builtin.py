@@ -1,7 +1,7 @@
-"""Fact tables, word lists and item generators for the built-in offline tasks (see corrsteer.tasks).
+"""Fact tables, word lists and item generators for the built-in offline tasks (see corrsteer.tasks.task).
 
 Each generator takes a `random.Random` and returns plain dicts (question/prompt, gold, ...) in a canonical order;
-corrsteer.tasks turns them into Items, assigns ids and shuffles. Nothing here downloads anything.
+corrsteer.tasks.task turns them into Items, assigns ids and shuffles. Nothing here downloads anything.
 """
 from __future__ import annotations
 

@@ -19,8 +19,8 @@ from safetensors.torch import load_file, save_file
 from corrsteer_kernels import SAEWeights
 from corrsteer_kernels.sae_weights import fold_decoder_norm
 
-from .hooks import HookPoint
-from .paths import sae_cache_dir
+from corrsteer.model.hooks import HookPoint
+from corrsteer.paths import sae_cache_dir
 
 # sae-lens id templates per release ({L} = layer)
 RELEASE_IDS = {
@@ -160,7 +160,7 @@ def load_bank(source: str, lm=None, layers=None, id_template: str | None = None,
     """Load an SAE bank from "release:<name>", "trained" (the cache of `corrsteer train-sae`), or a path, onto
     `device` (default: lm's device, else the CPU); dtype (e.g. torch.bfloat16 or "bfloat16") casts W_enc and W_dec,
     thresholds and biases stay fp32."""
-    from .models import as_dtype
+    from corrsteer.model.lm import as_dtype
 
     model_name = lm.name if lm is not None else None
     if device is None:

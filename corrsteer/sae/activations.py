@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .hooks import HookPoint, capture, register
+from corrsteer.model.hooks import HookPoint, capture, register
 
 STORE_DTYPE = np.float16        # residuals of the default model stay far below fp16's 65504 (position 0 is skipped)
 

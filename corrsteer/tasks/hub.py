@@ -17,9 +17,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from .protocols import PROTOCOLS, Scorers, make_prompt, max_new_tokens, score_output
-from .scoring_mc import LETTERS
-from .tasks import Item, Task
+from corrsteer.tasks.protocols import PROTOCOLS, Scorers, make_prompt, max_new_tokens, score_output
+from corrsteer.tasks.scoring_mc import LETTERS
+from corrsteer.tasks.task import Item, Task
 
 
 class TaskLoadError(ValueError):
@@ -226,7 +226,7 @@ class HubTask(Task):
 def load_hub_task(name: str, protocol: str = "chat", task_path=None, constrain: bool = False,
                   scorer_models: str = "auto", max_new: int | None = None, bbq_condition: str | None = None) -> HubTask:
     """A hub task, every split it uses read once (from DIR/<split>.jsonl|.parquet when task_path is given)."""
-    from .hub_scorers import refusal_classifier, sts_model
+    from corrsteer.tasks.hub_scorers import refusal_classifier, sts_model
 
     if name == "bbq" and bbq_condition:
         name = f"bbq-{bbq_condition}"
