@@ -25,7 +25,13 @@ _DTYPES = ("float32", "bfloat16", "float16")
 
 
 class SettingsError(ValueError):
-    """A bad option value; the message is one line and names the option."""
+    """A bad option value or input; the message is one line, "<what>, <expected>", and names the option."""
+
+
+def one_line(e: Exception, limit: int = 200) -> str:
+    """An exception's message on one line (whitespace folded, at most `limit` characters)."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text[:limit]
 
 
 def option(default=MISSING, help: str = "", choices: tuple | None = None, check=None, metavar: str | None = None,
@@ -57,6 +63,20 @@ def parse_layers(text: str | None) -> list[int] | None:
         a, _, b = part.strip().partition("-")
         out.extend(range(int(a), int(b) + 1) if b else [int(a)])
     return out
+
+
+def format_layers(layers) -> str:
+    """[0, 1, 2, 5] -> '0-2,5' (parse_layers' form)."""
+    out, layers = [], sorted(layers)
+    start = prev = layers[0]
+    for L in layers[1:] + [None]:
+        if L is not None and L == prev + 1:
+            prev = L
+            continue
+        out.append(f"{start}-{prev}" if prev > start else f"{start}")
+        if L is not None:
+            start = prev = L
+    return ",".join(out)
 
 
 def _index_list_check(expected: str):
@@ -471,15 +491,3 @@ def write_config(out_dir, cfg: Settings, **context) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=2) + "\n")
     return path
-
-
-def model_context(lm) -> dict:
-    """What a model spec resolved to: name, the directory or hub id it loaded from, device, dtype."""
-    p = next(lm.model.parameters())
-    return dict(name=lm.name, source=str(getattr(lm.model.config, "_name_or_path", "")), device=str(p.device),
-                dtype=str(p.dtype).removeprefix("torch."))
-
-
-def bank_context(bank, source: str) -> dict:
-    """What an SAE source resolved to: {layer: SAE location}, with the hook each reads."""
-    return dict(source=source, layers={str(L): dict(sae=e.source, hook=e.hook.hook_name) for L, e in bank})

@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from corrsteer.cli import main as cli
+from corrsteer.pipeline import commands
+from corrsteer.tasks.load import load_task
 from corrsteer.sae.bank import save_sae_dir
 from fakes import FakeTask, save_tiny_dirs, tiny_bank
 
@@ -21,7 +23,7 @@ def env(tiny_lm, tmp_path, monkeypatch):
 def _no_model(monkeypatch):
     def fail(*a, **kw):
         raise AssertionError("the model was loaded before the input was checked")
-    monkeypatch.setattr(cli, "_model", fail)
+    monkeypatch.setattr(commands, "load_lm", fail)
 
 
 def _fails(argv, capsys, message, code=2):
@@ -78,8 +80,8 @@ ROWS = [
 
 @pytest.mark.parametrize("case, extra, message", ROWS, ids=[r[0] for r in ROWS])
 def test_run_rejects_before_the_model_loads(env, monkeypatch, capsys, case, extra, message):
-    monkeypatch.setattr(cli, "_task", lambda cfg: FakeTask(30) if not (cfg.task_file or cfg.task != "sentiment")
-                        else cli.checks.task(cfg))
+    monkeypatch.setattr(commands, "load_task", lambda cfg: FakeTask(30) if not (cfg.task_file or cfg.task != "sentiment")
+                        else load_task(cfg))
     if extra == "hook":
         cfg = env / "saes" / "blocks.1.hook_resid_post" / "cfg.json"
         cfg.write_text(cfg.read_text().replace("blocks.1.hook_resid_post", "blocks.1.hook_mlp_out"))
@@ -103,7 +105,7 @@ def _sae_weights(env, fn):
     ("SAE of another width", "width", "reads d_in=32 but model is 64 wide"),
 ])
 def test_run_rejects_bad_saes(env, monkeypatch, capsys, case, damage, message):
-    monkeypatch.setattr(cli, "_task", lambda cfg: FakeTask(30))
+    monkeypatch.setattr(commands, "load_task", lambda cfg: FakeTask(30))
     if damage == "width":
         from cases import make_sae
         from corrsteer.model.hooks import HookPoint
@@ -118,15 +120,16 @@ def test_all_right_or_all_wrong_is_an_error_not_an_empty_result(env, monkeypatch
     class AllWrong(FakeTask):
         def score(self, item, output):
             return "x", 0.0
-    monkeypatch.setattr(cli, "_task", lambda cfg: AllWrong(30))
+    monkeypatch.setattr(commands, "load_task", lambda cfg: AllWrong(30))
     _fails(_run(env), capsys, "no SAE feature correlates positively with correctness", code=1)
     assert (env / "out" / "IN_PROGRESS").exists()        # the directory does not look finished
 
 
 def _plan(env, tiny_lm, **change):
     from corrsteer.model.steer import SteeringPlan
+    from corrsteer.pipeline.rank import Candidate
     plan = SteeringPlan.from_features("p", "tiny-llama", "random", tiny_bank(tiny_lm, layers=(1,)),
-                                      [dict(layer=1, feature=3, coef=1.0, r=0.5)])
+                                      [Candidate(layer=1, feature=3, r=0.5, score=0.5, freq=0.5, coef=1.0)])
     doc = plan.to_dict()
     if "width" in change:
         doc["vectors"] = {k: v[:10] for k, v in doc["vectors"].items()}
@@ -147,7 +150,7 @@ def _plan(env, tiny_lm, **change):
     (dict(layer=True), "steers layer 9, expected a layer of model (0..3)", False),
 ])
 def test_eval_and_generate_reject_bad_plans(env, tiny_lm, monkeypatch, capsys, cmd, change, message, early):
-    monkeypatch.setattr(cli, "_task", lambda cfg: FakeTask(30))
+    monkeypatch.setattr(commands, "load_task", lambda cfg: FakeTask(30))
     plan = _plan(env, tiny_lm, **change)
     if early:
         _no_model(monkeypatch)

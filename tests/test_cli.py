@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from corrsteer.cli import main as cli
+from corrsteer.pipeline import commands
 from corrsteer.config import COMMANDS, EvalConfig, GenerateConfig, RunConfig
 from fakes import FakeTask, save_tiny_dirs
 
@@ -24,7 +25,7 @@ def _argv(cmd, values: dict) -> list[str]:
 def tiny_dirs(tiny_lm, tmp_path, monkeypatch):
     """The tiny model saved as a HF directory, two random SAEs as sae-lens directories, and the fake task."""
     save_tiny_dirs(tiny_lm, tmp_path)
-    monkeypatch.setattr(cli, "_task", lambda cfg: FakeTask(30))
+    monkeypatch.setattr(commands, "load_task", lambda cfg: FakeTask(30))
     return tmp_path
 
 
@@ -156,8 +157,8 @@ def test_run_config_replays_the_run(tiny_dirs, capsys):
 
 def test_device_and_dtype_reach_the_model_and_the_saes(tiny_dirs):
     cfg = RunConfig(model=str(tiny_dirs / "model"), saes=str(tiny_dirs / "saes"), device="cpu", dtype="bfloat16")
-    lm = cli._model(cfg)
+    lm = commands.load_lm(cfg)
     assert next(lm.model.parameters()).dtype == torch.bfloat16
-    bank = cli._bank(lm, cfg)
+    bank = commands.load_saes(lm, cfg)
     sae = bank[1].sae
     assert sae.W_enc.dtype == sae.W_dec.dtype == torch.bfloat16 and sae.b_enc.dtype == torch.float32

@@ -6,7 +6,7 @@ import torch
 from corrsteer.pipeline.collect import collect
 from corrsteer.model.generate import generate_batch
 from corrsteer.sae.bank import load_bank, save_sae_dir
-from corrsteer.pipeline.select import layer_candidates
+from corrsteer.pipeline.rank import layer_candidates
 from corrsteer_kernels import CorrStats, encode_pool_reference
 from test_generate_device import DEVICES, forced_eos, on
 from fakes import FakeTask, tiny_bank
@@ -106,5 +106,5 @@ def test_collect_and_select_on_cuda_equal_the_cpu(tiny_lm):
     for L in c_cpu.sae:
         torch.testing.assert_close(c_gpu.sae[L].features.cpu(), c_cpu.sae[L].features, rtol=1e-4, atol=1e-3)
         torch.testing.assert_close(c_gpu.raw[L].features.cpu(), c_cpu.raw[L].features, rtol=1e-4, atol=1e-3)
-    assert {L: [c["feature"] for c in k] for L, k in k_gpu.items()} == \
-        {L: [c["feature"] for c in k] for L, k in k_cpu.items()}
+    assert {L: [c.feature for c in k] for L, k in k_gpu.items()} == \
+        {L: [c.feature for c in k] for L, k in k_cpu.items()}

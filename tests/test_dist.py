@@ -181,19 +181,19 @@ def fake_pg(monkeypatch):
     (None, "crash", ["destroy"]),                       # any other exception: it propagates, no barrier
 ])
 def test_main_leaves_the_job_with_a_barrier_only_after_success(fake_pg, monkeypatch, rc, raises, want):
-    import corrsteer.pipeline.dist  # noqa: F401  (main shuts down only a job that imported it)
-    from corrsteer.cli import checks
     from corrsteer.cli import main as cli
+    from corrsteer.pipeline import commands
+    from corrsteer.pipeline.stages import RunError
 
     def handler(cfg):
         if raises == "run":
-            raise checks.RunError("no result")
+            raise RunError("no result")
         if raises == "crash":
             raise ValueError("boom")
         return rc
 
     monkeypatch.setattr(cli, "parse_settings", lambda argv, ap: type("Cfg", (), {"command": "run"})())
-    monkeypatch.setitem(cli.HANDLERS, "run", (handler, *cli.HANDLERS["run"][1:]))
+    monkeypatch.setitem(commands.COMMANDS, "run", (handler, *commands.COMMANDS["run"][1:]))
     if raises == "crash":
         with pytest.raises(ValueError):
             cli.main([])

@@ -114,6 +114,7 @@ def test_seeds_write_the_table(tiny_lm, tmp_path):
 
 
 def test_presets_and_neuronpedia_links():
+    from corrsteer.pipeline.rank import Candidate
     from corrsteer.sae.presets import apply_preset, feature_links, neuronpedia_url
     cfg = apply_preset(RunConfig(preset="gemma-2-2b"))
     assert (cfg.model, cfg.saes, cfg.layers) == ("google/gemma-2-2b-it", "release:gemma-scope-2b-pt-res-canonical",
@@ -122,7 +123,7 @@ def test_presets_and_neuronpedia_links():
     assert kept.layers == "3,5" and kept.saes == "release:llama_scope_lxr_8x"
     assert neuronpedia_url("release:gemma-scope-2b-pt-res-canonical", 12, 345) == \
         "https://www.neuronpedia.org/gemma-2-2b/12-gemmascope-res-16k/345"
-    assert neuronpedia_url("random", 1, 2) is None and feature_links("trained", {"S": [dict(layer=1, feature=2)]}) == []
+    assert neuronpedia_url("random", 1, 2) is None and feature_links("trained", {"S": [Candidate(layer=1, feature=2, r=0.1, score=0.1, freq=0.5, coef=1.0)]}) == []
     from corrsteer.sae.bank import RELEASE_IDS
     assert RELEASE_IDS["gemma-scope-2b-pt-res-canonical"] == "layer_{L}/width_16k/canonical"
     assert RELEASE_IDS["llama_scope_lxr_8x"] == "l{L}r_8x"
@@ -132,8 +133,9 @@ def test_cli_run_on_a_task_path(tiny_lm, tmp_path, monkeypatch, capsys):
     """`corrsteer run --task xstest --task-path DIR` through the CLI (model and SAEs swapped for the tiny ones)."""
     import corrsteer.cli.main as cli
     import corrsteer.tasks.hub_scorers as hs
-    monkeypatch.setattr(cli, "_model", lambda cfg, default=None, device=None: tiny_lm)
-    monkeypatch.setattr(cli, "_bank", lambda lm, cfg: tiny_bank(tiny_lm, layers=(1, 3)))
+    from corrsteer.pipeline import commands
+    monkeypatch.setattr(commands, "load_lm", lambda cfg, default=None, device=None: tiny_lm)
+    monkeypatch.setattr(commands, "load_saes", lambda lm, cfg: tiny_bank(tiny_lm, layers=(1, 3)))
     alt = _alternating()
     monkeypatch.setattr(hs, "_refusal_pipeline", lambda: (lambda texts: [{"label": "REJECTION" if a else "NORMAL"}
                                                                          for a in alt(texts)]))

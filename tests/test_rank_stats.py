@@ -128,11 +128,11 @@ def test_ranked_features_order_by_the_ranking_and_keep_pearson_r():
     st = RankStats(z.shape[1]).update(z, y)
     for ranking in ("caa", "fisher", "mi"):
         top = ranked_features(st, ranking, k=3)
-        scores = [t["score"] for t in top]
-        assert scores == sorted(scores, reverse=True) and top[0]["feature"] == 1, ranking
-        assert top[0]["r"] == pytest.approx(float(st.pearson()[1]))
-        assert all(st.caa()[t["feature"]] > 0 for t in top)           # every pick points towards correct answers
+        scores = [t.score for t in top]
+        assert scores == sorted(scores, reverse=True) and top[0].feature == 1, ranking
+        assert top[0].r == pytest.approx(float(st.pearson()[1]))
+        assert all(st.caa()[t.feature] > 0 for t in top)           # every pick points towards correct answers
     cands = layer_candidates({3: st}, "pearson", k=2)
-    assert cands[3][0]["score"] == cands[3][0]["r"]
+    assert cands[3][0].score == cands[3][0].r and cands[3][0].layer == 3
     with pytest.raises(TypeError, match="RankStats"):
         ranked_features(CorrStats(z.shape[1]).update(z, y), "mi")

@@ -1,6 +1,8 @@
 """The report: markdown tables and plots from comparisons and features."""
 from corrsteer.report.stats import compare
-from corrsteer.report.markdown import fmt_p, write_report
+from corrsteer.pipeline.rank import Candidate
+from corrsteer.report.markdown import write_report
+from corrsteer.report.tables import fmt_p
 from fakes import paired_rows
 
 
@@ -19,8 +21,8 @@ def test_write_report(tmp_path):
     base, steered = paired_rows(60, seed=2)
     comps = [compare("corrsteer-A", base, steered), compare("corrsteer-S", base, base)]
     baselines = [compare("random-feature", base, paired_rows(60, seed=3)[1])]
-    top = {L: [{"feature": 100 * L + j, "r": 0.3 - 0.05 * j + 0.01 * L, "freq": 0.1 * (j + 1), "coef": 1.5 + j}
-               for j in range(5)] for L in (2, 5, 7, 11, 13)}
+    top = {L: [Candidate(layer=L, feature=100 * L + j, r=0.3 - 0.05 * j + 0.01 * L, score=0.0, freq=0.1 * (j + 1),
+                         coef=1.5 + j) for j in range(5)] for L in (2, 5, 7, 11, 13)}
     layer_r = {L: 0.1 + 0.01 * L for L in range(30)}
     out = tmp_path / "nested" / "run"
     path = write_report(out, title="MMLU on SmolLM2", comparisons=comps, top_features=top, layer_r=layer_r,

@@ -2,6 +2,7 @@
 warnings."""
 import pytest
 
+from corrsteer.pipeline.rank import Candidate
 from corrsteer.report.stats import compare
 from corrsteer.report.markdown import write_report
 from corrsteer.report.text_checks import answer_format, text_section, text_stats
@@ -71,7 +72,7 @@ def test_text_section_lists_every_variant():
 def test_write_report_has_the_text_section(tmp_path):
     steered = _rows([HEDGE] * 20, correct=[1.0] * 20)
     comp = compare("CorrSteer-P", BASE, steered)
-    feats = {3: [dict(feature=7, r=0.4, freq=0.2, coef=1.5)]}
+    feats = {3: [Candidate(layer=3, feature=7, r=0.4, score=0.4, freq=0.2, coef=1.5)]}
     path = write_report(tmp_path, title="t", comparisons=[comp], top_features=feats, layer_r={3: 0.4},
                         settings={"scorer": "label over {positive, negative}"},
                         outputs={"baseline": BASE, "CorrSteer-P": steered})

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from corrsteer.pipeline.select import layer_candidates, mean_difference, p_prefixes, variant_a, variant_p, variant_s
+from corrsteer.pipeline.rank import Candidate, layer_candidates
+from corrsteer.pipeline.select import mean_difference, p_prefixes, variant_a, variant_p, variant_s
 from corrsteer_kernels import CorrStats
 
 
@@ -17,11 +18,11 @@ def test_planted_feature_is_selected():
         stats[L] = CorrStats(50).update(z, y)
     cands = layer_candidates(stats)
     s = variant_s(cands)
-    assert s[0]["layer"] == 2 and s[0]["feature"] == 17 and s[0]["r"] > 0.9
-    assert s[0]["coef"] == pytest.approx(float(stats[2].mean_given_positive()[17]))
-    assert [p["layer"] for p in variant_a(cands)] == [0, 1, 2, 3]
+    assert s[0].layer == 2 and s[0].feature == 17 and s[0].r > 0.9
+    assert s[0].coef == pytest.approx(float(stats[2].mean_given_positive()[17]))
+    assert [p.layer for p in variant_a(cands)] == [0, 1, 2, 3]
     kept = variant_p(cands, {0: 0.5, 1: 0.7, 2: 0.8, 3: 0.6}, base_acc=0.6)
-    assert [p["layer"] for p in kept] == [1, 2]
+    assert [p.layer for p in kept] == [1, 2] and [p.val_acc for p in kept] == [0.7, 0.8]
 
 
 def test_mean_difference_is_the_difference_of_class_means():
@@ -33,6 +34,7 @@ def test_mean_difference_is_the_difference_of_class_means():
 
 
 def test_p_prefixes_rank_by_validation_accuracy():
-    kept = [dict(layer=1, val_acc=0.6), dict(layer=4, val_acc=0.8), dict(layer=9, val_acc=0.7)]
+    kept = [Candidate(layer=L, feature=0, r=0.1, score=0.1, freq=0.5, coef=1.0, val_acc=a)
+            for L, a in ((1, 0.6), (4, 0.8), (9, 0.7))]
     pre = p_prefixes(kept)
-    assert [[p["layer"] for p in x] for x in pre] == [[4], [4, 9], [4, 9, 1]]
+    assert [[p.layer for p in x] for x in pre] == [[4], [4, 9], [4, 9, 1]]

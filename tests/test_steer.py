@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from corrsteer.pipeline.rank import Candidate
 from corrsteer.model.hooks import HookPoint, capture
 from corrsteer.model.steer import SteeringPlan
 from fakes import tiny_bank
@@ -11,7 +12,8 @@ from fakes import tiny_bank
 def test_plan_adds_exactly_its_vector_at_exactly_the_chosen_positions(tiny_lm, tmp_path, all_positions):
     bank = tiny_bank(tiny_lm)
     plan = SteeringPlan.from_features("t", tiny_lm.name, "random", bank,
-                                      [dict(layer=3, feature=5, coef=2.5, r=0.4), dict(layer=3, feature=9, coef=-1.0)],
+                                      [Candidate(layer=3, feature=5, r=0.4, score=0.4, freq=0.5, coef=2.5),
+                                       Candidate(layer=3, feature=9, r=0.0, score=0.0, freq=0.5, coef=-1.0)],
                                       all_positions=all_positions)
     path = plan.save(tmp_path / "plan.json")
     back = SteeringPlan.load(path)

@@ -6,9 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from corrsteer.cli.main import main, quality_table
+from corrsteer.cli.main import main
 from corrsteer.config import TrainSAEConfig, parse_layers
 from corrsteer.sae.bank import load_bank
+from corrsteer.sae.cache import quality_table
 from corrsteer.sae import train as train_sae
 from corrsteer.sae.train import TopKTrainer, TrainConfig, _TopKEncode, evaluate, train_bank
 
@@ -123,14 +124,15 @@ def test_run_trains_only_missing_layers_and_never_re_evaluates(tiny_lm, tmp_path
     training writes quality.json/.md (every cached layer) and config.json as `corrsteer train-sae` does."""
     import functools
 
-    from corrsteer.cli import main as cli
     from corrsteer.config import RunConfig
+    from corrsteer.pipeline import commands
+    from corrsteer.sae import cache
 
     monkeypatch.setenv("CORRSTEER_CACHE", str(tmp_path / "cache"))
     sae_dir = tmp_path / "saes"
-    monkeypatch.setattr(cli, "TrainSAEConfig", functools.partial(TrainSAEConfig, **TINY))
+    monkeypatch.setattr(cache, "TrainSAEConfig", functools.partial(TrainSAEConfig, **TINY))
     run_cfg = RunConfig(sae_dir=str(sae_dir), layers="0-1", device="cpu")
-    bank = cli._bank(tiny_lm, run_cfg)
+    bank = commands.load_saes(tiny_lm, run_cfg)
     assert bank.layers == [0, 1]
     q = json.loads((sae_dir / "quality.json").read_text())
     assert [r["layer"] for r in q["rows"]] == [0, 1] and (sae_dir / "quality.md").exists()
@@ -138,14 +140,14 @@ def test_run_trains_only_missing_layers_and_never_re_evaluates(tiny_lm, tmp_path
 
     def boom(*a, **kw):
         raise AssertionError("trained or evaluated again")
-    monkeypatch.setattr(train_sae, "train_bank", boom)
+    monkeypatch.setattr(cache, "train_bank", boom)
     monkeypatch.setattr(train_sae, "evaluate", boom)
-    assert cli._bank(tiny_lm, run_cfg).layers == [0, 1]                 # loaded, nothing else
+    assert commands.load_saes(tiny_lm, run_cfg).layers == [0, 1]                 # loaded, nothing else
     monkeypatch.undo()
     monkeypatch.setenv("CORRSTEER_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(cli, "TrainSAEConfig", functools.partial(TrainSAEConfig, **TINY))
+    monkeypatch.setattr(cache, "TrainSAEConfig", functools.partial(TrainSAEConfig, **TINY))
     monkeypatch.setattr(train_sae, "evaluate", _counting(train_sae.evaluate))
-    assert cli._bank(tiny_lm, RunConfig(sae_dir=str(sae_dir), layers="0-2", device="cpu")).layers == [0, 1, 2]
+    assert commands.load_saes(tiny_lm, RunConfig(sae_dir=str(sae_dir), layers="0-2", device="cpu")).layers == [0, 1, 2]
     assert train_sae.evaluate.calls == 3                                   # layer 2 only
     q = json.loads((sae_dir / "quality.json").read_text())
     assert [r["layer"] for r in q["rows"]] == [0, 1, 2]

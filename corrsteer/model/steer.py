@@ -15,12 +15,22 @@ import json
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol, Sequence
 
 import torch
 
 from corrsteer_kernels import steer_add_, steering_vectors
 
+from corrsteer.config import SettingsError, one_line
 from corrsteer.model.hooks import HookPoint, hooked
+
+
+class FeaturePick(Protocol):
+    """What a plan is built from: one SAE feature of one layer and its coefficient (pipeline.rank.Candidate)."""
+    layer: int
+    feature: int
+    coef: float
+    r: float
 
 
 @dataclass
@@ -42,14 +52,16 @@ class SteeringPlan:
     all_positions: bool = False
 
     @classmethod
-    def from_features(cls, name, model, sae_source, bank, picks: list[dict], all_positions=False) -> "SteeringPlan":
-        """picks: [{"layer", "feature", "coef", "r"}]; features at the same layer are summed."""
+    def from_features(cls, name, model, sae_source, bank, picks: Sequence[FeaturePick],
+                      all_positions=False) -> "SteeringPlan":
+        """picks: objects with .layer, .feature, .coef and .r (pipeline.rank.Candidate); features at the same layer
+        are summed."""
         by_layer = {}
         for p in picks:
-            e = by_layer.setdefault(p["layer"], PlanEntry(p["layer"], bank[p["layer"]].hook.hook_name, [], []))
-            e.features.append(int(p["feature"]))
-            e.coefficients.append(float(p["coef"]))
-            e.r.append(float(p.get("r", 0.0)))
+            e = by_layer.setdefault(p.layer, PlanEntry(p.layer, bank[p.layer].hook.hook_name, [], []))
+            e.features.append(int(p.feature))
+            e.coefficients.append(float(p.coef))
+            e.r.append(float(p.r))
         plan = cls(name, model, sae_source, list(by_layer.values()), all_positions=all_positions)
         return plan.with_vectors(bank)
 
@@ -119,3 +131,32 @@ class SteeringPlan:
 
         with hooked(lm.layers, {hp: adder(v) for hp, v in vecs.items()}):
             yield self
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# a plan named on the command line: loaded and checked against the model, with one-line usage errors
+# ---------------------------------------------------------------------------------------------------------------
+def load_plan(path: str) -> SteeringPlan:
+    """A steering plan loaded from --plan; a missing or corrupt file is a usage error (SettingsError)."""
+    try:
+        plan = SteeringPlan.load(path)
+        plan.hook_vectors()
+    except FileNotFoundError:
+        raise SettingsError(f"--plan {path}: no such file, expected a plan.json written by corrsteer run or "
+                            "select") from None
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+        raise SettingsError(f"--plan {path} is not a steering plan ({one_line(e)}), expected a plan.json "
+                            "written by corrsteer run or select") from None
+    return plan
+
+
+def check_plan_fits(plan: SteeringPlan, path: str, lm) -> None:
+    """Every layer the plan steers exists in the model, and every vector is the model's width."""
+    for e in plan.entries:
+        if e.layer >= lm.n_layers or e.layer < 0:
+            raise SettingsError(f"--plan {path} steers layer {e.layer}, expected a layer of {lm.name} "
+                                f"(0..{lm.n_layers - 1})")
+    for hook, v in plan.vectors.items():
+        if len(v) != lm.d_model:
+            raise SettingsError(f"--plan {path}: the vector at {hook} is {len(v)} wide, expected {lm.name}'s "
+                                f"width {lm.d_model}")

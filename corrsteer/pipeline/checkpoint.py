@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from corrsteer.config import SettingsError, one_line
+
 MARKER = "IN_PROGRESS"
 
 
@@ -142,7 +144,7 @@ class StageCheckpoint:
             old = json.loads(meta["key"])
             done, state = int(meta["done"]), json.loads(meta["state"])
         except Exception as e:          # whatever a damaged file raises: it is set aside, never trusted
-            self._set_aside(e)
+            self.set_aside(e)
             return None
         changed = sorted(k for k in set(old) | set(self.key) if old.get(k) != self.key.get(k))
         if changed:
@@ -160,7 +162,7 @@ class StageCheckpoint:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
         return meta, tensors
 
-    def _set_aside(self, err: Exception) -> None:
+    def set_aside(self, err: Exception) -> None:
         bad = self.path.with_name(self.path.name + ".corrupt")
         os.replace(self.path, bad)
         reason = " ".join(str(err).split())[:120] or type(err).__name__
@@ -175,8 +177,22 @@ class StageCheckpoint:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# the in-progress marker
+# the output folder: writable, and marked in progress until its last output is in place
 # ---------------------------------------------------------------------------------------------------------------
+def writable_out(out: str) -> Path:
+    """--out must be a directory this process can create and write (SettingsError otherwise)."""
+    path = Path(out)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".corrsteer-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise SettingsError(f"--out {out} is not writable ({e.strerror or one_line(e)}), expected a directory "
+                            "you can create and write to") from None
+    return path
+
+
 def mark_in_progress(out: Path, command: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / MARKER, f"`corrsteer {command}` is writing this directory (or was killed while it did): "

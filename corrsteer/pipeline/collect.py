@@ -131,7 +131,7 @@ def _resume(ckpt: StageCheckpoint | None, col: Collected, d: Dist) -> int:
         _restore(col, tensors)
     except (KeyError, ValueError) as e:          # a well-formed file with the wrong tensors: not trusted either
         if d.main:
-            ckpt._set_aside(e)
+            ckpt.set_aside(e)
         col.rows = []
         for st in list(col.sae.values()) + list(col.raw.values()):
             for t in _raw_tensors(st).values():

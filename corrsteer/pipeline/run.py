@@ -13,17 +13,37 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from corrsteer.pipeline.checkpoint import (atomic_save_tensors, atomic_write_text, mark_done, mark_in_progress, model_identity)
-from corrsteer.config import EvalConfig, RunConfig, bank_context, model_context, write_config
+from corrsteer.pipeline.checkpoint import (atomic_save_tensors, atomic_write_text, mark_done, mark_in_progress,
+                                          model_identity)
+from corrsteer.report.markdown import write_report
+from corrsteer.report.stats import compare
+from corrsteer.config import EvalConfig, RunConfig, write_config
 from corrsteer.pipeline.dist import SINGLE, Dist
-from corrsteer.pipeline.run_extras import extra_settings, prepare, report_sections
+from corrsteer.sae.presets import feature_links, with_hook_site
+from corrsteer.tasks.protocols import bind
 from corrsteer.pipeline.select import mean_difference, raw_direction, variant_s
-from corrsteer.pipeline.stages import (Context, RunError, Validation, accuracy, build_plans, collect_stage, prefix_stage,  # noqa: F401
-                     rank_stage, run_plans, test_stage, validate_stage, variant_picks)
+from corrsteer.pipeline.stages import (Context, Validation, accuracy, build_plans, collect_stage, prefix_stage,
+                                      rank_stage, run_plans, test_stage, validate_stage, variant_picks)
 
 # what a run writes (removed when a run starts, so an old report never sits beside new plans)
 OUTPUTS = ("plan.json", "stats.safetensors", "predictions.jsonl", "validation.json", "report.md", "r_per_layer.png",
            "top_features.png")
+
+
+def prepare(lm, bank, task, cfg):
+    """(bank, task) for this run: SAEs at cfg.hook_site, the task bound to lm (its protocol's generation args)."""
+    return with_hook_site(bank, getattr(cfg, "hook_site", "sae")), bind(task, lm)
+
+
+def extra_settings(task, cfg) -> dict:
+    """Report settings for the paper's options (only those that apply)."""
+    out = dict(ranking=getattr(cfg, "ranking", "pearson"), hook_site=getattr(cfg, "hook_site", "sae"),
+               P_combine=("all kept layers together (the paper)" if getattr(cfg, "p_combine", "prefix") == "all"
+                          else "the best-validated prefix of the kept layers (ours)"))
+    if getattr(task, "protocol", None):
+        out.update(protocol=task.protocol, hub_id=task.hub_id, splits=task.split_note,
+                   max_new_tokens=task.max_new_tokens, constrained_first_token=task.constrain)
+    return out
 
 
 def _start(out: Path, cfg, d: Dist, outputs=OUTPUTS, **context) -> None:
@@ -53,9 +73,9 @@ def _save_plans(out: Path, plans: dict, last: str) -> None:
 
 def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "trained", dist: Dist = SINGLE) -> dict:
     out = Path(out_dir)
-    bank, task = prepare(lm, bank, task, cfg)          # protocol, hook site, scorer models (issue 17)
+    bank, task = prepare(lm, bank, task, cfg)          # protocol, hook site, scorer models
     ctx = Context(lm, bank, task, cfg, out, sae_source, dist, model_identity(lm))
-    _start(out, cfg, dist, model=model_context(lm), saes=bank_context(bank, sae_source), task=task.name)
+    _start(out, cfg, dist, model=lm.context(), saes=bank.context(sae_source), task=task.name)
     sel, val_items, test_items = task.split(cfg.n_select, cfg.n_val, cfg.n_test, seed=cfg.seed)
 
     col = collect_stage(ctx, sel)
@@ -75,7 +95,7 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
         return dict(plans=plans, candidates=cands)
 
     best = variant_s(cands)[0]
-    best_L = best["layer"]
+    best_L = best.layer
     hook = bank[best_L].hook
     raw_dim, raw_vec = raw_direction(col.raw, best_L, cfg.scale)
     test_plans = {"baseline": {}, **{f"CorrSteer-{n}": p.hook_vectors(lm.device) for n, p in plans.items()},
@@ -86,23 +106,20 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
                     layers=len(bank), n_select=len(sel), n_val=len(val_items), n_test=len(test_items), pool=cfg.pool,
                     coef=cfg.coef, scale=cfg.scale, world_size=dist.world,
                     select_accuracy=f"{accuracy(col.rows):.3f}", val_baseline=f"{val.baseline:.3f}",
-                    P_layers=[p["layer"] for p in picks.get("P", [])], S=f"layer {best_L} feature {best['feature']}",
+                    P_layers=[p.layer for p in picks.get("P", [])], S=f"layer {best_L} feature {best.feature}",
                     raw_residual=f"layer {best_L} dim {raw_dim}", mean_difference_layer=best_L,
                     **extra_settings(task, cfg))
-    res = _report(ctx, rows, cands, settings, val, prefix, report_sections(sae_source, picks)) if dist.main else {}
+    res = _report(ctx, rows, cands, settings, val, prefix, feature_links(sae_source, picks)) if dist.main else {}
     return dict(res, settings=settings)
 
 
 def _report(ctx: Context, rows: dict, cands: dict, settings: dict, val: Validation, prefix, extra=None) -> dict:
-    from corrsteer.report.stats import compare
-    from corrsteer.report.markdown import write_report
-
     out = ctx.out
     write_predictions(out / "predictions.jsonl", rows)
     comps = [compare(n, rows["baseline"], rows[n]) for n in rows if n.startswith("CorrSteer")]
     base_comps = [compare(n, rows["baseline"], rows[n]) for n in ("raw-residual", "mean-difference")]
     write_report(out, title=f"CorrSteer on {ctx.task.name} ({ctx.lm.name})", comparisons=comps, top_features=cands,
-                 layer_r={L: c[0]["r"] for L, c in cands.items()}, settings=settings, baselines=base_comps,
+                 layer_r={L: c[0].r for L, c in cands.items()}, settings=settings, baselines=base_comps,
                  outputs=rows, extra=extra)
     atomic_write_text(out / "validation.json", json.dumps(dict(
         baseline=val.baseline, per_layer=val.per_layer, p_prefix_accuracy=prefix.accuracy if prefix else []),
@@ -113,10 +130,8 @@ def _report(ctx: Context, rows: dict, cands: dict, settings: dict, val: Validati
 
 def eval_plan(lm, task, plan, out_dir, cfg: EvalConfig, dist: Dist = SINGLE) -> dict:
     """`corrsteer eval`: a saved plan against the unsteered model on the test split (disjoint from select/val)."""
-    from corrsteer.report.stats import compare
-
     out = Path(out_dir)
-    _start(out, cfg, dist, ("predictions.jsonl",), model=model_context(lm), plan=dict(name=plan.name, sae_source=plan.sae_source),
+    _start(out, cfg, dist, ("predictions.jsonl",), model=lm.context(), plan=dict(name=plan.name, sae_source=plan.sae_source),
            task=task.name)
     _, task = prepare(lm, None, task, cfg)
     _, _, test = task.split(cfg.n_select, cfg.n_val, cfg.n_test, seed=cfg.seed)

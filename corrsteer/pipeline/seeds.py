@@ -8,6 +8,7 @@ import statistics
 from pathlib import Path
 
 from corrsteer.config import parse_seeds
+from corrsteer.pipeline.run import corrsteer_run
 
 BASELINE = "baseline"
 
@@ -42,8 +43,6 @@ def table_md(task: str, per_seed: dict, note: str = "") -> str:
 
 def run_seeds(lm, bank, task, out_dir, cfg) -> dict:
     """Run every seed of cfg.seeds; write table.md and seeds.json in out_dir; return {seed: {variant: acc}}."""
-    from corrsteer.pipeline.run import corrsteer_run
-
     out = Path(out_dir)
     per_seed = {}
     for s in parse_seeds(cfg.seeds):

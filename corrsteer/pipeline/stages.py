@@ -15,25 +15,32 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from corrsteer.cli.checks import RunError
 from corrsteer.pipeline.checkpoint import StageCheckpoint, items_identity, log, task_identity, vectors_identity
 from corrsteer.pipeline.collect import Collected, collect, score_rows
 from corrsteer.pipeline.dist import SINGLE, Dist, my_batches, n_batches, rounds
 from corrsteer.model.generate import generate_batch
-from corrsteer.pipeline.rank import layer_candidates
+from corrsteer.pipeline.rank import Candidate, layer_candidates
 from corrsteer.pipeline.select import p_prefixes, variant_a, variant_p, variant_s
+from corrsteer.config import RunConfig
+from corrsteer.model.lm import LM
 from corrsteer.model.steer import SteeringPlan
+from corrsteer.sae.bank import SAEBank
+from corrsteer.tasks.task import Task
 
 CKPT_DIR = "checkpoints"
+
+
+class RunError(RuntimeError):
+    """The data gave no usable result (not a usage error): `corrsteer: error: <line>`, exit status 1."""
 
 
 @dataclass
 class Context:
     """What every stage reads: the model, SAEs, task, settings, output directory and this process's rank."""
-    lm: object
-    bank: object
-    task: object
-    cfg: object
+    lm: LM
+    bank: SAEBank
+    task: Task
+    cfg: RunConfig
     out: Path
     sae_source: str = "trained"
     dist: Dist = SINGLE
@@ -51,7 +58,7 @@ class Validation:
 
 @dataclass
 class PrefixSearch:
-    picks: list                                           # the chosen prefix of P's features
+    picks: list[Candidate]                                # the chosen prefix of P's features
     accuracy: list = field(default_factory=list)          # validation accuracy of each prefix
 
 
@@ -112,7 +119,7 @@ def _gen(ctx: Context, items, plans: dict, stage: str) -> dict:
                      dist=ctx.dist, checkpoint=ctx.ckpt(stage), model_id=ctx.model_id)
 
 
-def _plan(ctx: Context, name: str, picks: list[dict], all_positions: bool = False) -> SteeringPlan:
+def _plan(ctx: Context, name: str, picks: list[Candidate], all_positions: bool = False) -> SteeringPlan:
     return SteeringPlan.from_features(name, ctx.lm.name, ctx.sae_source, ctx.bank, picks, all_positions)
 
 
@@ -124,7 +131,7 @@ def collect_stage(ctx: Context, items) -> Collected:
                    dist=ctx.dist, model_id=ctx.model_id, ranking=ctx.cfg.ranking)
 
 
-def rank_stage(ctx: Context, col: Collected) -> dict:
+def rank_stage(ctx: Context, col: Collected) -> dict[int, list[Candidate]]:
     """{layer: top-5 features} with positive correlation; RunError when there are none."""
     cands = layer_candidates(col.sae, ctx.cfg.ranking, k=5, coef=ctx.cfg.coef,
                              scale=ctx.cfg.scale)
@@ -139,7 +146,7 @@ def validate_stage(ctx: Context, cands: dict, val) -> Validation:
     """Every layer's best feature alone, and the unsteered baseline, on the validation split (CorrSteer-P only)."""
     if "P" not in ctx.cfg.variants:
         return Validation()
-    plans = {"baseline": {}} | {f"L{L}": _plan(ctx, f"L{L}", [dict(layer=L, **cands[L][0])]).hook_vectors(
+    plans = {"baseline": {}} | {f"L{L}": _plan(ctx, f"L{L}", [cands[L][0]]).hook_vectors(
         ctx.lm.device) for L in cands}
     rows = _gen(ctx, val, plans, "validate")
     return Validation(baseline=accuracy(rows["baseline"]), per_layer={L: accuracy(rows[f"L{L}"]) for L in cands})
@@ -154,7 +161,7 @@ def prefix_stage(ctx: Context, cands: dict, val_items, val: Validation) -> Prefi
     plans = {f"P{i + 1}": _plan(ctx, "p", pre).hook_vectors(ctx.lm.device)
              for i, pre in enumerate(prefixes[1:], start=1)}
     rows = _gen(ctx, val_items, plans, "prefix")
-    acc = [prefixes[0][0]["val_acc"]] + [accuracy(rows[f"P{i + 1}"]) for i in range(1, len(prefixes))]
+    acc = [prefixes[0][0].val_acc] + [accuracy(rows[f"P{i + 1}"]) for i in range(1, len(prefixes))]
     best = max(range(len(prefixes)), key=lambda i: (acc[i], -i))
     return PrefixSearch(picks=prefixes[best], accuracy=acc)
 

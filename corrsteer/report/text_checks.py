@@ -7,6 +7,8 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
+from corrsteer.report.tables import table
+
 COLLAPSE_SHARE = 0.5        # one output string in at least this share of a variant's answers: a collapse
 FORMAT_SHARE = 0.5          # more than this share of items changed answer format vs the baseline: a format change
 TOP_K = 3                   # most frequent outputs shown per variant
@@ -88,21 +90,20 @@ def text_stats(variant: str, rows: list[dict], base_rows: list[dict] | None) -> 
 def text_section(outputs: dict[str, list[dict]], baseline: str = "baseline") -> list[str]:
     """Markdown lines of the report's 'What steering did to the text' section; outputs: {variant: rows with id,
     output, gold, correct}, the unsteered baseline under `baseline`."""
-    from corrsteer.report.markdown import _table
 
     lines = ["## What steering did to the text", ""]
     if not outputs:
         return lines + ["No outputs.", ""]
     base_rows = outputs.get(baseline)
     stats = [text_stats(v, rows, None if v == baseline else base_rows) for v, rows in outputs.items()]
-    table = []
+    cells = []
     for st in stats:
         top = "; ".join(f"{_short(o)!r} ×{c}" for o, c in st.top)
         fmt = ", ".join(f"{k} {c}" for k, c in st.formats.most_common())
         changed = "—" if st.variant == baseline else f"{st.format_changed}/{st.n}"
-        table.append([st.variant, f"{st.distinct}/{st.n}", top, fmt, changed])
-    lines += _table(["variant", "distinct outputs", f"most frequent outputs (top {TOP_K})", "answer formats",
-                     "format changed vs baseline"], table, [":---", "---:", ":---", ":---", "---:"])
+        cells.append([st.variant, f"{st.distinct}/{st.n}", top, fmt, changed])
+    lines += table(["variant", "distinct outputs", f"most frequent outputs (top {TOP_K})", "answer formats",
+                     "format changed vs baseline"], cells, [":---", "---:", ":---", ":---", "---:"])
     warned = [(st.variant, w) for st in stats for w in st.warnings]
     lines += [""]
     if warned:

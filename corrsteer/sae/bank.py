@@ -19,7 +19,9 @@ from safetensors.torch import load_file, save_file
 from corrsteer_kernels import SAEWeights
 from corrsteer_kernels.sae_weights import fold_decoder_norm
 
+from corrsteer.config import SettingsError, one_line
 from corrsteer.model.hooks import HookPoint
+from corrsteer.model.lm import as_dtype
 from corrsteer.paths import sae_cache_dir
 
 # sae-lens id templates per release ({L} = layer)
@@ -62,6 +64,10 @@ class SAEBank:
     def to(self, device=None, dtype=None) -> "SAEBank":
         return SAEBank({L: BankEntry(e.sae.to(device, dtype), e.hook, e.source) for L, e in self},
                        self.model_name)
+
+    def context(self, source: str) -> dict:
+        """What an SAE source resolved to: {layer: SAE location}, with the hook each reads."""
+        return dict(source=source, layers={str(L): dict(sae=e.source, hook=e.hook.hook_name) for L, e in self})
 
     def check(self, lm) -> "SAEBank":
         """Fail clearly if an SAE does not fit the model: width or hook layer."""
@@ -160,8 +166,6 @@ def load_bank(source: str, lm=None, layers=None, id_template: str | None = None,
     """Load an SAE bank from "release:<name>", "trained" (the cache of `corrsteer train-sae`), or a path, onto
     `device` (default: lm's device, else the CPU); dtype (e.g. torch.bfloat16 or "bfloat16") casts W_enc and W_dec,
     thresholds and biases stay fp32."""
-    from corrsteer.model.lm import as_dtype
-
     model_name = lm.name if lm is not None else None
     if device is None:
         device = getattr(lm, "device", None) or "cpu"      # an lm without .device: the CPU
@@ -192,3 +196,45 @@ def load_bank(source: str, lm=None, layers=None, id_template: str | None = None,
     if dtype is not None or any(e.sae.device != torch.device(device) for _, e in bank):
         bank = bank.to(device, dtype)
     return bank.check(lm) if lm is not None else bank
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# checks made before the model loads: what an SAE folder covers
+# ---------------------------------------------------------------------------------------------------------------
+def sae_dirs(path: Path) -> list[Path]:
+    """The sae-lens directories at path: path itself, or the folders below it that hold a cfg.json."""
+    if (path / "cfg.json").exists():
+        return [path]
+    return sorted(p for p in path.iterdir() if (p / "cfg.json").exists()) if path.is_dir() else []
+
+
+def sae_layers(source: str) -> list[int] | None:
+    """The layers an SAE directory (or folder of them) covers, read from cfg.json alone; None for other sources."""
+    if source == "trained" or source.startswith("release:"):
+        return None
+    path = Path(source)
+    dirs = sae_dirs(path) if path.exists() else []
+    if not dirs:
+        raise SettingsError(f"--saes {source}: no sae-lens SAE directory there, expected cfg.json + "
+                            "sae_weights.safetensors (or a folder of such directories)")
+    layers = []
+    for d in dirs:
+        try:
+            meta = json.loads((d / "cfg.json").read_text(encoding="utf-8"))
+            hook = (meta.get("metadata") or {}).get("hook_name") or meta.get("hook_name")
+            layers.append(HookPoint.parse(hook).layer)
+        except (ValueError, AttributeError, TypeError, OSError) as e:
+            raise SettingsError(f"--saes {d / 'cfg.json'}: {one_line(e)}, expected a sae-lens cfg.json naming "
+                                "a residual hook such as blocks.3.hook_resid_post") from None
+    return sorted(layers)
+
+
+def layers_covered(wanted: list[int] | None, have: list[int], text: str | None) -> None:
+    """Every layer --layers asks for has an SAE, and at least one layer is left."""
+    if not have:
+        raise SettingsError("no SAE was loaded, expected at least one layer with an SAE")
+    missing = [L for L in (wanted or []) if L not in have]
+    if missing:
+        raise SettingsError(f"--layers {text}: no SAE for layer{'s' if len(missing) > 1 else ''} "
+                            f"{', '.join(map(str, missing))}, expected layers the SAEs cover: "
+                            f"{', '.join(map(str, have))}")

@@ -51,13 +51,14 @@ def neuronpedia_url(sae_source: str, layer: int, feature: int) -> str | None:
 
 
 def feature_links(sae_source: str, picks: dict) -> list[str]:
-    """Report lines: one link per selected feature (picks: {variant: [{"layer", "feature"}]}), [] if none."""
+    """Report lines: one link per selected feature (picks: {variant: [objects with .layer and .feature]}), [] if
+    none."""
     seen = {}
     for feats in picks.values():
         for p in feats:
-            url = neuronpedia_url(sae_source, p["layer"], int(p["feature"]))
+            url = neuronpedia_url(sae_source, p.layer, int(p.feature))
             if url:
-                seen[(p["layer"], int(p["feature"]))] = url
+                seen[(p.layer, int(p.feature))] = url
     if not seen:
         return []
     lines = ["## Selected features on Neuronpedia", ""]

@@ -1,0 +1,126 @@
+"""What each command does, given its checked settings: the CLI parses and dispatches here.
+
+    train_sae(cfg) | run(cfg) (also `select`) | eval_plan_command(cfg) | generate(cfg)  -> exit status
+
+Inputs are loaded in the order that fails fastest: the task and the output folder before the model, the model
+before the SAEs; every input error is a SettingsError with one line.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from corrsteer.config import (EvalConfig, GenerateConfig, ModelOptions, RunConfig, SettingsError, TrainSAEConfig)
+from corrsteer.model.generate import generate_batch
+from corrsteer.model.lm import LM, load_model
+from corrsteer.model.steer import check_plan_fits, load_plan
+from corrsteer.paths import sae_cache_dir
+from corrsteer.pipeline import dist
+from corrsteer.pipeline.checkpoint import writable_out
+from corrsteer.pipeline.run import corrsteer_run, eval_plan
+from corrsteer.pipeline.seeds import run_seeds
+from corrsteer.sae.bank import SAEBank, sae_layers, layers_covered
+from corrsteer.sae.cache import bank_for_run, quality_table, trained_quality, train_missing
+from corrsteer.sae.presets import apply_preset
+from corrsteer.tasks.load import check_split, load_task
+
+
+def load_lm(cfg: ModelOptions, default: str | None = None, device=None) -> LM:
+    """The model the settings name (or `default`), on `device` (default: the settings' device)."""
+    dev, dtype = cfg.device_dtype()
+    return load_model(cfg.model or default, device=device or dev, dtype=dtype)
+
+
+def load_saes(lm: LM, cfg: RunConfig) -> SAEBank:
+    """The SAE bank of a run (trained first where `--saes trained` misses layers, in one process only)."""
+    _, dtype = cfg.device_dtype()
+    return bank_for_run(lm, cfg, dtype, may_train=dist.env_world() <= 1)
+
+
+def _join(cfg) -> tuple[dist.Dist, object]:
+    """This process's place in a torchrun job (a single process without one) and its device."""
+    device, _ = cfg.device_dtype()
+    d = dist.init(device)
+    return d, dist.rank_device(device, d)
+
+
+def train_sae(cfg: TrainSAEConfig) -> int:
+    lm = load_lm(cfg)
+    out = sae_cache_dir(lm.name, cfg.sae_dir)
+    print(f"corrsteer: SAEs for {lm.name} ({lm.n_layers} layers, d_model {lm.d_model}) -> {out}", file=sys.stderr)
+    rows = trained_quality(lm, cfg)
+    if rows is not None:      # trained and evaluated before: nothing to do
+        print(quality_table(rows) + f"\n(cached in {out}; --force retrains)")
+        return 0
+    train_missing(lm, cfg)
+    return 0
+
+
+def run(cfg: RunConfig) -> int:
+    """`corrsteer run`, and `corrsteer select` (cfg.select_only: stop once the plans are written)."""
+    cfg = apply_preset(cfg)
+    task = load_task(cfg)
+    check_split(task, cfg)
+    out = cfg.out or f"runs/{task.name}"
+    writable_out(out)
+    have = sae_layers(cfg.saes)
+    if have is not None:
+        layers_covered(cfg.layer_list, have, cfg.layers)
+    d, device = _join(cfg)
+    lm = load_lm(cfg, device=device)
+    bank = load_saes(lm, cfg)
+    if cfg.seeds and not cfg.select_only:
+        if d.active:
+            raise SettingsError("--seeds runs one process: launch it without torchrun")
+        run_seeds(lm, bank, task, out, cfg)
+        print((Path(out) / "table.md").read_text())
+        return 0
+    res = corrsteer_run(lm, bank, task, out, cfg, sae_source=cfg.saes, dist=d)
+    if not d.main:
+        return 0
+    if not cfg.select_only:
+        print((Path(out) / "report.md").read_text())
+        return 0
+    for name, plan in res["plans"].items():
+        feats = ", ".join(f"L{e.layer}:{f}x{c:.3g}" for e in plan.entries for f, c in zip(e.features, e.coefficients))
+        print(f"CorrSteer-{name}: {feats or '(nothing kept)'}  -> {out}/plans/{name}.json")
+    return 0
+
+
+def evaluate(cfg: EvalConfig) -> int:
+    """`corrsteer eval`: a saved plan against the unsteered model on the task's test split."""
+    plan = load_plan(cfg.plan)
+    task = load_task(cfg)
+    check_split(task, cfg)
+    out = cfg.out or f"runs/{task.name}/eval"
+    writable_out(out)
+    d, device = _join(cfg)
+    lm = load_lm(cfg, default=plan.model, device=device)
+    check_plan_fits(plan, cfg.plan, lm)
+    c = eval_plan(lm, task, plan, out, cfg, dist=d)["comparison"]
+    if not d.main:
+        return 0
+    print(f"{plan.name} on {task.name}: {100 * c.acc:.1f}% [{100 * c.lo:.1f}, {100 * c.hi:.1f}] vs baseline "
+          f"{100 * c.base_acc:.1f}%  delta {100 * c.delta:+.1f} points, McNemar p {c.p_value:.3g}, SER {c.ser:.3f} "
+          f"(n={c.n})")
+    return 0
+
+
+def generate(cfg: GenerateConfig) -> int:
+    """`corrsteer generate`: baseline and steered answers side by side."""
+    plan = load_plan(cfg.plan)
+    lm = load_lm(cfg, default=plan.model)
+    check_plan_fits(plan, cfg.plan, lm)
+    out = generate_batch(lm, [cfg.prompt], cfg.max_new_tokens, plans=[{}, plan.hook_vectors()],
+                         steer_prompt=plan.all_positions)
+    print(f"--- baseline\n{out.texts[0]}\n--- steered ({plan.name})\n{out.texts[1]}")
+    return 0
+
+
+COMMANDS = {
+    "train-sae": (train_sae, "train TopK SAEs for a model's layers and cache them (sae-lens format)"),
+    "run": (run, "select -> validate -> test CorrSteer S/A/P on a task and write a report"),
+    "select": (run, "collect and select only: write statistics and plans, no test"),
+    "eval": (evaluate, "a saved plan vs the unsteered model on the task's test split"),
+    "generate": (generate, "baseline and steered answers side by side"),
+}
