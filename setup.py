@@ -15,7 +15,7 @@ setup(
     extras_require={
         "triton": ["triton>=3.2"],
         # sae-lens: the tests check SAEWeights.from_sae_lens against sae-lens's own encode/decode
-        "test": ["pytest>=7", "numpy", "triton>=3.2; platform_system == 'Linux'", "sae-lens>=6"],
+        "test": ["pytest>=7", "numpy", "triton>=3.2; platform_system == 'Linux'", "sae-lens>=6", "ruff>=0.6"],
         "bench": ["pytest-benchmark"],
     },
 )

@@ -100,7 +100,7 @@ if [ -z "${CORRSTEER_BENCH_TOKENIZER:-}" ]; then
 fi
 
 # ---- tests, compiled ----------------------------------------------------------------------------------------
-GPU_TESTS=${GPU_TESTS:-"tests/test_gpu.py tests/test_packed.py tests/test_generate_device.py tests/test_collect_device.py tests/test_encode_pool.py tests/test_encode_pool_stats.py tests/test_steer_add.py"}
+GPU_TESTS=${GPU_TESTS:-"tests/test_gpu.py tests/test_packed.py tests/model/test_generate_device.py tests/pipeline/test_collect_device.py tests/test_encode_pool.py tests/test_encode_pool_stats.py tests/test_steer_add.py"}
 PYTEST_LINE=""
 XDIST=()   # the GPU tests are mostly Triton compiles: spread them over the device machine's cores when xdist is there
 if [ -n "${PYTEST_WORKERS:-}" ] || python3 -c "import xdist" 2>/dev/null; then

@@ -20,6 +20,10 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import ClassVar
 
+import torch
+
+from corrsteer import __version__
+
 CONFIG_NAME = "config.json"
 _DTYPES = ("float32", "bfloat16", "float16")
 
@@ -381,8 +385,6 @@ COMMANDS: dict[str, type[Settings]] = {c.command: c for c in (TrainSAEConfig, Ru
 def resolve_device_dtype(device: str = "auto", dtype: str = "auto"):
     """("auto" | "cpu" | "cuda" | "cuda:N", "auto" | "float32" | "bfloat16" | "float16") -> (torch.device,
     torch.dtype): auto is cuda when available, else cpu; bfloat16 on cuda, float32 on cpu."""
-    import torch
-
     if _device_ok(device):
         raise SettingsError(f"--device must be {_device_ok(device)}, got {device!r}")
     if dtype != "auto" and dtype not in _DTYPES:
@@ -481,8 +483,6 @@ def read_config(path, cls: type[Settings]) -> dict:
 def write_config(out_dir, cfg: Settings, **context) -> Path:
     """<out_dir>/config.json: the command, the package version, every setting (out = out_dir) and `context`
     (what the settings resolved to: model, SAEs, task)."""
-    from corrsteer import __version__
-
     settings = cfg.to_dict()
     if "out" in settings:
         settings["out"] = str(out_dir)

@@ -2,8 +2,19 @@
 import pytest
 import torch
 
-from corrsteer.config import (EvalConfig, GenerateConfig, RunConfig, SelectConfig, SettingsError, TrainSAEConfig,
-                              load_settings, parse_layers, read_config, resolve_device_dtype, write_config)
+from corrsteer.config import (
+    EvalConfig,
+    GenerateConfig,
+    RunConfig,
+    SelectConfig,
+    SettingsError,
+    TrainSAEConfig,
+    load_settings,
+    parse_layers,
+    read_config,
+    resolve_device_dtype,
+    write_config,
+)
 
 
 def test_values_are_checked_when_built():

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from corrsteer.config import COMMANDS as SETTINGS, SettingsError, add_options, load_settings
+from corrsteer.config import COMMANDS as SETTINGS
+from corrsteer.config import SettingsError, add_options, load_settings
 from corrsteer.pipeline import dist
 from corrsteer.pipeline.commands import COMMANDS
 from corrsteer.pipeline.stages import RunError

@@ -27,9 +27,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from corrsteer_kernels import steer_add_
-
 from corrsteer.model.hooks import hooked
+from corrsteer_kernels import steer_add_
 
 CHECK_EVERY = 8          # after the first few steps the host reads the done-flags every CHECK_EVERY steps
 COMPACT_BELOW = 0.75     # compact=True: drop finished rows once the live rows are at most this fraction of the batch

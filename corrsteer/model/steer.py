@@ -19,10 +19,9 @@ from typing import Protocol, Sequence
 
 import torch
 
-from corrsteer_kernels import steer_add_, steering_vectors
-
 from corrsteer.config import SettingsError, one_line
 from corrsteer.model.hooks import HookPoint, hooked
+from corrsteer_kernels import steer_add_, steering_vectors
 
 
 class FeaturePick(Protocol):

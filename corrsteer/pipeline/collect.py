@@ -23,12 +23,18 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from corrsteer_kernels import CorrStats, RankStats, encode_pool_stats
-
-from corrsteer.pipeline.checkpoint import StageCheckpoint, items_identity, log, model_identity, sae_identity, task_identity
-from corrsteer.pipeline.dist import SINGLE, Dist, my_batches, n_batches, rounds
 from corrsteer.model.generate import generate_batch
+from corrsteer.pipeline.checkpoint import (
+    StageCheckpoint,
+    items_identity,
+    log,
+    model_identity,
+    sae_identity,
+    task_identity,
+)
+from corrsteer.pipeline.dist import SINGLE, Dist, my_batches, n_batches, rounds
 from corrsteer.pipeline.rank import feed, make_stats
+from corrsteer_kernels import CorrStats, RankStats, encode_pool_stats
 
 
 @dataclass

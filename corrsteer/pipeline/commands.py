@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from corrsteer.config import (EvalConfig, GenerateConfig, ModelOptions, RunConfig, SettingsError, TrainSAEConfig)
+from corrsteer.config import EvalConfig, GenerateConfig, ModelOptions, RunConfig, SettingsError, TrainSAEConfig
 from corrsteer.model.generate import generate_batch
 from corrsteer.model.lm import LM, load_model
 from corrsteer.model.steer import check_plan_fits, load_plan
@@ -19,8 +19,8 @@ from corrsteer.pipeline import dist
 from corrsteer.pipeline.checkpoint import writable_out
 from corrsteer.pipeline.run import corrsteer_run, eval_plan
 from corrsteer.pipeline.seeds import run_seeds
-from corrsteer.sae.bank import SAEBank, sae_layers, layers_covered
-from corrsteer.sae.cache import bank_for_run, quality_table, trained_quality, train_missing
+from corrsteer.sae.bank import SAEBank, layers_covered, sae_layers
+from corrsteer.sae.cache import bank_for_run, quality_table, train_missing, trained_quality
 from corrsteer.sae.presets import apply_preset
 from corrsteer.tasks.load import check_split, load_task
 

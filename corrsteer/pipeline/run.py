@@ -13,17 +13,33 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from corrsteer.pipeline.checkpoint import (atomic_save_tensors, atomic_write_text, mark_done, mark_in_progress,
-                                          model_identity)
+from corrsteer.config import EvalConfig, RunConfig, write_config
+from corrsteer.pipeline.checkpoint import (
+    atomic_save_tensors,
+    atomic_write_text,
+    mark_done,
+    mark_in_progress,
+    model_identity,
+)
+from corrsteer.pipeline.dist import SINGLE, Dist
+from corrsteer.pipeline.select import mean_difference, raw_direction, variant_s
+from corrsteer.pipeline.stages import (
+    Context,
+    Validation,
+    accuracy,
+    build_plans,
+    collect_stage,
+    prefix_stage,
+    rank_stage,
+    run_plans,
+    test_stage,
+    validate_stage,
+    variant_picks,
+)
 from corrsteer.report.markdown import write_report
 from corrsteer.report.stats import compare
-from corrsteer.config import EvalConfig, RunConfig, write_config
-from corrsteer.pipeline.dist import SINGLE, Dist
 from corrsteer.sae.presets import feature_links, with_hook_site
 from corrsteer.tasks.protocols import bind
-from corrsteer.pipeline.select import mean_difference, raw_direction, variant_s
-from corrsteer.pipeline.stages import (Context, Validation, accuracy, build_plans, collect_stage, prefix_stage,
-                                      rank_stage, run_plans, test_stage, validate_stage, variant_picks)
 
 # what a run writes (removed when a run starts, so an old report never sits beside new plans)
 OUTPUTS = ("plan.json", "stats.safetensors", "predictions.jsonl", "validation.json", "report.md", "r_per_layer.png",

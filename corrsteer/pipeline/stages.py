@@ -15,15 +15,15 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from corrsteer.config import RunConfig
+from corrsteer.model.generate import generate_batch
+from corrsteer.model.lm import LM
+from corrsteer.model.steer import SteeringPlan
 from corrsteer.pipeline.checkpoint import StageCheckpoint, items_identity, log, task_identity, vectors_identity
 from corrsteer.pipeline.collect import Collected, collect, score_rows
 from corrsteer.pipeline.dist import SINGLE, Dist, my_batches, n_batches, rounds
-from corrsteer.model.generate import generate_batch
 from corrsteer.pipeline.rank import Candidate, layer_candidates
 from corrsteer.pipeline.select import p_prefixes, variant_a, variant_p, variant_s
-from corrsteer.config import RunConfig
-from corrsteer.model.lm import LM
-from corrsteer.model.steer import SteeringPlan
 from corrsteer.sae.bank import SAEBank
 from corrsteer.tasks.task import Task
 

@@ -6,6 +6,7 @@ from typing import Sequence
 
 from corrsteer.report.stats import Comparison
 
+
 def fmt_pct(x: float, digits: int = 1) -> str:
     return "n/a" if not math.isfinite(x) else f"{100 * x:.{digits}f}%"
 

@@ -16,13 +16,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from corrsteer_kernels import SAEWeights
-from corrsteer_kernels.sae_weights import fold_decoder_norm
-
 from corrsteer.config import SettingsError, one_line
 from corrsteer.model.hooks import HookPoint
 from corrsteer.model.lm import as_dtype
 from corrsteer.paths import sae_cache_dir
+from corrsteer_kernels import SAEWeights
+from corrsteer_kernels.sae_weights import fold_decoder_norm
 
 # sae-lens id templates per release ({L} = layer)
 RELEASE_IDS = {

@@ -24,9 +24,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from corrsteer.config import TrainConfig  # the trainer's settings: defaults and help live there
 from corrsteer_kernels import SAEWeights
-
-from corrsteer.config import TrainConfig   # the trainer's settings: defaults and help live there
 
 
 def _mm(a, b, dtype=None):
@@ -215,7 +214,7 @@ def _doc_chats(dataset: str | None):
     from corrsteer.sae.corpus import QUESTIONS, chat_documents
     if dataset is None:
         return chat_documents()
-    from datasets import load_dataset   # online use only
+    from datasets import load_dataset  # online use only
     name, _, config = dataset.partition(":")
     ds = load_dataset(name, config or None, split="train", streaming=True)
     chats = []
@@ -298,8 +297,8 @@ def train_bank(lm, out_dir, layers=None, point: str = "post", cfg: TrainConfig |
     model's answers (fve_chat, = fve), cfg.eval_tokens each; L0 on the latter, dead over both.
     Activations go through float16 files in out_dir/.activations (deleted at the end), one layer in memory at a time.
     Results depend only on the inputs and cfg (seeded; torch runs on cfg.threads threads while training)."""
-    from corrsteer.sae.activations import collect_to_disk, load_layer
     from corrsteer.model.hooks import HookPoint
+    from corrsteer.sae.activations import collect_to_disk, load_layer
     from corrsteer.sae.bank import load_sae_dir, save_sae_dir
 
     cfg = cfg or TrainConfig()

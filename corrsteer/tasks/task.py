@@ -28,8 +28,17 @@ from pathlib import Path
 from typing import Callable
 
 from corrsteer.tasks import builtin as D
-from corrsteer.tasks.scoring import (HEDGE_SEP, NUMERIC, clean, extract_label, extract_number, fmt_number, normalize,  # noqa: F401
-                      score_short, score_text)
+from corrsteer.tasks.scoring import (  # noqa: F401
+    HEDGE_SEP,
+    NUMERIC,
+    clean,
+    extract_label,
+    extract_number,
+    fmt_number,
+    normalize,
+    score_short,
+    score_text,
+)
 from corrsteer.tasks.scoring_mc import LETTERS, extract_choice, is_refusal, read_refusal  # noqa: F401
 
 KINDS = ("mc", "short", "label", "refusal")

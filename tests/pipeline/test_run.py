@@ -1,9 +1,10 @@
 """`corrsteer run` as a function on the tiny random model: every output, and the config.json it records."""
 import json
 
-from corrsteer.pipeline.run import RunConfig, corrsteer_run
-from corrsteer.model.steer import SteeringPlan
 from fakes import FakeTask, tiny_bank
+
+from corrsteer.model.steer import SteeringPlan
+from corrsteer.pipeline.run import RunConfig, corrsteer_run
 
 
 def test_run_end_to_end_writes_every_output(tiny_lm, tmp_path):

@@ -4,14 +4,14 @@ import itertools
 import json
 
 import pytest
+from fakes import tiny_bank
+from hub_fixtures import write_fixture
 
 from corrsteer.config import RunConfig
 from corrsteer.model.generate import generate_batch
+from corrsteer.pipeline.run import corrsteer_run
 from corrsteer.tasks.hub import load_hub_task
 from corrsteer.tasks.protocols import Scorers
-from corrsteer.pipeline.run import corrsteer_run
-from fakes import tiny_bank
-from hub_fixtures import write_fixture
 
 
 def _alternating():

@@ -5,11 +5,11 @@ from dataclasses import MISSING, fields
 
 import pytest
 import torch
+from fakes import FakeTask, save_tiny_dirs
 
 from corrsteer.cli import main as cli
-from corrsteer.pipeline import commands
 from corrsteer.config import COMMANDS, EvalConfig, GenerateConfig, RunConfig
-from fakes import FakeTask, save_tiny_dirs
+from corrsteer.pipeline import commands
 
 REQUIRED = {"eval": dict(plan="p.json"), "generate": dict(plan="p.json", prompt="hi")}
 

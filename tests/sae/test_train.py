@@ -8,9 +8,9 @@ import torch.nn.functional as F
 
 from corrsteer.cli.main import main
 from corrsteer.config import TrainSAEConfig, parse_layers
+from corrsteer.sae import train as train_sae
 from corrsteer.sae.bank import load_bank
 from corrsteer.sae.cache import quality_table
-from corrsteer.sae import train as train_sae
 from corrsteer.sae.train import TopKTrainer, TrainConfig, _TopKEncode, evaluate, train_bank
 
 

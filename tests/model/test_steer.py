@@ -1,11 +1,11 @@
 """Steering plans: round trip, and they add exactly their vector at exactly the chosen positions."""
 import pytest
 import torch
+from fakes import tiny_bank
 
-from corrsteer.pipeline.rank import Candidate
 from corrsteer.model.hooks import HookPoint, capture
 from corrsteer.model.steer import SteeringPlan
-from fakes import tiny_bank
+from corrsteer.pipeline.rank import Candidate
 
 
 @pytest.mark.parametrize("all_positions", [False, True])

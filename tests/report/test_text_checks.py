@@ -3,8 +3,8 @@ warnings."""
 import pytest
 
 from corrsteer.pipeline.rank import Candidate
-from corrsteer.report.stats import compare
 from corrsteer.report.markdown import write_report
+from corrsteer.report.stats import compare
 from corrsteer.report.text_checks import answer_format, text_section, text_stats
 
 HEDGE = "It is either positive or negative, but that is all."

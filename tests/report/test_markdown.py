@@ -1,9 +1,10 @@
 """The report: markdown tables and plots from comparisons and features."""
-from corrsteer.report.stats import compare
+from fakes import paired_rows
+
 from corrsteer.pipeline.rank import Candidate
 from corrsteer.report.markdown import write_report
+from corrsteer.report.stats import compare
 from corrsteer.report.tables import fmt_p
-from fakes import paired_rows
 
 
 def test_fmt_p():

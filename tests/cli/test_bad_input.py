@@ -5,12 +5,12 @@ import json
 
 import pytest
 import torch
+from fakes import FakeTask, save_tiny_dirs, tiny_bank
 
 from corrsteer.cli import main as cli
 from corrsteer.pipeline import commands
-from corrsteer.tasks.load import load_task
 from corrsteer.sae.bank import save_sae_dir
-from fakes import FakeTask, save_tiny_dirs, tiny_bank
+from corrsteer.tasks.load import load_task
 
 
 @pytest.fixture
@@ -108,6 +108,7 @@ def test_run_rejects_bad_saes(env, monkeypatch, capsys, case, damage, message):
     monkeypatch.setattr(commands, "load_task", lambda cfg: FakeTask(30))
     if damage == "width":
         from cases import make_sae
+
         from corrsteer.model.hooks import HookPoint
         sae = make_sae(torch.Generator().manual_seed(0), 32, 40, "relu")
         save_sae_dir(env / "saes" / "blocks.1.hook_resid_post", sae, HookPoint(1, "post"), "model")

@@ -1,10 +1,10 @@
 """Collection: the streamed statistics equal a float64 recomputation, and a checkpoint resumes."""
 import torch
-
-from corrsteer.pipeline.collect import collect
-from corrsteer.model.generate import generate_batch
-from corrsteer_kernels import CorrStats, encode_pool_reference
 from fakes import FakeTask, tiny_bank
+
+from corrsteer.model.generate import generate_batch
+from corrsteer.pipeline.collect import collect
+from corrsteer_kernels import CorrStats, encode_pool_reference
 
 
 def test_collect_stats_equal_float64_recomputation(tiny_lm, tmp_path):

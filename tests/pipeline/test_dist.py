@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
-
-from corrsteer.sae.bank import save_sae_dir
 from fakes import tiny_bank
 
-ROOT = Path(__file__).resolve().parents[1]
+from corrsteer.sae.bank import save_sae_dir
+
+ROOT = Path(__file__).resolve().parents[2]
 FAKE_CLI = ROOT / "tests" / "fake_cli.py"       # the corrsteer CLI with the fake task registered as "fake"
 FILES = ("plan.json", "plans/S.json", "plans/A.json", "plans/P.json", "stats.safetensors", "predictions.jsonl",
          "validation.json")
@@ -128,6 +128,7 @@ def _partials(n, d=64):
 
 def _fold_all(results):
     import torch
+
     from corrsteer.pipeline.collect import Collected, _fold
     from corrsteer_kernels import CorrStats
     col = Collected(sae={0: CorrStats(64)}, raw={}, rows=[])
@@ -141,6 +142,7 @@ def test_rounds_fold_in_batch_order_bit_for_bit(world):
     import threading
 
     import torch
+
     from corrsteer.pipeline.dist import SINGLE, rounds
     parts = _partials(7)
     want = _fold_all([r for _, got in rounds(7, 0, SINGLE, lambda b: parts[b]) for r in got])

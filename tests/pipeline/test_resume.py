@@ -3,13 +3,13 @@ same settings, ends with byte-identical outputs and redoes at most the batch it 
 from inside generation: nothing after it runs, as with kill -9 (the pipeline has no cleanup code that could differ).
 Stale checkpoints (changed SAE, answers, scale) start the stage fresh and say so; a corrupt one is set aside."""
 import pytest
+from fakes import FakeTask, tiny_bank
 
 import corrsteer.pipeline.collect
 import corrsteer.pipeline.run
 import corrsteer.pipeline.stages
 from corrsteer.pipeline.checkpoint import MARKER
 from corrsteer.pipeline.run import RunConfig, corrsteer_run
-from fakes import FakeTask, tiny_bank
 
 FILES = ("plan.json", "plans/S.json", "plans/A.json", "plans/P.json", "stats.safetensors", "predictions.jsonl",
          "validation.json", "report.md")

@@ -1,8 +1,8 @@
 """Model loading and the residual hooks: a captured activation equals the model's own hidden state at that hook."""
 import pytest
 import torch
-
 from conftest import tiny_model
+
 from corrsteer.model.hooks import HookPoint, capture, hooked
 from corrsteer.model.lm import LM, decoder_layers, load_model, resolve_spec, smollm2_gguf
 

@@ -2,14 +2,14 @@
 loaded onto a device in a dtype, and (with CUDA) the whole collect + select pipeline on CUDA equal to the CPU's."""
 import pytest
 import torch
-
-from corrsteer.pipeline.collect import collect
-from corrsteer.model.generate import generate_batch
-from corrsteer.sae.bank import load_bank, save_sae_dir
-from corrsteer.pipeline.rank import layer_candidates
-from corrsteer_kernels import CorrStats, encode_pool_reference
-from test_generate_device import DEVICES, forced_eos, on
 from fakes import FakeTask, tiny_bank
+from test_generate_device import DEVICES, forced_eos, on
+
+from corrsteer.model.generate import generate_batch
+from corrsteer.pipeline.collect import collect
+from corrsteer.pipeline.rank import layer_candidates
+from corrsteer.sae.bank import load_bank, save_sae_dir
+from corrsteer_kernels import CorrStats, encode_pool_reference
 
 
 def _reference(lm, bank, task, ys):

@@ -4,11 +4,16 @@ import random
 from fractions import Fraction
 
 import pytest
-
-from corrsteer.report.stats import (Comparison, accuracy_ci, compare, mcnemar_exact, mcnemar_from_counts,
-                                side_effect_ratio)
-
 from fakes import paired_rows
+
+from corrsteer.report.stats import (
+    Comparison,
+    accuracy_ci,
+    compare,
+    mcnemar_exact,
+    mcnemar_from_counts,
+    side_effect_ratio,
+)
 
 
 # ------------------------------------------------------------------------------------------------ Wilson interval

@@ -1,8 +1,8 @@
 """SAE banks: sae-lens directories (ours and sae-lens's own), hook metadata, dimension and layer checks."""
 import pytest
 import torch
-
 from cases import make_sae
+
 from corrsteer.model.hooks import HookPoint
 from corrsteer.sae.bank import load_bank, load_sae_dir, save_sae_dir
 from corrsteer_kernels import encode_pool
