@@ -375,8 +375,19 @@ class GenerateConfig(PlanModelOptions):
     prompt: str = option(help="the prompt, answered without and with steering", positional=True)
 
 
-COMMANDS: dict[str, type[Settings]] = {c.command: c for c in (TrainSAEConfig, RunConfig, SelectConfig, EvalConfig,
-                                                               GenerateConfig)}
+def registry(entries, name_of, what: str) -> dict:
+    """{name_of(entry): entry} in order; a name given twice is an error, never a silent replacement."""
+    out = {}
+    for e in entries:
+        name = name_of(e)
+        if name in out:
+            raise ValueError(f"{what} {name!r} is defined twice")
+        out[name] = e
+    return out
+
+
+COMMANDS: dict[str, type[Settings]] = registry((TrainSAEConfig, RunConfig, SelectConfig, EvalConfig, GenerateConfig),
+                                               lambda c: c.command, "command")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -58,3 +58,10 @@ def test_config_file_round_trip(tmp_path):
                                                                                   force=True, k=8)
     run = write_config(tmp_path / "run", RunConfig(out="elsewhere"))
     assert read_config(run, RunConfig)["out"] == str(tmp_path / "run")    # out: where it was written
+
+
+def test_registry_refuses_a_name_twice():
+    from corrsteer.config import registry
+    assert list(registry(["a", "bb"], len, "x")) == [1, 2]
+    with pytest.raises(ValueError, match="command 'run' is defined twice"):
+        registry([RunConfig, RunConfig], lambda c: c.command, "command")
