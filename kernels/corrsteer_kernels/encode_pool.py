@@ -20,7 +20,8 @@ from __future__ import annotations
 import torch
 
 from ._common import (check_finite, check_float, check_lengths, check_pool, resolve_backend)
-from .packed_kernel import MODE_POOL, MODE_PRE, Segments, combine_boundary, packed_encode
+from .launch import MODE_POOL, MODE_PRE, Segments
+from .packed_kernel import combine_boundary, packed_encode
 from .sae_weights import SAEWeights
 from .torch_path import pooled_blocks_torch
 

@@ -21,7 +21,8 @@ import torch
 from ._common import resolve_backend
 from .corr_stats import CorrStats, check_scores, feature_sums
 from .encode_pool import check_inputs, encode_pool_reference, token_thresholds_for
-from .packed_kernel import MODE_STATS, Segments, boundary_feature_sums, packed_encode
+from .launch import MODE_STATS, Segments
+from .packed_kernel import boundary_feature_sums, packed_encode
 from .sae_weights import SAEWeights
 from .torch_path import fold_block, pooled_blocks_torch
 
