@@ -1,8 +1,8 @@
-"""E1: batched validation of every layer's feature with a shared prefill / the paper code's method (issue 15).
+"""E1: batched validation of every layer's feature with a shared prefill / the paper code's method.
 
-    python3 bench/bench_e1.py                        # cuda: random Gemma-2 2B (bench/configs/gemma-2-2b.json), bf16
-    python3 bench/bench_e1.py --device cpu           # cpu: the default model (SmolLM2-135M), fp32
-    python3 bench/bench_e1.py --device cpu --quick   # seconds: every code path
+    python3 -m bench.bench_e1                        # cuda: random Gemma-2 2B (bench/configs/gemma-2-2b.json), bf16
+    python3 -m bench.bench_e1 --device cpu           # cpu: the default model (SmolLM2-135M), fp32
+    python3 -m bench.bench_e1 --device cpu --quick   # seconds: every code path
 
 Plans: {"baseline": {}, "L<l>": {blocks.l.hook_resid_post: coef * W_dec[f]}} for --layers layers (one random feature
 of a random 16k SAE each, built with SteeringPlan.from_features as `corrsteer run` does).
@@ -21,12 +21,11 @@ import traceback
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import HERE, base_parser, bench_task, finish_args, load_lm, random_bank, wall, write_json  # noqa: E402
+from bench.common import HERE, base_parser, bench_task, finish_args, load_lm, random_bank, wall, write_json
 
-from corrsteer.model.hooks import hooked  # noqa: E402
-from corrsteer.pipeline.run import run_plans  # noqa: E402
-from corrsteer.model.steer import SteeringPlan  # noqa: E402
+from corrsteer.model.hooks import hooked
+from corrsteer.pipeline.run import run_plans
+from corrsteer.model.steer import SteeringPlan
 
 GEMMA_CFG = os.path.join(HERE, "configs", "gemma-2-2b.json")
 

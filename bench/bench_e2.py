@@ -1,9 +1,9 @@
-"""E2: collection (capture at every layer + fused stats per layer) / plain generation of the same prompts (issue 15).
+"""E2: collection (capture at every layer + fused stats per layer) / plain generation of the same prompts.
 
-    python3 bench/bench_e2.py                        # cuda: random Gemma-2 2B (bench/configs/gemma-2-2b.json), bf16,
+    python3 -m bench.bench_e2                        # cuda: random Gemma-2 2B (bench/configs/gemma-2-2b.json), bf16,
                                                      #   26 random 16k JumpReLU SAEs at blocks.L.hook_resid_post
-    python3 bench/bench_e2.py --device cpu           # cpu: the default model (SmolLM2-135M), small random SAEs, fp32
-    python3 bench/bench_e2.py --device cpu --quick   # seconds: every code path (memory part on a tiny random model)
+    python3 -m bench.bench_e2 --device cpu           # cpu: the default model (SmolLM2-135M), small random SAEs, fp32
+    python3 -m bench.bench_e2 --device cpu --quick   # seconds: every code path (memory part on a tiny random model)
 
 Measured in one run on the same prompts, batches and max_new_tokens (fixed; random weights rarely emit EOS, so every
 row of the random model decodes max_new_tokens steps; the real default model stops at EOS on both sides alike):
@@ -26,13 +26,12 @@ from collections import Counter
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (HERE, ROOT, base_parser, bench_task, finish_args, load_lm, print_table, random_bank,  # noqa: E402
+from bench.common import (HERE, ROOT, base_parser, bench_task, finish_args, load_lm, print_table, random_bank,
                     wall, write_json)
 
-from corrsteer.pipeline.collect import collect, score_rows  # noqa: E402
-from corrsteer.model.generate import generate_batch  # noqa: E402
-from corrsteer_kernels import CorrStats, encode_pool_stats  # noqa: E402
+from corrsteer.pipeline.collect import collect, score_rows
+from corrsteer.model.generate import generate_batch
+from corrsteer_kernels import CorrStats, encode_pool_stats
 
 GEMMA_CFG = os.path.join(HERE, "configs", "gemma-2-2b.json")
 TINY = dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=16)

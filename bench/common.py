@@ -1,6 +1,6 @@
 """Shared helpers for the benchmark scripts: arguments, timing, metadata, random SAEs, random models, prompts, JSON.
 
-Timing rules (issue 15): GPU -> triton.testing.do_bench, median, rotating among several input sets; CPU -> warm-up
+Timing rules: GPU -> triton.testing.do_bench, median, rotating among several input sets; CPU -> warm-up
 then the median of `reps` wall-clock runs; every ratio is measured within one run; inputs are random (never zeros);
 outputs are preallocated where the op allows it.
 """
@@ -20,12 +20,10 @@ import time
 
 import torch
 
+from corrsteer_kernels import SAEWeights
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-from corrsteer_kernels import SAEWeights  # noqa: E402
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 

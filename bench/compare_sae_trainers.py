@@ -5,7 +5,7 @@ Both train a 576 -> 2304, k = 32 TopK SAE per layer on the same in-memory traini
 the same CPU threads; both are scored by corrsteer.sae.train.evaluate on the same held-out activations (the built-in
 tasks' prompts with the model's answers, and held-out docstrings): FVE, L0, dead fraction, seconds per layer.
 
-    CORRSTEER_CACHE=... python bench/compare_sae_trainers.py --layers 3,10,17,24,28 --out bench/results/sae-trainers-cpu
+    CORRSTEER_CACHE=... python3 -m bench.compare_sae_trainers --layers 3,10,17,24,28 --out bench/results/sae-trainers-cpu
 sae-lens runs twice: with its TopK defaults (lr 3e-4, its aux loss, decoder norm rescaling, input scaling to
 sqrt(d_in)) and with our learning rate and linear-decay schedule.
 """

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one prepared GPU run (issues 15 and 19): install, GPU tests compiled, then the K1, E2 and E1 benchmarks.
+# The one prepared GPU run: install, GPU tests compiled, then the K1, E2 and E1 benchmarks.
 #
 #   OUT=/tmp/gpu-out bash bench/gpu.sh        # here: no CUDA -> CPU code paths at --quick sizes
 #   bash bench/gpu.sh                         # on the device machine ($OUT is the folder that comes back)
@@ -100,7 +100,7 @@ if [ -z "${CORRSTEER_BENCH_TOKENIZER:-}" ]; then
 fi
 
 # ---- tests, compiled ----------------------------------------------------------------------------------------
-GPU_TESTS=${GPU_TESTS:-"tests/test_gpu.py tests/test_packed.py tests/model/test_generate_device.py tests/pipeline/test_collect_device.py tests/test_encode_pool.py tests/test_encode_pool_stats.py tests/test_steer_add.py"}
+GPU_TESTS=${GPU_TESTS:-"tests/kernels/test_gpu.py tests/kernels/test_packed.py tests/model/test_generate_device.py tests/pipeline/test_collect_device.py tests/kernels/test_encode_pool.py tests/kernels/test_encode_pool_stats.py tests/kernels/test_steer_add.py"}
 PYTEST_LINE=""
 XDIST=()   # the GPU tests are mostly Triton compiles: spread them over the device machine's cores when xdist is there
 if [ -n "${PYTEST_WORKERS:-}" ] || python3 -c "import xdist" 2>/dev/null; then
@@ -113,13 +113,13 @@ for s in ${ORDER:-pytest k1 e2 e1}; do
       PYTEST_LINE=$(grep -E " in [0-9.]+s" "$OUT/.step-pytest.txt" | tail -n 1 || true) ;;
     k1|e2|e1)
       T_VAR="T_${s^^}"
-      step "$s" "${!T_VAR}" python3 "bench/bench_$s.py" ${BENCH_ARGS[@]+"${BENCH_ARGS[@]}"} --out-dir "$OUT/results" ;;
+      step "$s" "${!T_VAR}" python3 -m "bench.bench_$s" ${BENCH_ARGS[@]+"${BENCH_ARGS[@]}"} --out-dir "$OUT/results" ;;
     *) log "unknown step $s (ORDER takes pytest k1 e2 e1)" ;;
   esac
 done
 
 # ---- one merged JSON, summary ---------------------------------------------------------------------------------
-python3 bench/merge_results.py "$OUT/results" --steps "${STEPS[@]}" --pytest "$PYTEST_LINE" 2>&1 | tee -a "$LOG" || true
+python3 -m bench.merge_results "$OUT/results" --steps "${STEPS[@]}" --pytest "$PYTEST_LINE" 2>&1 | tee -a "$LOG" || true
 log "steps: ${STEPS[*]}"
 log "pytest: $PYTEST_LINE"
 rm -f "$OUT"/.step-*.txt

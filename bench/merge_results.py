@@ -1,6 +1,6 @@
 """Merge the newest k1/e2/e1 JSON files of a folder into one gpu-<device>-<date>.json (used by bench/gpu.sh).
 
-    python3 bench/merge_results.py DIR [--steps name=rc ...] [--pytest "summary line"]
+    python3 -m bench.merge_results DIR [--steps name=rc ...] [--pytest "summary line"]
 """
 from __future__ import annotations
 
@@ -27,11 +27,10 @@ def main():
             meta = meta or d.get("meta")
             merged[name] = d
     if meta is None:
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import datetime as dt
 
         import torch
-        from common import device_name, device_slug
+        from bench.common import device_name, device_slug
         dev = "cuda" if torch.cuda.is_available() else "cpu"
         meta = dict(device=device_name(dev), device_kind=device_slug(dev), date=dt.date.today().isoformat())
     steps = dict(s.split("=", 1) for s in args.steps)

@@ -1,6 +1,6 @@
 """Summarise `corrsteer run` outputs on several tasks into one markdown table (bench/results/runs/all-tasks.md).
 
-    python3 bench/runs_table.py RUN_DIR [RUN_DIR ...] > all-tasks.md
+    python3 -m bench.runs_table RUN_DIR [RUN_DIR ...] > all-tasks.md
 
 Each RUN_DIR holds predictions.jsonl and report.md of one run; a cell is test accuracy (change in points vs the
 baseline, exact McNemar p, side-effect ratio), from corrsteer.report.stats.compare on the saved predictions.

@@ -10,6 +10,7 @@ and the result equals one CorrStats fed both streams, up to float64 rounding.
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 
 from ._common import check_finite, check_float
 
@@ -107,8 +108,6 @@ class CorrStats:
 
     def all_reduce(self, group=None) -> "CorrStats":
         """Sum the statistics over all torch.distributed ranks in place (every rank ends with the total)."""
-        import torch.distributed as dist
-
         for t in (self.features, self.scalars):
             dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
         return self

@@ -20,15 +20,17 @@ import torch
 
 from ._common import resolve_backend
 from .corr_stats import CorrStats, check_scores, feature_sums
-from .encode_pool import check_inputs, encode_pool_reference, pooled_blocks_torch, token_thresholds_for
-from .packed_kernel import MODE_STATS, Segments, boundary_feature_sums, packed_encode
+from .encode_pool import check_inputs, encode_pool_reference, token_thresholds_for
+from .launch import MODE_STATS, Segments
+from .packed_kernel import boundary_feature_sums, packed_encode
 from .sae_weights import SAEWeights
+from .torch_path import fold_block, pooled_blocks_torch
 
 
-def _folder(stats: CorrStats, y: torch.Tensor):
-    """A sink that folds each pooled block (activations, never negative) into stats' float64 sums."""
-    def fold(rows, cols, pooled):
-        stats.add_feature_sums(cols, feature_sums(pooled, y[rows], nonneg=True).to(stats.device))
+def folder(stats: CorrStats, y: torch.Tensor):
+    """A torch-path sink that folds each pooled block (activations, never negative) into stats' float64 sums."""
+    def fold(rows, cols, pooled, mask):
+        stats.add_feature_sums(cols, fold_block(pooled, mask, y[rows]).to(stats.device))
     return fold
 
 
@@ -67,6 +69,6 @@ def encode_pool_stats(x: torch.Tensor, lengths, y, sae: SAEWeights, stats: CorrS
     elif backend == "triton":
         _stats_triton(xp, lengths, y, sae, stats, pool)
     else:
-        pooled_blocks_torch(xp, lengths, sae, pool, _folder(stats, y))
+        pooled_blocks_torch(xp, lengths, sae, pool, folder(stats, y))
     stats.add_scalar_sums(y.to(stats.device))
     return stats

@@ -17,22 +17,21 @@ reduced over M tiles in float64 in a fixed order, so results are bitwise determi
 configuration. MODE_PRE writes the pre-activations (+ bias) in fp32 instead, for the TopK path.
 
 packed_encode may instead run the split strategy (split_kernel.py: cuBLAS GEMM to fp32 pre-activations, then a
-streaming pooling kernel with the same outputs and boundary slots) where tuning timed it faster (_config), or where
+streaming pooling kernel with the same outputs and boundary slots) where tuning timed it faster (config_for), or where
 CORRSTEER_PACKED_STRATEGY=split forces it.
 """
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
 
 import torch
 
 from ._common import HAS_TRITON, compute_dtype, interpreting, tl, triton
 from .corr_stats import FEATURE_FIELDS, feature_sums
+from .launch import MODE_PRE, MODE_STATS, Launch, Segments
 from . import split_kernel
 from .split_kernel import split_available, split_encode
 
-MODE_POOL, MODE_STATS, MODE_PRE = 0, 1, 2
 DEFAULT_CONFIG = dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3)
 INTERPRETER_CONFIG = dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=16, GROUP_M=2)
 TUNE_CONFIGS = [DEFAULT_CONFIG,
@@ -46,23 +45,8 @@ _TUNE_TIMES: dict = {}
 STRATEGIES = ("auto", "fused", "split")
 
 
-class Segments(NamedTuple):
-    """Per-token sample ids and per-sample token ranges of a packed batch (int32, on the tokens' device)."""
-    seg: torch.Tensor      # [N] sample of each token
-    starts: torch.Tensor   # [B]
-    ends: torch.Tensor     # [B]
-    lengths: torch.Tensor  # [B] int64
-
-    @classmethod
-    def of(cls, lengths: torch.Tensor, n_tokens: int) -> "Segments":
-        ends = torch.cumsum(lengths, 0)
-        seg = torch.repeat_interleave(torch.arange(lengths.shape[0], device=lengths.device), lengths,
-                                      output_size=n_tokens)
-        return cls(seg.to(torch.int32), (ends - lengths).to(torch.int32), ends.to(torch.int32), lengths)
-
-
 if HAS_TRITON:
-    from .split_kernel import _seg_max, _seg_sum     # the segmented-scan operators both kernels pool with
+    from .launch import seg_max, seg_sum
 
     @triton.jit
     def _tile_pre(x_ptr, w_ptr, beff_ptr, N_TOK, N_DICT, D, stride_xm, stride_xk, stride_wk, stride_wn,
@@ -133,9 +117,9 @@ if HAS_TRITON:
         first = ((offs_m == st) | (offs_m == tile_lo)).to(tl.int32)
         flags = tl.broadcast_to(first[:, None], (BLOCK_M, BLOCK_N))
         if MEAN:
-            z, _ = tl.associative_scan((act, flags), 0, _seg_sum)
+            z, _ = tl.associative_scan((act, flags), 0, seg_sum)
         else:
-            z, _ = tl.associative_scan((act, flags), 0, _seg_max)
+            z, _ = tl.associative_scan((act, flags), 0, seg_max)
         # the last row of each piece holds its pool; a piece is a whole sample unless it crosses a tile edge
         last = mask_m & ((offs_m == en - 1) | (offs_m == tile_hi - 1))
         whole = last & (st >= tile_lo) & (en <= tile_hi)
@@ -170,13 +154,6 @@ if HAS_TRITON:
 _TL_DTYPES = {}
 if HAS_TRITON:
     _TL_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
-
-
-class Launch(NamedTuple):
-    out: torch.Tensor | None      # MODE_POOL: [B, d_sae]; MODE_PRE: [N, d_sae]
-    part: torch.Tensor | None     # MODE_STATS: [n_m, NF, d_sae] float64 per-M-tile sums
-    bnd: torch.Tensor             # [2 n_m, d_sae] fp32 partial pools of samples crossing tile edges
-    slot: torch.Tensor            # [2 n_m] int32: sample + 1 per used boundary slot, 0 = unused
 
 
 def _launch(xp, segs, sae, pool, mode, y, out, thr_t, cfg) -> Launch:
@@ -215,14 +192,14 @@ def _launch(xp, segs, sae, pool, mode, y, out, thr_t, cfg) -> Launch:
 
 def strategy() -> str:
     """CORRSTEER_PACKED_STRATEGY: "fused" (one Triton kernel), "split" (cuBLAS GEMM + streaming pooling kernel) or
-    "auto" (default: whichever timed faster for the shape, see _config)."""
+    "auto" (default: whichever timed faster for the shape, see config_for)."""
     s = os.environ.get("CORRSTEER_PACKED_STRATEGY", "auto")
     if s not in STRATEGIES:
         raise ValueError(f"CORRSTEER_PACKED_STRATEGY must be one of {STRATEGIES}, got {s!r}")
     return s
 
 
-def _config(xp, sae, pool, mode, thr_t) -> dict:
+def config_for(xp, sae, pool, mode, thr_t) -> dict:
     """The strategy and block configuration: fixed under the interpreter, with CORRSTEER_AUTOTUNE=0 or below 1024
     tokens (the fused DEFAULT_CONFIG, or SPLIT_CONFIGS[0] when the split strategy is forced), else the fastest of
     TUNE_CONFIGS (+ SPLIT_CONFIGS where split_available), timed once per (d_in, d_sae, dtypes, pre-only or pooling,
@@ -277,7 +254,7 @@ def packed_encode(xp: torch.Tensor, segs: Segments, sae, pool: str, mode: int, y
                   thr_t=None) -> Launch:
     """Launch the kernel on packed tokens xp [N, d_in] (N >= 1). MODE_POOL writes out [B, d_sae] for samples
     contained in a tile; MODE_STATS fills Launch.part; both leave crossing samples in (bnd, slot)."""
-    return _launch(xp, segs, sae, pool, mode, y, out, thr_t, _config(xp, sae, pool, mode, thr_t))
+    return _launch(xp, segs, sae, pool, mode, y, out, thr_t, config_for(xp, sae, pool, mode, thr_t))
 
 
 def _combine_slots(launch: Launch, pool: str, lengths: torch.Tensor):

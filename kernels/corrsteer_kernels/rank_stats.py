@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.distributed as dist
 
 from ._common import check_finite, check_float
 from .corr_stats import CorrStats, check_scores, feature_sums
@@ -86,8 +87,6 @@ class RankStats(CorrStats):
         return self
 
     def all_reduce(self, group=None) -> "RankStats":
-        import torch.distributed as dist
-
         super().all_reduce(group)
         for t in (self.sum_z2_pos, self.hist):
             dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)

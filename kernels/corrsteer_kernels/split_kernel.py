@@ -3,7 +3,7 @@ pass applies the activation and pools (or folds statistics) — same outputs, sa
 kernel, chosen by timing where it is faster (large 16-bit GEMMs on Hopper, where cuBLAS's main loop beats a Triton
 tile loop that also carries the pooling epilogue).
 
-    split_encode(xp, segs, sae, pool, mode, y, out, thr_t, cfg) -> packed_kernel.Launch
+    split_encode(xp, segs, sae, pool, mode, y, out, thr_t, cfg) -> launch.Launch
 
 xp [N, d_in] packed tokens. The GEMM runs over chunks of tokens (a multiple of ROWS; at most CHUNK_BYTES of fp32
 pre-activations at a time). The pooling kernel's grid is (row ranges of ROWS tokens, BLOCK_N
@@ -21,6 +21,7 @@ import torch
 
 from ._common import HAS_TRITON, tl, triton
 from .corr_stats import FEATURE_FIELDS
+from .launch import MODE_PRE, MODE_STATS, Launch
 
 CHUNK_BYTES = 512 * 2 ** 20
 # seen on an H200 (2304x16384 bf16, 8192 tokens, before PREFETCH): these four within 5% of each other, the
@@ -35,15 +36,7 @@ SPLIT_CONFIGS = [dict(SPLIT=True, ROWS=128, SUB=16, BLOCK_N=256, num_warps=2, PR
 INTERPRETER_SPLIT = dict(SPLIT=True, ROWS=16, SUB=4, BLOCK_N=32, num_warps=1, PREFETCH=1)
 
 if HAS_TRITON:
-
-    @triton.jit
-    def _seg_max(v1, f1, v2, f2):
-        """Segmented-scan operator: restart at a row flagged as the first of its piece, else running max."""
-        return tl.where(f2 != 0, v2, tl.maximum(v1, v2)), f1 | f2
-
-    @triton.jit
-    def _seg_sum(v1, f1, v2, f2):
-        return tl.where(f2 != 0, v2, v1 + v2), f1 | f2
+    from .launch import seg_max, seg_sum
 
     @triton.jit
     def _load_rows(pre_ptr, seg_ptr, rst_ptr, ren_ptr, ry_ptr, offs_m, offs_n, mask_n, tile_hi, ROW0, stride_pm,
@@ -103,9 +96,9 @@ if HAS_TRITON:
             act = tl.where(keep, v, 0.0)
             flags = tl.broadcast_to(((offs_m == st) | (offs_m == sub_lo)).to(tl.int32)[:, None], (SUB, BLOCK_N))
             if MEAN:
-                z, _ = tl.associative_scan((act, flags), 0, _seg_sum)
+                z, _ = tl.associative_scan((act, flags), 0, seg_sum)
             else:
-                z, _ = tl.associative_scan((act, flags), 0, _seg_max)
+                z, _ = tl.associative_scan((act, flags), 0, seg_max)
             # the first piece of this block continues a sample begun in an earlier block of the same range
             cont = ((st < sub_lo) & (sub_lo > tile_lo))[:, None]
             if MEAN:
@@ -200,7 +193,6 @@ def chunk_rows(n_tok: int, d_sae: int, rows: int) -> int:
 def split_encode(xp, segs, sae, pool, mode, y, out, thr_t, cfg, gemm=gemm_fp32):
     """gemm(x, W_enc, out) is a parameter for the benchmarks' breakdown only (a no-op GEMM times the pooling pass
     alone)."""
-    from .packed_kernel import MODE_PRE, MODE_STATS, Launch
     N = xp.shape[0]
     n_dict = sae.d_sae
     dev = xp.device

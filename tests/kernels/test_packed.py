@@ -12,8 +12,9 @@ import importlib
 from cases import make_case
 from conftest import FAST_BACKENDS, on_backend
 from corrsteer_kernels import CorrStats, encode_pool, encode_pool_reference, encode_pool_stats, pack_tokens
-from corrsteer_kernels.encode_pool import sample_groups
+from corrsteer_kernels.torch_path import sample_groups
 
+tp = importlib.import_module("corrsteer_kernels.torch_path")
 ep = importlib.import_module("corrsteer_kernels.encode_pool")
 
 PATTERNS = {
@@ -88,7 +89,7 @@ def test_topk_two_pass_path_for_wide_dictionaries(monkeypatch):
     x, L, sae = _case(8, "spans", "topk", d_sae=70)
     ref = encode_pool_reference(x, L, sae, "mean")
     one = encode_pool(x, L, sae, "mean", backend="torch")
-    monkeypatch.setattr(ep, "TOPK_ONE_PASS_MAX", 16)
+    monkeypatch.setattr(tp, "TOPK_ONE_PASS_MAX", 16)
     two = encode_pool(x, L, sae, "mean", backend="torch")
     check_close(one, ref)
     check_close(two, ref)
@@ -97,8 +98,8 @@ def test_topk_two_pass_path_for_wide_dictionaries(monkeypatch):
 @pytest.mark.parametrize("pool", ["max", "mean"])
 def test_torch_path_small_groups(monkeypatch, pool):
     """Groups of a few tokens: samples never share a group with more than a few others; a long one is alone."""
-    monkeypatch.setattr(ep, "CPU_TILE_N", 8)
-    monkeypatch.setattr(ep, "CPU_TILE_ELEMENTS", 8 * 6)
+    monkeypatch.setattr(tp, "CPU_TILE_N", 8)
+    monkeypatch.setattr(tp, "CPU_TILE_ELEMENTS", 8 * 6)
     for act in ("jumprelu", "topk"):
         x, L, sae = _case(9, "spans", act)
         check_close(encode_pool(x, L, sae, pool, backend="torch"), encode_pool_reference(x, L, sae, pool))
@@ -176,6 +177,6 @@ def test_topk_cuts_on_the_triton_path_equal_the_torch_ones():
     """token_thresholds_triton (kernel pre-activations, device topk, chunked) = token_thresholds (torch path)."""
     x, L, sae = _case(12, "spans", "topk", d_sae=70)
     xp = pack_tokens(x, L)
-    want = ep.token_thresholds(xp, sae)
+    want = tp.token_thresholds(xp, sae)
     got = ep.token_thresholds_triton(*on_backend("triton", xp, sae)).cpu()
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

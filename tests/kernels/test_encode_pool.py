@@ -8,7 +8,7 @@ from cases import make_case
 from conftest import FAST_BACKENDS, on_backend
 from corrsteer_kernels import SAEWeights, encode_pool, encode_pool_reference
 
-ep = importlib.import_module("corrsteer_kernels.encode_pool")   # the module, not the function
+tp = importlib.import_module("corrsteer_kernels.torch_path")
 ACTS = ["relu", "jumprelu", "topk"]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 # lengths include empty and length-1 samples, a full-length one and odd ones
@@ -96,8 +96,8 @@ def test_no_b_dec_and_topk_wider_than_dictionary(backend):
 @pytest.mark.parametrize("pool", ["max", "mean"])
 def test_torch_path_tiles_and_token_chunks(monkeypatch, activation, pool):
     """Tiny tiles: samples straddle token chunks and the dictionary splits into uneven tiles."""
-    monkeypatch.setattr(ep, "CPU_TILE_N", 16)
-    monkeypatch.setattr(ep, "CPU_TILE_ELEMENTS", 16 * 5)   # 5 tokens per chunk
+    monkeypatch.setattr(tp, "CPU_TILE_N", 16)
+    monkeypatch.setattr(tp, "CPU_TILE_ELEMENTS", 16 * 5)   # 5 tokens per chunk
     x, L, sae = make_case(11, 5, 23, 21, 53, activation, lengths=LENGTHS)
     check_close(encode_pool(x, L, sae, pool, backend="torch"), encode_pool_reference(x, L, sae, pool), None)
 

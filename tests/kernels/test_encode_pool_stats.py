@@ -54,9 +54,8 @@ def test_fused_equals_unfused_same_backend(backend):
     x, L, y, sae = on_backend(backend, x, L, scores("binary", 6, 3), sae)
     a = CorrStats(77).update(encode_pool(x, L, sae, "max", backend=backend), y)
     b = encode_pool_stats(x, L, y, sae, CorrStats(77), "max", backend=backend)
-    # the Triton epilogue sums a tile's samples in fp32 before the float64 accumulators (seen on an H200: 1.2e-7)
-    tol = 1e-12 if backend == "torch" else 1e-6
-    torch.testing.assert_close(b.features, a.features, rtol=tol, atol=tol)
+    # both fused paths sum a block of samples in fp32 before the float64 accumulators (H200: 1.2e-7; CPU: 1.3e-7)
+    torch.testing.assert_close(b.features, a.features, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(b.scalars, a.scalars, rtol=0, atol=0)
 
 

@@ -1,0 +1,105 @@
+"""torch_path (the CPU path) directly: its blocks, masks and statistics fold against float64 specs, on fresh random
+inputs of odd sizes with empty and length-1 samples, into poisoned outputs, and bitwise repeatable."""
+import importlib
+
+import pytest
+import torch
+
+from cases import make_case
+from corrsteer_kernels import CorrStats, encode_pool, encode_pool_reference, encode_pool_stats, pack_tokens
+from corrsteer_kernels.corr_stats import feature_sums
+from corrsteer_kernels.torch_path import active_mask, fold_block, pooled_blocks_torch, sample_groups
+
+tp = importlib.import_module("corrsteer_kernels.torch_path")
+
+LENGTHS = [0, 1, 9, 0, 1, 1, 17, 2, 0, 5, 1]        # empty, one-token runs, a long one, empty last-but-one
+
+
+def test_active_mask_is_float_and_strict():
+    z = torch.tensor([[0.0, -0.0, 1e-30, -1.0], [0.5, 0.2, 0.2, float("-inf")]])
+    thr = torch.tensor([0.0, 0.0, 0.0, 0.2])
+    m = active_mask(z, thr)
+    assert m.dtype == torch.float32
+    assert m.tolist() == [[0.0, 0.0, 1.0, 0.0], [1.0, 1.0, 1.0, 0.0]]
+
+
+@pytest.mark.parametrize("rows", [1, 7, 1030])
+def test_fold_block_equals_float64_sums(monkeypatch, rows):
+    """fp32 block sums (FOLD_ROWS samples at a time) = feature_sums in float64, counts exactly."""
+    monkeypatch.setattr(tp, "FOLD_ROWS", 100)
+    g = torch.Generator().manual_seed(rows)
+    z = torch.randn(rows, 37, generator=g).clamp(min=0)
+    y = torch.randn(rows, generator=g).double()
+    got, want = fold_block(z, None, y), feature_sums(z, y)
+    assert torch.equal(got[4:6], want[4:6])
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert torch.equal(fold_block(z, active_mask(z, 0.0), y), got)
+
+
+def test_sample_groups_bound_and_cover():
+    groups = sample_groups(LENGTHS, 10)
+    assert [b for g in groups for b in range(g[0], g[1])] == list(range(len(LENGTHS)))
+    for b0, b1, t0, t1 in groups:
+        assert t1 - t0 == sum(LENGTHS[b0:b1]) and (t1 - t0 <= 10 or b1 - b0 == 1)
+
+
+def _pooled(xp, L, sae, pool):
+    """encode_pool's torch path through pooled_blocks_torch into a NaN-poisoned output; masks checked on the way."""
+    out = torch.full((L.shape[0], sae.d_sae), float("nan"))
+
+    def sink(rows, cols, pooled, mask):
+        if mask is not None:
+            assert torch.equal(mask, (pooled > 0).float())
+        out[rows, cols] = pooled
+    pooled_blocks_torch(xp, L, sae, pool, sink)
+    return out
+
+
+@pytest.mark.parametrize("activation", ["relu", "jumprelu", "topk"])
+@pytest.mark.parametrize("pool", ["max", "mean"])
+@pytest.mark.parametrize("tiles", [None, (7, 7 * 4)])
+def test_blocks_match_reference(monkeypatch, activation, pool, tiles):
+    if tiles:                       # odd tiles: 7 features, groups of 4 tokens (the 17-token sample alone)
+        monkeypatch.setattr(tp, "CPU_TILE_N", tiles[0])
+        monkeypatch.setattr(tp, "CPU_TILE_ELEMENTS", tiles[1])
+    x, L, sae = make_case(101, len(LENGTHS), 17, 13, 31, activation, lengths=LENGTHS, k=4)
+    xp = pack_tokens(x, L)
+    ref = encode_pool_reference(xp, L, sae, pool)
+    got = _pooled(xp, L, sae, pool)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got.double(), ref, rtol=2e-5, atol=2e-5)
+    assert (got[L == 0] == 0).all()
+
+
+@pytest.mark.parametrize("activation", ["relu", "jumprelu"])
+@pytest.mark.parametrize("pool", ["max", "mean"])
+def test_one_token_per_sample(activation, pool):
+    """One token per sample: the pooled value is the activation; outputs are +0.0, never -0.0."""
+    x, L, sae = make_case(102, 29, 1, 11, 23, activation, lengths=[1] * 29)
+    out = torch.full((29, 23), float("nan"))
+    got = encode_pool(x, L, sae, pool, backend="torch", out=out)
+    ref = encode_pool_reference(x, L, sae, pool)
+    torch.testing.assert_close(got.double(), ref, rtol=2e-5, atol=2e-5)
+    assert not torch.signbit(got).any()
+    y = torch.randn(29, generator=torch.Generator().manual_seed(5))
+    stats = encode_pool_stats(x, L, y, sae, CorrStats(23), pool, backend="torch")
+    want = CorrStats(23).update(ref, y)
+    assert torch.equal(stats.features[4:6], want.features[4:6])
+    torch.testing.assert_close(stats.features, want.features, rtol=1e-5, atol=1e-5)
+
+
+def test_all_samples_empty_but_one():
+    x, L, sae = make_case(103, 4, 3, 9, 15, "jumprelu", lengths=[0, 0, 3, 0])
+    got = encode_pool(x, L, sae, "max", backend="torch", out=torch.full((4, 15), float("nan")))
+    torch.testing.assert_close(got.double(), encode_pool_reference(x, L, sae, "max"), rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("activation", ["jumprelu", "topk"])
+def test_bitwise_repeatable(activation):
+    x, L, sae = make_case(104, len(LENGTHS), 17, 13, 31, activation, lengths=LENGTHS, k=4)
+    y = torch.arange(len(LENGTHS)).remainder(3).float() - 0.5
+    for pool in ("max", "mean"):
+        a = encode_pool_stats(x, L, y, sae, CorrStats(31), pool, backend="torch")
+        b = encode_pool_stats(x, L, y, sae, CorrStats(31), pool, backend="torch")
+        assert torch.equal(a.features, b.features)
+        assert torch.equal(encode_pool(x, L, sae, pool, backend="torch"), encode_pool(x, L, sae, pool, backend="torch"))
