@@ -19,6 +19,7 @@ samples in fp32 the same way). Deterministic for a given thread count and config
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import torch
@@ -123,7 +124,9 @@ def _pool_block(pre, seg, lens, n_samples, pool, b_eff, thr_f, thr_t, one_token)
     (modified in place)."""
     if pool == "max" and thr_t is None and not one_token:         # pool, then bias and threshold
         m = torch.full((n_samples, pre.shape[1]), float("-inf"), device=pre.device)
-        m.index_reduce_(0, seg, pre, "amax")
+        with warnings.catch_warnings():     # torch calls index_reduce_ "beta" once per process; users need not see it
+            warnings.simplefilter("ignore", UserWarning)
+            m.index_reduce_(0, seg, pre, "amax")
         m += b_eff
         mask = active_mask(m, thr_f)
         return m.nan_to_num_(0.0, 0.0, 0.0).mul_(mask), mask   # -inf (empty sample) * 0 would be nan
