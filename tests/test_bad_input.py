@@ -8,6 +8,7 @@ import torch
 
 from corrsteer.cli import main as cli
 from corrsteer.sae.bank import save_sae_dir
+from corrsteer.tasks.load import load_task
 from fakes import FakeTask, save_tiny_dirs, tiny_bank
 
 
@@ -79,7 +80,7 @@ ROWS = [
 @pytest.mark.parametrize("case, extra, message", ROWS, ids=[r[0] for r in ROWS])
 def test_run_rejects_before_the_model_loads(env, monkeypatch, capsys, case, extra, message):
     monkeypatch.setattr(cli, "_task", lambda cfg: FakeTask(30) if not (cfg.task_file or cfg.task != "sentiment")
-                        else cli.checks.task(cfg))
+                        else load_task(cfg))
     if extra == "hook":
         cfg = env / "saes" / "blocks.1.hook_resid_post" / "cfg.json"
         cfg.write_text(cfg.read_text().replace("blocks.1.hook_resid_post", "blocks.1.hook_mlp_out"))

@@ -11,13 +11,13 @@ def prepare(lm, bank, task, cfg):
     return with_hook_site(bank, getattr(cfg, "hook_site", "sae")), bind(task, lm)
 
 
-def extra_settings(task, cfg) -> dict:
-    """Report settings for the paper's options (only those that apply)."""
+def extra_settings(task, cfg, split_note: str) -> dict:
+    """Report settings for the paper's options (only those that apply); split_note: how task.split drew the splits."""
     out = dict(ranking=getattr(cfg, "ranking", "pearson"), hook_site=getattr(cfg, "hook_site", "sae"),
                P_combine=("all kept layers together (the paper)" if getattr(cfg, "p_combine", "prefix") == "all"
                           else "the best-validated prefix of the kept layers (ours)"))
-    if getattr(task, "protocol", None):
-        out.update(protocol=task.protocol, hub_id=task.hub_id, splits=task.split_note,
+    if task.protocol:
+        out.update(protocol=task.protocol, hub_id=task.hub_id, splits=split_note,
                    max_new_tokens=task.max_new_tokens, constrained_first_token=task.constrain)
     return out
 
