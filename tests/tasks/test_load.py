@@ -3,11 +3,18 @@ import re
 
 import pytest
 
+import corrsteer.tasks.task as task_module
 from corrsteer.config import EvalConfig, RunConfig, SettingsError
 from corrsteer.tasks.hub import hub_task_names
 from corrsteer.tasks.load import check_split, load_task
 from corrsteer.tasks.task import Item, Task, list_tasks, register_task
 from hub_fixtures import write_fixture
+
+
+@pytest.fixture
+def task_registry(monkeypatch):
+    """The built-in task registry; tasks a test registers are gone after it (other tests list every task)."""
+    monkeypatch.setattr(task_module, "TASK_REGISTRY", dict(task_module.TASK_REGISTRY))
 
 HUBS = ", ".join(hub_task_names())
 GOOD = '{"prompt": "Capital of France?", "answer": "Paris"}\n' * 30

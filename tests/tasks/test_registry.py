@@ -1,8 +1,15 @@
 """The task registries: built-in tasks (register_task) and hub tasks (register_hub_task); a name is registered once."""
 import pytest
 
+import corrsteer.tasks.task as task_module
 from corrsteer.tasks.hub import HUB_TASKS, register_hub_task
 from corrsteer.tasks.task import Item, Task, get_task, list_tasks, register_task
+
+
+@pytest.fixture
+def task_registry(monkeypatch):
+    """The built-in task registry; tasks a test registers are gone after it (other tests list every task)."""
+    monkeypatch.setattr(task_module, "TASK_REGISTRY", dict(task_module.TASK_REGISTRY))
 
 
 def test_register_task(task_registry):
