@@ -101,14 +101,6 @@ def _device_ok(text):
     return None if re.fullmatch(r"auto|cpu|cuda(:\d+)?", text) else "auto, cpu, cuda or cuda:N"
 
 
-def _task_ok(name):
-    from corrsteer.tasks.hub import hub_task_names
-    from corrsteer.tasks.task import list_tasks
-    known = list_tasks() + hub_task_names()
-    return None if name in known or name.endswith((".jsonl", ".json")) else \
-        f"one of {', '.join(known)} (or a .jsonl file)"
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # the base class: validation, flags, dict form
 # ---------------------------------------------------------------------------------------------------------------
@@ -210,8 +202,7 @@ class LayerOptions(Settings):
 
 @dataclass(kw_only=True, frozen=True)
 class SplitOptions(Settings):
-    task: str = option("sentiment", "a built-in task (corrsteer.tasks.task.list_tasks()) or a .jsonl task file",
-                       check=_task_ok)
+    task: str = option("sentiment", "a built-in task (corrsteer.tasks.task.list_tasks()) or a .jsonl task file")
     task_file: str | None = option(None, "a JSONL task file (see README); replaces --task", metavar="FILE")
     n_select: int = option(192, "size of the select split (statistics and feature choice)", check=positive)
     n_val: int = option(48, "size of the validation split (CorrSteer-P's filter)", check=non_negative)
@@ -243,18 +234,6 @@ class TaskSourceOptions(Settings):
                                 choices=("auto", "builtin"))
     max_new_tokens: int | None = option(None, "hub tasks: tokens to generate (default: the protocol's per task)",
                                         check=positive)
-
-    def check(self):
-        super().check()
-        from corrsteer.tasks.hub import hub_task_names
-        task = getattr(self, "task", None)
-        hub = task in hub_task_names() and not getattr(self, "task_file", None)
-        if not hub and (self.task_path or self.constrain or self.bbq_condition or self.protocol != "chat"):
-            which = ("--task-path" if self.task_path else "--constrain" if self.constrain else
-                     "--bbq-condition" if self.bbq_condition else "--protocol paper")
-            raise SettingsError(f"{which} applies to the hub tasks ({', '.join(hub_task_names())}), not {task!r}")
-        if self.bbq_condition and task != "bbq":
-            raise SettingsError(f"--bbq-condition applies to --task bbq, not {task!r}")
 
 
 @dataclass(kw_only=True, frozen=True)

@@ -1,36 +1,35 @@
 """Stand-ins for the pipeline tests: a deterministic fake task, random SAE banks for the tiny model, paired rows."""
 import random
-from dataclasses import dataclass
 
 import torch
 
 from cases import make_sae
 from corrsteer.model.hooks import HookPoint
 from corrsteer.sae.bank import BankEntry, SAEBank
+from corrsteer.tasks.splits import Splits
+from corrsteer.tasks.task import Item, Task
 
 
-@dataclass
-class FakeItem:
-    id: str
-    prompt: str
-    gold: str = "even"
-
-
-class FakeTask:
+class FakeTask(Task):
     """Correct when the answer has an even number of characters: arbitrary, but deterministic."""
-    name, kind, max_new_tokens = "fake", "label", 6
 
     def __init__(self, n=12):
         words = ["apple", "river", "stone", "cloud", "green", "fast", "blue", "quiet", "loud", "night", "tree", "sun"]
-        self.items = [FakeItem(f"fake-{i}", f"Say something about the {words[i % 12]} number {i}.") for i in range(n)]
+        super().__init__(name="fake", kind="label", max_new_tokens=6,
+                         items=[Item(f"fake-{i}", f"Say something about the {words[i % 12]} number {i}.", "even",
+                                     "label") for i in range(n)])
 
     def score(self, item, output):
         pred = "even" if len(output) % 2 == 0 else "odd"
         return pred, float(pred == item.gold)
 
+    @property
+    def scorer(self) -> str:
+        return "even: the answer has an even number of characters"
+
     def split(self, n_select, n_val, n_test, seed=0):
         a, b = n_select, n_select + n_val
-        return self.items[:a], self.items[a:b], self.items[b:b + n_test]
+        return Splits(self.items[:a], self.items[a:b], self.items[b:b + n_test])
 
 
 def tiny_bank(lm, layers=(1, 3), d_sae=40, seed=0):

@@ -3,7 +3,6 @@ import pytest
 import torch
 
 from corrsteer.config import (
-    EvalConfig,
     GenerateConfig,
     RunConfig,
     SelectConfig,
@@ -23,8 +22,6 @@ def test_values_are_checked_when_built():
         RunConfig(all_positions=1)
     with pytest.raises(SettingsError, match=r"^--n-val must be zero or more, got -1$"):
         SelectConfig(n_val=-1)
-    with pytest.raises(SettingsError, match=r"^--task must be one of .*sentiment.* \(or a \.jsonl file\), got 'x'$"):
-        EvalConfig(plan="p.json", task="x")
     with pytest.raises(SettingsError, match=r"^--max-new-tokens must be positive, got 0$"):
         GenerateConfig(plan="p.json", prompt="hi", max_new_tokens=0)
     with pytest.raises(SettingsError, match=r"^prompt is required$"):

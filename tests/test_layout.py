@@ -12,7 +12,8 @@ PKG = Path(__file__).resolve().parent.parent / "corrsteer"
 FLOORS = ["", "model", "tasks", "sae", "report", "pipeline", "cli"]
 # imported inside functions on purpose: heavy or optional packages that only some paths need
 OPTIONAL = {"datasets", "sae_lens", "gguf", "matplotlib", "transformers", "safetensors", "torch.distributed",
-            "pyarrow", "pandas", "huggingface_hub", "urllib", "socket", "copy", "importlib"}
+            "pyarrow", "pandas", "huggingface_hub", "urllib", "socket", "copy", "importlib",
+            "sentence_transformers"}
 
 
 def modules(pkg: Path = PKG) -> dict[str, Path]:

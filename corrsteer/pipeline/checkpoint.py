@@ -111,12 +111,12 @@ def sae_identity(entry) -> str:
 
 def items_identity(items) -> str:
     """Every item's id, prompt and gold answer, in order."""
-    return digest([[it.id, it.prompt, str(it.gold), getattr(it, "choices", None), getattr(it, "labels", None)]
+    return digest([[it.id, it.prompt, str(it.gold), it.choices, it.labels]
                    for it in items])
 
 
 def task_identity(task) -> str:
-    return digest([task.name, task.kind, task.max_new_tokens, str(getattr(task, "scorer", ""))])
+    return digest([task.name, task.kind, task.max_new_tokens, task.scorer])
 
 
 def vectors_identity(plans: dict) -> dict:

@@ -65,7 +65,7 @@ def collect_key(lm, bank, task, items, batch_size: int, pool: str, model_id: str
     """Everything the collected statistics depend on, as {component: digest}."""
     key = dict(model=model_id or model_identity(lm), items=items_identity(items), task=task_identity(task),
                batch_size=batch_size, pool=pool, layers=bank.layers, ranking=ranking,
-               generation=repr(sorted(getattr(task, "gen_kwargs", {}).items())))
+               generation=repr(sorted(task.gen_kwargs.items())))
     key.update({f"SAE of layer {L}": sae_identity(e) for L, e in bank})
     return key
 
@@ -80,7 +80,7 @@ def _batch_stats(lm, bank, task, batch, pool: str, host: bool, ranking: str = "p
     """One batch: (rows, {kind.layer: {accumulator: tensor}}) of fresh statistics (on the host when `host`)."""
     points = {L: e.hook for L, e in bank}
     out = generate_batch(lm, [it.prompt for it in batch], task.max_new_tokens, capture=list(points.values()),
-                         **getattr(task, "gen_kwargs", {}))
+                         **task.gen_kwargs)
     rows = score_rows(task, batch, out.texts)
     y = torch.tensor([r["correct"] for r in rows], dtype=torch.float64).to(lm.device)
     parts = {}

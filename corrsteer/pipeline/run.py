@@ -51,13 +51,13 @@ def prepare(lm, bank, task, cfg):
     return with_hook_site(bank, getattr(cfg, "hook_site", "sae")), bind(task, lm)
 
 
-def extra_settings(task, cfg) -> dict:
-    """Report settings for the paper's options (only those that apply)."""
+def extra_settings(task, cfg, split_note: str) -> dict:
+    """Report settings for the paper's options (only those that apply); split_note: how task.split drew the splits."""
     out = dict(ranking=getattr(cfg, "ranking", "pearson"), hook_site=getattr(cfg, "hook_site", "sae"),
                P_combine=("all kept layers together (the paper)" if getattr(cfg, "p_combine", "prefix") == "all"
                           else "the best-validated prefix of the kept layers (ours)"))
-    if getattr(task, "protocol", None):
-        out.update(protocol=task.protocol, hub_id=task.hub_id, splits=task.split_note,
+    if task.protocol:
+        out.update(protocol=task.protocol, hub_id=task.hub_id, splits=split_note,
                    max_new_tokens=task.max_new_tokens, constrained_first_token=task.constrain)
     return out
 
@@ -92,7 +92,8 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
     bank, task = prepare(lm, bank, task, cfg)          # protocol, hook site, scorer models
     ctx = Context(lm, bank, task, cfg, out, sae_source, dist, model_identity(lm))
     _start(out, cfg, dist, model=lm.context(), saes=bank.context(sae_source), task=task.name)
-    sel, val_items, test_items = task.split(cfg.n_select, cfg.n_val, cfg.n_test, seed=cfg.seed)
+    splits = task.split(cfg.n_select, cfg.n_val, cfg.n_test, seed=cfg.seed)
+    sel, val_items, test_items = splits
 
     col = collect_stage(ctx, sel)
     if dist.main:
@@ -118,13 +119,13 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
                   "raw-residual": {hook: raw_vec.to(lm.device)},
                   "mean-difference": {hook: mean_difference(col.raw, best_L, cfg.scale)}}
     rows = test_stage(ctx, test_items, test_plans)
-    settings = dict(model=lm.name, task=task.name, scorer=getattr(task, "scorer", task.kind), sae_source=sae_source,
+    settings = dict(model=lm.name, task=task.name, scorer=task.scorer, sae_source=sae_source,
                     layers=len(bank), n_select=len(sel), n_val=len(val_items), n_test=len(test_items), pool=cfg.pool,
                     coef=cfg.coef, scale=cfg.scale, world_size=dist.world,
                     select_accuracy=f"{accuracy(col.rows):.3f}", val_baseline=f"{val.baseline:.3f}",
                     P_layers=[p.layer for p in picks.get("P", [])], S=f"layer {best_L} feature {best.feature}",
                     raw_residual=f"layer {best_L} dim {raw_dim}", mean_difference_layer=best_L,
-                    **extra_settings(task, cfg))
+                    **extra_settings(task, cfg, splits.note))
     res = _report(ctx, rows, cands, settings, val, prefix, feature_links(sae_source, picks)) if dist.main else {}
     return dict(res, settings=settings)
 

@@ -72,7 +72,7 @@ def accuracy(rows) -> float:
 def _plan_batch(lm, task, batch, plans: dict, steer_prompt: bool) -> dict:
     names = list(plans)
     out = generate_batch(lm, [it.prompt for it in batch], task.max_new_tokens, plans=[plans[n] for n in names],
-                         steer_prompt=steer_prompt, **getattr(task, "gen_kwargs", {}))
+                         steer_prompt=steer_prompt, **task.gen_kwargs)
     C = len(names)
     return {n: score_rows(task, batch, out.texts[c::C]) for c, n in enumerate(names)}
 

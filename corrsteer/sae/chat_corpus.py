@@ -20,6 +20,9 @@ import random
 import sys
 import time
 
+from corrsteer.tasks.protocols import mc_prompt
+from corrsteer.tasks.task import get_task, list_tasks
+
 # ---------------------------------------------------------------------------------------------------------------
 # open instructions: topic x instruction type
 # ---------------------------------------------------------------------------------------------------------------
@@ -166,7 +169,6 @@ ASK = ["Could you show me how to {x}?", "I'd like to {x}. Any advice?", "What's 
 
 
 def _mc(rng, question, gold, pool):
-    from corrsteer.tasks.task import mc_prompt
     opts = rng.sample([p for p in pool if p != gold], 3) + [gold]
     rng.shuffle(opts)
     return mc_prompt(question, opts)
@@ -238,7 +240,6 @@ def _norm(s: str) -> str:
 
 def task_prompts(seed: int = 0) -> set[str]:
     """Every prompt of every built-in task (normalised), to keep the training set apart from them."""
-    from corrsteer.tasks.task import get_task, list_tasks
     return {_norm(it.prompt) for name in list_tasks() for it in get_task(name, seed=seed).items}
 
 
@@ -264,7 +265,6 @@ def instructions(n: int | None = None, seed: int = 0, task_like: float = 0.4) ->
 def task_eval_prompts(per_task: int = 40, seed: int = 0) -> list[tuple[str, int]]:
     """[(prompt, max_new_tokens)]: the first `per_task` items of every built-in task (as its seed orders them), the
     held-out "chat task prompts" of the quality table."""
-    from corrsteer.tasks.task import get_task, list_tasks
     out = []
     for name in list_tasks():
         task = get_task(name, seed=seed)

@@ -6,7 +6,8 @@ corrsteer.tasks.task turns them into Items, assigns ids and shuffles. Nothing he
 from __future__ import annotations
 
 import random
-import re
+
+from corrsteer.tasks.scoring import number_words
 
 # --------------------------------------------------------------------------------------------------------------
 # countries: (name as used in a sentence, capital, continent or None where it is not clear-cut).
@@ -125,76 +126,6 @@ def capitals_items(rng: random.Random) -> list[dict]:
 # --------------------------------------------------------------------------------------------------------------
 # arithmetic (free-form, numeric answers)
 # --------------------------------------------------------------------------------------------------------------
-_ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
-         "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
-_TENS = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
-
-
-def number_words(n: int) -> str:
-    if n < 20:
-        return _ONES[n]
-    if n < 100:
-        return _TENS[n // 10] + ("" if n % 10 == 0 else "-" + _ONES[n % 10])
-    if n < 1000:
-        rest = n % 100
-        return _ONES[n // 100] + " hundred" + ("" if rest == 0 else " and " + number_words(rest))
-    raise ValueError(n)
-
-
-_NUM_WORDS = {w: i for i, w in enumerate(_ONES)} | {w: 10 * i for i, w in enumerate(_TENS) if w}
-_SCALES = {"hundred": 100, "thousand": 1000, "million": 1_000_000}
-_NUM_WORD = "(?:" + "|".join(sorted(list(_NUM_WORDS) + list(_SCALES), key=len, reverse=True)) + ")"
-_NUM_WORD_RX = re.compile(rf"\b{_NUM_WORD}(?:(?:[\s-]+|\s+and\s+){_NUM_WORD})*\b", re.I)
-
-
-def _parse_number_words(span: str) -> list[int]:
-    """'fifty-six' -> [56]; 'one hundred and five' -> [105]; 'seven eight' -> [7, 8]."""
-    words = [w for w in re.split(r"[\s-]+", span.lower()) if w]
-    nums, total, cur, last = [], 0, 0, None
-
-    def flush():
-        nonlocal total, cur, last
-        if last is not None:
-            nums.append(total + cur)
-        total, cur, last = 0, 0, None
-
-    for i, w in enumerate(words):
-        if w == "and":
-            if last in ("hundred", "scale") and i + 1 < len(words) and words[i + 1] in _NUM_WORDS:
-                continue
-            flush()
-            continue
-        if w in _NUM_WORDS:
-            v = _NUM_WORDS[w]
-            kind = "unit" if v < 10 else "teen" if v < 20 else "ten"
-            ok = last in (None, "hundred", "scale") or (kind == "unit" and last == "ten")
-            if not ok:
-                flush()
-            cur += v
-            last = kind
-        elif w == "hundred":
-            if last not in ("unit", "teen") or cur >= 100:
-                flush()
-                cur, last = 100, "hundred"
-                continue
-            cur *= 100
-            last = "hundred"
-        else:  # thousand / million
-            if last is None or last == "scale":
-                flush()
-                cur = 1
-            total += cur * _SCALES[w]
-            cur, last = 0, "scale"
-    flush()
-    return nums
-
-
-def numbers_in(text: str) -> str:
-    """Text with number words written as digits and thousands separators dropped ('1,000' -> '1000')."""
-    text = _NUM_WORD_RX.sub(lambda m: " ".join(map(str, _parse_number_words(m.group(0)))), text)
-    return re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", text)
-
-
 _ARITH = {  # op -> (digit phrasings, word phrasings)
     "+": (["What is {a} + {b}?", "What is {a} plus {b}?", "Calculate {a} + {b}.", "Add {a} and {b}."],
           ["What is {a} plus {b}?"]),

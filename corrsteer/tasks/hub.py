@@ -1,24 +1,23 @@
 """The paper's benchmarks through `datasets`: one registry entry per task, from the hub or offline (--task-path).
 
     task = load_hub_task("mmlu", protocol="paper", task_path="fixtures/mmlu")   # DIR/<split>.jsonl|.parquet
-    sel, val, test = task.split(n_select, n_val, n_test, seed)                  # caps per role
+    sel, val, test = task.split(n_select, n_val, n_test, seed)                  # caps per role; .note: how
 
-Roles: a task's hub splits serve as select / val / test where they exist (HubSpec.roles). Where a role has no split,
-the pool is split as the paper's code does (seeded; disjoint): with a test split but no val, select and val are
-carved 90 % / 10 % from the select pool; with one split only, 70 % goes to test, then 10 % of the rest to val and
-the remainder to select. task.split_note records which, for the report.
+A hub task is a corrsteer.tasks.task.Task with a protocol, hub_id, scorers and hub_splits. Roles: a task's hub splits
+serve as select / val / test where they exist (HubSpec.roles); missing roles are carved as the paper's code does
+(corrsteer.tasks.splits.HubSplits).
 """
 from __future__ import annotations
 
-import math
-import random
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from corrsteer.tasks.protocols import PROTOCOLS, Scorers, make_prompt, max_new_tokens, score_output
+from corrsteer.tasks.hub_scorers import refusal_classifier, sts_model
+from corrsteer.tasks.protocols import PROTOCOLS, Scorers, make_prompt, max_new_tokens
 from corrsteer.tasks.scoring_mc import LETTERS
+from corrsteer.tasks.splits import HubSplits
 from corrsteer.tasks.task import Item, Task
 
 
@@ -100,7 +99,18 @@ def _xstest(row):
 BBQ_CATEGORIES = ("Age", "Disability_status", "Gender_identity", "Nationality", "Physical_appearance",
                   "Race_ethnicity", "Race_x_SES", "Race_x_gender", "Religion", "SES", "Sexual_orientation")
 ALL3 = {"select": "auxiliary_train", "val": "validation", "test": "test"}
-HUB_TASKS = {s.name: s for s in [
+HUB_TASKS: dict[str, HubSpec] = {}
+
+
+def register_hub_task(spec: HubSpec) -> HubSpec:
+    """Add `spec` to HUB_TASKS; ValueError if its name is taken."""
+    if spec.name in HUB_TASKS:
+        raise ValueError(f"hub task {spec.name!r} is already registered")
+    HUB_TASKS[spec.name] = spec
+    return spec
+
+
+for _spec in [
     HubSpec("mmlu", "cais/mmlu", "all", "mc", ALL3, _mmlu, schema="question, subject, choices, answer (0-3)"),
     HubSpec("mmlu-pro", "TIGER-Lab/MMLU-Pro", None, "mc", {"select": "validation", "test": "test"}, _mmlu_pro,
             schema="question, options, answer (letter), answer_index, category"),
@@ -115,7 +125,8 @@ HUB_TASKS = {s.name: s for s in [
             subsets=("standard", "contextual", "copyright"), schema="prompt, context (contextual), category"),
     HubSpec("xstest", "walledai/XSTest", None, "refusal", {"test": "test"}, _xstest,
             schema="prompt, focus, type, note, label (safe | unsafe)"),
-]}
+]:
+    register_hub_task(_spec)
 
 
 def hub_task_names() -> list[str]:
@@ -156,78 +167,9 @@ def read_split(spec: HubSpec, split: str, task_path=None) -> list[dict]:
     return out
 
 
-def _ceil(frac: float, n: int) -> int:
-    return min(n, math.ceil(frac * n))
-
-
-def assign_roles(spec: HubSpec, pools: dict, seed: int) -> tuple[dict, str]:
-    """{role: rows} for select/val/test from {split: rows}, carving missing roles as the paper's code does."""
-    rng = random.Random(f"{spec.name}:split:{seed}")
-    roles = {r: list(pools[s]) for r, s in spec.roles.items()}
-    if "test" in roles and "select" in roles and "val" in roles:
-        return roles, "hub splits " + ", ".join(f"{r}={spec.roles[r]}" for r in ("select", "val", "test"))
-    if "select" in roles:          # test split, no val: carve val (10 %) from the select pool
-        pool = roles.pop("select")
-        rng.shuffle(pool)
-        k = _ceil(0.1, len(pool))
-        roles["val"], roles["select"] = pool[:k], pool[k:]
-        return roles, (f"test={spec.roles['test']}; select/val carved 90/10 from {spec.roles['select']} "
-                       f"(seeded shuffle, seed {seed})")
-    pool = roles.pop("test")        # one split: 70 % test, then 10 % of the rest val
-    rng.shuffle(pool)
-    k = _ceil(0.7, len(pool))
-    rest = pool[k:]
-    kv = _ceil(0.1, len(rest))
-    roles.update(test=pool[:k], val=rest[:kv], select=rest[kv:])
-    return roles, (f"one split ({spec.roles['test']}): test 70 %, then val 10 % / select 90 % of the rest "
-                   f"(seeded shuffle, seed {seed}; as the paper's code)")
-
-
-@dataclass
-class HubTask(Task):
-    """A Task whose select / val / test come from hub splits (or the paper's carving); see load_hub_task."""
-    protocol: str = "chat"
-    constrain: bool = False
-    scorers: Scorers = field(default_factory=Scorers)
-    raw: dict = field(default_factory=dict)          # {split: converted rows}
-    spec: HubSpec | None = None
-    split_note: str = ""
-    hub_id: str = ""
-    gen_kwargs: dict = field(default_factory=dict)
-    prompt_prefix: str = ""
-
-    def _items(self, rows: list[dict]) -> list[Item]:
-        out = []
-        for r in rows:
-            prompt = self.prompt_prefix + make_prompt(self.protocol, self.name, self.kind, r["question"],
-                                                      r.get("choices"))
-            out.append(Item(id=f"{self.name}-{r['_split']}-{r['_row']:05d}", prompt=prompt, gold=r["gold"],
-                            kind=self.kind, choices=r.get("choices")))
-        return out
-
-    def split(self, n_select: int, n_val: int, n_test: int, seed: int = 0):
-        roles, self.split_note = assign_roles(self.spec, self.raw, seed)
-        caps = dict(select=n_select, val=n_val, test=n_test)
-        return tuple(self._items(roles[r][:caps[r]]) for r in ("select", "val", "test"))
-
-    def score(self, item: Item, output: str) -> tuple[str, float]:
-        return score_output(self.protocol, self.kind, item, output, self.scorers)
-
-    @property
-    def scorer(self) -> str:
-        return self.scorers.describe(self.kind, self.protocol)
-
-    def with_prompt_prefix(self, prefix: str) -> "HubTask":
-        t = replace(self, prompt_prefix=prefix)
-        t.items = [replace(it, prompt=prefix + it.prompt) for it in self.items]
-        return t
-
-
 def load_hub_task(name: str, protocol: str = "chat", task_path=None, constrain: bool = False,
-                  scorer_models: str = "auto", max_new: int | None = None, bbq_condition: str | None = None) -> HubTask:
+                  scorer_models: str = "auto", max_new: int | None = None, bbq_condition: str | None = None) -> Task:
     """A hub task, every split it uses read once (from DIR/<split>.jsonl|.parquet when task_path is given)."""
-    from corrsteer.tasks.hub_scorers import refusal_classifier, sts_model
-
     if name == "bbq" and bbq_condition:
         name = f"bbq-{bbq_condition}"
     if name not in HUB_TASKS:
@@ -237,13 +179,15 @@ def load_hub_task(name: str, protocol: str = "chat", task_path=None, constrain: 
     spec = HUB_TASKS[name]
     if constrain and spec.kind != "mc":
         raise TaskLoadError(f"--constrain applies to multiple-choice tasks, not {name}")
-    raw = {}
+    items, pools = [], {}
     for split in dict.fromkeys(spec.roles.values()):
         rows = read_split(spec, split, task_path)
-        raw[split] = [dict(r, _split=split, _row=i) for i, r in enumerate(rows)]
+        pools[split] = list(range(len(items), len(items) + len(rows)))
+        items += [Item(id=f"{name}-{split}-{i:05d}", prompt=make_prompt(protocol, name, spec.kind, r["question"],
+                                                                         r.get("choices")),
+                       gold=r["gold"], kind=spec.kind, choices=r.get("choices")) for i, r in enumerate(rows)]
     scorers = Scorers(refusal=refusal_classifier(scorer_models) if spec.kind == "refusal" else None,
                       sts=sts_model(scorer_models) if spec.kind == "short" else None)
-    task = HubTask(name=name, kind=spec.kind, items=[], max_new_tokens=max_new or max_new_tokens(protocol, spec.kind),
-                   protocol=protocol, constrain=constrain, scorers=scorers, raw=raw, spec=spec, hub_id=spec.hub_id)
-    task.items = [it for rows in raw.values() for it in task._items(rows)]
-    return task
+    return Task(name=name, kind=spec.kind, items=items, max_new_tokens=max_new or max_new_tokens(protocol, spec.kind),
+                protocol=protocol, hub_id=spec.hub_id, constrain=constrain, scorers=scorers,
+                hub_splits=HubSplits(spec.name, dict(spec.roles), pools))

@@ -16,6 +16,8 @@ from __future__ import annotations
 import functools
 import os
 
+import torch
+
 REFUSAL_MODEL = "ProtectAI/distilroberta-base-rejection-v1"
 STS_MODEL = "dleemiller/ModernCE-base-sts"
 STS_THRESHOLD = 0.6
@@ -82,7 +84,6 @@ def _load_sts(local_only: bool):
     if CrossEncoder is not None:
         ce = CrossEncoder(STS_MODEL, local_files_only=local_only)
         return lambda pairs: [float(s) for s in ce.predict(list(pairs))]
-    import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(STS_MODEL, local_files_only=local_only)

@@ -1,15 +1,45 @@
-"""The task a command's settings name: built-in, JSONL file or hub task, with one-line usage errors.
-(Interim: the tasks branch replaces this module.)"""
+"""The task the settings name, and the checks on it: every bad input is a SettingsError with one line
+"<what>, <expected>" (the CLI prints `corrsteer: error: <line>` and exits 2; README, Bad input).
+
+    task = load_task(cfg)      # cfg: task, task_file, seed and the hub options (config.TaskSourceOptions)
+    check_split(task, cfg)     # --n-select + --n-val + --n-test fit in the task
+
+Order: the --task name, the hub options (which apply to hub tasks only), then the task itself: a hub task
+(load_hub_task), a JSONL file (--task-file, or --task ending in .jsonl / .json) or a built-in task.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
 from corrsteer.config import SettingsError, one_line
-from corrsteer.tasks.hub import HUB_TASKS, load_hub_task
-from corrsteer.tasks.task import get_task, load_task_file
+from corrsteer.tasks.hub import HUB_TASKS, TaskLoadError, hub_task_names, load_hub_task
+from corrsteer.tasks.task import Task, get_task, list_tasks, load_task_file
+
+TASK_FILE_SUFFIXES = (".jsonl", ".json")
 
 
-def task_file(path: str, flag: str = "--task-file"):
+def check_task_name(name: str) -> None:
+    """--task is a built-in task, a hub task or a .jsonl / .json file name."""
+    known = list_tasks() + hub_task_names()
+    if name not in known and not name.endswith(TASK_FILE_SUFFIXES):
+        raise SettingsError(f"--task must be one of {', '.join(known)} (or a .jsonl file), got {name!r}")
+
+
+def check_hub_options(cfg) -> None:
+    """--task-path, --constrain, --bbq-condition and --protocol paper apply to the hub tasks only (--constrain to
+    their multiple-choice ones)."""
+    hub = cfg.task in HUB_TASKS and not cfg.task_file
+    if not hub and (cfg.task_path or cfg.constrain or cfg.bbq_condition or cfg.protocol != "chat"):
+        which = ("--task-path" if cfg.task_path else "--constrain" if cfg.constrain else
+                 "--bbq-condition" if cfg.bbq_condition else "--protocol paper")
+        raise SettingsError(f"{which} applies to the hub tasks ({', '.join(hub_task_names())}), not {cfg.task!r}")
+    if cfg.bbq_condition and cfg.task != "bbq":
+        raise SettingsError(f"--bbq-condition applies to --task bbq, not {cfg.task!r}")
+    if hub and cfg.constrain and HUB_TASKS[cfg.task].kind != "mc":
+        raise SettingsError(f"--constrain applies to multiple-choice tasks, not {cfg.task}")
+
+
+def task_file(path: str, flag: str = "--task-file") -> Task:
     """A JSONL task file, loaded; missing, unreadable, not UTF-8, empty and malformed files are usage errors."""
     p = Path(path)
     if not p.is_file():
@@ -27,14 +57,26 @@ def task_file(path: str, flag: str = "--task-file"):
         raise SettingsError(f"{flag} {one_line(e)}, expected one JSON item a line (see README, Tasks)") from None
 
 
-def load_task(cfg):
-    """The task cfg names (hub, file or built-in)."""
-    if not cfg.task_file and cfg.task in HUB_TASKS:
+def hub_task(cfg) -> Task:
+    """The hub task cfg.task names; a missing split file or a row outside the hub's schema is a usage error."""
+    try:
         return load_hub_task(cfg.task, cfg.protocol, cfg.task_path, cfg.constrain, cfg.scorer_models,
                              cfg.max_new_tokens, cfg.bbq_condition)
+    except TaskLoadError as e:
+        where = f"{cfg.task_path}/<split>.jsonl or .parquet" if cfg.task_path else "the hub's splits"
+        raise SettingsError(f"--task {cfg.task}: {one_line(e)}, expected {where} in {cfg.task}'s schema "
+                            f"({HUB_TASKS[cfg.task].schema})") from None
+
+
+def load_task(cfg) -> Task:
+    """The task the settings name (hub, file or built-in), checked; SettingsError with one line otherwise."""
+    check_task_name(cfg.task)
+    check_hub_options(cfg)
     if cfg.task_file:
         return task_file(cfg.task_file)
-    if cfg.task.endswith((".jsonl", ".json")):
+    if cfg.task in HUB_TASKS:
+        return hub_task(cfg)
+    if cfg.task.endswith(TASK_FILE_SUFFIXES):
         return task_file(cfg.task, "--task")
     try:
         return get_task(cfg.task, seed=cfg.seed)
@@ -42,7 +84,7 @@ def load_task(cfg):
         raise SettingsError(f"--task {one_line(e)}") from None
 
 
-def check_split(task, cfg) -> None:
+def check_split(task: Task, cfg) -> None:
     """--n-select + --n-val + --n-test must fit in the task."""
     asked = cfg.n_select + cfg.n_val + cfg.n_test
     if asked > len(task.items):

@@ -2,7 +2,8 @@
 templates, generation lengths and exact scoring).
 
     paper_prompt(task, kind, question, choices)   chat_prompt(...)     -> the user text
-    max_new_tokens(protocol, task, kind)
+    mc_prompt(question, choices)      -> the chat mc prompt (built-in and file mc tasks use it too)
+    max_new_tokens(protocol, kind)    -> tokens to generate (chat: also the built-in and file tasks')
     score_output(protocol, kind, item, output, scorers) -> (pred, y)
     bind(task, lm)    -> the task with the generation arguments its protocol needs for this model
 
@@ -21,12 +22,14 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from corrsteer.tasks.hub_scorers import REFUSAL_MODEL, STS_MODEL, STS_THRESHOLD
 from corrsteer.tasks.scoring import fmt_number, normalize, score_short
 from corrsteer.tasks.scoring_mc import LETTERS, extract_choice, is_refusal, read_refusal
 
 PROTOCOLS = ("chat", "paper")
+# tokens to generate per task kind; the chat table serves the built-in and file tasks too ("label" is theirs alone)
 PAPER_MAX_NEW_TOKENS = {"mc": 1, "number": 512, "short": 16, "refusal": 32}
-CHAT_MAX_NEW_TOKENS = {"mc": 24, "number": 256, "short": 24, "refusal": 32}
+CHAT_MAX_NEW_TOKENS = {"mc": 24, "number": 256, "short": 24, "label": 16, "refusal": 32}
 SIMPLEQA_SYSTEM = "Answer the question with a short, direct response. Be concise and factual."
 
 
@@ -46,6 +49,11 @@ def _options(choices: list[str]) -> str:
     return "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(choices))
 
 
+def mc_prompt(question: str, choices: list[str]) -> str:
+    """The chat protocol's multiple-choice prompt, also every built-in and file mc task's."""
+    return f"Question: {question}\n{_options(choices)}\nAnswer with the letter of the correct option."
+
+
 def paper_prompt(task: str, kind: str, question: str, choices: list[str] | None = None) -> str:
     if kind == "mc":
         return (f"{question}\n{_options(choices)}\nChoose one of the following options only: "
@@ -62,7 +70,7 @@ def paper_prompt(task: str, kind: str, question: str, choices: list[str] | None 
 
 def chat_prompt(task: str, kind: str, question: str, choices: list[str] | None = None) -> str:
     if kind == "mc":
-        return f"Question: {question}\n{_options(choices)}\nAnswer with the letter of the correct option."
+        return mc_prompt(question, choices)
     if kind == "number":
         return f"{question}\nSolve the problem, then give your final numerical answer after ####."
     if kind == "short":
@@ -120,12 +128,10 @@ class Scorers:
             return "final number: after ####, else 'the answer is N', else the last number; equal to the gold"
         if kind == "short":
             if self.sts is not None:
-                from corrsteer.tasks.hub_scorers import STS_MODEL, STS_THRESHOLD
                 return f"STS cross-encoder {STS_MODEL} (score >= {STS_THRESHOLD})"
             what = "normalised exact match" if protocol == "paper" else "the stated answer, normalised match"
             return f"{what} (fallback: the STS cross-encoder is not available here)"
         if self.refusal is not None:
-            from corrsteer.tasks.hub_scorers import REFUSAL_MODEL
             return f"refusal classifier {REFUSAL_MODEL}"
         return "built-in refusal detector (fallback: the refusal classifier is not available here)"
 
@@ -150,7 +156,6 @@ def score_output(protocol: str, kind: str, item, output: str, scorers: Scorers) 
     if kind == "short":
         if scorers.sts is not None:
             s = float(scorers.sts([(output.strip(), item.gold.strip())])[0])
-            from corrsteer.tasks.hub_scorers import STS_THRESHOLD
             return output.strip(), float(s >= STS_THRESHOLD)
         if protocol == "paper":
             return output.strip(), float(normalized_match(output, item.gold))
@@ -183,8 +188,8 @@ def letter_token_ids(tokenizer, n: int) -> list[int]:
 
 def bind(task, lm):
     """The task with `gen_kwargs` for `lm`: raw text (paper) and/or the first-token constraint (constrain).
-    Tasks without a protocol come back unchanged."""
-    protocol = getattr(task, "protocol", None)
+    Tasks without a protocol (built-in and file tasks) come back unchanged."""
+    protocol = task.protocol
     if protocol is None:
         return task
     kw = {}
@@ -195,7 +200,7 @@ def bind(task, lm):
             task = task.with_prompt_prefix(prefix)
     elif protocol == "paper":
         kw["formatted"] = True
-    if getattr(task, "constrain", False):
+    if task.constrain:
         if task.kind != "mc":
             raise ProtocolError(f"--constrain applies to multiple-choice tasks, not {task.name}")
         n = max(len(it.choices or []) for it in task.items)

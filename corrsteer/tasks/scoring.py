@@ -8,6 +8,7 @@ an output that only mentions the gold without stating it as the answer ("The cap
     extract_label(output, labels, prompt)     -> a label, '' (none) or 'a|b' (a hedge naming both)
     score_short(output, gold, question, aliases, candidates) -> (pred, y)   free-form text or numbers
     extract_number(output, question)           -> '56', '' (none) or '54|56' (a hedge)
+    numbers_in(text) -> number words as digits ('fifty-six' -> '56');  number_words(56) -> 'fifty-six'
 
 Multiple-choice letters and refusals live in corrsteer.tasks.scoring_mc.
 """
@@ -15,8 +16,6 @@ from __future__ import annotations
 
 import re
 import unicodedata
-
-from corrsteer.tasks import builtin as D
 
 HEDGE_SEP = "|"          # preds naming several answers join them with this: 'positive|negative'
 
@@ -210,6 +209,76 @@ _NUM_ALT = re.compile(rf"(?i)(?<!neither )(?<!not )(?<![\w.])({_N})\s*(?:,\s*)?(
 _NUM_LIST = re.compile(rf"(?<![\w.])({_N})((?:\s*,\s*{_N}){{1,}})\s*,?\s*(?:\band\b|\bor\b)?\s*({_N})?(?![\w.])")
 
 
+_ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+         "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
+_TENS = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+
+
+def number_words(n: int) -> str:
+    if n < 20:
+        return _ONES[n]
+    if n < 100:
+        return _TENS[n // 10] + ("" if n % 10 == 0 else "-" + _ONES[n % 10])
+    if n < 1000:
+        rest = n % 100
+        return _ONES[n // 100] + " hundred" + ("" if rest == 0 else " and " + number_words(rest))
+    raise ValueError(n)
+
+
+_NUM_WORDS = {w: i for i, w in enumerate(_ONES)} | {w: 10 * i for i, w in enumerate(_TENS) if w}
+_SCALES = {"hundred": 100, "thousand": 1000, "million": 1_000_000}
+_NUM_WORD = "(?:" + "|".join(sorted(list(_NUM_WORDS) + list(_SCALES), key=len, reverse=True)) + ")"
+_NUM_WORD_RX = re.compile(rf"\b{_NUM_WORD}(?:(?:[\s-]+|\s+and\s+){_NUM_WORD})*\b", re.I)
+
+
+def _parse_number_words(span: str) -> list[int]:
+    """'fifty-six' -> [56]; 'one hundred and five' -> [105]; 'seven eight' -> [7, 8]."""
+    words = [w for w in re.split(r"[\s-]+", span.lower()) if w]
+    nums, total, cur, last = [], 0, 0, None
+
+    def flush():
+        nonlocal total, cur, last
+        if last is not None:
+            nums.append(total + cur)
+        total, cur, last = 0, 0, None
+
+    for i, w in enumerate(words):
+        if w == "and":
+            if last in ("hundred", "scale") and i + 1 < len(words) and words[i + 1] in _NUM_WORDS:
+                continue
+            flush()
+            continue
+        if w in _NUM_WORDS:
+            v = _NUM_WORDS[w]
+            kind = "unit" if v < 10 else "teen" if v < 20 else "ten"
+            ok = last in (None, "hundred", "scale") or (kind == "unit" and last == "ten")
+            if not ok:
+                flush()
+            cur += v
+            last = kind
+        elif w == "hundred":
+            if last not in ("unit", "teen") or cur >= 100:
+                flush()
+                cur, last = 100, "hundred"
+                continue
+            cur *= 100
+            last = "hundred"
+        else:  # thousand / million
+            if last is None or last == "scale":
+                flush()
+                cur = 1
+            total += cur * _SCALES[w]
+            cur, last = 0, "scale"
+    flush()
+    return nums
+
+
+def numbers_in(text: str) -> str:
+    """Text with number words written as digits and thousands separators dropped ('1,000' -> '1000')."""
+    text = _NUM_WORD_RX.sub(lambda m: " ".join(map(str, _parse_number_words(m.group(0)))), text)
+    return re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", text)
+
+
 def fmt_number(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else repr(float(x))
 
@@ -248,8 +317,8 @@ def extract_number(output: str, question: str = "") -> str:
     """The numeric answer in `output`: '' if none, 'a|b' if it offers several. The number after 'the answer is' /
     '=' / 'equals' when present, else after 'is' / 'gives' / 'makes', else the first number that does not restate
     one of the question's numbers (each question number cancels one occurrence), else the first number."""
-    text = D.numbers_in(clean(output, math=True))
-    operands = [float(x) for x in re.findall(_NUM, D.numbers_in(question))]
+    text = numbers_in(clean(output, math=True))
+    operands = [float(x) for x in re.findall(_NUM, numbers_in(question))]
     alts = number_alternatives(text, operands)
     if alts:
         return HEDGE_SEP.join(alts)

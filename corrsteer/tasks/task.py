@@ -1,9 +1,15 @@
 """Tasks: items (prompt + gold answer), scoring of free generations, seeded splits, built-in offline tasks, task files.
 
     task = get_task("sentiment", seed=0)          # built-ins: list_tasks()
-    sel, val, test = task.split(400, 100, 300, seed=0)
+    sel, val, test = task.split(400, 100, 300, seed=0)     # a Splits; .note says how they were drawn
     pred, y = task.score(item, generated_text)     # y = 1.0 if correct
     task.scorer                                    # which scorer runs, in words (the report prints it)
+
+One Task model for every task: built-in, file and hub tasks (corrsteer.tasks.hub.load_hub_task) alike. A hub task
+has a `protocol` ("chat" | "paper": its prompts, generation length and scoring, corrsteer.tasks.protocols), its
+`hub_id`, model `scorers` and `hub_splits` (which items each hub split holds, corrsteer.tasks.splits); `gen_kwargs` are the
+generation arguments protocols.bind sets for a model. Built-in and file tasks have protocol None and read answers
+with the task's own readers (aliases, candidates).
 
 Scoring reads the one answer an output commits to, the way a careful grader would (corrsteer.tasks.scoring,
 corrsteer.tasks.scoring_mc): "The answer is (B).", "The capital of France is Paris.", "2 + 3 = 5", "This review is
@@ -23,26 +29,22 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 from corrsteer.tasks import builtin as D
-from corrsteer.tasks.scoring import (  # noqa: F401
-    HEDGE_SEP,
-    NUMERIC,
-    clean,
-    extract_label,
-    extract_number,
-    fmt_number,
-    normalize,
-    score_short,
-    score_text,
-)
-from corrsteer.tasks.scoring_mc import LETTERS, extract_choice, is_refusal, read_refusal  # noqa: F401
+from corrsteer.tasks.protocols import Scorers, max_new_tokens, mc_prompt, score_output
+from corrsteer.tasks.scoring import NUMERIC, extract_label, fmt_number, normalize, score_short
+from corrsteer.tasks.scoring_mc import LETTERS, extract_choice, read_refusal
+from corrsteer.tasks.splits import HubSplits, Splits, seeded_split
 
 KINDS = ("mc", "short", "label", "refusal")
-DEFAULT_MAX_NEW_TOKENS = {"mc": 24, "short": 24, "label": 16, "refusal": 32}
+
+
+def default_max_new_tokens(kind: str) -> int:
+    """Tokens to generate for a built-in or file task of `kind` (the chat protocol's table)."""
+    return max_new_tokens("chat", kind)
 
 
 @dataclass
@@ -64,15 +66,23 @@ def _mc_question(prompt: str) -> str:
 @dataclass
 class Task:
     name: str
-    kind: str
+    kind: str                                     # mc | short | label | refusal; hub tasks also number
     items: list[Item]
     max_new_tokens: int
     aliases: dict[str, list[str]] = field(default_factory=dict)   # short answers: gold -> other accepted spellings
     candidates: list[str] = field(default_factory=list)   # short answers: every answer of the task (a second one
     scorer_note: str = ""                                 # named in the answer is a hedge); why this scorer runs
+    protocol: str | None = None                   # hub tasks: "chat" | "paper"; None: built-in and file tasks
+    hub_id: str = ""                              # hub tasks: the dataset id
+    constrain: bool = False                       # mc hub tasks: first generated token restricted to the letters
+    scorers: Scorers = field(default_factory=Scorers)     # hub tasks: model-based scorers found (None: built-in)
+    hub_splits: HubSplits | None = None           # hub tasks: the rows of each hub split (None: seeded_split)
+    gen_kwargs: dict = field(default_factory=dict)        # generation arguments for the bound model (protocols.bind)
 
     def score(self, item: Item, output: str) -> tuple[str, float]:
         """(pred, y): the answer read from the generated text ('' if none; 'a|b' for a hedge), y = 1.0 if right."""
+        if self.protocol is not None:
+            return score_output(self.protocol, self.kind, item, output, self.scorers)
         output = output or ""
         if item.kind == "mc":
             pred = extract_choice(output, item.choices or [], _mc_question(item.prompt))
@@ -90,6 +100,8 @@ class Task:
     @property
     def scorer(self) -> str:
         """Which scorer runs, in words."""
+        if self.protocol is not None:
+            return self.scorers.describe(self.kind, self.protocol)
         if self.kind == "mc":
             desc = "mc-letter: the one letter (or option text) stated; two or more -> wrong"
         elif self.kind == "label":
@@ -103,51 +115,47 @@ class Task:
             desc = f"short ({what}): the stated answer must be the gold; alternatives (or / either / a list) -> wrong"
         return desc + (f" ({self.scorer_note})" if self.scorer_note else "")
 
-    def split(self, n_select: int, n_val: int, n_test: int, seed: int = 0) -> tuple[list[Item], list[Item], list[Item]]:
-        """Disjoint, deterministic (seeded shuffle) splits."""
+    def split(self, n_select: int, n_val: int, n_test: int, seed: int = 0) -> Splits:
+        """Disjoint, deterministic splits (corrsteer.tasks.splits); the task is left as it was. Hub tasks: at most
+        n_* items per role, from the hub's splits or the paper's carving; others: exactly n_* items."""
         sizes = (n_select, n_val, n_test)
-        if any(n < 0 for n in sizes):
-            raise ValueError(f"split sizes must be >= 0, got {sizes}")
-        if sum(sizes) > len(self.items):
-            raise ValueError(f"task {self.name!r} has {len(self.items)} items, fewer than the {sum(sizes)} asked "
-                             f"({n_select} select + {n_val} val + {n_test} test)")
-        order = list(range(len(self.items)))
-        random.Random(f"split:{seed}").shuffle(order)
-        picked = [self.items[i] for i in order]
-        return picked[:n_select], picked[n_select:n_select + n_val], picked[n_select + n_val:sum(sizes)]
+        if self.hub_splits is not None:
+            return self.hub_splits.split(self.items, sizes, seed)
+        return seeded_split(self.name, self.items, sizes, seed)
+
+    def with_prompt_prefix(self, prefix: str) -> "Task":
+        """A copy whose prompts start with `prefix` (protocols.bind: the tokenizer's BOS text for raw prompts)."""
+        return replace(self, items=[replace(it, prompt=prefix + it.prompt) for it in self.items])
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # registry and built-in tasks
 # ---------------------------------------------------------------------------------------------------------------
-_REGISTRY: dict[str, Callable[[int], Task]] = {}
+TASK_REGISTRY: dict[str, Callable[[int], Task]] = {}
 
 
 def register_task(name: str):
-    """Decorator registering a factory `fn(seed: int) -> Task` under `name` (a later registration replaces it)."""
+    """Decorator registering a factory `fn(seed: int) -> Task` under `name`; ValueError if the name is taken."""
     def deco(fn):
-        _REGISTRY[name] = fn
+        if name in TASK_REGISTRY:
+            raise ValueError(f"task {name!r} is already registered")
+        TASK_REGISTRY[name] = fn
         return fn
     return deco
 
 
 def list_tasks() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted(TASK_REGISTRY)
 
 
 def get_task(name: str, seed: int = 0) -> Task:
     """A registered task built with `seed`, or a JSONL task file when `name` is the path of one."""
-    if name in _REGISTRY:
-        return _REGISTRY[name](seed)
+    if name in TASK_REGISTRY:
+        return TASK_REGISTRY[name](seed)
     p = Path(name)
     if p.suffix in (".jsonl", ".json") and p.is_file():
         return load_task_file(p)
     raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(list_tasks())} (or a path to a .jsonl file)")
-
-
-def mc_prompt(question: str, choices: list[str]) -> str:
-    opts = "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(choices))
-    return f"Question: {question}\n{opts}\nAnswer with the letter of the correct option."
 
 
 SENTIMENT_LABELS = ["positive", "negative", "neutral"]
@@ -162,7 +170,7 @@ def _finish(name: str, kind: str, rows: list[dict], seed: int, **kw) -> Task:
     """Ids in canonical order (stable for the same content), then a seeded shuffle of the item order."""
     items = [Item(id=f"{name}-{i:04d}", kind=kind, **r) for i, r in enumerate(rows)]
     random.Random(f"{name}:{seed}").shuffle(items)
-    return Task(name=name, kind=kind, items=items, max_new_tokens=DEFAULT_MAX_NEW_TOKENS[kind], **kw)
+    return Task(name=name, kind=kind, items=items, max_new_tokens=default_max_new_tokens(kind), **kw)
 
 
 def _rng(name: str, seed: int) -> random.Random:
@@ -298,7 +306,7 @@ def load_task_file(path, name: str | None = None) -> Task:
         raise ValueError(f"{path}: no items")
     if kind == "short":
         return _short_or_closed_set(name, items, forced=next(iter(scorers), None))
-    return Task(name=name, kind=kind, items=items, max_new_tokens=DEFAULT_MAX_NEW_TOKENS[kind])
+    return Task(name=name, kind=kind, items=items, max_new_tokens=default_max_new_tokens(kind))
 
 
 def _scorer_field(obj: dict, kind: str, seen: set) -> set:
@@ -343,12 +351,12 @@ def _short_or_closed_set(name: str, items: list[Item], forced: str | None) -> Ta
         labels = _distinct(golds)
     if not labels:
         note = "the file asks for it" if forced == "short" else ""
-        return Task(name=name, kind="short", items=items, max_new_tokens=DEFAULT_MAX_NEW_TOKENS["short"],
+        return Task(name=name, kind="short", items=items, max_new_tokens=default_max_new_tokens("short"),
                     scorer_note=note)
     canon = {normalize(l): l for l in labels}
     rows = [Item(id=it.id, prompt=it.prompt, gold=canon[normalize(it.gold)], kind="label", labels=list(labels))
             for it in items]
     note = "the file asks for it" if forced == "label" else \
         f"the file's answers form a closed set of {len(labels)}; \"scorer\": \"short\" keeps them free-form"
-    return Task(name=name, kind="label", items=rows, max_new_tokens=DEFAULT_MAX_NEW_TOKENS["label"],
+    return Task(name=name, kind="label", items=rows, max_new_tokens=default_max_new_tokens("label"),
                 scorer_note=note)
