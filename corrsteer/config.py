@@ -121,7 +121,7 @@ def parse_variants(text: str) -> tuple[str, ...]:
 
 def _variant_ok(text):
     ok = text == "all" or all(v in VARIANTS for v in parse_variants(text))
-    return None if ok else "one of S, A, P, N, all (or several of S, A, P, N, comma-separated)"
+    return None if ok else "one of S, A, P, N, all (or several of S, A, P, N separated by commas)"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -279,9 +279,9 @@ class PaperOptions(Settings):
                                 "where they are left at their defaults)", choices=("gemma-2-2b", "llama-3.1-8b"))
     hook_site: str = option("sae", "where each SAE is applied: sae (the hook it was trained on) or paper (the "
                             "input of layer L for the SAE of layer L, as the paper's code)", choices=("sae", "paper"))
-    ranking: str = option("auto", "feature ranking: auto (within-class where the task's answers are classes: label, "
-                          "MC, refusal tasks; else pearson) | within-class (pooled within-class correlation: "
-                          "features that predict being right within each class) | pearson (CorrSteer, the paper) | "
+    ranking: str = option("auto", "feature ranking: auto (the class-aware ranking where the task's answers are "
+                          "classes: label, MC, refusal tasks; else pearson) | within-class (the pooled correlation "
+                          "within the classes: features that predict being right inside each class) | pearson (CorrSteer, the paper) | "
                           "mi (SPARE-style mutual information) | fisher (DSG-style E[x^2|correct]/E[x^2|wrong]) | "
                           "caa (mean difference)", choices=("auto", "within-class", "pearson", "mi", "fisher", "caa"))
     p_combine: str = option("prefix", "CorrSteer-P: prefix (the best-validated prefix of the kept layers) or all "
@@ -294,7 +294,7 @@ class PaperOptions(Settings):
 class SelectOptions(Settings):
     saes: str = option("trained", "trained (train-sae's cache, trained on first use) | release:<sae-lens release> "
                        "| a sae-lens directory or a folder of them")
-    variant: str = option("all", "CorrSteer variants to build, one or several comma-separated: S (best feature), A "
+    variant: str = option("all", "CorrSteer variants to build, one or several separated by commas: S (best feature), A "
                           "(every layer's best), P (A's features that beat the baseline on validation), N (away from "
                           "the most negatively correlated feature of each layer P keeps), all (S,A,P)",
                           check=_variant_ok, metavar="{S,A,P,N,all}")

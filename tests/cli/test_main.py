@@ -77,7 +77,7 @@ def test_eval_takes_no_options_it_would_ignore():
     (["run", "--n-select", "abc"], "--n-select must be an integer, got 'abc'"),
     (["run", "--n-test", "0"], "--n-test must be positive, got 0"),
     (["select", "--variant", "Q"],
-     "--variant must be one of S, A, P, N, all (or several of S, A, P, N, comma-separated), got 'Q'"),
+     "--variant must be one of S, A, P, N, all (or several of S, A, P, N separated by commas), got 'Q'"),
     (["run", "--layers", "3-x"], "--layers must be a list of layers such as 0-29 or 3,15,27, got '3-x'"),
     (["run", "--device", "tpu"], "--device must be auto, cpu, cuda or cuda:N, got 'tpu'"),
     (["run", "--dtype", "int8"], "--dtype must be one of auto, float32, bfloat16, float16, got 'int8'"),
