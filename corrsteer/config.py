@@ -281,8 +281,8 @@ class PaperOptions(Settings):
                             "input of layer L for the SAE of layer L, as the paper's code)", choices=("sae", "paper"))
     ranking: str = option("auto", "feature ranking: auto (the class-aware ranking where the task's answers are "
                           "classes: label, MC, refusal tasks; else pearson) | within-class (the pooled correlation "
-                          "within the classes: features that predict being right inside each class) | pearson (CorrSteer, the paper) | "
-                          "mi (SPARE-style mutual information) | fisher (DSG-style E[x^2|correct]/E[x^2|wrong]) | "
+                          "within the classes: features that predict being right inside each class) | pearson "
+                          "(CorrSteer, the paper) | mi (SPARE-style mutual information) | fisher (DSG-style E[x^2|correct]/E[x^2|wrong]) | "
                           "caa (mean difference)", choices=("auto", "within-class", "pearson", "mi", "fisher", "caa"))
     p_combine: str = option("prefix", "CorrSteer-P: prefix (the best-validated prefix of the kept layers) or all "
                             "(every kept layer together, the paper)", choices=("prefix", "all"))
