@@ -283,7 +283,8 @@ class PaperOptions(Settings):
                           "classes: label, MC, refusal tasks; else pearson) | within-class (the pooled correlation "
                           "within the classes: features that predict being right inside each class) | pearson "
                           "(CorrSteer, the paper) | mi (SPARE-style mutual information) | fisher (DSG-style "
-                          "E[x^2|correct]/E[x^2|wrong]) | caa (mean difference)", choices=("auto", "within-class", "pearson", "mi", "fisher", "caa"))
+                          "E[x^2|correct]/E[x^2|wrong]) | caa (mean difference)",
+                          choices=("auto", "within-class", "pearson", "mi", "fisher", "caa"))
     p_combine: str = option("prefix", "CorrSteer-P: prefix (the best-validated prefix of the kept layers) or all "
                             "(every kept layer together, the paper)", choices=("prefix", "all"))
     seeds: str | None = option(None, "repeat split -> select -> test for each seed (e.g. 0,1,2,3,4) and write "
