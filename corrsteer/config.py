@@ -101,6 +101,21 @@ def _device_ok(text):
     return None if re.fullmatch(r"auto|cpu|cuda(:\d+)?", text) else "auto, cpu, cuda or cuda:N"
 
 
+VARIANTS = ("S", "A", "P", "N")
+
+
+def parse_variants(text: str) -> tuple[str, ...]:
+    """'all' -> ('S', 'A', 'P'); 'P,N' -> ('P', 'N') (in the order given, each once)."""
+    if text == "all":
+        return ("S", "A", "P")
+    return tuple(dict.fromkeys(v.strip() for v in text.split(",")))
+
+
+def _variant_ok(text):
+    ok = text == "all" or all(v in VARIANTS for v in parse_variants(text))
+    return None if ok else "one of S, A, P, N, all (or several of S, A, P, N separated by commas)"
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # the base class: validation, flags, dict form
 # ---------------------------------------------------------------------------------------------------------------
@@ -243,9 +258,12 @@ class PaperOptions(Settings):
                                 "where they are left at their defaults)", choices=("gemma-2-2b", "llama-3.1-8b"))
     hook_site: str = option("sae", "where each SAE is applied: sae (the hook it was trained on) or paper (the "
                             "input of layer L for the SAE of layer L, as the paper's code)", choices=("sae", "paper"))
-    ranking: str = option("pearson", "feature ranking: pearson (CorrSteer) | mi (SPARE-style mutual information) | "
-                          "fisher (DSG-style E[x^2|correct]/E[x^2|wrong]) | caa (mean difference)",
-                          choices=("pearson", "mi", "fisher", "caa"))
+    ranking: str = option("auto", "feature ranking: auto (the class-aware ranking where the task's answers are "
+                          "classes: label, MC, refusal tasks; else pearson) | within-class (the pooled correlation "
+                          "within the classes: features that predict being right inside each class) | pearson "
+                          "(CorrSteer, the paper) | mi (SPARE-style mutual information) | fisher (DSG-style "
+                          "E[x^2|correct]/E[x^2|wrong]) | caa (mean difference)",
+                          choices=("auto", "within-class", "pearson", "mi", "fisher", "caa"))
     p_combine: str = option("prefix", "CorrSteer-P: prefix (the best-validated prefix of the kept layers) or all "
                             "(every kept layer together, the paper)", choices=("prefix", "all"))
     seeds: str | None = option(None, "repeat split -> select -> test for each seed (e.g. 0,1,2,3,4) and write "
@@ -256,8 +274,10 @@ class PaperOptions(Settings):
 class SelectOptions(Settings):
     saes: str = option("trained", "trained (train-sae's cache, trained on first use) | release:<sae-lens release> "
                        "| a sae-lens directory or a folder of them")
-    variant: str = option("all", "CorrSteer variants to build: S (best feature), A (every layer's best), "
-                          "P (A's features that beat the baseline on validation), all", choices=("S", "A", "P", "all"))
+    variant: str = option("all", "CorrSteer variants to build, one or several separated by commas: S (best feature), A "
+                          "(every layer's best), P (A's features that beat the baseline on validation), N (away from "
+                          "the most negatively correlated feature of each layer P keeps), all (S,A,P)",
+                          check=_variant_ok, metavar="{S,A,P,N,all}")
     pool: str = option("max", "how a feature's activations over the generated tokens pool into one value",
                        choices=("max", "mean"))
     coef: str = option("mean", "coefficient: mean pooled activation over correct samples (mean) or over those "
@@ -267,7 +287,7 @@ class SelectOptions(Settings):
 
     @property
     def variants(self) -> tuple[str, ...]:
-        return ("S", "A", "P") if self.variant == "all" else (self.variant,)
+        return parse_variants(self.variant)
 
 
 # ---------------------------------------------------------------------------------------------------------------

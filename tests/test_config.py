@@ -30,6 +30,11 @@ def test_values_are_checked_when_built():
 
 def test_variants_and_layers():
     assert RunConfig().variants == ("S", "A", "P") and RunConfig(variant="P").variants == ("P",)
+    assert RunConfig(variant="P,N").variants == ("P", "N") and RunConfig(variant="N").variants == ("N",)
+    for bad in ("Q", "P,Q", "all,N", ""):
+        with pytest.raises(SettingsError, match="^--variant must be one of S, A, P, N, all"):
+            RunConfig(variant=bad)
+    assert RunConfig().ranking == "auto" and RunConfig(ranking="within-class").ranking == "within-class"
     assert RunConfig(layers="0-2, 5").layer_list == [0, 1, 2, 5] and RunConfig().layer_list is None
     assert parse_layers("") is None
     assert not RunConfig.select_only and SelectConfig.select_only

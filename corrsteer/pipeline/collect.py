@@ -5,6 +5,12 @@ then per layer `encode_pool_stats` (SAE features, fused, never storing [tokens, 
 statistics (mean-pooled, for the no-SAE baselines: raw-residual correlation and mean-difference steering).
 Memory does not grow with the number of samples.
 
+In the same pass, from the same encoded tokens: per-class statistics (one CorrStats per class and layer; the
+classes are the items' gold answers where the task has classes: labels, MC letters, refusal's harmful/benign), which
+the within-class ranking reads, and statistics against permuted scores (the shuffled-outcome control). The fused op
+is called once per (class, permuted score) group of a batch's samples, so every token is still encoded once; the
+totals, the per-class sums and the shuffled sums are added from the groups' sums in a fixed order.
+
 Each batch's statistics are computed into fresh CorrStats and then added to the running totals in batch order
 (0, 1, 2, ...), whatever the number of processes: float64 addition is not associative, so this fixed order is what
 makes a torchrun job (rank r computes batches r, r + N, ...; see dist.py) equal bit for bit to one process, and a
@@ -12,13 +18,14 @@ resumed run equal to an uninterrupted one.
 
 The totals and rows are checkpointed after every round of batches (one batch in one process); the key covers the
 model, every SAE (config and weights), every item (id, prompt, gold), the task's scorer, the generation settings,
-batch size and pool. A rerun under the same key resumes after the last finished batch.
+batch size, pool, the classes and the permutation seed. A rerun under the same key resumes after the last finished
+batch.
 Everything stays on the model's device in one process; with several, each batch's statistics go to the host to be
 gathered.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
@@ -33,8 +40,8 @@ from corrsteer.pipeline.checkpoint import (
     task_identity,
 )
 from corrsteer.pipeline.dist import SINGLE, Dist, my_batches, n_batches, rounds
-from corrsteer.pipeline.rank import feed, make_stats
-from corrsteer_kernels import CorrStats, RankStats, encode_pool_stats
+from corrsteer.pipeline.rank import fused, has_classes, make_stats
+from corrsteer_kernels import CorrStats, RankStats, encode_pool, encode_pool_stats
 
 
 @dataclass
@@ -42,6 +49,9 @@ class Collected:
     sae: dict            # {layer: CorrStats over SAE features}
     raw: dict            # {layer: CorrStats over residual dimensions (mean-pooled)}
     rows: list           # prediction rows of the collection split
+    classes: list = field(default_factory=list)     # the items' classes (gold answers) where the task has classes
+    by_class: dict = field(default_factory=dict)    # {layer: [CorrStats over SAE features, one per class]}
+    shuffled: dict = field(default_factory=dict)    # {layer: CorrStats against within-batch permuted scores}
 
 
 def _mean_pool(h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -61,10 +71,11 @@ def score_rows(task, items, texts) -> list[dict]:
 
 
 def collect_key(lm, bank, task, items, batch_size: int, pool: str, model_id: str | None = None,
-                ranking: str = "pearson") -> dict:
+                ranking: str = "pearson", seed: int = 0) -> dict:
     """Everything the collected statistics depend on, as {component: digest}."""
     key = dict(model=model_id or model_identity(lm), items=items_identity(items), task=task_identity(task),
-               batch_size=batch_size, pool=pool, layers=bank.layers, ranking=ranking,
+               batch_size=batch_size, pool=pool, layers=bank.layers, statistics="corr" if fused(ranking) else "rank",
+               classes=task_classes(task, items), shuffle_seed=seed,
                generation=repr(sorted(task.gen_kwargs.items())))
     key.update({f"SAE of layer {L}": sae_identity(e) for L, e in bank})
     return key
@@ -76,54 +87,149 @@ def _raw_tensors(st: CorrStats) -> dict:
     return {name: getattr(st, name) for name in ("features", "scalars") + extra}
 
 
-def _batch_stats(lm, bank, task, batch, pool: str, host: bool, ranking: str = "pearson"):
-    """One batch: (rows, {kind.layer: {accumulator: tensor}}) of fresh statistics (on the host when `host`)."""
+def task_classes(task, items) -> list[str]:
+    """The classes of the items (their distinct gold answers, sorted) where the task has classes, else []."""
+    return sorted({str(it.gold) for it in items}) if has_classes(task) else []
+
+
+def permuted_scores(y: list[float], seed: int, batch: int) -> list[float]:
+    """The shuffled-outcome control's scores of one batch: y permuted within the batch by a permutation seeded by
+    (seed, batch index) alone, so any number of processes and a resumed run draw the same one. (A permutation over
+    the whole split cannot be applied in one streaming pass: a sample's partner may not be generated yet.)"""
+    g = torch.Generator().manual_seed(1_000_003 * seed + batch)
+    return [y[i] for i in torch.randperm(len(y), generator=g).tolist()]
+
+
+def batch_groups(cls: list[int], y_perm: list[float]) -> list[tuple[int, float, list[int]]]:
+    """(class, permuted score, samples) for each distinct (class, permuted score) of a batch, in sorted order: the
+    sample sets the fused op is called on, so every token is encoded once and both the per-class and the
+    shuffled-outcome sums follow from the groups' sums."""
+    groups: dict = {}
+    for b, key in enumerate(zip(cls, y_perm)):
+        groups.setdefault(key, []).append(b)
+    return [(c, yp, members) for (c, yp), members in sorted(groups.items())]
+
+
+def _token_index(lengths: list[int], T: int, members: list[int]) -> torch.Tensor:
+    """Rows of the flattened [B * T, d] residuals holding the generated tokens of `members`, in order."""
+    parts = [torch.arange(b * T, b * T + lengths[b]) for b in members]
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
+
+
+def group_stats(h: torch.Tensor, lengths: list[int], y: torch.Tensor, groups, sae, pool: str) -> list[CorrStats]:
+    """One fresh CorrStats per group (encode_pool_stats on the group's samples of h [B, T, d]; y on h's device)."""
+    flat = h.reshape(-1, h.shape[-1])
+    lens = torch.tensor(lengths, dtype=torch.long)
+    out = []
+    for _, _, members in groups:
+        sel = torch.tensor(members, dtype=torch.long)
+        xp = flat.index_select(0, _token_index(lengths, h.shape[1], members).to(h.device))
+        st = CorrStats(sae.d_sae, device=h.device)
+        encode_pool_stats(xp, lens[sel].to(h.device), y.index_select(0, sel.to(y.device)), sae, st, pool=pool,
+                          check=False)
+        out.append(st)
+    return out
+
+
+def _sum(parts: list[CorrStats], d: int, device) -> CorrStats:
+    total = CorrStats(d, device=device)
+    for st in parts:                      # a fixed order: the same float64 sums in any process
+        total.merge(st)
+    return total
+
+
+def shuffled_from_groups(parts: list[CorrStats], groups, y_perm: torch.Tensor) -> CorrStats:
+    """Statistics against the permuted scores from the groups' sums (every sample of a group has the same permuted
+    score; pooled SAE activations are never negative, so sum_z_active_pos = sum_z_pos)."""
+    st = CorrStats(parts[0].d_sae, device=parts[0].device)
+    for g, (_, yp, _) in zip(parts, groups):
+        for name in ("sum_z", "sum_z2", "n_active"):
+            getattr(st, name).add_(getattr(g, name))
+        st.sum_zy.add_(g.sum_z, alpha=yp)
+        if yp > 0:
+            st.sum_z_pos.add_(g.sum_z)
+            st.sum_z_active_pos.add_(g.sum_z)
+            st.n_active_pos.add_(g.n_active)
+    st.add_scalar_sums(y_perm.to(st.device))
+    return st
+
+
+def layer_stats(h, lengths: list[int], y, y_perm, cls: list[int], n_classes: int, sae, pool: str, ranking: str):
+    """One layer of one batch: (total, [per class], shuffled) fresh statistics of pooled SAE features.
+
+    Fused rankings: encode_pool_stats once per (class, permuted score) group, every token encoded once; totals,
+    classes and shuffled sums are added from the groups in sorted order. Other rankings: encode_pool once, then
+    RankStats and CorrStats updates on row subsets."""
+    dev, d = h.device, sae.d_sae
+    y_perm_t = torch.tensor(y_perm, dtype=torch.float64, device=dev)
+    if not fused(ranking):
+        pooled = encode_pool(h, torch.tensor(lengths, device=dev), sae, pool)
+        total = make_stats(ranking, d, dev).update(pooled, y)
+        per_class = []
+        for c in range(n_classes):
+            rows = torch.tensor([b for b, k in enumerate(cls) if k == c], dtype=torch.long, device=dev)
+            per_class.append(CorrStats(d, device=dev).update(pooled.index_select(0, rows), y.index_select(0, rows),
+                                                             check=False))
+        return total, per_class, CorrStats(d, device=dev).update(pooled, y_perm_t, check=False)
+    groups = batch_groups(cls, y_perm)
+    parts = group_stats(h, lengths, y, groups, sae, pool)
+    per_class = [_sum([p for p, g in zip(parts, groups) if g[0] == c], d, dev) for c in range(n_classes)]
+    return _sum(parts, d, dev), per_class, shuffled_from_groups(parts, groups, y_perm_t)
+
+
+def _batch_stats(lm, bank, task, batch, pool: str, host: bool, ranking: str = "pearson", classes=(), seed: int = 0,
+                 index: int = 0):
+    """One batch: (rows, {name: {accumulator: tensor}}) of fresh statistics (on the host when `host`); names as in
+    _named_stats."""
     points = {L: e.hook for L, e in bank}
     out = generate_batch(lm, [it.prompt for it in batch], task.max_new_tokens, capture=list(points.values()),
                          **task.gen_kwargs)
     rows = score_rows(task, batch, out.texts)
-    y = torch.tensor([r["correct"] for r in rows], dtype=torch.float64).to(lm.device)
-    parts = {}
+    ys = [r["correct"] for r in rows]
+    y = torch.tensor(ys, dtype=torch.float64).to(lm.device)
+    y_perm = permuted_scores(ys, seed, index)
+    cls = [classes.index(str(it.gold)) for it in batch] if classes else [0] * len(batch)
     lengths = out.lengths.to(lm.device)
-    any_h = next(iter(out.captured.values()))
-    T = any_h.shape[1]
-    # the valid positions, found once per batch (the one host sync of this loop): every layer is packed with them
-    # and folded without re-validating (generate_batch's lengths lie in [0, T], captures are finite model states)
-    valid = (torch.arange(T, device=lm.device)[None, :] < lengths[:, None]).flatten().nonzero().squeeze(1)
+    # the generation lengths, read once per batch (the one host sync of this loop): every layer's groups are packed
+    # with them and folded without re-validating (generate_batch's lengths lie in [0, T], captures are finite)
+    host_lengths = lengths.cpu().tolist()
+    parts = {}
     for L, e in bank:
         h = out.captured[points[L]]
-        sae = make_stats(ranking, e.sae.d_sae, lm.device)
-        if ranking == "pearson":
-            xp = h.reshape(-1, h.shape[-1]).index_select(0, valid)
-            encode_pool_stats(xp, lengths, y, e.sae, sae, pool=pool, check=False)
-        else:                          # mi / fisher / caa: pooled values into RankStats (corrsteer.pipeline.rank)
-            feed(h, lengths, y, e.sae, sae, pool)
+        sae, per_class, shuffled = layer_stats(h, host_lengths, y, y_perm, cls, len(classes), e.sae, pool, ranking)
         raw = CorrStats(lm.d_model, device=lm.device).update(_mean_pool(h, lengths), y, check=False)
-        for kind, st in (("sae", sae), ("raw", raw)):
+        named = {f"sae.{L}": sae, f"raw.{L}": raw, f"shuffled.{L}": shuffled}
+        named.update({f"class.{L}.{c}": st for c, st in enumerate(per_class)})
+        for name, st in named.items():
             t = _raw_tensors(st)
-            parts[f"{kind}.{L}"] = {k: v.cpu() for k, v in t.items()} if host else t
+            parts[name] = {k: v.cpu() for k, v in t.items()} if host else t
     return rows, parts
+
+
+def _named_stats(col: Collected) -> dict:
+    """{name: statistics} of everything collection accumulates: sae.L, raw.L, shuffled.L and class.L.c."""
+    out = {f"{kind}.{L}": st for kind in ("sae", "raw", "shuffled") for L, st in getattr(col, kind).items()}
+    out.update({f"class.{L}.{c}": st for L, sts in col.by_class.items() for c, st in enumerate(sts)})
+    return out
 
 
 def _fold(col: Collected, parts: dict) -> None:
     """Add one batch's statistics to the totals (elementwise float64 additions, the same on any device)."""
+    named = _named_stats(col)
     for name, tensors in parts.items():
-        kind, L = name.split(".")
-        total = _raw_tensors(getattr(col, kind)[int(L)])
+        total = _raw_tensors(named[name])
         for k, v in tensors.items():
             total[k] += v.to(total[k].device)
 
 
 def _tensors(col: Collected) -> dict:
-    return {f"{kind}.{L}.{k}": v for kind in ("sae", "raw") for L, st in getattr(col, kind).items()
-            for k, v in st.state_dict().items()}
+    return {f"{name}.{k}": v for name, st in _named_stats(col).items() for k, v in st.state_dict().items()}
 
 
 def _restore(col: Collected, tensors: dict) -> None:
-    for kind in ("sae", "raw"):
-        for L, st in getattr(col, kind).items():
-            prefix = f"{kind}.{L}."
-            st.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    for name, st in _named_stats(col).items():
+        prefix = f"{name}."
+        st.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
 
 
 def _resume(ckpt: StageCheckpoint | None, col: Collected, d: Dist) -> int:
@@ -139,7 +245,7 @@ def _resume(ckpt: StageCheckpoint | None, col: Collected, d: Dist) -> int:
         if d.main:
             ckpt.set_aside(e)
         col.rows = []
-        for st in list(col.sae.values()) + list(col.raw.values()):
+        for st in _named_stats(col).values():
             for t in _raw_tensors(st).values():
                 t.zero_()
         return 0
@@ -149,17 +255,20 @@ def _resume(ckpt: StageCheckpoint | None, col: Collected, d: Dist) -> int:
 
 def collect(lm, bank, task, items, batch_size: int = 16, pool: str = "max", checkpoint=None,
             progress: bool = True, dist: Dist = SINGLE, model_id: str | None = None,
-            ranking: str = "pearson") -> Collected:
+            ranking: str = "pearson", seed: int = 0) -> Collected:
     dev = lm.device
     for L, e in bank:
         if e.sae.device != dev:
             raise ValueError(f"the SAE for layer {L} is on {e.sae.device} but the model is on {dev}: "
                              "load the bank with device=lm.device (or bank.to(lm.device))")
+    classes = task_classes(task, items)
     col = Collected(sae={L: make_stats(ranking, e.sae.d_sae, dev) for L, e in bank},
-                    raw={L: CorrStats(lm.d_model, device=dev) for L, e in bank}, rows=[])
+                    raw={L: CorrStats(lm.d_model, device=dev) for L, e in bank}, rows=[], classes=classes,
+                    by_class={L: [CorrStats(e.sae.d_sae, device=dev) for _ in classes] for L, e in bank},
+                    shuffled={L: CorrStats(e.sae.d_sae, device=dev) for L, e in bank})
     ckpt = None
     if checkpoint:
-        key = collect_key(lm, bank, task, items, batch_size, pool, model_id, ranking)
+        key = collect_key(lm, bank, task, items, batch_size, pool, model_id, ranking, seed)
         ckpt = StageCheckpoint(checkpoint, "collect", key)
     n = n_batches(len(items), batch_size)
     start = _resume(ckpt, col, dist)
@@ -172,7 +281,7 @@ def collect(lm, bank, task, items, batch_size: int = 16, pool: str = "max", chec
 
     def work(b):
         return _batch_stats(lm, bank, task, items[b * batch_size:(b + 1) * batch_size], pool, host=dist.active,
-                            ranking=ranking)
+                            ranking=ranking, classes=classes, seed=seed, index=b)
 
     for done, results in rounds(n, start, dist, work):
         for rows, parts in results:

@@ -3,10 +3,13 @@ prefix search -> test all variants and the no-SAE baselines in one batched pass 
 
 Outputs in out_dir: config.json (the settings, replayable with `corrsteer run --config`, and world_size), plan.json
 (the last variant asked for, CorrSteer-P by default; plans/<variant>.json each), stats.safetensors (per-layer
-CorrStats), predictions.jsonl (one row per test sample and variant, baseline included), validation.json, report.md and
-PNG plots; checkpoints/ (one file per stage) lets a killed run resume. IN_PROGRESS marks the directory incomplete
-from the start of a run until its last output is written. Under torchrun every rank computes its share and rank 0
-alone writes.
+CorrStats, also per class and against the shuffled outcomes), predictions.jsonl (one row per test sample and variant,
+baseline, no-SAE baselines and controls included), validation.json, report.md and PNG plots; checkpoints/ (one
+file per stage) lets a killed run resume. IN_PROGRESS marks the directory incomplete from the start of a run until
+its last output is written. Under torchrun every rank computes its share and rank 0 alone writes.
+
+Beside S / A / P (and N when asked for) the test stage runs the no-SAE baselines (raw-residual, mean-difference) and
+two controls (stages.control_plans): control-random-feature and control-shuffled-outcome.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from corrsteer.pipeline.checkpoint import (
     model_identity,
 )
 from corrsteer.pipeline.dist import SINGLE, Dist
+from corrsteer.pipeline.rank import has_classes, resolve_ranking
 from corrsteer.pipeline.select import mean_difference, raw_direction, variant_s
 from corrsteer.pipeline.stages import (
     Context,
@@ -29,6 +33,7 @@ from corrsteer.pipeline.stages import (
     accuracy,
     build_plans,
     collect_stage,
+    control_plans,
     prefix_stage,
     rank_stage,
     run_plans,
@@ -41,6 +46,8 @@ from corrsteer.report.stats import compare
 from corrsteer.sae.presets import feature_links, with_hook_site
 from corrsteer.tasks.protocols import bind
 
+# the controls' test rows, compared with the baseline like the no-SAE baselines
+CONTROLS = ("control-random-feature", "control-shuffled-outcome")
 # what a run writes (removed when a run starts, so an old report never sits beside new plans)
 OUTPUTS = ("plan.json", "stats.safetensors", "predictions.jsonl", "validation.json", "report.md", "r_per_layer.png",
            "top_features.png")
@@ -53,7 +60,8 @@ def prepare(lm, bank, task, cfg):
 
 def extra_settings(task, cfg, split_note: str) -> dict:
     """Report settings for the paper's options (only those that apply); split_note: how task.split drew the splits."""
-    out = dict(ranking=getattr(cfg, "ranking", "pearson"), hook_site=getattr(cfg, "hook_site", "sae"),
+    out = dict(ranking=resolve_ranking(getattr(cfg, "ranking", "pearson"), task),
+               hook_site=getattr(cfg, "hook_site", "sae"),
                P_combine=("all kept layers together (the paper)" if getattr(cfg, "p_combine", "prefix") == "all"
                           else "the best-validated prefix of the kept layers (ours)"))
     if task.protocol:
@@ -75,6 +83,16 @@ def _start(out: Path, cfg, d: Dist, outputs=OUTPUTS, **context) -> None:
     write_config(out, cfg, world_size=d.world, **context)
 
 
+def stats_tensors(col) -> dict:
+    """stats.safetensors: layer<L>.<sum> (SAE features), class<c>.layer<L>.<sum> (the class col.classes[c]) and
+    shuffled.layer<L>.<sum> (against the shuffled-outcome control's permuted scores)."""
+    out = {f"layer{L}.{k}": v for L, st in col.sae.items() for k, v in st.state_dict().items()}
+    out.update({f"class{c}.layer{L}.{k}": v for L, sts in col.by_class.items() for c, st in enumerate(sts)
+                for k, v in st.state_dict().items()})
+    out.update({f"shuffled.layer{L}.{k}": v for L, st in col.shuffled.items() for k, v in st.state_dict().items()})
+    return out
+
+
 def write_predictions(path: Path, rows_by_variant: dict) -> None:
     lines = [json.dumps(dict(variant=name, **r)) + "\n" for name, rows in rows_by_variant.items() for r in rows]
     atomic_write_text(path, "".join(lines))
@@ -91,18 +109,17 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
     out = Path(out_dir)
     bank, task = prepare(lm, bank, task, cfg)          # protocol, hook site, scorer models
     ctx = Context(lm, bank, task, cfg, out, sae_source, dist, model_identity(lm))
-    _start(out, cfg, dist, model=lm.context(), saes=bank.context(sae_source), task=task.name)
+    _start(out, cfg, dist, model=lm.context(), saes=bank.context(sae_source), task=task.name, ranking=ctx.ranking)
     splits = task.split(cfg.n_select, cfg.n_val, cfg.n_test, seed=cfg.seed)
     sel, val_items, test_items = splits
 
     col = collect_stage(ctx, sel)
     if dist.main:
-        atomic_save_tensors(out / "stats.safetensors", {f"layer{L}.{k}": v for L, st in col.sae.items()
-                                                        for k, v in st.state_dict().items()})
+        atomic_save_tensors(out / "stats.safetensors", stats_tensors(col))
     cands = rank_stage(ctx, col)
     val = validate_stage(ctx, cands, val_items)
     prefix = prefix_stage(ctx, cands, val_items, val) if "P" in cfg.variants else None
-    picks = variant_picks(ctx, cands, prefix)
+    picks = variant_picks(ctx, cands, prefix, col)
     plans = build_plans(ctx, picks)
     if dist.main:
         _save_plans(out, plans, cfg.variants[-1])
@@ -115,26 +132,36 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
     best_L = best.layer
     hook = bank[best_L].hook
     raw_dim, raw_vec = raw_direction(col.raw, best_L, cfg.scale)
+    controls = control_plans(ctx, col, plans)
     test_plans = {"baseline": {}, **{f"CorrSteer-{n}": p.hook_vectors(lm.device) for n, p in plans.items()},
                   "raw-residual": {hook: raw_vec.to(lm.device)},
-                  "mean-difference": {hook: mean_difference(col.raw, best_L, cfg.scale)}}
+                  "mean-difference": {hook: mean_difference(col.raw, best_L, cfg.scale)},
+                  **{n: p.hook_vectors(lm.device) for n, p in controls.items()}}
     rows = test_stage(ctx, test_items, test_plans)
     settings = dict(model=lm.name, task=task.name, scorer=task.scorer, sae_source=sae_source,
                     layers=len(bank), n_select=len(sel), n_val=len(val_items), n_test=len(test_items), pool=cfg.pool,
                     coef=cfg.coef, scale=cfg.scale, world_size=dist.world,
                     select_accuracy=f"{accuracy(col.rows):.3f}", val_baseline=f"{val.baseline:.3f}",
                     P_layers=[p.layer for p in picks.get("P", [])], S=f"layer {best_L} feature {best.feature}",
+                    selection_measure="balanced accuracy" if has_classes(task) else "accuracy",
+                    **{n.replace("-", "_"): _features(p) for n, p in controls.items()},
                     raw_residual=f"layer {best_L} dim {raw_dim}", mean_difference_layer=best_L,
                     **extra_settings(task, cfg, splits.note))
     res = _report(ctx, rows, cands, settings, val, prefix, feature_links(sae_source, picks)) if dist.main else {}
     return dict(res, settings=settings)
 
 
+def _features(plan) -> str:
+    """'layer L feature F, ...' of a plan (the controls' settings line)."""
+    return ", ".join(f"layer {e.layer} feature {f}" for e in plan.entries for f in e.features) or "none"
+
+
 def _report(ctx: Context, rows: dict, cands: dict, settings: dict, val: Validation, prefix, extra=None) -> dict:
     out = ctx.out
     write_predictions(out / "predictions.jsonl", rows)
     comps = [compare(n, rows["baseline"], rows[n]) for n in rows if n.startswith("CorrSteer")]
-    base_comps = [compare(n, rows["baseline"], rows[n]) for n in ("raw-residual", "mean-difference")]
+    base_comps = [compare(n, rows["baseline"], rows[n]) for n in ("raw-residual", "mean-difference", *CONTROLS)
+                  if n in rows]
     write_report(out, title=f"CorrSteer on {ctx.task.name} ({ctx.lm.name})", comparisons=comps, top_features=cands,
                  layer_r={L: c[0].r for L, c in cands.items()}, settings=settings, baselines=base_comps,
                  outputs=rows, extra=extra)

@@ -22,8 +22,9 @@ from corrsteer.model.steer import SteeringPlan
 from corrsteer.pipeline.checkpoint import StageCheckpoint, items_identity, log, task_identity, vectors_identity
 from corrsteer.pipeline.collect import Collected, collect, score_rows
 from corrsteer.pipeline.dist import SINGLE, Dist, my_batches, n_batches, rounds
-from corrsteer.pipeline.rank import Candidate, layer_candidates
-from corrsteer.pipeline.select import p_prefixes, variant_a, variant_p, variant_s
+from corrsteer.pipeline.rank import Candidate, has_classes, layer_candidates, negative_candidates, resolve_ranking
+from corrsteer.pipeline.select import p_prefixes, random_feature_picks, variant_a, variant_n, variant_p, variant_s
+from corrsteer.report.stats import balanced_accuracy
 from corrsteer.sae.bank import SAEBank
 from corrsteer.tasks.task import Task
 
@@ -49,17 +50,27 @@ class Context:
     def ckpt(self, stage: str) -> Path:
         return self.out / CKPT_DIR / f"{stage}.safetensors"
 
+    @property
+    def ranking(self) -> str:
+        """--ranking resolved for this task (auto: within-class where the task has classes, else pearson)."""
+        return resolve_ranking(self.cfg.ranking, self.task)
+
+    def measure(self, rows) -> float:
+        """What selection compares: balanced accuracy where the task has classes, else accuracy."""
+        return balanced_accuracy(rows) if has_classes(self.task) else accuracy(rows)
+
 
 @dataclass
 class Validation:
+    """Validation scores: balanced accuracy where the task has classes (Context.measure), else accuracy."""
     baseline: float = float("nan")
-    per_layer: dict = field(default_factory=dict)        # {layer: accuracy of its feature alone}
+    per_layer: dict = field(default_factory=dict)        # {layer: score of its feature alone}
 
 
 @dataclass
 class PrefixSearch:
     picks: list[Candidate]                                # the chosen prefix of P's features
-    accuracy: list = field(default_factory=list)          # validation accuracy of each prefix
+    accuracy: list = field(default_factory=list)          # validation score (Context.measure) of each prefix
 
 
 def accuracy(rows) -> float:
@@ -128,13 +139,13 @@ def _plan(ctx: Context, name: str, picks: list[Candidate], all_positions: bool =
 # ---------------------------------------------------------------------------------------------------------------
 def collect_stage(ctx: Context, items) -> Collected:
     return collect(ctx.lm, ctx.bank, ctx.task, items, ctx.cfg.batch_size, ctx.cfg.pool, checkpoint=ctx.ckpt("collect"),
-                   dist=ctx.dist, model_id=ctx.model_id, ranking=ctx.cfg.ranking)
+                   dist=ctx.dist, model_id=ctx.model_id, ranking=ctx.ranking, seed=ctx.cfg.seed)
 
 
 def rank_stage(ctx: Context, col: Collected) -> dict[int, list[Candidate]]:
     """{layer: top-5 features} with positive correlation; RunError when there are none."""
-    cands = layer_candidates(col.sae, ctx.cfg.ranking, k=5, coef=ctx.cfg.coef,
-                             scale=ctx.cfg.scale)
+    cands = layer_candidates(col.sae, ctx.ranking, k=5, coef=ctx.cfg.coef, scale=ctx.cfg.scale,
+                             by_class=col.by_class)
     if not cands:
         raise RunError("no SAE feature correlates positively with correctness on the select split (accuracy "
                        f"{accuracy(col.rows):.2f} over {len(col.rows)} samples), expected both right and wrong "
@@ -143,13 +154,15 @@ def rank_stage(ctx: Context, col: Collected) -> dict[int, list[Candidate]]:
 
 
 def validate_stage(ctx: Context, cands: dict, val) -> Validation:
-    """Every layer's best feature alone, and the unsteered baseline, on the validation split (CorrSteer-P only)."""
+    """Every layer's best feature alone, and the unsteered baseline, on the validation split (CorrSteer-P only),
+    scored by Context.measure (balanced accuracy where the task has classes: a layer that only pushes one class
+    does not beat the baseline)."""
     if "P" not in ctx.cfg.variants:
         return Validation()
     plans = {"baseline": {}} | {f"L{L}": _plan(ctx, f"L{L}", [cands[L][0]]).hook_vectors(
         ctx.lm.device) for L in cands}
     rows = _gen(ctx, val, plans, "validate")
-    return Validation(baseline=accuracy(rows["baseline"]), per_layer={L: accuracy(rows[f"L{L}"]) for L in cands})
+    return Validation(baseline=ctx.measure(rows["baseline"]), per_layer={L: ctx.measure(rows[f"L{L}"]) for L in cands})
 
 
 def prefix_stage(ctx: Context, cands: dict, val_items, val: Validation) -> PrefixSearch:
@@ -161,14 +174,34 @@ def prefix_stage(ctx: Context, cands: dict, val_items, val: Validation) -> Prefi
     plans = {f"P{i + 1}": _plan(ctx, "p", pre).hook_vectors(ctx.lm.device)
              for i, pre in enumerate(prefixes[1:], start=1)}
     rows = _gen(ctx, val_items, plans, "prefix")
-    acc = [prefixes[0][0].val_acc] + [accuracy(rows[f"P{i + 1}"]) for i in range(1, len(prefixes))]
+    acc = [prefixes[0][0].val_acc] + [ctx.measure(rows[f"P{i + 1}"]) for i in range(1, len(prefixes))]
     best = max(range(len(prefixes)), key=lambda i: (acc[i], -i))
     return PrefixSearch(picks=prefixes[best], accuracy=acc)
 
 
-def variant_picks(ctx: Context, cands: dict, prefix: PrefixSearch | None) -> dict:
-    pickers = {"S": lambda: variant_s(cands), "A": lambda: variant_a(cands), "P": lambda: prefix.picks}
+def variant_picks(ctx: Context, cands: dict, prefix: PrefixSearch | None, col: Collected | None = None) -> dict:
+    """{variant: picks}; N steers away from the most negatively correlated feature of each layer P keeps (every
+    layer when P is not run)."""
+    def negative():
+        layers = [p.layer for p in prefix.picks] if prefix is not None else list(col.sae)
+        return variant_n(negative_candidates(col.sae, layers, ctx.ranking, ctx.cfg.scale, col.by_class))
+
+    pickers = {"S": lambda: variant_s(cands), "A": lambda: variant_a(cands), "P": lambda: prefix.picks, "N": negative}
     return {n: pickers[n]() for n in ctx.cfg.variants}
+
+
+def control_plans(ctx: Context, col: Collected, plans: dict) -> dict:
+    """The controls, as {name: SteeringPlan}: control-random-feature (the layers of P, or of the first variant
+    built, with random features of the same vector norms, seeded by --seed) and control-shuffled-outcome (every
+    layer's top feature by Pearson r against the within-batch permuted scores of the same collection pass)."""
+    ref = next((plans[n] for n in ("P", "A", "S", "N") if n in plans), None)
+    out = {}
+    if ref is not None:
+        picks = random_feature_picks(ref, ctx.bank, ctx.cfg.seed, col.sae)
+        out["control-random-feature"] = _plan(ctx, "control-random-feature", picks, ctx.cfg.all_positions)
+    shuffled = variant_a(layer_candidates(col.shuffled, "pearson", k=1, coef=ctx.cfg.coef, scale=ctx.cfg.scale))
+    out["control-shuffled-outcome"] = _plan(ctx, "control-shuffled-outcome", shuffled, ctx.cfg.all_positions)
+    return out
 
 
 def build_plans(ctx: Context, picks: dict) -> dict:

@@ -25,6 +25,18 @@ def _as_bools(values: Sequence[float | bool]) -> list[bool]:
     return [v >= 0.5 for v in _as_floats(values)]
 
 
+def balanced_accuracy(rows: Sequence[dict]) -> float:
+    """Mean per-class recall over the classes present among the rows' gold answers (rows with gold, pred and
+    correct; a class's recall is the mean `correct` of its rows): a constant answer scores 1 / (number of classes)
+    however the classes are balanced. 0.0 with no rows."""
+    by_gold: dict = {}
+    for r in rows:
+        by_gold.setdefault(str(r["gold"]), []).append(float(r["correct"]))
+    if not by_gold:
+        return 0.0
+    return sum(sum(v) / len(v) for v in by_gold.values()) / len(by_gold)
+
+
 def accuracy_ci(correct: Sequence[float | bool], z: float = 1.96) -> tuple[float, float, float]:
     """(accuracy, lo, hi) with the Wilson score interval (z = 1.96: 95%).
 

@@ -1,9 +1,12 @@
-"""Collection: the streamed statistics equal a float64 recomputation, and a checkpoint resumes."""
+"""Collection: the streamed statistics (totals, per class, against shuffled scores) equal a float64 recomputation,
+and a checkpoint resumes them."""
+import pytest
 import torch
+from cases import make_sae
 from fakes import FakeTask, tiny_bank
 
 from corrsteer.model.generate import generate_batch
-from corrsteer.pipeline.collect import collect
+from corrsteer.pipeline.collect import batch_groups, collect, layer_stats, permuted_scores, task_classes
 from corrsteer_kernels import CorrStats, encode_pool_reference
 
 
@@ -25,3 +28,90 @@ def test_collect_stats_equal_float64_recomputation(tiny_lm, tmp_path):
     again = collect(tiny_lm, bank, task, task.items, batch_size=4, checkpoint=tmp_path / "ck.safetensors",
                     progress=False)
     assert again.rows == col.rows and torch.equal(again.sae[1].features, col.sae[1].features)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# per-class and shuffled-outcome statistics
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("ranking", ["within-class", "pearson", "mi"])
+def test_per_class_and_shuffled_sums_equal_float64_reference(ranking):
+    seed = int(torch.randint(1 << 30, (1,)))                  # fresh inputs every run
+    g = torch.Generator().manual_seed(seed)
+    B, T, d, d_sae = 10, 7, 16, 24
+    lengths = [0, 1, 7, 3, 1, 5, 0, 2, 6, 4]                 # ragged, with empty and one-token samples
+    cls = [0, 1, 1, 0, 2, 0, 1, 0, 1, 0]                     # class 2 has one sample
+    y = [1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 1.0]
+    h = torch.randn(B, T, d, generator=g)                    # values past each length must be ignored
+    sae = make_sae(g, d, d_sae, "relu")
+    sae.W_enc.mul_(3.0)
+    y_perm = permuted_scores(y, seed=seed % 7, batch=3)
+    assert sorted(y_perm) == sorted(y)
+    total, per_class, shuffled = layer_stats(h, lengths, torch.tensor(y, dtype=torch.float64), y_perm, cls, 3, sae,
+                                             "max", ranking)
+    pooled = encode_pool_reference(h, torch.tensor(lengths), sae, "max")     # float64
+    yt = torch.tensor(y, dtype=torch.float64)
+
+    def close(got, want):
+        torch.testing.assert_close(got.features, want.features, rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(got.scalars, want.scalars, rtol=0, atol=0)
+
+    close(total, CorrStats(d_sae).update(pooled, yt))
+    assert len(per_class) == 3
+    for c in range(3):
+        rows = torch.tensor([b for b in range(B) if cls[b] == c])
+        close(per_class[c], CorrStats(d_sae).update(pooled[rows], yt[rows]))
+    close(shuffled, CorrStats(d_sae).update(pooled, torch.tensor(y_perm, dtype=torch.float64)))
+
+
+def test_permutation_is_fixed_by_seed_and_batch():
+    y = [float(i % 3 == 0) for i in range(16)]
+    assert permuted_scores(y, 0, 4) == permuted_scores(y, 0, 4)
+    assert permuted_scores(y, 0, 4) != permuted_scores(y, 0, 5) or permuted_scores(y, 1, 4) != permuted_scores(y, 0, 4)
+    assert batch_groups([1, 0, 1, 0], [1.0, 1.0, 0.0, 1.0]) == [(0, 1.0, [1, 3]), (1, 0.0, [2]), (1, 1.0, [0])]
+
+
+class TwoClassTask(FakeTask):
+    """FakeTask with golds even / odd alternating: items of both classes, right or wrong by the output's length."""
+
+    def __init__(self, n=12):
+        super().__init__(n)
+        for i, it in enumerate(self.items):
+            it.gold = "even" if i % 2 == 0 else "odd"
+
+
+def test_per_class_stats_equal_recomputation_and_survive_a_checkpoint(tiny_lm, tmp_path):
+    bank = tiny_bank(tiny_lm)
+    task = TwoClassTask(10)
+    ck = tmp_path / "ck.safetensors"
+    col = collect(tiny_lm, bank, task, task.items, batch_size=4, checkpoint=ck, progress=False, ranking="within-class")
+    assert col.classes == task_classes(task, task.items) == ["even", "odd"]
+    ys = torch.tensor([r["correct"] for r in col.rows], dtype=torch.float64)
+    out = generate_batch(tiny_lm, [it.prompt for it in task.items], task.max_new_tokens,
+                         capture=[e.hook for _, e in bank])
+    for L, e in bank:
+        pooled = encode_pool_reference(out.captured[e.hook], out.lengths, e.sae, "max")
+        for c, name in enumerate(col.classes):
+            rows = torch.tensor([i for i, it in enumerate(task.items) if it.gold == name])
+            want = CorrStats(e.sae.d_sae).update(pooled[rows], ys[rows])
+            torch.testing.assert_close(col.by_class[L][c].features, want.features, rtol=1e-5, atol=1e-4)
+            torch.testing.assert_close(col.by_class[L][c].scalars, want.scalars)
+        summed = CorrStats(e.sae.d_sae).merge(col.by_class[L][0]).merge(col.by_class[L][1])
+        torch.testing.assert_close(summed.features, col.sae[L].features, rtol=1e-12, atol=1e-9)
+    again = collect(tiny_lm, bank, task, task.items, batch_size=4, checkpoint=ck, progress=False,
+                    ranking="within-class")
+    assert again.rows == col.rows
+    for L, _ in bank:
+        for a, b in zip(again.by_class[L], col.by_class[L]):
+            assert torch.equal(a.features, b.features) and torch.equal(a.scalars, b.scalars)
+        assert torch.equal(again.shuffled[L].features, col.shuffled[L].features)
+    # another permutation seed: the checkpoint's key differs, so nothing is reused
+    other = collect(tiny_lm, bank, task, task.items, batch_size=4, checkpoint=ck, progress=False,
+                    ranking="within-class", seed=1)
+    assert torch.equal(other.by_class[1][0].features, col.by_class[1][0].features)
+    assert not torch.equal(other.shuffled[1].features, col.shuffled[1].features)
+
+
+def test_free_form_tasks_have_no_classes():
+    task = FakeTask(4)
+    task.kind = "short"
+    assert task_classes(task, task.items) == []

@@ -59,7 +59,7 @@ def test_run_each_task_end_to_end_offline(tiny_lm, tmp_path, monkeypatch, name, 
         monkeypatch.setattr(P, "final_number", lambda text: "1" if alt([text])[0] else "2")
         monkeypatch.setattr(P, "_canon", lambda g: "1")             # every other answer counts as right
     cfg = RunConfig(task=name, protocol=protocol, n_select=10, n_val=2, n_test=4, batch_size=5, layers="0,2",
-                    scorer_models="builtin")
+                    scorer_models="builtin", ranking="pearson")   # 10 items over 4 letters: too few per class
     corrsteer_run(tiny_lm, tiny_bank(tiny_lm, layers=(0, 2)), task, tmp_path / "out", cfg, sae_source="random")
     rows = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
     assert rows and all(set(r) >= {"prompt", "gold", "output", "pred", "correct"} for r in rows)
@@ -88,7 +88,8 @@ def test_p_combine_all_and_paper_hook_site(tiny_lm, tmp_path, monkeypatch):
     from corrsteer.pipeline.select import variant_p
     monkeypatch.setattr(S, "variant_p", lambda cands, val_acc, base: variant_p(cands, val_acc, -1.0))  # keep all
     task = _task(tmp_path, "mmlu", protocol="paper", constrain=True)
-    cfg = RunConfig(task="mmlu", n_select=12, n_val=3, n_test=3, batch_size=6, p_combine="all", hook_site="paper")
+    cfg = RunConfig(task="mmlu", n_select=12, n_val=3, n_test=3, batch_size=6, p_combine="all", hook_site="paper",
+                    ranking="pearson")
     res = corrsteer_run(tiny_lm, tiny_bank(tiny_lm, layers=(1, 3)), task, tmp_path / "o", cfg, sae_source="random")
     assert "all kept layers" in res["settings"]["P_combine"] and res["settings"]["hook_site"] == "paper"
     doc = json.loads((tmp_path / "o" / "config.json").read_text())
@@ -104,7 +105,7 @@ def test_seeds_write_the_table(tiny_lm, tmp_path):
     from corrsteer.pipeline.seeds import run_seeds, table_md
     task = _task(tmp_path, "mmlu", protocol="paper", constrain=True)
     cfg = RunConfig(task="mmlu", n_select=10, n_val=2, n_test=3, batch_size=5, variant="A", seeds="0,1",
-                    saes="random")
+                    saes="random", ranking="pearson")
     per_seed = run_seeds(tiny_lm, tiny_bank(tiny_lm, layers=(1, 3)), task, tmp_path / "o", cfg)
     assert sorted(per_seed) == [0, 1] and (tmp_path / "o" / "seed1" / "report.md").exists()
     table = (tmp_path / "o" / "table.md").read_text()

@@ -117,7 +117,7 @@ def test_changed_answers_start_collection_fresh(tiny_lm, tmp_path, monkeypatch, 
         it.gold = "odd"                                            # every answer's truth flips
     c = Counter(monkeypatch)
     _run(tiny_lm, tmp_path / "a", task=task)
-    assert "collect: items changed since" in capsys.readouterr().err and c.calls.count("collect") == 3
+    assert "collect: classes, items changed since" in capsys.readouterr().err and c.calls.count("collect") == 3
     _run(tiny_lm, tmp_path / "b", task=task)
     assert _outputs(tmp_path / "a") == _outputs(tmp_path / "b")
 

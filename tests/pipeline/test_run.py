@@ -17,12 +17,15 @@ def test_run_end_to_end_writes_every_output(tiny_lm, tmp_path):
         assert (tmp_path / name).exists(), name
     rows = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
     variants = {r["variant"] for r in rows}
-    assert variants == {"baseline", "CorrSteer-S", "CorrSteer-A", "CorrSteer-P", "raw-residual", "mean-difference"}
+    assert variants == {"baseline", "CorrSteer-S", "CorrSteer-A", "CorrSteer-P", "raw-residual", "mean-difference",
+                        "control-random-feature", "control-shuffled-outcome"}
     assert all(sum(r["variant"] == v for r in rows) == 8 for v in variants)
     assert set(rows[0]) >= {"variant", "id", "prompt", "output", "pred", "gold", "correct"}
     assert "CorrSteer-S" in (tmp_path / "report.md").read_text()
     assert SteeringPlan.load(tmp_path / "plans" / "S.json").entries[0].layer in (0, 2, 3)
     assert [c.variant for c in res["comparisons"]] == ["CorrSteer-S", "CorrSteer-A", "CorrSteer-P"]
+    assert [c.variant for c in res["baselines"]] == ["raw-residual", "mean-difference", "control-random-feature",
+                                                      "control-shuffled-outcome"]
 
 
 def test_run_records_its_settings_and_what_they_resolved_to(tiny_lm, tmp_path):
@@ -40,3 +43,21 @@ def test_run_records_its_settings_and_what_they_resolved_to(tiny_lm, tmp_path):
     assert doc["saes"] == dict(source="random", layers={"1": dict(sae="random-1", hook="blocks.1.hook_resid_post"),
                                                        "3": dict(sae="random-3", hook="blocks.3.hook_resid_post")})
     assert doc["task"] == "fake"
+
+
+def test_run_with_classes_ranks_within_class_and_builds_n(tiny_lm, tmp_path):
+    bank = tiny_bank(tiny_lm, layers=(0, 2, 3))
+    task = FakeTask(24)
+    for i, it in enumerate(task.items):
+        it.gold = "even" if i % 2 == 0 else "odd"
+    cfg = RunConfig(n_select=12, n_val=4, n_test=6, batch_size=4, variant="A,N")
+    res = corrsteer_run(tiny_lm, bank, task, tmp_path, cfg, sae_source="random")
+    doc = json.loads((tmp_path / "config.json").read_text())
+    assert doc["settings"]["ranking"] == "auto" and doc["ranking"] == "within-class"
+    assert res["settings"]["ranking"] == "within-class" and res["settings"]["selection_measure"] == "balanced accuracy"
+    assert [c.variant for c in res["comparisons"]] == ["CorrSteer-A", "CorrSteer-N"]
+    n_plan = SteeringPlan.load(tmp_path / "plans" / "N.json")
+    assert n_plan.entries and all(c < 0 for e in n_plan.entries for c in e.coefficients)
+    a_plan = SteeringPlan.load(tmp_path / "plans" / "A.json")
+    rand = res["settings"]["control_random_feature"]
+    assert [int(x.split()[1]) for x in rand.split(", ")] == [e.layer for e in a_plan.entries]   # A's layers (no P)

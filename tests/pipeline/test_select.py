@@ -1,9 +1,22 @@
-"""Selection: a planted feature wins, variants S/A/P, P prefixes, the mean-difference baseline."""
+"""Selection: a planted feature wins, variants S/A/P/N, P prefixes, the mean-difference baseline, the random-feature
+control."""
 import pytest
 import torch
+from cases import make_sae
 
+from corrsteer.model.hooks import HookPoint
+from corrsteer.model.steer import SteeringPlan
 from corrsteer.pipeline.rank import Candidate, layer_candidates
-from corrsteer.pipeline.select import mean_difference, p_prefixes, variant_a, variant_p, variant_s
+from corrsteer.pipeline.select import (
+    mean_difference,
+    p_prefixes,
+    random_feature_picks,
+    variant_a,
+    variant_n,
+    variant_p,
+    variant_s,
+)
+from corrsteer.sae.bank import BankEntry, SAEBank
 from corrsteer_kernels import CorrStats
 
 
@@ -38,3 +51,32 @@ def test_p_prefixes_rank_by_validation_accuracy():
             for L, a in ((1, 0.6), (4, 0.8), (9, 0.7))]
     pre = p_prefixes(kept)
     assert [[p.layer for p in x] for x in pre] == [[4], [4, 9], [4, 9, 1]]
+
+
+def _bank(d_in=12, d_sae=60, layers=(2, 5)):
+    g = torch.Generator().manual_seed(3)
+    return SAEBank({L: BankEntry(make_sae(g, d_in, d_sae, "relu"), HookPoint(L, "post"), f"r{L}") for L in layers},
+                   "m")
+
+
+def test_random_feature_control_keeps_layers_and_vector_norms():
+    bank = _bank()
+    picks = [Candidate(layer=2, feature=7, r=0.4, score=0.4, freq=0.5, coef=1.7),
+             Candidate(layer=5, feature=30, r=0.3, score=0.3, freq=0.5, coef=0.4)]
+    plan = SteeringPlan.from_features("CorrSteer-P", "m", "s", bank, picks)
+    stats = {L: CorrStats(60).update(torch.rand(8, 60), torch.tensor([1.0, 0.0] * 4)) for L in (2, 5)}
+    ctrl = random_feature_picks(plan, bank, seed=11, stats=stats)
+    assert [p.layer for p in ctrl] == [2, 5] and [p.feature for p in ctrl] != [7, 30]
+    assert all(p.feature != q.feature for p, q in zip(ctrl, picks))
+    assert ctrl == random_feature_picks(plan, bank, seed=11, stats=stats)              # seeded
+    assert ctrl[0].r == pytest.approx(float(stats[2].pearson()[ctrl[0].feature]))
+    rand_plan = SteeringPlan.from_features("control", "m", "s", bank, ctrl)
+    for hook, v in plan.vectors.items():
+        assert torch.tensor(rand_plan.vectors[hook]).norm() == pytest.approx(float(torch.tensor(v).norm()), rel=1e-5)
+    other = [random_feature_picks(plan, bank, seed=s) for s in range(12, 16)]
+    assert any([p.feature for p in o] != [p.feature for p in ctrl] for o in other)
+
+
+def test_variant_n_in_layer_order():
+    c = {L: Candidate(layer=L, feature=1, r=-0.3, score=-0.3, freq=0.2, coef=-1.0) for L in (9, 2, 4)}
+    assert [p.layer for p in variant_n(c)] == [2, 4, 9]

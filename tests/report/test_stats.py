@@ -9,6 +9,7 @@ from fakes import paired_rows
 from corrsteer.report.stats import (
     Comparison,
     accuracy_ci,
+    balanced_accuracy,
     compare,
     mcnemar_exact,
     mcnemar_from_counts,
@@ -174,3 +175,17 @@ def test_compare_mismatched_ids_raise():
         compare("v", base, steered[:-1] + [{"id": "other", "pred": "A", "correct": True}])
     with pytest.raises(ValueError):
         compare("v", base, steered + [steered[0]])          # duplicate id
+
+
+def test_balanced_accuracy_by_hand():
+    def row(gold, pred):
+        return dict(gold=gold, pred=pred, correct=float(gold == pred))
+
+    rows = [row("pos", "pos"), row("pos", "pos"), row("pos", "neu"), row("neg", "pos")]
+    assert balanced_accuracy(rows) == pytest.approx((2 / 3 + 0) / 2)
+    constant = [row("pos", "pos")] * 96 + [row("neg", "pos")] * 96        # the constant answer: 50%, whatever
+    assert balanced_accuracy(constant) == pytest.approx(0.5)
+    assert balanced_accuracy(constant[:150]) == pytest.approx(0.5)        # ... the class balance
+    three = [row(c, "a") for c in "abc"]                                  # recall over the classes present
+    assert balanced_accuracy(three) == pytest.approx(1 / 3)
+    assert balanced_accuracy([]) == 0.0

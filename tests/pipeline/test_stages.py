@@ -1,0 +1,28 @@
+"""Stages: selection's measure is balanced accuracy where the task has classes, plain accuracy otherwise; the
+ranking a run uses is --ranking resolved for its task."""
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from corrsteer.config import RunConfig
+from corrsteer.pipeline.stages import Context
+
+# 3 positives answered right, 1 negative answered wrong: accuracy 0.75, balanced accuracy 0.5
+ROWS = [dict(gold="positive", pred="positive", correct=1.0)] * 3 + [dict(gold="negative", pred="positive",
+                                                                        correct=0.0)]
+
+
+def _ctx(kind, ranking="auto"):
+    return Context(lm=None, bank=None, task=SimpleNamespace(name="t", kind=kind), cfg=RunConfig(ranking=ranking),
+                   out=Path("."))
+
+
+def test_measure_is_balanced_where_the_task_has_classes():
+    assert _ctx("label").measure(ROWS) == pytest.approx(0.5)
+    assert _ctx("short").measure(ROWS) == pytest.approx(0.75)
+
+
+def test_context_ranking_resolves_auto():
+    assert _ctx("mc").ranking == "within-class" and _ctx("short").ranking == "pearson"
+    assert _ctx("mc", "pearson").ranking == "pearson"
