@@ -1,10 +1,14 @@
 """Stand-ins for the pipeline tests: a deterministic fake task, random SAE banks for the tiny model, paired rows."""
+import copy
 import random
+from contextlib import contextmanager
 
 import torch
-
 from cases import make_sae
+
+from corrsteer.model.generate import eos_ids
 from corrsteer.model.hooks import HookPoint
+from corrsteer.model.lm import LM
 from corrsteer.sae.bank import BankEntry, SAEBank
 from corrsteer.tasks.splits import Splits
 from corrsteer.tasks.task import Item, Task
@@ -60,3 +64,32 @@ def save_tiny_dirs(lm, root):
     for _, e in tiny_bank(lm, layers=(1, 2)):
         save_sae_dir(root / "saes" / e.hook.hook_name, e.sae, e.hook, "model")
     return root
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# devices and generation lengths, for the device tests
+# ---------------------------------------------------------------------------------------------------------------
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def on(lm, device, dtype=None):
+    model = copy.deepcopy(lm.model).to(device=device, dtype=dtype)
+    return LM(model=model, tokenizer=lm.tokenizer, name=lm.name)
+
+
+@contextmanager
+def forced_eos(lm, every=4):
+    """EOS wins wherever the argmax token id is a multiple of `every`: rows end at different steps, decided by each
+    row's own logits (so batch composition cannot change it)."""
+    eos = min(eos_ids(lm))
+
+    def hook(mod, args, out):
+        out = out.clone()
+        win = out.argmax(-1) % every == 0
+        out[..., eos] = torch.where(win, out.max(-1).values + 1, out[..., eos])
+        return out
+    h = lm.model.get_output_embeddings().register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        h.remove()

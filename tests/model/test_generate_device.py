@@ -1,10 +1,9 @@
 """The device-resident, sync-free decode loop: equal to HF generate with ragged EOS and steering, captures equal a
 plain forward, compaction and mask kinds change nothing, and no host sync per decode step."""
-import copy
-from contextlib import contextmanager
 
 import pytest
 import torch
+from fakes import DEVICES, forced_eos, on
 
 from corrsteer.model import generate as G
 from corrsteer.model.generate import eos_ids, generate_batch
@@ -13,33 +12,9 @@ from corrsteer.model.lm import LM
 from corrsteer.model.profiling import count_host_syncs, sync_points
 from corrsteer_kernels import steer_add_
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 PROMPTS = ["Hi", "Tell me a long story about a cat and a dog please.", "What is two plus two?", "x",
            "Name three colors", "Why is the sky blue? Explain in detail."]
 POINTS = [HookPoint(1, "post"), HookPoint(3, "pre")]
-
-
-def on(lm, device, dtype=None):
-    model = copy.deepcopy(lm.model).to(device=device, dtype=dtype)
-    return LM(model=model, tokenizer=lm.tokenizer, name=lm.name)
-
-
-@contextmanager
-def forced_eos(lm, every=4):
-    """EOS wins wherever the argmax token id is a multiple of `every`: rows end at different steps, decided by each
-    row's own logits (so batch composition cannot change it)."""
-    eos = min(eos_ids(lm))
-
-    def hook(mod, args, out):
-        out = out.clone()
-        win = out.argmax(-1) % every == 0
-        out[..., eos] = torch.where(win, out.max(-1).values + 1, out[..., eos])
-        return out
-    h = lm.model.get_output_embeddings().register_forward_hook(hook)
-    try:
-        yield
-    finally:
-        h.remove()
 
 
 def _adder(vecs, rows):

@@ -2,8 +2,7 @@
 loaded onto a device in a dtype, and (with CUDA) the whole collect + select pipeline on CUDA equal to the CPU's."""
 import pytest
 import torch
-from fakes import FakeTask, tiny_bank
-from test_generate_device import DEVICES, forced_eos, on
+from fakes import DEVICES, FakeTask, forced_eos, on, tiny_bank
 
 from corrsteer.model.generate import generate_batch
 from corrsteer.pipeline.collect import collect
