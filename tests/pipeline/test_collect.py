@@ -107,7 +107,8 @@ def test_per_class_stats_equal_recomputation_and_survive_a_checkpoint(tiny_lm, t
     # another permutation seed: the checkpoint's key differs, so nothing is reused
     other = collect(tiny_lm, bank, task, task.items, batch_size=4, checkpoint=ck, progress=False,
                     ranking="within-class", seed=1)
-    assert torch.equal(other.by_class[1][0].features, col.by_class[1][0].features)
+    # the same per-class sums, up to the fp32 partial sums of the groups the permutation forms (torch path)
+    torch.testing.assert_close(other.by_class[1][0].features, col.by_class[1][0].features, rtol=1e-6, atol=1e-6)
     assert not torch.equal(other.shuffled[1].features, col.shuffled[1].features)
 
 
