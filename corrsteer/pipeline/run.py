@@ -1,5 +1,6 @@
 """`corrsteer run`: collect on the select split -> rank features -> validate each layer's feature (CorrSteer-P) ->
-prefix search -> test all variants and the no-SAE baselines in one batched pass -> report (stages.py).
+prefix search -> test all variants and the no-SAE baselines in one batched pass, then the prompting rows
+(prompting.py: an instruction, few-shot from the select split, the instruction under P's plan) -> report (stages.py).
 
 Outputs in out_dir: config.json (the settings, replayable with `corrsteer run --config`, and world_size), plan.json
 (the last variant asked for, CorrSteer-P by default; plans/<variant>.json each), stats.safetensors (per-layer
@@ -22,6 +23,7 @@ from corrsteer.pipeline.checkpoint import (
     model_identity,
 )
 from corrsteer.pipeline.dist import SINGLE, Dist
+from corrsteer.pipeline.prompting import PROMPT_VARIANTS, PromptSet, prompt_set, prompt_stage
 from corrsteer.pipeline.select import mean_difference, raw_direction, variant_s
 from corrsteer.pipeline.stages import (
     Context,
@@ -37,13 +39,14 @@ from corrsteer.pipeline.stages import (
     variant_picks,
 )
 from corrsteer.report.markdown import write_report
-from corrsteer.report.stats import compare
+from corrsteer.report.stats import compare, evaluate, has_classes
 from corrsteer.sae.presets import feature_links, with_hook_site
 from corrsteer.tasks.protocols import bind
 
 # what a run writes (removed when a run starts, so an old report never sits beside new plans)
 OUTPUTS = ("plan.json", "stats.safetensors", "predictions.jsonl", "validation.json", "report.md", "r_per_layer.png",
            "top_features.png")
+P_NAME = "CorrSteer-P"
 
 
 def prepare(lm, bank, task, cfg):
@@ -91,8 +94,10 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
     out = Path(out_dir)
     bank, task = prepare(lm, bank, task, cfg)          # protocol, hook site, scorer models
     ctx = Context(lm, bank, task, cfg, out, sae_source, dist, model_identity(lm))
-    _start(out, cfg, dist, model=lm.context(), saes=bank.context(sae_source), task=task.name)
     sel, val_items, test_items = task.split(cfg.n_select, cfg.n_val, cfg.n_test, seed=cfg.seed)
+    prompts = prompt_set(task, sel, cfg.few_shot, cfg.seed)
+    _start(out, cfg, dist, model=lm.context(), saes=bank.context(sae_source), task=task.name,
+           prompts=prompts.to_dict())
 
     col = collect_stage(ctx, sel)
     if dist.main:
@@ -118,6 +123,7 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
                   "raw-residual": {hook: raw_vec.to(lm.device)},
                   "mean-difference": {hook: mean_difference(col.raw, best_L, cfg.scale)}}
     rows = test_stage(ctx, test_items, test_plans)
+    rows |= prompt_stage(ctx, test_items, prompts, test_plans.get("CorrSteer-P"))
     settings = dict(model=lm.name, task=task.name, scorer=getattr(task, "scorer", task.kind), sae_source=sae_source,
                     layers=len(bank), n_select=len(sel), n_val=len(val_items), n_test=len(test_items), pool=cfg.pool,
                     coef=cfg.coef, scale=cfg.scale, world_size=dist.world,
@@ -125,23 +131,30 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
                     P_layers=[p.layer for p in picks.get("P", [])], S=f"layer {best_L} feature {best.feature}",
                     raw_residual=f"layer {best_L} dim {raw_dim}", mean_difference_layer=best_L,
                     **extra_settings(task, cfg))
-    res = _report(ctx, rows, cands, settings, val, prefix, feature_links(sae_source, picks)) if dist.main else {}
+    res = _report(ctx, rows, cands, settings, val, prefix, feature_links(sae_source, picks), prompts) \
+        if dist.main else {}
     return dict(res, settings=settings)
 
 
-def _report(ctx: Context, rows: dict, cands: dict, settings: dict, val: Validation, prefix, extra=None) -> dict:
+def _report(ctx: Context, rows: dict, cands: dict, settings: dict, val: Validation, prefix, extra=None,
+            prompts: PromptSet | None = None) -> dict:
     out = ctx.out
     write_predictions(out / "predictions.jsonl", rows)
     comps = [compare(n, rows["baseline"], rows[n]) for n in rows if n.startswith("CorrSteer")]
     base_comps = [compare(n, rows["baseline"], rows[n]) for n in ("raw-residual", "mean-difference")]
+    prompt_comps = [compare(n, rows["baseline"], rows[n]) for n in PROMPT_VARIANTS if n in rows]
+    ev = evaluate(rows, has_classes(ctx.task.kind), seed=ctx.cfg.seed)
+    vs_p = {n: compare(n, rows[P_NAME], rows[n]).p_value for n in rows if n not in ("baseline", P_NAME)} \
+        if P_NAME in rows else {}
     write_report(out, title=f"CorrSteer on {ctx.task.name} ({ctx.lm.name})", comparisons=comps, top_features=cands,
                  layer_r={L: c[0].r for L, c in cands.items()}, settings=settings, baselines=base_comps,
-                 outputs=rows, extra=extra)
+                 outputs=rows, extra=extra, evaluation=ev, prompting=prompt_comps, vs_p=vs_p,
+                 prompts=prompts.texts() if prompts else None)
     atomic_write_text(out / "validation.json", json.dumps(dict(
         baseline=val.baseline, per_layer=val.per_layer, p_prefix_accuracy=prefix.accuracy if prefix else []),
         indent=1))
     mark_done(out)
-    return dict(comparisons=comps, baselines=base_comps)
+    return dict(comparisons=comps, baselines=base_comps, prompting=prompt_comps, evaluation=ev, vs_p=vs_p)
 
 
 def eval_plan(lm, task, plan, out_dir, cfg: EvalConfig, dist: Dist = SINGLE) -> dict:
