@@ -344,6 +344,8 @@ class RunConfig(PaperOptions, TaskSourceOptions, SelectOptions, LayerOptions, Sp
     replay: ClassVar[bool] = True
     select_only: ClassVar[bool] = False     # `corrsteer select` stops once the plans are written
     out: str | None = option(None, "output directory (default: runs/<task>)", metavar="DIR")
+    few_shot: int = option(3, "solved select-split examples in the few-shot prompting row (0: no few-shot row)",
+                           check=non_negative)
 
     def check(self):
         super().check()

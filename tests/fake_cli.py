@@ -6,9 +6,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from fakes import FakeTask  # noqa: E402
+
 from corrsteer.cli import main as cli  # noqa: E402
 from corrsteer.tasks.task import register_task  # noqa: E402
-from fakes import FakeTask  # noqa: E402
 
 register_task("fake")(lambda seed: FakeTask(40))
 

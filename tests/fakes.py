@@ -66,6 +66,20 @@ def save_tiny_dirs(lm, root):
     return root
 
 
+def class_rows(counts: dict, seed=0, kind_ok=None):
+    """Rows of one variant from {gold: {pred: count}}: ids '<gold>-<i>' (paired across variants with the same gold
+    counts), preds dealt to a gold's items in a seeded order, correct = pred == gold (or kind_ok(pred, gold))."""
+    rng = random.Random(seed)
+    rows = []
+    for gold, preds in counts.items():
+        dealt = [p for p, c in preds.items() for _ in range(c)]
+        rng.shuffle(dealt)
+        for i, p in enumerate(dealt):
+            ok = kind_ok(p, gold) if kind_ok else p == gold
+            rows.append({"id": f"{gold}-{i}", "gold": gold, "pred": p, "correct": float(ok), "output": p})
+    return rows
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # devices and generation lengths, for the device tests
 # ---------------------------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ from corrsteer.pipeline.checkpoint import (
     task_identity,
 )
 from corrsteer.pipeline.dist import SINGLE, Dist, my_batches, n_batches, rounds
-from corrsteer.pipeline.rank import fused, has_classes, make_stats
+from corrsteer.pipeline.rank import fused, make_stats
 from corrsteer_kernels import CorrStats, RankStats, encode_pool, encode_pool_stats
 
 
@@ -89,7 +89,7 @@ def _raw_tensors(st: CorrStats) -> dict:
 
 def task_classes(task, items) -> list[str]:
     """The classes of the items (their distinct gold answers, sorted) where the task has classes, else []."""
-    return sorted({str(it.gold) for it in items}) if has_classes(task) else []
+    return sorted({str(it.gold) for it in items}) if task.has_classes else []
 
 
 def permuted_scores(y: list[float], seed: int, batch: int) -> list[float]:

@@ -31,25 +31,19 @@ from dataclasses import asdict, dataclass
 import torch
 
 from corrsteer.config import SettingsError
-from corrsteer.tasks.task import Task
+from corrsteer.tasks.task import CLASS_KINDS, Task
 from corrsteer_kernels import CorrStats, RankStats, encode_pool, encode_pool_stats
 
 COEFS = ("mean", "active")
-CLASS_KINDS = ("label", "mc", "refusal")      # task kinds whose gold answers are classes (item.gold)
 RANKINGS = ("pearson", "within-class", "mi", "fisher", "caa")
-
-
-def has_classes(task: Task) -> bool:
-    """Whether the task's items fall into classes by their gold answer (free-form tasks do not)."""
-    return task.kind in CLASS_KINDS
 
 
 def resolve_ranking(ranking: str, task: Task) -> str:
     """--ranking auto -> within-class where the task has classes, else pearson; within-class on a free-form task is
     a usage error."""
     if ranking == "auto":
-        return "within-class" if has_classes(task) else "pearson"
-    if ranking == "within-class" and not has_classes(task):
+        return "within-class" if task.has_classes else "pearson"
+    if ranking == "within-class" and not task.has_classes:
         raise SettingsError(f"--ranking within-class needs a task whose answers are classes ({', '.join(CLASS_KINDS)})"
                             f", got {task.name!r} of kind {task.kind!r}")
     return ranking

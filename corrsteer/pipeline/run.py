@@ -1,5 +1,6 @@
 """`corrsteer run`: collect on the select split -> rank features -> validate each layer's feature (CorrSteer-P) ->
-prefix search -> test all variants and the no-SAE baselines in one batched pass -> report (stages.py).
+prefix search -> test all variants and the no-SAE baselines in one batched pass, then the prompting rows
+(prompting.py: an instruction, few-shot from the select split, the instruction under P's plan) -> report (stages.py).
 
 Outputs in out_dir: config.json (the settings, replayable with `corrsteer run --config`, and world_size), plan.json
 (the last variant asked for, CorrSteer-P by default; plans/<variant>.json each), stats.safetensors (per-layer
@@ -25,7 +26,8 @@ from corrsteer.pipeline.checkpoint import (
     model_identity,
 )
 from corrsteer.pipeline.dist import SINGLE, Dist
-from corrsteer.pipeline.rank import has_classes, resolve_ranking
+from corrsteer.pipeline.prompting import PROMPT_VARIANTS, PromptSet, prompt_set, prompt_stage
+from corrsteer.pipeline.rank import resolve_ranking
 from corrsteer.pipeline.select import mean_difference, raw_direction, variant_s
 from corrsteer.pipeline.stages import (
     Context,
@@ -42,7 +44,7 @@ from corrsteer.pipeline.stages import (
     variant_picks,
 )
 from corrsteer.report.markdown import write_report
-from corrsteer.report.stats import compare
+from corrsteer.report.stats import compare, evaluate
 from corrsteer.sae.presets import feature_links, with_hook_site
 from corrsteer.tasks.protocols import bind
 
@@ -51,6 +53,7 @@ CONTROLS = ("control-random-feature", "control-shuffled-outcome")
 # what a run writes (removed when a run starts, so an old report never sits beside new plans)
 OUTPUTS = ("plan.json", "stats.safetensors", "predictions.jsonl", "validation.json", "report.md", "r_per_layer.png",
            "top_features.png")
+P_NAME = "CorrSteer-P"
 
 
 def prepare(lm, bank, task, cfg):
@@ -109,9 +112,11 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
     out = Path(out_dir)
     bank, task = prepare(lm, bank, task, cfg)          # protocol, hook site, scorer models
     ctx = Context(lm, bank, task, cfg, out, sae_source, dist, model_identity(lm))
-    _start(out, cfg, dist, model=lm.context(), saes=bank.context(sae_source), task=task.name, ranking=ctx.ranking)
     splits = task.split(cfg.n_select, cfg.n_val, cfg.n_test, seed=cfg.seed)
     sel, val_items, test_items = splits
+    prompts = prompt_set(task, sel, cfg.few_shot, cfg.seed)
+    _start(out, cfg, dist, model=lm.context(), saes=bank.context(sae_source), task=task.name, ranking=ctx.ranking,
+           prompts=prompts.to_dict())
 
     col = collect_stage(ctx, sel)
     if dist.main:
@@ -138,16 +143,18 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
                   "mean-difference": {hook: mean_difference(col.raw, best_L, cfg.scale)},
                   **{n: p.hook_vectors(lm.device) for n, p in controls.items()}}
     rows = test_stage(ctx, test_items, test_plans)
+    rows |= prompt_stage(ctx, test_items, prompts, test_plans.get("CorrSteer-P"))
     settings = dict(model=lm.name, task=task.name, scorer=task.scorer, sae_source=sae_source,
                     layers=len(bank), n_select=len(sel), n_val=len(val_items), n_test=len(test_items), pool=cfg.pool,
                     coef=cfg.coef, scale=cfg.scale, world_size=dist.world,
                     select_accuracy=f"{accuracy(col.rows):.3f}", val_baseline=f"{val.baseline:.3f}",
                     P_layers=[p.layer for p in picks.get("P", [])], S=f"layer {best_L} feature {best.feature}",
-                    selection_measure="balanced accuracy" if has_classes(task) else "accuracy",
+                    selection_measure="balanced accuracy" if task.has_classes else "accuracy",
                     **{n.replace("-", "_"): _features(p) for n, p in controls.items()},
                     raw_residual=f"layer {best_L} dim {raw_dim}", mean_difference_layer=best_L,
                     **extra_settings(task, cfg, splits.note))
-    res = _report(ctx, rows, cands, settings, val, prefix, feature_links(sae_source, picks)) if dist.main else {}
+    res = _report(ctx, rows, cands, settings, val, prefix, feature_links(sae_source, picks), prompts) \
+        if dist.main else {}
     return dict(res, settings=settings)
 
 
@@ -156,20 +163,26 @@ def _features(plan) -> str:
     return ", ".join(f"layer {e.layer} feature {f}" for e in plan.entries for f in e.features) or "none"
 
 
-def _report(ctx: Context, rows: dict, cands: dict, settings: dict, val: Validation, prefix, extra=None) -> dict:
+def _report(ctx: Context, rows: dict, cands: dict, settings: dict, val: Validation, prefix, extra=None,
+            prompts: PromptSet | None = None) -> dict:
     out = ctx.out
     write_predictions(out / "predictions.jsonl", rows)
     comps = [compare(n, rows["baseline"], rows[n]) for n in rows if n.startswith("CorrSteer")]
     base_comps = [compare(n, rows["baseline"], rows[n]) for n in ("raw-residual", "mean-difference", *CONTROLS)
                   if n in rows]
+    prompt_comps = [compare(n, rows["baseline"], rows[n]) for n in PROMPT_VARIANTS if n in rows]
+    ev = evaluate(rows, ctx.task.has_classes, seed=ctx.cfg.seed)
+    vs_p = {n: compare(n, rows[P_NAME], rows[n]).p_value for n in rows if n not in ("baseline", P_NAME)} \
+        if P_NAME in rows else {}
     write_report(out, title=f"CorrSteer on {ctx.task.name} ({ctx.lm.name})", comparisons=comps, top_features=cands,
                  layer_r={L: c[0].r for L, c in cands.items()}, settings=settings, baselines=base_comps,
-                 outputs=rows, extra=extra)
+                 outputs=rows, extra=extra, evaluation=ev, prompting=prompt_comps, vs_p=vs_p,
+                 prompts=prompts.texts() if prompts else None)
     atomic_write_text(out / "validation.json", json.dumps(dict(
         baseline=val.baseline, per_layer=val.per_layer, p_prefix_accuracy=prefix.accuracy if prefix else []),
         indent=1))
     mark_done(out)
-    return dict(comparisons=comps, baselines=base_comps)
+    return dict(comparisons=comps, baselines=base_comps, prompting=prompt_comps, evaluation=ev, vs_p=vs_p)
 
 
 def eval_plan(lm, task, plan, out_dir, cfg: EvalConfig, dist: Dist = SINGLE) -> dict:

@@ -22,7 +22,7 @@ from corrsteer.model.steer import SteeringPlan
 from corrsteer.pipeline.checkpoint import StageCheckpoint, items_identity, log, task_identity, vectors_identity
 from corrsteer.pipeline.collect import Collected, collect, score_rows
 from corrsteer.pipeline.dist import SINGLE, Dist, my_batches, n_batches, rounds
-from corrsteer.pipeline.rank import Candidate, has_classes, layer_candidates, negative_candidates, resolve_ranking
+from corrsteer.pipeline.rank import Candidate, layer_candidates, negative_candidates, resolve_ranking
 from corrsteer.pipeline.select import p_prefixes, random_feature_picks, variant_a, variant_n, variant_p, variant_s
 from corrsteer.report.stats import balanced_accuracy
 from corrsteer.sae.bank import SAEBank
@@ -57,7 +57,7 @@ class Context:
 
     def measure(self, rows) -> float:
         """What selection compares: balanced accuracy where the task has classes, else accuracy."""
-        return balanced_accuracy(rows) if has_classes(self.task) else accuracy(rows)
+        return balanced_accuracy(rows) if self.task.has_classes else accuracy(rows)
 
 
 @dataclass

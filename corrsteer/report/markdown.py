@@ -5,32 +5,44 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from corrsteer.report.headline import headline
 from corrsteer.report.plots import RankedFeature, layer_order, plot_r_per_layer, plot_top_features
-from corrsteer.report.stats import Comparison
-from corrsteer.report.tables import fmt_acc, fmt_num, fmt_p, fmt_pct, fmt_points, table
+from corrsteer.report.results import distribution_table, results_table
+from corrsteer.report.stats import Comparison, Evaluation
+from corrsteer.report.tables import fmt_num, fmt_pct, table
 from corrsteer.report.text_checks import text_section
 
-_RESULT_HEADER = ["variant", "accuracy [95% CI]", "Δ vs baseline (points)", "McNemar p", "SER",
-                  "changed / improved / worsened"]
-_RESULT_ALIGN = [":---", "---:", "---:", "---:", "---:", "---:"]
-
-
-def _result_rows(comparisons: Sequence[Comparison]) -> list[list[str]]:
-    return [[c.variant, fmt_acc(c), fmt_points(c.delta), fmt_p(c.p_value), f"{c.ser:.3f}",
-             f"{c.n_changed} / {c.n_improved} / {c.n_worsened}"] for c in comparisons]
+LEGEND = ("Accuracy with its Wilson 95% interval; Δ in percentage points against the unsteered model on the same "
+          "items; McNemar: exact two-sided test on the paired outcomes; SER (side-effect ratio): share of changed "
+          "answers that were right before steering and wrong after; changed / improved / worsened: answers that "
+          "differ from the baseline's / wrong → right / right → wrong.")
+BALANCED_LEGEND = ("Balanced accuracy: the mean of the per-class recalls (share of items of each gold class answered "
+                   "right), so answering one class everywhere scores 1 / (number of classes) whatever the class mix; "
+                   "for free-form tasks it is the accuracy. [bootstrap]: {pct} percentile interval over {n} paired "
+                   "resamples of the test items (seed {seed}). The constant answer is the best single answer given "
+                   "to every item; McNemar p vs P compares a row with CorrSteer-P on the same items.")
+PROMPTING_LEGEND = ("Prompting rows: the same model, unsteered, with the prompts under Prompts: `prompting` adds a "
+                    "fixed instruction (the answer format and the allowed answers), `few-shot` puts solved examples "
+                    "from the select split before the question, and `prompting+P` is the `prompting` text under "
+                    "CorrSteer-P's plan (the instruction prompt is fixed in advance, not chosen on the test items).")
 
 
 def write_report(out_dir: str | os.PathLike, *, title: str, comparisons: list[Comparison],
                  top_features: dict[int, list[RankedFeature]], layer_r: dict[int, float], settings: dict,
                  baselines: Sequence[Comparison] = (), outputs: dict[str, list[dict]] | None = None,
-                 extra: Sequence[str] = ()) -> Path:
+                 extra: Sequence[str] = (), evaluation: Evaluation | None = None,
+                 prompting: Sequence[Comparison] = (), vs_p: dict[str, float] | None = None,
+                 prompts: dict[str, str] | None = None) -> Path:
     """Write ``out_dir/report.md``, ``r_per_layer.png`` and ``top_features.png``; returns the report's path.
 
     top_features: {layer: [{"feature", "r", "freq" (fraction of samples active), "coef"}, ...]}, best first.
     layer_r: {layer: best r at that layer}. outputs: {variant: test rows with id, output, gold, correct}, the
     unsteered ones under "baseline": adds the section on what steering did to the text. extra: markdown lines
     added before the plots (e.g. Neuronpedia links). Accuracies print as percent, Δ in percentage points, p-values with
-    3 significant digits (or '<1e-4').
+    3 significant digits (or '<1e-4'). evaluation (corrsteer.report.stats.evaluate over every row set): the
+    headline, balanced accuracy, per-class recall, the constant answer, bootstrap intervals and the answer
+    distribution. prompting: the prompting rows' comparisons; vs_p: {variant: McNemar p against CorrSteer-P};
+    prompts: {variant: the prompt text it used} (the Prompts section).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -41,20 +53,9 @@ def write_report(out_dir: str | os.PathLike, *, title: str, comparisons: list[Co
     settings_rows = [[k, fmt_num(v, digits=6)] for k, v in settings.items()]
     lines += table(["setting", "value"], settings_rows, [":---", ":---"])
 
-    lines += ["", "## Results", ""]
-    if comparisons:
-        c0 = comparisons[0]
-        lines += [f"{c0.n} test items; baseline (unsteered) accuracy {fmt_pct(c0.base_acc)}.", ""]
-        lines += table(_RESULT_HEADER, _result_rows(comparisons), _RESULT_ALIGN)
-    else:
-        lines.append("No steered variants.")
-    if baselines:
-        lines += ["", "### Comparison methods", ""]
-        lines += table(_RESULT_HEADER, _result_rows(baselines), _RESULT_ALIGN)
-    lines += ["", "Accuracy with its Wilson 95% interval; Δ in percentage points against the unsteered model on the "
-              "same items; McNemar: exact two-sided test on the paired outcomes; SER (side-effect ratio): share of "
-              "changed answers that were right before steering and wrong after; changed / improved / worsened: "
-              "answers that differ from the baseline's / wrong → right / right → wrong."]
+    lines += ["", "## Results", ""] + _results(comparisons, baselines, prompting, evaluation, vs_p)
+    if prompts:
+        lines += ["", "### Prompts", ""] + _prompts(prompts)
 
     if outputs is not None:
         lines += [""] + text_section(outputs)[:-1]
@@ -65,7 +66,8 @@ def write_report(out_dir: str | os.PathLike, *, title: str, comparisons: list[Co
         rows = []
         for L in sorted(order):
             for f in top_features[L]:
-                rows.append([L, int(f.feature), f"{float(f.r):+.3f}", fmt_pct(float(f.freq)), fmt_num(float(f.coef), alt=True)])
+                rows.append([L, int(f.feature), f"{float(f.r):+.3f}", fmt_pct(float(f.freq)),
+                             fmt_num(float(f.coef), alt=True)])
         lines += table(["layer", "feature", "r", "frequency", "coefficient"], rows,
                         ["---:", "---:", "---:", "---:", "---:"])
         best = order[0]
@@ -81,3 +83,33 @@ def write_report(out_dir: str | os.PathLike, *, title: str, comparisons: list[Co
     path = out / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def _results(comparisons, baselines, prompting, ev: Evaluation | None, vs_p) -> list[str]:
+    lines = []
+    if ev is not None:
+        steering, prompt_names = [c.variant for c in comparisons], [c.variant for c in prompting]
+        lines += ["**Headline.** " + " ".join(headline(ev, steering, prompt_names)), ""]
+    if comparisons:
+        c0 = comparisons[0]
+        lines += [f"{c0.n} test items; baseline (unsteered) accuracy {fmt_pct(c0.base_acc)}.", ""]
+        lines += results_table(comparisons, ev, vs_p, references=True)
+    else:
+        lines.append("No steered variants.")
+    for name, rows in (("Comparison methods", baselines), ("Prompting", prompting)):
+        if rows:
+            lines += ["", f"### {name}", ""] + results_table(rows, ev, vs_p)
+    lines += ["", LEGEND] + (["", PROMPTING_LEGEND] if prompting else [])
+    if ev is not None:
+        lines += ["", BALANCED_LEGEND.format(pct=f"{100 * ev.level:.0f}%", n=ev.n_boot, seed=ev.seed)]
+        lines += ["", "### Answer distribution", "", "Share of each answer read from the outputs, per variant "
+                  "(the gold answers' own shares first).", ""] + distribution_table(ev)
+    return lines
+
+
+def _prompts(prompts: dict[str, str]) -> list[str]:
+    """Each prompting row's text; {question} marks where the test item's own prompt goes."""
+    lines = ["The text each prompting row wraps around a test item's prompt ({question} = the item's prompt):", ""]
+    for name, text in prompts.items():
+        lines += [f"**{name}**", "", "~~~~text", text, "~~~~", ""]
+    return lines[:-1]

@@ -9,6 +9,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
+import numpy as np
+
 # Above this many discordant pairs the binomial tail is summed in log space instead of exact integers.
 _EXACT_MAX_N = 5000
 
@@ -23,18 +25,6 @@ def _as_floats(values: Sequence[float | bool]) -> list[float]:
 
 def _as_bools(values: Sequence[float | bool]) -> list[bool]:
     return [v >= 0.5 for v in _as_floats(values)]
-
-
-def balanced_accuracy(rows: Sequence[dict]) -> float:
-    """Mean per-class recall over the classes present among the rows' gold answers (rows with gold, pred and
-    correct; a class's recall is the mean `correct` of its rows): a constant answer scores 1 / (number of classes)
-    however the classes are balanced. 0.0 with no rows."""
-    by_gold: dict = {}
-    for r in rows:
-        by_gold.setdefault(str(r["gold"]), []).append(float(r["correct"]))
-    if not by_gold:
-        return 0.0
-    return sum(sum(v) / len(v) for v in by_gold.values()) / len(by_gold)
 
 
 def accuracy_ci(correct: Sequence[float | bool], z: float = 1.96) -> tuple[float, float, float]:
@@ -181,3 +171,170 @@ def compare(variant: str, base_rows: list[dict], steered_rows: list[dict]) -> Co
         n_changed=sum(1 for x, y in zip(b_pred, s_pred) if x != y),
         n_improved=improved, n_worsened=worsened,
     )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# classes: per-class recall, balanced accuracy, the constant answer, answer shares, a paired bootstrap
+# ---------------------------------------------------------------------------------------------------------------
+NO_ANSWER = ""                             # the pred when no answer was read
+
+
+def class_recall(rows: list[dict]) -> dict[str, float]:
+    """{gold class: mean `correct` over the rows of that gold} (recall for 0/1 outcomes), classes sorted."""
+    sums: dict[str, list[float]] = {}
+    for r in rows:
+        sums.setdefault(str(r["gold"]), []).append(float(r["correct"]))
+    return {g: sum(v) / len(v) for g, v in sorted(sums.items())}
+
+
+def balanced_accuracy(rows: list[dict], classes: bool = True) -> float:
+    """Mean per-class recall over the gold classes present in `rows` (dicts with gold, pred, correct); 0.0 for none.
+
+    classes=False (free-form tasks, see has_classes) gives plain accuracy: there every gold is its own answer and a
+    per-gold mean would only reweight items."""
+    if not rows:
+        return 0.0
+    if not classes:
+        return sum(float(r["correct"]) for r in rows) / len(rows)
+    rec = class_recall(rows)
+    return sum(rec.values()) / len(rec)
+
+
+@dataclass
+class ConstantAnswer:
+    """The best single answer given to every test item: its accuracy, balanced accuracy and per-class recall."""
+    answer: str
+    acc: float
+    bacc: float
+    recall: dict[str, float]
+
+
+def constant_answers(rows: list[dict], classes: bool = True) -> list[ConstantAnswer]:
+    """For each gold answer c of `rows`: the scores of answering c to every item (accuracy = share of golds equal to
+    c; balanced accuracy = 1 / number of classes, or the accuracy for free-form tasks), best accuracy first."""
+    golds = [str(r["gold"]) for r in rows]
+    present = sorted(set(golds))
+    out = []
+    for c in present:
+        acc = golds.count(c) / len(golds)
+        recall = {g: float(g == c) for g in present}
+        out.append(ConstantAnswer(c, acc, 1.0 / len(present) if classes else acc, recall))
+    return sorted(out, key=lambda a: -a.acc)
+
+
+def constant_answer(rows: list[dict], classes: bool = True) -> ConstantAnswer:
+    """The best constant answer by accuracy (ties: the first answer in sorted order)."""
+    found = constant_answers(rows, classes)
+    return found[0] if found else ConstantAnswer(NO_ANSWER, 0.0, 0.0, {})
+
+
+def answer_distribution(rows: list[dict]) -> list[tuple[str, float]]:
+    """[(pred, share of rows)], most frequent first (ties in sorted order); "" = no answer read."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        p = str(r.get("pred") or NO_ANSWER)
+        counts[p] = counts.get(p, 0) + 1
+    n = max(1, len(rows))
+    return [(p, c / n) for p, c in sorted(counts.items(), key=lambda x: (-x[1], x[0]))]
+
+
+@dataclass
+class Interval:
+    """A point estimate and its paired-bootstrap percentile interval (widened to contain the point)."""
+    point: float
+    lo: float
+    hi: float
+
+    @property
+    def above_zero(self) -> bool:
+        return self.lo > 0
+
+
+@dataclass
+class ClassScore:
+    """One variant on the test items: accuracy, balanced accuracy, per-class recall, its answer shares and, against
+    the unsteered model and the constant answer, paired-bootstrap intervals of the differences."""
+    variant: str
+    n: int
+    acc: float
+    bacc: float
+    recall: dict[str, float]
+    answers: list[tuple[str, float]]
+    d_acc: Interval          # acc - unsteered acc
+    d_bacc: Interval         # bacc - unsteered bacc
+    vs_constant: Interval    # the headline metric (bacc, or acc for free-form) - the constant answer's
+
+
+@dataclass
+class Evaluation:
+    """Every variant's ClassScore against the unsteered model ("baseline") and the best constant answer."""
+    classes: bool            # has_classes(task kind): the headline metric is balanced accuracy, else accuracy
+    baseline: ClassScore
+    constant: ConstantAnswer
+    scores: dict[str, ClassScore]
+    gold_shares: dict[str, float]     # {gold answer: share of the test items}
+    n_boot: int
+    seed: int
+    level: float
+
+    @property
+    def metric(self) -> str:
+        return "balanced accuracy" if self.classes else "accuracy"
+
+
+def _paired(base_rows: list[dict], rows: list[dict], which: str) -> list[dict]:
+    """rows in the baseline's id order; ValueError when the ids differ."""
+    by_id = _index(rows, which)
+    if by_id.keys() != _index(base_rows, "baseline").keys():
+        raise ValueError(f"{which}: ids differ from the baseline's")
+    return [by_id[r["id"]] for r in base_rows]
+
+
+def _boot_metrics(gold_idx, correct, n_cls: int, idx, classes: bool):
+    """Per resample (rows of idx): accuracy, balanced accuracy and the constant answer's headline metric."""
+    B, n = idx.shape
+    flat = (np.arange(B)[:, None] * n_cls + gold_idx[idx]).ravel()
+    counts = np.bincount(flat, minlength=B * n_cls).reshape(B, n_cls)
+    sums = np.bincount(flat, weights=correct[idx].ravel(), minlength=B * n_cls).reshape(B, n_cls)
+    acc = sums.sum(1) / n
+    present = counts > 0
+    if classes:
+        bacc = np.where(present, sums / np.maximum(counts, 1), 0.0).sum(1) / present.sum(1)
+        const = 1.0 / present.sum(1)
+    else:
+        bacc, const = acc, counts.max(1) / n
+    return acc, bacc, const
+
+
+def _interval(point: float, samples, level: float) -> Interval:
+    lo, hi = np.quantile(samples, [(1 - level) / 2, (1 + level) / 2])
+    return Interval(point, min(float(lo), point), max(float(hi), point))
+
+
+def evaluate(rows_by_variant: dict[str, list[dict]], classes: bool = True, baseline: str = "baseline",
+             n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> Evaluation:
+    """ClassScores of every variant in rows_by_variant (rows: id, gold, pred, correct), paired by id with the rows
+    under `baseline`; intervals from n_boot resamples (seeded) of the test items, the same resamples for every
+    variant."""
+    base = rows_by_variant[baseline]
+    golds = sorted({str(r["gold"]) for r in base})
+    gold_idx = np.array([golds.index(str(r["gold"])) for r in base], dtype=np.int64)
+    idx = np.random.default_rng(seed).integers(0, max(1, len(base)), size=(n_boot, len(base)))
+    const = constant_answer(base, classes)
+    b_cor = np.array([float(r["correct"]) for r in base])
+    b_acc, b_bacc, b_const = _boot_metrics(gold_idx, b_cor, len(golds), idx, classes)
+
+    def score(name: str, rows: list[dict]) -> ClassScore:
+        rows = _paired(base, rows, name)
+        cor = np.array([float(r["correct"]) for r in rows])
+        acc, bacc = balanced_accuracy(rows, False), balanced_accuracy(rows, classes)
+        s_acc, s_bacc, _ = _boot_metrics(gold_idx, cor, len(golds), idx, classes)
+        metric, s_metric = (bacc, s_bacc) if classes else (acc, s_acc)
+        return ClassScore(name, len(rows), acc, bacc, class_recall(rows), answer_distribution(rows),
+                          _interval(acc - balanced_accuracy(base, False), s_acc - b_acc, level),
+                          _interval(bacc - balanced_accuracy(base, classes), s_bacc - b_bacc, level),
+                          _interval(metric - (const.bacc if classes else const.acc), s_metric - b_const, level))
+
+    scores = {name: score(name, rows) for name, rows in rows_by_variant.items()}
+    shares = {g: float(np.mean(gold_idx == k)) for k, g in enumerate(golds)}
+    return Evaluation(classes, scores.pop(baseline), const, scores, shares, n_boot, seed, level)

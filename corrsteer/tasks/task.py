@@ -40,6 +40,12 @@ from corrsteer.tasks.scoring_mc import LETTERS, extract_choice, read_refusal
 from corrsteer.tasks.splits import HubSplits, Splits, seeded_split
 
 KINDS = ("mc", "short", "label", "refusal")
+CLASS_KINDS = ("label", "mc", "refusal")      # kinds whose gold answers are classes (labels, letters, refuse/comply)
+
+
+def has_classes(kind: str) -> bool:
+    """Whether items of this kind fall into classes by their gold answer (free-form answers do not)."""
+    return kind in CLASS_KINDS
 
 
 def default_max_new_tokens(kind: str) -> int:
@@ -96,6 +102,11 @@ class Task:
             pred = read_refusal(output, item.prompt)
             return pred, float(pred == item.gold)
         raise ValueError(f"unknown item kind {item.kind!r}")
+
+    @property
+    def has_classes(self) -> bool:
+        """Whether the items fall into classes by their gold answer (label, mc, refusal tasks)."""
+        return has_classes(self.kind)
 
     @property
     def scorer(self) -> str:

@@ -2,8 +2,17 @@
 import pytest
 import torch
 
-from corrsteer_kernels._common import (BACKENDS, HAS_TRITON, check_finite, check_float, check_lengths, check_pool,
-                                       compute_dtype, interpreting, resolve_backend)
+from corrsteer_kernels._common import (
+    BACKENDS,
+    HAS_TRITON,
+    check_finite,
+    check_float,
+    check_lengths,
+    check_pool,
+    compute_dtype,
+    interpreting,
+    resolve_backend,
+)
 
 
 def test_resolve_backend():

@@ -1,11 +1,11 @@
 """encode_pool against the float64 reference, and the reference against sae-lens semantics written out by hand."""
-import pytest
-import torch
-
 import importlib
 
+import pytest
+import torch
 from cases import make_case
 from conftest import FAST_BACKENDS, on_backend
+
 from corrsteer_kernels import SAEWeights, encode_pool, encode_pool_reference
 
 tp = importlib.import_module("corrsteer_kernels.torch_path")

@@ -1,9 +1,9 @@
 """The fused encode -> pool -> statistics op against stats.update(reference pooled values)."""
 import pytest
 import torch
-
 from cases import make_case
 from conftest import FAST_BACKENDS, on_backend
+
 from corrsteer_kernels import CorrStats, encode_pool, encode_pool_reference, encode_pool_stats
 from corrsteer_kernels.corr_stats import FEATURE_FIELDS
 

@@ -2,10 +2,17 @@
 partial K and N tiles, mixed dtypes, non-contiguous inputs, the tuned configuration, bitwise determinism."""
 import pytest
 import torch
-
 from cases import make_case, make_sae
-from corrsteer_kernels import (CorrStats, SAEWeights, encode_pool, encode_pool_reference, encode_pool_stats,
-                               pack_tokens, steer_add_)
+
+from corrsteer_kernels import (
+    CorrStats,
+    SAEWeights,
+    encode_pool,
+    encode_pool_reference,
+    encode_pool_stats,
+    pack_tokens,
+    steer_add_,
+)
 from corrsteer_kernels.corr_stats import FEATURE_FIELDS
 
 pytestmark = pytest.mark.gpu

@@ -1,8 +1,8 @@
 """launch: the modes, segment layout and launch result both Triton strategies share, and the scan operators."""
 import pytest
 import torch
-
 from conftest import FAST_BACKENDS
+
 from corrsteer_kernels import HAS_TRITON
 from corrsteer_kernels.launch import MODE_POOL, MODE_PRE, MODE_STATS, Launch, Segments
 

@@ -3,14 +3,14 @@
 Under the interpreter the Triton kernel runs with BLOCK_M = 16 tokens, so lengths here are chosen to put samples
 inside one tile, across one edge, across several tiles, and as runs of one-token and empty samples.
 """
+import importlib
 import zlib
 
 import pytest
 import torch
-
-import importlib
 from cases import make_case
 from conftest import FAST_BACKENDS, on_backend
+
 from corrsteer_kernels import CorrStats, encode_pool, encode_pool_reference, encode_pool_stats, pack_tokens
 from corrsteer_kernels.torch_path import sample_groups
 

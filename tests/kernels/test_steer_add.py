@@ -4,8 +4,8 @@ import zlib
 import numpy as np
 import pytest
 import torch
-
 from conftest import DEVICE, FAST_BACKENDS
+
 from corrsteer_kernels import SAEWeights, steer_add_, steering_vectors
 
 BACKENDS = FAST_BACKENDS + ["reference"]

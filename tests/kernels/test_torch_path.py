@@ -4,8 +4,8 @@ import importlib
 
 import pytest
 import torch
-
 from cases import make_case
+
 from corrsteer_kernels import CorrStats, encode_pool, encode_pool_reference, encode_pool_stats, pack_tokens
 from corrsteer_kernels.corr_stats import feature_sums
 from corrsteer_kernels.torch_path import active_mask, fold_block, pooled_blocks_torch, sample_groups

@@ -18,7 +18,8 @@ def test_run_end_to_end_writes_every_output(tiny_lm, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
     variants = {r["variant"] for r in rows}
     assert variants == {"baseline", "CorrSteer-S", "CorrSteer-A", "CorrSteer-P", "raw-residual", "mean-difference",
-                        "control-random-feature", "control-shuffled-outcome"}
+                        "control-random-feature", "control-shuffled-outcome", "prompting", "few-shot",
+                        "prompting+P"}
     assert all(sum(r["variant"] == v for r in rows) == 8 for v in variants)
     assert set(rows[0]) >= {"variant", "id", "prompt", "output", "pred", "gold", "correct"}
     assert "CorrSteer-S" in (tmp_path / "report.md").read_text()
@@ -61,3 +62,34 @@ def test_run_with_classes_ranks_within_class_and_builds_n(tiny_lm, tmp_path):
     a_plan = SteeringPlan.load(tmp_path / "plans" / "A.json")
     rand = res["settings"]["control_random_feature"]
     assert [int(x.split()[1]) for x in rand.split(", ")] == [e.layer for e in a_plan.entries]   # A's layers (no P)
+
+
+def test_run_prompting_rows_few_shot_from_select_only(tiny_lm, tmp_path):
+    bank = tiny_bank(tiny_lm, layers=(0, 2))
+    task = FakeTask(24)
+    cfg = RunConfig(n_select=10, n_val=4, n_test=6, batch_size=4, few_shot=3)
+    res = corrsteer_run(tiny_lm, bank, task, tmp_path, cfg, sae_source="random")
+    sel, val, test = task.split(10, 4, 6)
+    rows = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    by = {v: [r for r in rows if r["variant"] == v] for v in ("prompting", "few-shot", "prompting+P")}
+    assert all([r["id"] for r in by[v]] == [it.id for it in test] for v in by)
+    doc = json.loads((tmp_path / "config.json").read_text())["prompts"]
+    assert doc["few_shot_ids"] and set(doc["few_shot_ids"]) <= {it.id for it in sel}
+    own = {it.id: it.prompt for it in test}
+    for r in by["few-shot"]:
+        assert r["prompt"].endswith(own[r["id"]])
+        shots = r["prompt"][:-len(own[r["id"]])]
+        for it in val + test:                                  # no validation or test item among the examples
+            assert it.prompt not in shots and it.id not in doc["few_shot_ids"]
+        assert sum(it.prompt in shots for it in sel) == 3
+    for r in by["prompting"] + by["prompting+P"]:
+        assert r["prompt"] == own[r["id"]] + "\n\nAnswer with exactly one of: even."
+    report = (tmp_path / "report.md").read_text()
+    assert "**Headline.**" in report and "### Prompting" in report and "### Prompts" in report
+    for v in by:
+        assert f"| {v} |" in report
+    assert doc["prompting"] in report and doc["few_shot"] in report
+    assert [c.variant for c in res["prompting"]] == ["prompting", "few-shot", "prompting+P"]
+    assert set(res["vs_p"]) == {"CorrSteer-S", "CorrSteer-A", "raw-residual", "mean-difference", "prompting",
+                                "few-shot", "prompting+P"}
+    assert res["evaluation"].classes and set(res["evaluation"].scores) == set(res["vs_p"]) | {"CorrSteer-P"}

@@ -56,3 +56,57 @@ def test_write_report_empty_inputs(tmp_path):
     assert path.exists()
     for png in ("r_per_layer.png", "top_features.png"):
         assert _is_png(tmp_path / "empty" / png)
+
+
+def test_report_with_classes_prompting_and_headline(tmp_path):
+    from fakes import class_rows
+
+    from corrsteer.report.stats import evaluate
+
+    base = {"positive": {"positive": 59, "neutral": 41}, "negative": {"negative": 5, "neutral": 90, "positive": 5}}
+    collapsed = {"positive": {"positive": 97, "": 3}, "negative": {"positive": 73, "negative": 4, "neutral": 23}}
+    balanced = {"positive": {"positive": 80, "neutral": 20}, "negative": {"negative": 75, "positive": 25}}
+    rows = {"baseline": class_rows(base, 1), "CorrSteer-P": class_rows(collapsed, 2),
+            "prompting": class_rows(balanced, 3)}
+    ev = evaluate(rows, classes=True, n_boot=300, seed=0)
+    comps = [compare("CorrSteer-P", rows["baseline"], rows["CorrSteer-P"])]
+    prompting = [compare("prompting", rows["baseline"], rows["prompting"])]
+    vs_p = {"prompting": compare("prompting", rows["CorrSteer-P"], rows["prompting"]).p_value}
+    top = {3: [Candidate(layer=3, feature=7, r=0.2, score=0.0, freq=0.1, coef=2.0)]}
+    path = write_report(tmp_path, title="t", comparisons=comps, top_features=top, layer_r={3: 0.2}, settings={},
+                        evaluation=ev, prompting=prompting, vs_p=vs_p,
+                        prompts={"prompting": "{question}\n\nAnswer with exactly one of: positive, negative."})
+    text = path.read_text()
+    results = text[text.index("## Results"):text.index("## Top features")]
+    head = results.splitlines()[2]
+    assert head.startswith("**Headline.** prompting raises balanced accuracy from 0.32")
+    assert "CorrSteer-P answers 'positive' to 85% of items" in head
+    assert "A prompt does at least as well as steering: prompting 0.78 vs the best steering variant CorrSteer-P" in head
+    p = ev.scores["CorrSteer-P"]
+    assert "| unsteered (baseline) | 32.0% | — | 0.320 | — | negative 0.05 · positive 0.59 |" in results
+    assert "| constant answer 'negative' | 50.0% | — | 0.500 | — | negative 1.00 · positive 0.00 |" in results
+    assert f"+18.5 [{100 * p.d_acc.lo:+.1f}, {100 * p.d_acc.hi:+.1f}]" in results
+    assert f"{p.d_bacc.point:+.3f} [{p.d_bacc.lo:+.3f}, {p.d_bacc.hi:+.3f}]" in results
+    assert "| CorrSteer-P | " in results and "negative 0.04 · positive 0.97" in results
+    assert "### Prompting" in results and fmt_p(vs_p["prompting"]) in results.split("### Prompting")[1]
+    # the answer distribution: golds' shares, then every variant's (no answer read: its own column)
+    assert "| variant | negative | positive | other | (no answer) |" in results
+    assert "| gold answers | 50.0% | 50.0% | 0.0% | 0.0% |" in results
+    assert "| CorrSteer-P | 2.0% | 85.0% | 11.5% | 1.5% |" in results
+    assert "300 paired resamples of the test items (seed 0)" in results
+    assert "### Prompts" in text and "~~~~text\n{question}\n\nAnswer with exactly one of: positive, negative.\n~~~~" \
+        in text
+
+
+def test_report_free_form_distribution(tmp_path):
+    from corrsteer.report.stats import evaluate
+
+    base = [{"id": i, "gold": str(i), "pred": "7" if i % 2 else str(i), "correct": float(i % 2 == 0)}
+            for i in range(20)]
+    ev = evaluate({"baseline": base, "S": base}, classes=False, n_boot=50)
+    comps = [compare("S", base, base)]
+    text = write_report(tmp_path, title="t", comparisons=comps, top_features={}, layer_r={}, settings={},
+                        evaluation=ev).read_text()
+    assert "| baseline | 11 | '7' 50.0%; '0' 5.0%; '10' 5.0% |" in text
+    assert "| unsteered (baseline) | 50.0% | — | 0.500 | — | — |" in text
+    assert "No variant beats the unsteered model (accuracy 0.50)." in text

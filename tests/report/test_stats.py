@@ -3,18 +3,25 @@ import math
 import random
 from fractions import Fraction
 
+import numpy as np
 import pytest
-from fakes import paired_rows
+from fakes import class_rows, paired_rows
 
 from corrsteer.report.stats import (
     Comparison,
     accuracy_ci,
+    answer_distribution,
     balanced_accuracy,
+    class_recall,
     compare,
+    constant_answer,
+    constant_answers,
+    evaluate,
     mcnemar_exact,
     mcnemar_from_counts,
     side_effect_ratio,
 )
+from corrsteer.tasks.task import has_classes
 
 
 # ------------------------------------------------------------------------------------------------ Wilson interval
@@ -177,7 +184,7 @@ def test_compare_mismatched_ids_raise():
         compare("v", base, steered + [steered[0]])          # duplicate id
 
 
-def test_balanced_accuracy_by_hand():
+def test_balanced_accuracy_by_hand_constant_answer_and_classes_present():
     def row(gold, pred):
         return dict(gold=gold, pred=pred, correct=float(gold == pred))
 
@@ -189,3 +196,113 @@ def test_balanced_accuracy_by_hand():
     three = [row(c, "a") for c in "abc"]                                  # recall over the classes present
     assert balanced_accuracy(three) == pytest.approx(1 / 3)
     assert balanced_accuracy([]) == 0.0
+
+
+# ------------------------------------------------------------------------------- classes: recall, balance, constant
+def _r(gold, pred, correct=None):
+    return {"id": f"{gold}{pred}{random.random()}", "gold": gold, "pred": pred,
+            "correct": float(pred == gold) if correct is None else correct}
+
+
+def test_balanced_accuracy_by_hand():
+    # positive: 3 of 4 right; negative: 1 of 2 right; neutral: none of 1 (no answer read)
+    rows = [_r("positive", "positive")] * 3 + [_r("positive", "negative"), _r("negative", "negative"),
+                                               _r("negative", "positive"), _r("neutral", "")]
+    assert class_recall(rows) == {"negative": 0.5, "neutral": 0.0, "positive": 0.75}
+    assert balanced_accuracy(rows) == pytest.approx((0.75 + 0.5 + 0.0) / 3, abs=1e-15)
+    assert balanced_accuracy(rows, classes=False) == pytest.approx(4 / 7, abs=1e-15)
+    assert balanced_accuracy([]) == 0.0
+
+
+def test_balanced_accuracy_against_a_float64_reference():
+    rng = random.Random(7)
+    rows = [_r(rng.choice("ABCD"), "", correct=rng.random()) for _ in range(300)]
+    golds = np.array([r["gold"] for r in rows])
+    cor = np.array([r["correct"] for r in rows], dtype=np.float64)
+    ref = np.mean([cor[golds == g].mean() for g in np.unique(golds)])
+    assert balanced_accuracy(rows) == pytest.approx(float(ref), abs=1e-12)
+
+
+def test_balanced_accuracy_equals_accuracy_when_every_gold_is_distinct():
+    rows = [_r(str(i), str(i) if i % 3 else "x") for i in range(30)]
+    acc = sum(r["correct"] for r in rows) / len(rows)
+    assert balanced_accuracy(rows) == pytest.approx(acc) == balanced_accuracy(rows, classes=False)
+
+
+def test_has_classes():
+    assert [has_classes(k) for k in ("label", "mc", "refusal", "short", "number")] == [True] * 3 + [False] * 2
+
+
+def test_constant_answer_by_hand():
+    rows = [_r("positive", "x")] * 6 + [_r("negative", "x")] * 3 + [_r("neutral", "x")]
+    best = constant_answer(rows)
+    assert (best.answer, best.acc, best.bacc) == ("positive", 0.6, pytest.approx(1 / 3))
+    assert best.recall == {"negative": 0.0, "neutral": 0.0, "positive": 1.0}
+    assert [(a.answer, a.acc) for a in constant_answers(rows)] == [("positive", 0.6), ("negative", 0.3),
+                                                                   ("neutral", 0.1)]
+    free = constant_answer(rows, classes=False)
+    assert free.bacc == free.acc == 0.6                 # free-form: balanced accuracy is accuracy
+
+
+def test_constant_answer_ties_and_empty():
+    rows = [_r("b", "x"), _r("a", "x")]
+    assert constant_answer(rows).answer == "a"
+    assert constant_answer([]).acc == 0.0
+
+
+def test_answer_distribution():
+    rows = [_r("A", "B")] * 5 + [_r("A", "")] * 2 + [_r("A", "A")] * 2 + [_r("A", "C")]
+    assert answer_distribution(rows) == [("B", 0.5), ("", 0.2), ("A", 0.2), ("C", 0.1)]
+
+
+# -------------------------------------------------------------------------------------------- paired bootstrap
+def _bootstrap_rows():
+    base = class_rows({"p": {"p": 30, "n": 20}, "n": {"n": 10, "p": 40}}, seed=1)
+    steered = class_rows({"p": {"p": 35, "n": 15}, "n": {"n": 25, "p": 25}}, seed=2)
+    return {"baseline": base, "S": steered}
+
+
+def test_bootstrap_deterministic_by_seed_and_contains_the_point():
+    rows = _bootstrap_rows()
+    a, b = evaluate(rows, n_boot=400, seed=5), evaluate(rows, n_boot=400, seed=5)
+    c = evaluate(rows, n_boot=400, seed=6)
+    assert a == b
+    assert a.scores["S"].d_bacc != c.scores["S"].d_bacc
+    s = a.scores["S"]
+    for iv in (s.d_acc, s.d_bacc, s.vs_constant):
+        assert iv.lo <= iv.point <= iv.hi and iv.lo < iv.hi
+    assert s.d_acc.point == pytest.approx(compare("S", rows["baseline"], rows["S"]).delta, abs=1e-15)
+    assert s.d_bacc.point == pytest.approx(0.6 - 0.4, abs=1e-12)
+    assert s.vs_constant.point == pytest.approx(0.6 - 0.5, abs=1e-12)
+
+
+def test_bootstrap_matches_a_loop_over_the_same_resamples():
+    """The vectorised bootstrap against a plain float64 loop over the same resampled indices."""
+    rows = _bootstrap_rows()
+    n_boot, seed = 300, 11
+    ev = evaluate(rows, n_boot=n_boot, seed=seed, level=0.9)
+    base, steered = rows["baseline"], {r["id"]: r for r in rows["S"]}
+    idx = np.random.default_rng(seed).integers(0, len(base), size=(n_boot, len(base)))
+    diffs = []
+    for draw in idx:
+        b = [base[i] for i in draw]
+        s = [steered[r["id"]] for r in b]
+        diffs.append(balanced_accuracy(s) - balanced_accuracy(b))
+    lo, hi = np.quantile(diffs, [0.05, 0.95])
+    assert ev.scores["S"].d_bacc.lo == pytest.approx(min(lo, 0.2), abs=1e-12)
+    assert ev.scores["S"].d_bacc.hi == pytest.approx(hi, abs=1e-12)
+
+
+def test_bootstrap_interval_narrows_with_more_items():
+    small = _bootstrap_rows()
+    big = {k: [dict(r, id=f"{r['id']}-{j}") for j in range(4) for r in v] for k, v in small.items()}
+    w = [ev.scores["S"].d_acc.hi - ev.scores["S"].d_acc.lo for ev in (evaluate(small, n_boot=500),
+                                                                      evaluate(big, n_boot=500))]
+    assert w[1] < 0.7 * w[0]
+
+
+def test_evaluate_rejects_unpaired_rows():
+    rows = _bootstrap_rows()
+    rows["S"] = rows["S"][1:]
+    with pytest.raises(ValueError, match="ids differ"):
+        evaluate(rows, n_boot=10)

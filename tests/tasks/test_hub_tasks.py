@@ -1,10 +1,10 @@
 """Hub task loaders (offline fixtures in each hub schema), the paper's splitting, templates and scorers."""
 import pytest
+from hub_fixtures import write_fixture
 
 from corrsteer.config import RunConfig, SettingsError
 from corrsteer.tasks.hub import HUB_TASKS, TaskLoadError, gsm8k_gold, load_hub_task
 from corrsteer.tasks.protocols import bind, letter_token_ids, special_prefix
-from hub_fixtures import write_fixture
 
 SEVEN = ("mmlu", "mmlu-pro", "bbq", "gsm8k", "simpleqa", "harmbench", "xstest")
 

@@ -2,13 +2,13 @@
 import re
 
 import pytest
+from hub_fixtures import write_fixture
 
 import corrsteer.tasks.task as task_module
 from corrsteer.config import EvalConfig, RunConfig, SettingsError
 from corrsteer.tasks.hub import hub_task_names
 from corrsteer.tasks.load import check_split, load_task
 from corrsteer.tasks.task import Item, Task, list_tasks, register_task
-from hub_fixtures import write_fixture
 
 
 @pytest.fixture

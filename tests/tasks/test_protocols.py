@@ -1,7 +1,16 @@
 """corrsteer.tasks.protocols: the paper's and our chat templates, generation lengths and scoring; the mc prompt and
 the max-new-tokens tables every task uses."""
-from corrsteer.tasks.protocols import (CHAT_MAX_NEW_TOKENS, PAPER_MAX_NEW_TOKENS, Scorers, chat_prompt, final_number,
-                                       max_new_tokens, mc_prompt, paper_prompt, score_output)
+from corrsteer.tasks.protocols import (
+    CHAT_MAX_NEW_TOKENS,
+    PAPER_MAX_NEW_TOKENS,
+    Scorers,
+    chat_prompt,
+    final_number,
+    max_new_tokens,
+    mc_prompt,
+    paper_prompt,
+    score_output,
+)
 from corrsteer.tasks.task import Item, get_task, list_tasks
 
 

@@ -2,9 +2,8 @@
 and through Task.score), and the number words it reads."""
 import pytest
 
-from corrsteer.tasks.scoring import extract_label, extract_number, numbers_in, number_words, score_short
+from corrsteer.tasks.scoring import extract_label, extract_number, number_words, numbers_in, score_short
 from corrsteer.tasks.task import Item, Task, get_task
-
 
 SHORT_CASES = [  # output, gold, question, correct
     ("Paris", "Paris", "", True), ("The capital of France is Paris.", "Paris", "", True),

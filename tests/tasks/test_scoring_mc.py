@@ -5,7 +5,6 @@ import pytest
 from corrsteer.tasks.scoring_mc import extract_choice, is_refusal, read_refusal
 from corrsteer.tasks.task import Item, Task
 
-
 CHOICES = ["Berlin", "Paris", "Madrid", "Rome"]
 MC_CASES = [
     ("B", "B"), ("B.", "B"), ("b)", "B"), ("(B) Paris", "B"), ("B. Paris", "B"), ("The answer is (B).", "B"),
