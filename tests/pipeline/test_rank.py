@@ -1,6 +1,5 @@
 """Rankings: the pooled within-class r against a float64 recomputation, a planted case where plain Pearson picks the
 class and within-class picks the real feature, the default ranking per task kind, and variant N's negative picks."""
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,6 +12,7 @@ from corrsteer.pipeline.rank import (
     resolve_ranking,
     within_class_r,
 )
+from corrsteer.tasks.task import Task
 from corrsteer_kernels import CorrStats
 
 
@@ -83,14 +83,15 @@ def test_pearson_picks_the_class_feature_within_class_picks_the_real_one():
 @pytest.mark.parametrize("kind,want", [("label", "within-class"), ("mc", "within-class"), ("refusal", "within-class"),
                                        ("short", "pearson"), ("number", "pearson")])
 def test_default_ranking_per_task_kind(kind, want):
-    task = SimpleNamespace(name="t", kind=kind)
+    task = Task(name="t", kind=kind, items=[], max_new_tokens=8)
+    assert task.has_classes == (want == "within-class")
     assert resolve_ranking("auto", task) == want
     assert resolve_ranking("pearson", task) == "pearson" and resolve_ranking("mi", task) == "mi"
 
 
 def test_within_class_on_a_free_form_task_is_a_usage_error():
     with pytest.raises(SettingsError, match="--ranking within-class needs a task"):
-        resolve_ranking("within-class", SimpleNamespace(name="t", kind="short"))
+        resolve_ranking("within-class", Task(name="t", kind="short", items=[], max_new_tokens=8))
 
 
 @pytest.mark.parametrize("ranking", ["pearson", "within-class"])

@@ -91,5 +91,5 @@ def test_run_prompting_rows_few_shot_from_select_only(tiny_lm, tmp_path):
     assert doc["prompting"] in report and doc["few_shot"] in report
     assert [c.variant for c in res["prompting"]] == ["prompting", "few-shot", "prompting+P"]
     assert set(res["vs_p"]) == {"CorrSteer-S", "CorrSteer-A", "raw-residual", "mean-difference", "prompting",
-                                "few-shot", "prompting+P"}
+                                "few-shot", "prompting+P", "control-random-feature", "control-shuffled-outcome"}
     assert res["evaluation"].classes and set(res["evaluation"].scores) == set(res["vs_p"]) | {"CorrSteer-P"}

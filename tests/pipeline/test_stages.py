@@ -1,12 +1,12 @@
 """Stages: selection's measure is balanced accuracy where the task has classes, plain accuracy otherwise; the
 ranking a run uses is --ranking resolved for its task."""
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from corrsteer.config import RunConfig
 from corrsteer.pipeline.stages import Context
+from corrsteer.tasks.task import Task
 
 # 3 positives answered right, 1 negative answered wrong: accuracy 0.75, balanced accuracy 0.5
 ROWS = [dict(gold="positive", pred="positive", correct=1.0)] * 3 + [dict(gold="negative", pred="positive",
@@ -14,7 +14,7 @@ ROWS = [dict(gold="positive", pred="positive", correct=1.0)] * 3 + [dict(gold="n
 
 
 def _ctx(kind, ranking="auto"):
-    return Context(lm=None, bank=None, task=SimpleNamespace(name="t", kind=kind), cfg=RunConfig(ranking=ranking),
+    return Context(lm=None, bank=None, task=Task(name="t", kind=kind, items=[], max_new_tokens=8), cfg=RunConfig(ranking=ranking),
                    out=Path("."))
 
 
