@@ -380,8 +380,8 @@ class ExportConfig(Settings):
     command: ClassVar[str] = "export"
     plan: str = option(help="a plan.json written by `corrsteer run`, `select` or `import`", metavar="FILE",
                        positional=True)
-    format: str = option(help="gguf-control-vector (llama.cpp) | lm-eval (lm-evaluation-harness steered) | vllm "
-                         "(EasySteer SteerVectorRequest) | neuronpedia (steering features)", metavar="FORMAT")
+    format: str = option(help="where the plan will run: gguf-control-vector (llama.cpp), lm-eval (the steered "
+                         "model of lm_eval), vllm (EasySteer) or neuronpedia", metavar="FORMAT")
     out: str = option(help="the file to write (vllm also writes FILE.gguf beside it)", metavar="FILE")
     allow_prompt_positions: bool = option(False, "gguf-control-vector, lm-eval: accept that these runtimes steer "
                                           "every prompt position where the plan steers only the last one")
@@ -390,10 +390,10 @@ class ExportConfig(Settings):
 @dataclass(kw_only=True, frozen=True)
 class ImportConfig(Settings):
     command: ClassVar[str] = "import"
-    vectors: str = option(help="a llama.cpp/repeng control vector (.gguf), steering-vectors data or an lm-eval "
-                          "steer file (.pt)", metavar="FILE", positional=True)
-    source: str = option("auto", "gguf-control-vector | steering-vectors | lm-eval (auto: .gguf is a control "
-                         "vector, else steering-vectors)", metavar="SOURCE")
+    vectors: str = option(help="the vectors: a control vector of llama.cpp or repeng (.gguf), or a .pt of "
+                          "steering vectors or of lm_eval's steered model", metavar="FILE", positional=True)
+    source: str = option("auto", "what the file holds: auto (a .gguf is a control vector, a .pt steering vectors), "
+                         "gguf-control-vector, steering-vectors or lm-eval", metavar="SOURCE")
     out: str = option(help="the plan.json to write", metavar="FILE")
     model: str | None = option(None, "the model the vectors are for (default: the control vector's model hint)")
     name: str | None = option(None, "the plan's name (default: the file's stem)")

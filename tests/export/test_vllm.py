@@ -21,7 +21,8 @@ def test_spec_and_vectors(tiny_lm, tmp_path, all_positions, prefill):
     assert spec["target_layers"] == [0, 2] and spec["generate_trigger_tokens"] == [-1]
     assert {k: spec[k] for k in prefill} == prefill and not ({"prefill_trigger_tokens",
                                                                "prefill_trigger_positions"} - set(prefill)) & set(spec)
-    assert spec["algorithm"] == "direct" and spec["scale"] == 1.0 and spec["steer_vector_local_path"] == str(vec_path.resolve())
+    assert spec["algorithm"] == "direct" and spec["scale"] == 1.0
+    assert spec["steer_vector_local_path"] == str(vec_path.resolve())
     hint, dirs = read_directions(vec_path)
     assert hint == tiny_lm.name and sorted(dirs) == [0, 2]
     np.testing.assert_array_equal(dirs[0], np.float32(plan.vectors["blocks.0.hook_resid_post"]))
