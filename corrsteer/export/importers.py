@@ -5,8 +5,10 @@ Sources, each mapped to our hooks by the numbering its runtime uses (see gguf.py
   decoder layer N -> `blocks.N.hook_resid_post`.
 - steering-vectors: a .pt holding a steering-vectors `SteeringVector` as plain data: {"layer_activations":
   {layer: Tensor}, "layer_type": "decoder_block"} (`dataclasses.asdict(sv)`) or just {layer: Tensor}
-  (`sv.layer_activations`); steering-vectors/steering-vectors `steering_vectors/steering_vector.py` adds
-  layer_activations[L] * multiplier to the output of decoder block L -> `blocks.L.hook_resid_post`. A pickled
+  (`sv.layer_activations`); steering-vectors/steering-vectors `steering_vectors/steering_vector.py`
+  (`SteeringVector.patch_activations`, `_create_additive_hook`) adds multiplier * layer_activations[L] through a
+  forward hook on the module `layer_matching.py` guesses for "decoder_block" (`model.layers.{num}` for a
+  Hugging Face llama), at every position from min_token_index (default 0) -> `blocks.L.hook_resid_post`. A pickled
   SteeringVector object is refused (loading it would run arbitrary code: torch.load(weights_only=True) only).
 - lm-eval: an lm-evaluation-harness steered .pt; "add" entries at hookpoint `layers.N` -> `blocks.N.hook_resid_post`
   with steering_coefficient folded in.

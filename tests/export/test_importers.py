@@ -1,5 +1,7 @@
 """Vectors from elsewhere become plans: an exported control vector / lm-eval file imports back to the same
 steering, steering-vectors data lands on the decoder layers' outputs, and bad files give one-line errors."""
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
 import torch
@@ -37,6 +39,34 @@ def test_steering_vectors_data_and_cli(tiny_lm, tmp_path):
         np.testing.assert_allclose(plan.vectors[f"blocks.{L}.hook_resid_post"], -2 * v.numpy(), rtol=1e-6)
     torch.save(acts, tmp_path / "plain.pt")            # sv.layer_activations saved on its own
     assert sorted(import_plan(tmp_path / "plain.pt", model="m").vectors) == sorted(plan.vectors)
+
+
+def test_steering_vectors_import_steers_like_steering_vectors(tiny_lm, tmp_path):
+    """SteeringVector.apply reimplemented (steering-vectors/steering-vectors steering_vector.py): a forward hook on
+    model.layers.{num} (the "decoder_block" guess) adds multiplier * layer_activations[num] at every position."""
+    g = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+    acts = {L: 3 * torch.randn(tiny_lm.d_model, generator=g) / tiny_lm.d_model ** 0.5 for L in (0, 2)}
+    torch.save({"layer_activations": acts, "layer_type": "decoder_block"}, tmp_path / "sv.pt")
+    plan = import_plan(tmp_path / "sv.pt", model=tiny_lm.name, scale=1.5)
+    modules = dict(tiny_lm.model.named_modules())
+
+    def hook(v):
+        def fn(_m, _inputs, outputs):
+            t = outputs[0] if isinstance(outputs, tuple) else outputs
+            t[None] = t + 1.5 * v
+            return outputs
+        return fn
+
+    @contextmanager
+    def sv_apply():
+        handles = [modules[f"model.layers.{L}"].register_forward_hook(hook(v)) for L, v in acts.items()]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+    ids = torch.randint(0, 500, (2, 5))
+    assert_same(logits(tiny_lm, ids, plan), logits(tiny_lm, ids, hooks_fn=sv_apply), logits(tiny_lm, ids))
 
 
 def test_an_imported_plan_evaluates(tiny_lm, tmp_path):
