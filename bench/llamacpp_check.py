@@ -11,7 +11,8 @@ layers 1..n_layer-1), and prints accuracy for both runtimes on the same items ne
 (our model, baseline and steered, generate_batch with the plan's vectors). The two runtimes differ on purpose
 in two places: llama.cpp runs the Q4_1 GGUF weights (ours: dequantised to float32) and steers every prompt position
 (ours: only the last prompt token unless the plan was made with --all-positions), so the numbers should move the same
-way, not match. Writes bench/results/llamacpp-check.json.
+way, not match. Writes bench/results/llamacpp-check.json. Not run yet (llama-cpp-python was not built on the
+2-core shared machine this was written on), so the llama_cpp calls here are untested.
 """
 from __future__ import annotations
 
@@ -57,7 +58,8 @@ def llamacpp_answers(llm, lm, prompts, max_new_tokens, cvec: dict[int, np.ndarra
 def _apply(llama_cpp, llm, ptr, n, n_embd, start, end):
     """llama_apply_adapter_cvec(ctx, ...) in recent llama.cpp; llama_control_vector_apply in older bindings."""
     fn = getattr(llama_cpp, "llama_apply_adapter_cvec", None) or llama_cpp.llama_control_vector_apply
-    return fn(llm.ctx, ptr, n, n_embd, start, end)
+    ctx = getattr(llm, "ctx", None) or llm._ctx.ctx
+    return fn(ctx, ptr, n, n_embd, start, end)
 
 
 def main(argv=None):
