@@ -382,7 +382,7 @@ class ExportConfig(Settings):
                        positional=True)
     format: str = option(help="where the plan will run: gguf-control-vector (llama.cpp), lm-eval (the steered "
                          "model of lm_eval), vllm (EasySteer) or neuronpedia", metavar="FORMAT")
-    out: str = option(help="the file to write (vllm also writes FILE.gguf beside it)", metavar="FILE")
+    out: str = option(help="the file to write (vllm also writes FILE.vectors.gguf beside it)", metavar="FILE")
     allow_prompt_positions: bool = option(False, "gguf-control-vector, lm-eval: accept that these runtimes steer "
                                           "every prompt position where the plan steers only the last one")
 

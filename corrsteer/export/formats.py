@@ -24,7 +24,7 @@ class Format:
 FORMATS: dict[str, Format] = registry((
     Format(gguf.FORMAT, gguf.write, "llama.cpp control vector (llama-cli --control-vector FILE.gguf)"),
     Format(lm_eval.FORMAT, lm_eval.write, "lm-evaluation-harness steered model (steer_path=FILE.pt)"),
-    Format(vllm.FORMAT, vllm.write, "EasySteer/vLLM SteerVectorRequest (FILE.json + FILE.gguf)"),
+    Format(vllm.FORMAT, vllm.write, "EasySteer/vLLM SteerVectorRequest (FILE.json + FILE.vectors.gguf)"),
     Format(neuronpedia.FORMAT, neuronpedia.write, "Neuronpedia steering features (FILE.json)"),
 ), lambda f: f.name, "export format")
 

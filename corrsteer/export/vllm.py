@@ -34,9 +34,10 @@ def vllm_spec(plan: SteeringPlan, vector_path, scale: float = 1.0) -> dict:
 
 
 def write(plan: SteeringPlan, out, allow_prompt_positions: bool = False) -> list[Path]:
-    """out (a .json spec) and out with suffix .gguf (the vectors, direction.L per decoder layer L)."""
+    """out (a .json spec) and out with suffix .vectors.gguf (the vectors, direction.L per decoder layer L), named
+    apart from a gguf-control-vector export of the same name."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    vec = write_directions(out.with_suffix(".gguf"), require_layer_outputs(plan, FORMAT, lowest=0), plan.model)
+    vec = write_directions(out.with_suffix(".vectors.gguf"), require_layer_outputs(plan, FORMAT, lowest=0), plan.model)
     out.write_text(json.dumps(vllm_spec(plan, vec.resolve()), indent=1) + "\n")
     return [out, vec]

@@ -14,7 +14,8 @@ def test_every_format_from_one_plan(tiny_lm, tmp_path, capsys):
     assert sorted(outs) == sorted(FORMATS)
     for fmt, name in outs.items():
         assert cli.main(["export", str(plan), "--format", fmt, "--out", str(tmp_path / "out" / name)]) == 0
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["np.json", "p.gguf", "p.json", "p.pt"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["np.json", "p.gguf", "p.json", "p.pt",
+                                                                     "p.vectors.gguf"]
     assert "feat -> " in capsys.readouterr().out
 
 

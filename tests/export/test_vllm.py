@@ -16,6 +16,7 @@ def test_spec_and_vectors(tiny_lm, tmp_path, all_positions, prefill):
     plan = random_plan(tiny_lm, ["blocks.0.hook_resid_post", "blocks.3.hook_resid_pre", "blocks.2.hook_resid_post"],
                        all_positions=all_positions)
     spec_path, vec_path = write(plan, tmp_path / "steer.json")
+    assert vec_path.name == "steer.vectors.gguf"
     spec = json.loads(spec_path.read_text())
     assert spec == vllm_spec(plan, vec_path.resolve())
     assert spec["target_layers"] == [0, 2] and spec["generate_trigger_tokens"] == [-1]
