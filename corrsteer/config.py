@@ -376,6 +376,33 @@ class GenerateConfig(PlanModelOptions):
     prompt: str = option(help="the prompt, answered without and with steering", positional=True)
 
 
+@dataclass(kw_only=True, frozen=True)
+class ExportConfig(Settings):
+    command: ClassVar[str] = "export"
+    plan: str = option(help="a plan.json written by `corrsteer run`, `select` or `import`", metavar="FILE",
+                       positional=True)
+    format: str = option(help="where the plan will run: gguf-control-vector (llama.cpp), lm-eval (the steered "
+                         "model of lm_eval), vllm (EasySteer) or neuronpedia", metavar="FORMAT")
+    out: str = option(help="the file to write (vllm also writes FILE.vectors.gguf beside it)", metavar="FILE")
+    allow_prompt_positions: bool = option(False, "gguf-control-vector, lm-eval: accept that these runtimes steer "
+                                          "every prompt position where the plan steers only the last one")
+
+
+@dataclass(kw_only=True, frozen=True)
+class ImportConfig(Settings):
+    command: ClassVar[str] = "import"
+    vectors: str = option(help="the vectors: a control vector of llama.cpp or repeng (.gguf), or a .pt of "
+                          "steering vectors or of lm_eval's steered model", metavar="FILE", positional=True)
+    source: str = option("auto", "what the file holds: auto (a .gguf is a control vector, a .pt steering vectors), "
+                         "gguf-control-vector, steering-vectors or lm-eval", metavar="SOURCE")
+    out: str = option(help="the plan.json to write", metavar="FILE")
+    model: str | None = option(None, "the model the vectors are for (default: the control vector's model hint)")
+    name: str | None = option(None, "the plan's name (default: the file's stem)")
+    scale: float = option(1.0, "multiplier on every imported vector")
+    all_positions: bool = option(True, "steer every position, as the runtimes these vectors come from do "
+                                 "(--no-all-positions: the last prompt token and the generated ones)")
+
+
 def registry(entries, name_of, what: str) -> dict:
     """{name_of(entry): entry} in order; a name given twice is an error, never a silent replacement."""
     out = {}
@@ -387,7 +414,8 @@ def registry(entries, name_of, what: str) -> dict:
     return out
 
 
-COMMANDS: dict[str, type[Settings]] = registry((TrainSAEConfig, RunConfig, SelectConfig, EvalConfig, GenerateConfig),
+COMMANDS: dict[str, type[Settings]] = registry((TrainSAEConfig, RunConfig, SelectConfig, EvalConfig, GenerateConfig,
+                                                ExportConfig, ImportConfig),
                                                lambda c: c.command, "command")
 
 

@@ -10,7 +10,18 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from corrsteer.config import EvalConfig, GenerateConfig, ModelOptions, RunConfig, SettingsError, TrainSAEConfig
+from corrsteer.config import (
+    EvalConfig,
+    ExportConfig,
+    GenerateConfig,
+    ImportConfig,
+    ModelOptions,
+    RunConfig,
+    SettingsError,
+    TrainSAEConfig,
+)
+from corrsteer.export.formats import export_plan
+from corrsteer.export.importers import import_plan
 from corrsteer.model.generate import generate_batch
 from corrsteer.model.lm import LM, load_model
 from corrsteer.model.steer import check_plan_fits, load_plan
@@ -117,10 +128,31 @@ def generate(cfg: GenerateConfig) -> int:
     return 0
 
 
+def export(cfg: ExportConfig) -> int:
+    """`corrsteer export`: a plan in another runtime's format."""
+    plan = load_plan(cfg.plan)
+    for path in export_plan(plan, cfg.format, cfg.out, cfg.allow_prompt_positions):
+        print(f"{plan.name} -> {path} ({cfg.format})")
+    return 0
+
+
+def import_vectors(cfg: ImportConfig) -> int:
+    """`corrsteer import`: vectors from elsewhere as a plan for eval and generate."""
+    plan = import_plan(cfg.vectors, cfg.source, cfg.model, cfg.name, cfg.all_positions, cfg.scale)
+    writable_out(str(Path(cfg.out).parent))
+    plan.save(cfg.out)
+    layers = ", ".join(str(e.layer) for e in plan.entries)
+    print(f"{cfg.vectors} -> {cfg.out}: plan {plan.name!r} for {plan.model}, layers {layers}")
+    return 0
+
+
 COMMANDS = {
     "train-sae": (train_sae, "train TopK SAEs for a model's layers and cache them (sae-lens format)"),
     "run": (run, "select -> validate -> test CorrSteer S/A/P on a task and write a report"),
     "select": (run, "collect and select only: write statistics and plans, no test"),
     "eval": (evaluate, "a saved plan vs the unsteered model on the task's test split"),
     "generate": (generate, "baseline and steered answers side by side"),
+    "export": (export, "a plan as a llama.cpp control vector, lm-eval steer file, EasySteer/vLLM spec or "
+                       "Neuronpedia features"),
+    "import": (import_vectors, "a control vector or steering vector from elsewhere as a plan"),
 }

@@ -11,13 +11,14 @@ from corrsteer.cli import main as cli
 from corrsteer.config import COMMANDS, EvalConfig, GenerateConfig, RunConfig
 from corrsteer.pipeline import commands
 
-REQUIRED = {"eval": dict(plan="p.json"), "generate": dict(plan="p.json", prompt="hi")}
+REQUIRED = {"eval": dict(plan="p.json"), "generate": dict(plan="p.json", prompt="hi"),
+            "export": dict(plan="p.json", format="vllm", out="o.json"), "import": dict(vectors="v.gguf", out="p.json")}
 
 
 def _argv(cmd, values: dict) -> list[str]:
-    out = [cmd]
+    out, positional = [cmd], {f.name for f in fields(COMMANDS[cmd]) if f.metadata["positional"]}
     for name, v in values.items():
-        out += [v] if name == "prompt" else [f"--{name.replace('_', '-')}", str(v)]
+        out += [v] if name in positional else [f"--{name.replace('_', '-')}", str(v)]
     return out
 
 
