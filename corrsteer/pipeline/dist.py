@@ -65,6 +65,11 @@ def env_world() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def env_rank() -> int:
+    """This process's rank in a torchrun job (0 without one)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def init(device: torch.device) -> Dist:
     """Join the torchrun job described by the environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT), if any."""
     world = env_world()

@@ -26,6 +26,7 @@ from corrsteer.pipeline.checkpoint import (
     model_identity,
 )
 from corrsteer.pipeline.dist import SINGLE, Dist
+from corrsteer.pipeline.inputs import check_context
 from corrsteer.pipeline.prompting import PROMPT_VARIANTS, PromptSet, prompt_set, prompt_stage
 from corrsteer.pipeline.rank import resolve_ranking
 from corrsteer.pipeline.select import mean_difference, raw_direction, variant_s
@@ -114,6 +115,7 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
     ctx = Context(lm, bank, task, cfg, out, sae_source, dist, model_identity(lm))
     splits = task.split(cfg.n_select, cfg.n_val, cfg.n_test, seed=cfg.seed)
     sel, val_items, test_items = splits
+    fits_context(lm, task, [*sel, *val_items, *test_items])
     prompts = prompt_set(task, sel, cfg.few_shot, cfg.seed)
     _start(out, cfg, dist, model=lm.context(), saes=bank.context(sae_source), task=task.name, ranking=ctx.ranking,
            prompts=prompts.to_dict())
@@ -185,13 +187,20 @@ def _report(ctx: Context, rows: dict, cands: dict, settings: dict, val: Validati
     return dict(comparisons=comps, baselines=base_comps, prompting=prompt_comps, evaluation=ev, vs_p=vs_p)
 
 
+def fits_context(lm, task, items) -> None:
+    """Every item's prompt, as the model will see it, plus the task's generation length fits the context."""
+    chat = False if task.gen_kwargs.get("formatted") else None
+    check_context(lm, [(f"item {it.id}", it.prompt) for it in items], task.max_new_tokens, chat)
+
+
 def eval_plan(lm, task, plan, out_dir, cfg: EvalConfig, dist: Dist = SINGLE) -> dict:
     """`corrsteer eval`: a saved plan against the unsteered model on the test split (disjoint from select/val)."""
     out = Path(out_dir)
-    _start(out, cfg, dist, ("predictions.jsonl",), model=lm.context(), plan=dict(name=plan.name, sae_source=plan.sae_source),
-           task=task.name)
     _, task = prepare(lm, None, task, cfg)
     _, _, test = task.split(cfg.n_select, cfg.n_val, cfg.n_test, seed=cfg.seed)
+    fits_context(lm, task, test)
+    _start(out, cfg, dist, ("predictions.jsonl",), model=lm.context(),
+           plan=dict(name=plan.name, sae_source=plan.sae_source), task=task.name)
     rows = run_plans(lm, task, test, {"baseline": {}, plan.name: plan.hook_vectors(lm.device)}, cfg.batch_size, "eval",
                      plan.all_positions, dist=dist, checkpoint=out / "checkpoints" / "eval.safetensors",
                      model_id=model_identity(lm))

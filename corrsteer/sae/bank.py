@@ -125,7 +125,13 @@ def load_sae_dir(path, device="cpu") -> BankEntry:
     hook_name = (cfg.get("metadata") or {}).get("hook_name") or cfg.get("hook_name")
     if not hook_name:
         raise ValueError(f"{path}: cfg.json names no hook (metadata.hook_name)")
-    w = load_file(str(path / "sae_weights.safetensors"), device=str(device))
+    where = f"the SAE for layer {HookPoint.parse(hook_name).layer} ({path / 'sae_weights.safetensors'})"
+    try:
+        w = load_file(str(path / "sae_weights.safetensors"), device=str(device))
+    except Exception as e:           # safetensors' own error type for a damaged file
+        if type(e).__name__ != "SafetensorError":
+            raise
+        raise ValueError(f"{where} is damaged ({' '.join(str(e).split())[:120]})") from None
     for key in ("W_enc", "b_enc", "W_dec"):
         if key not in w:
             raise ValueError(f"{path}: sae_weights.safetensors lacks {key}")
@@ -137,8 +143,11 @@ def load_sae_dir(path, device="cpu") -> BankEntry:
     W_enc = w["W_enc"]
     if cfg.get("rescale_acts_by_decoder_norm"):
         W_enc, b_enc, W_dec = fold_decoder_norm(W_enc, b_enc, W_dec)
-    sae = SAEWeights(W_enc=W_enc, b_enc=b_enc, b_dec=w.get("b_dec") if cfg.get("apply_b_dec_to_input", True) else None,
-                     threshold=w.get("threshold"), k=cfg.get("k"), activation=acts[arch], W_dec=W_dec)
+    try:
+        sae = SAEWeights(W_enc=W_enc, b_enc=b_enc, threshold=w.get("threshold"), k=cfg.get("k"), activation=acts[arch],
+                         b_dec=w.get("b_dec") if cfg.get("apply_b_dec_to_input", True) else None, W_dec=W_dec)
+    except ValueError as e:          # NaN / inf weights, mismatched shapes
+        raise ValueError(f"{where}: {e}") from None
     return BankEntry(sae, HookPoint.parse(hook_name), str(path))
 
 

@@ -9,10 +9,12 @@ Order: the --task name, the hub options (which apply to hub tasks only), then th
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from corrsteer.config import SettingsError, one_line
 from corrsteer.tasks.hub import HUB_TASKS, TaskLoadError, hub_task_names, load_hub_task
+from corrsteer.tasks.label_checks import check_labels
 from corrsteer.tasks.task import Task, get_task, list_tasks, load_task_file
 
 TASK_FILE_SUFFIXES = (".jsonl", ".json")
@@ -29,9 +31,11 @@ def check_hub_options(cfg) -> None:
     """--task-path, --constrain, --bbq-condition and --protocol paper apply to the hub tasks only (--constrain to
     their multiple-choice ones)."""
     hub = cfg.task in HUB_TASKS and not cfg.task_file
-    if not hub and (cfg.task_path or cfg.constrain or cfg.bbq_condition or cfg.protocol != "chat"):
+    new = getattr(cfg, "max_new_tokens", None)
+    if not hub and (cfg.task_path or cfg.constrain or cfg.bbq_condition or cfg.protocol != "chat" or new):
         which = ("--task-path" if cfg.task_path else "--constrain" if cfg.constrain else
-                 "--bbq-condition" if cfg.bbq_condition else "--protocol paper")
+                 "--bbq-condition" if cfg.bbq_condition else "--protocol paper" if cfg.protocol != "chat" else
+                 "--max-new-tokens")
         raise SettingsError(f"{which} applies to the hub tasks ({', '.join(hub_task_names())}), not {cfg.task!r}")
     if cfg.bbq_condition and cfg.task != "bbq":
         raise SettingsError(f"--bbq-condition applies to --task bbq, not {cfg.task!r}")
@@ -52,20 +56,37 @@ def task_file(path: str, flag: str = "--task-file") -> Task:
         raise SettingsError(f"{flag} {path}: line {line} is not UTF-8 (byte 0x{data[e.start]:02x}), expected a "
                             "UTF-8 JSONL file") from None
     try:
-        return load_task_file(p)
+        task = load_task_file(p)
+        check_labels(p, task.kind == "label")
     except ValueError as e:
-        raise SettingsError(f"{flag} {one_line(e)}, expected one JSON item a line (see README, Tasks)") from None
+        msg = one_line(e)
+        raise SettingsError(f"{flag} {msg if msg.startswith(str(p)) else f'{path}: {msg}'}, expected one JSON item a "
+                            "line (see README, Tasks)") from None
+    return task
 
 
 def hub_task(cfg) -> Task:
     """The hub task cfg.task names; a missing split file or a row outside the hub's schema is a usage error."""
+    where = f"{cfg.task_path}/<split>.jsonl or .parquet" if cfg.task_path else "the hub's splits"
+    if cfg.task_path and not Path(cfg.task_path).is_dir():
+        what = "is a file" if Path(cfg.task_path).exists() else "no such folder"
+        raise SettingsError(f"--task-path {cfg.task_path}: {what}, expected a folder holding {cfg.task}'s splits as "
+                            "<split>.jsonl or <split>.parquet")
+    quiet = logging.getLogger("datasets")
+    level, quiet.level = quiet.level, logging.CRITICAL        # its tracebacks: the one line below says it all
     try:
         return load_hub_task(cfg.task, cfg.protocol, cfg.task_path, cfg.constrain, cfg.scorer_models,
                              cfg.max_new_tokens, cfg.bbq_condition)
     except TaskLoadError as e:
-        where = f"{cfg.task_path}/<split>.jsonl or .parquet" if cfg.task_path else "the hub's splits"
         raise SettingsError(f"--task {cfg.task}: {one_line(e)}, expected {where} in {cfg.task}'s schema "
                             f"({HUB_TASKS[cfg.task].schema})") from None
+    except Exception as e:           # datasets / pyarrow: a split file it cannot read, the hub unreachable
+        if type(e).__module__.split(".")[0] not in ("datasets", "pyarrow", "huggingface_hub", "requests"):
+            raise
+        raise SettingsError(f"--task {cfg.task}: {type(e).__name__}: {one_line(e, 160)}, expected {where} readable "
+                            f"by `datasets` in {cfg.task}'s schema ({HUB_TASKS[cfg.task].schema})") from None
+    finally:
+        quiet.setLevel(level)
 
 
 def load_task(cfg) -> Task:

@@ -1,0 +1,107 @@
+"""An output folder owned by one run at a time, and left as it was when the run fails on its input.
+
+    with owned_out(out, "run") as path:      # SettingsError if another live run holds <out>/.corrsteer.lock
+        ...                                  # writes into path
+
+The lock file <out>/.corrsteer.lock holds the owner's pid, host and start time (JSON). A second run into the same
+folder gets one line naming the first; a lock left by a process that no longer runs on this host is taken over with
+a log line. Under torchrun only rank 0 takes the lock (the other ranks write nothing there).
+
+When the run fails with an input error (SettingsError), the folder is put back as it was: a folder the run created
+is removed, and an IN_PROGRESS marker or config.json that the run added to an existing folder is deleted. Any other
+failure (an interrupt, a full disk, a run error) leaves the folder for a rerun to resume.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import shutil
+import socket
+from pathlib import Path
+
+from corrsteer.config import CONFIG_NAME, SettingsError
+from corrsteer.pipeline.checkpoint import MARKER, log, writable_out
+
+LOCK = ".corrsteer.lock"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:          # someone else's live process
+        return True
+    return True
+
+
+def _read_lock(path: Path) -> dict:
+    try:
+        doc = json.loads(path.read_text())
+        return doc if isinstance(doc, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def acquire(out: Path, command: str) -> Path:
+    """Take <out>/.corrsteer.lock for this process; SettingsError naming the owner when a live run holds it."""
+    path = out / LOCK
+    me = dict(pid=os.getpid(), host=socket.gethostname(), command=command,
+              started=datetime.datetime.now().isoformat(timespec="seconds"))
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            owner = _read_lock(path)
+            pid, host = owner.get("pid"), owner.get("host")
+            if isinstance(pid, int) and host == me["host"] and not _alive(pid):
+                log(f"--out {out}: taking over the lock of pid {pid} (started {owner.get('started')}), which no "
+                    "longer runs")
+                path.unlink(missing_ok=True)
+                continue
+            raise SettingsError(f"--out {out} is in use by another corrsteer run (pid {pid} on {host}, "
+                                f"`corrsteer {owner.get('command')}` since {owner.get('started')}), expected a "
+                                f"folder no other run writes: wait for it, choose another --out, or delete {path} "
+                                "if that run is gone") from None
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        return path
+    raise SettingsError(f"--out {out}: could not take the lock {path}, expected a folder no other run writes")
+
+
+def release(out: Path) -> None:
+    path = out / LOCK
+    if _read_lock(path).get("pid") == os.getpid():
+        path.unlink(missing_ok=True)
+
+
+def _restore(out: Path, existed: bool, had: set[str]) -> None:
+    """Undo what a run that failed on its input added: the folder it created, or its marker and config.json."""
+    if not existed:
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for name in (MARKER, CONFIG_NAME):
+        if name not in had:
+            (out / name).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def owned_out(out: str, command: str, lock: bool = True):
+    """--out, checked writable and owned by this run (lock=False: the other ranks of a torchrun job)."""
+    path = Path(out)
+    existed = path.is_dir()
+    had = {p.name for p in path.iterdir()} if existed else set()
+    writable_out(out)
+    if lock:
+        acquire(path, command)
+    try:
+        yield path
+    except SettingsError:
+        if lock:
+            _restore(path, existed, had)
+        raise
+    finally:
+        if lock:
+            release(path)
