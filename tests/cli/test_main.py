@@ -12,7 +12,8 @@ from corrsteer.config import COMMANDS, EvalConfig, GenerateConfig, RunConfig
 from corrsteer.pipeline import commands
 
 REQUIRED = {"eval": dict(plan="p.json"), "generate": dict(plan="p.json", prompt="hi"),
-            "export": dict(plan="p.json", format="vllm", out="o.json"), "import": dict(vectors="v.gguf", out="p.json")}
+            "export": dict(plan="p.json", format="vllm", out="o.json"), "import": dict(vectors="v.gguf", out="p.json"),
+            "fetch-model": dict(name="default")}
 
 
 def _argv(cmd, values: dict) -> list[str]:
@@ -101,7 +102,8 @@ def test_command_line_overrides_only_the_options_it_gives(tmp_path):
     recorded = RunConfig(pool="mean", n_select=5, all_positions=True, out="runs/x")
     path.write_text(json.dumps(dict(command="run", settings=recorded.to_dict())))
     got = cli.parse_settings(["run", "--config", str(path), "--n-select", "7", "--no-all-positions"])
-    assert got == RunConfig(pool="mean", n_select=7, all_positions=False, out="runs/x")
+    assert got == RunConfig(pool="mean", n_select=7, all_positions=False)    # a replay never writes to the old --out
+    assert cli.parse_settings(["run", "--config", str(path), "--out", "runs/y"]).out == "runs/y"
     assert cli.parse_settings(["select", "--config", str(path)]).pool == "mean"   # select and run share settings
     path.write_text(json.dumps(dict(command="run", settings={"pool": "mean"})))     # the rest: defaults
     assert cli.parse_settings(["run", "--config", str(path)]) == RunConfig(pool="mean")
