@@ -314,10 +314,10 @@ class TrainConfig(Settings):
     chat_fraction: float = option(0.75, "share of the training tokens taken from the instruction exchanges (the "
                                   "rest: docstring exchanges)", check=lambda v: None if 0 <= v <= 1 else "in [0, 1]")
     eval_task_prompts: int = option(40, "held-out prompts per built-in task for the quality table", check=positive)
-    matmul_dtype: str = option("float32", "inputs of the trainer's matrix products (fp32 accumulation either way); "
-                               "bfloat16: ~1.4x faster steps on CPUs that multiply it natively (AVX512-BF16/AMX), "
-                               "same FVE in our comparison; auto: bfloat16 where native, else float32",
-                               choices=("auto", "float32", "bfloat16"))
+    matmul_dtype: str = option("auto", "inputs of the trainer's two dense matrix products (fp32 accumulation either "
+                               "way); bfloat16: ~2x faster steps on CPUs that multiply it natively (AVX512-BF16/AMX), "
+                               "FVE within 0.002 of float32's in our comparison; auto: bfloat16 where native, else "
+                               "float32", choices=("auto", "float32", "bfloat16"))
     threads: int = option(2, "torch threads while training (fixed, so the weights do not depend on the machine's "
                           "core count; 0: leave torch's setting)", check=non_negative)
 

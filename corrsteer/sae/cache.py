@@ -69,8 +69,8 @@ def train_missing(lm, cfg: TrainSAEConfig) -> list[dict]:
     t0 = time.time()
     out = sae_cache_dir(lm.name, cfg.sae_dir)
     layers = cfg.layer_list or list(range(lm.n_layers))
-    rows = train_bank(lm, out, layers=layers, point=cfg.hook, cfg=cfg, dataset=cfg.dataset, force=cfg.force)
-    meta, rows = rows[-1], rows[:-1]
+    done = train_bank(lm, out, layers=layers, point=cfg.hook, cfg=cfg, dataset=cfg.dataset, force=cfg.force)
+    meta, rows = done.meta, done.rows
     total = time.time() - t0
     print(quality_table(rows) + "\n" + _summary(meta, total))
     _record(out, lm, cfg, meta, total, bank_quality(out, point=cfg.hook))

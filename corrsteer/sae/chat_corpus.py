@@ -1,7 +1,7 @@
 """Offline SAE training text that looks like what CorrSteer encodes: chat-formatted prompts and the model's own answers.
 
 `corrsteer run` encodes the residual stream of chat-formatted task prompts and of the model's greedy answers to them.
-SAEs trained only on docstrings fit that text worse (issue 16: FVE 0.51 at layer 28 on task prompts vs 0.74 on
+SAEs trained only on docstrings fit that text worse (FVE 0.51 at layer 28 on task prompts vs 0.74 on
 docstrings). So the trainer also sees a broad built-in set of instructions and questions, generated here from
 templates (no download): open requests on ~170 topics in ~30 instruction types, plus task-like formats (letter multiple
 choice, one-word classification, short factual and numeric answers, requests a model may refuse) whose *content* is
@@ -20,6 +20,11 @@ import random
 import sys
 import time
 
+import torch
+from tqdm.auto import tqdm
+
+from corrsteer.model.generate import generate_batch
+from corrsteer.paths import cache_root
 from corrsteer.tasks.protocols import mc_prompt
 from corrsteer.tasks.task import get_task, list_tasks
 
@@ -290,12 +295,6 @@ def answers(lm, prompts: list[str], max_new_tokens: int | list[int], batch_size:
 
     Prompts are batched by token length (sorted, ties in input order) so batches carry little padding; the batches
     are a function of the inputs alone, so the answers are too (for a given machine and thread count)."""
-    import torch
-    from tqdm.auto import tqdm
-
-    from corrsteer.model.generate import generate_batch
-    from corrsteer.paths import cache_root
-
     if isinstance(max_new_tokens, int):
         max_new_tokens = [max_new_tokens] * len(prompts)
     key = _key(lm, prompts, max_new_tokens, batch_size)

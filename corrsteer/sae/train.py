@@ -1,9 +1,10 @@
 """Train TopK SAEs on residual-stream activations, fast on a CPU.
 
-Why our own loop rather than sae-lens's SAETrainer: a CPU budget of ~30 s per layer. The step below costs one
-dense GEMM (choosing the top k) plus O(tokens * k * d_in) sparse work: the encoder's backward multiplies by the
-sparse [tokens, d_sae] gradient (k entries a row) and the decoder is an embedding_bag over the k chosen rows, so
-backward never touches a dense [tokens, d_sae] matrix (a dense TopK step costs ~3 GEMMs).
+Why our own loop rather than sae-lens's SAETrainer: a CPU budget of a few seconds per layer. A step costs two dense
+GEMMs (choosing the top k, and the gradient at the k chosen activations, both in bf16 where the CPU multiplies it
+natively) plus O(tokens * k * d_in) sparse work: the decoder is an embedding_bag over the k chosen rows, and both
+weight gradients are embedding_bags over the tokens that chose each latent (entries grouped by latent with one sort),
+so backward builds no dense [tokens, d_sae] matrix and needs no weight-gradient GEMM.
 
 Training happens on normalised inputs x' = (x - mu) / s (s = RMS norm of the centred data), so one learning rate
 serves every layer, including late layers whose residual norms are 10x larger; the saved SAE folds mu and s back in,
@@ -12,12 +13,14 @@ Dead latents (not fired for `dead_after` tokens) are re-pointed at the worst-rec
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import random
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,15 +28,22 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from corrsteer.config import TrainConfig  # the trainer's settings: defaults and help live there
+from corrsteer.model.hooks import HookPoint
+from corrsteer.model.lm import LM
+from corrsteer.sae import chat_corpus as C
+from corrsteer.sae.activations import chat_prefix, collect_to_disk, load_layer, take_tokens, tokenize_chats
+from corrsteer.sae.bank import load_sae_dir, save_sae_dir
+from corrsteer.sae.corpus import QUESTIONS, chat_documents
 from corrsteer_kernels import SAEWeights
 
 
 def _mm(a, b, dtype=None):
-    """a @ b in fp32, with its inputs rounded to `dtype` first (bfloat16: the CPU's native bf16 GEMM, ~7x faster on
-    AVX512-BF16/AMX; products accumulate in fp32)."""
+    """a @ b with its inputs rounded to `dtype` first (bfloat16: the CPU's native bf16 GEMM, ~5x faster on
+    AVX512-BF16/AMX; products accumulate in fp32, the result comes back in bf16: callers widen it, after selecting
+    entries where they need only a few)."""
     if dtype is None or dtype == torch.float32:
         return a @ b
-    return (a.to(dtype) @ b.to(dtype)).float()
+    return a.to(dtype) @ b.to(dtype)
 
 
 def bf16_native() -> bool:
@@ -41,53 +51,69 @@ def bf16_native() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def _by_latent(idx: torch.Tensor, d_sae: int):
+    """The n*k selected entries grouped by latent: (order, token, offsets). order: positions in idx.flatten() sorted
+    by latent (stable: ties keep token order); token: the token (row) of each; offsets [d_sae]: where each latent's
+    entries start. A weight gradient sum_n g[n, j] v[n] is then one embedding_bag over the rows of v."""
+    flat = idx.flatten()
+    order = torch.sort(flat, stable=True).indices
+    counts = torch.bincount(flat, minlength=d_sae)
+    offsets = torch.zeros(d_sae, dtype=torch.long)
+    torch.cumsum(counts[:-1], 0, out=offsets[1:])
+    return order, order.div(idx.shape[1], rounding_mode="floor"), offsets
+
+
+def _weight_grad(rows, g, groups):
+    """[d_sae, d]: row j = sum over the selected entries (n, j) of g[n, k] * rows[n] (sparse, exact fp32: no dense
+    [n, d_sae] matrix, no GEMM; summed in token order, so deterministic whatever the thread count)."""
+    order, token, offsets = groups
+    return F.embedding_bag(token, rows, offsets, per_sample_weights=g.flatten()[order], mode="sum")
+
+
 class _TopKEncode(torch.autograd.Function):
-    """acts, idx = relu(topk(xc @ W_enc_T.T + b_enc)); backward touches only the n*k selected entries."""
+    """acts, idx = relu(topk(xc @ W_enc_T.T + b_enc)); backward touches only the n*k selected entries.
+    Also returns the entries grouped by latent (_by_latent), which _TopKDecode's backward reuses."""
 
     @staticmethod
     def forward(ctx, xc, W_enc_T, b_enc, k, mm_dtype=None):
         if mm_dtype is None or mm_dtype == torch.float32:
             pre = torch.addmm(b_enc, xc, W_enc_T.t())
         else:
-            pre = _mm(xc, W_enc_T.t(), mm_dtype) + b_enc
+            pre = _mm(xc, W_enc_T.t(), mm_dtype).float() + b_enc
         vals, idx = pre.topk(k, dim=1)
         acts = vals.clamp(min=0)
-        ctx.save_for_backward(xc, W_enc_T, idx, vals > 0)
-        ctx.mark_non_differentiable(idx)
-        ctx.mm_dtype = mm_dtype
-        return acts, idx
+        groups = _by_latent(idx, W_enc_T.shape[0])
+        ctx.save_for_backward(xc, W_enc_T, idx, vals > 0, *groups)
+        ctx.mark_non_differentiable(idx, *groups)
+        return (acts, idx, *groups)
 
     @staticmethod
-    def backward(ctx, grad_acts, _grad_idx):
-        xc, W_enc_T, idx, live = ctx.saved_tensors
-        n, k = idx.shape
+    def backward(ctx, grad_acts, *_grad_ints):
+        xc, W_enc_T, idx, live, *groups = ctx.saved_tensors
         g = grad_acts * live                                   # [n, k]: the gradient at the selected entries
-        flat = idx.flatten()
-        # d xc[n] = sum_k g[n,k] W[idx[n,k]] (a weighted gather); d W = G^T xc with G the gradient scattered into
-        # a dense [n, d_sae] matrix; deterministic on the CPU, no sparse matrix (and no sort) built
+        # d xc[n] = sum_k g[n,k] W[idx[n,k]] (a weighted gather); d W[j] = sum of g[n,k] xc[n] over idx[n,k] = j
         grad_xc = F.embedding_bag(idx, W_enc_T, per_sample_weights=g, mode="sum")
-        G = torch.zeros(n, W_enc_T.shape[0], dtype=g.dtype).scatter_(1, idx, g)      # dense [n, d_sae], k a row
-        grad_W = _mm(G.t(), xc, ctx.mm_dtype)     # one GEMM: cheaper on a CPU than scattering n*k rows of d
-        grad_b = torch.zeros(W_enc_T.shape[0], dtype=g.dtype).index_add_(0, flat, g.flatten())
+        grad_W = _weight_grad(xc, g, groups)
+        grad_b = torch.zeros(W_enc_T.shape[0], dtype=g.dtype).index_add_(0, idx.flatten(), g.flatten())
         return grad_xc, grad_W, grad_b, None, None
 
 
 class _TopKDecode(torch.autograd.Function):
-    """recon = sum_k acts[:, k] * W_dec[idx[:, k]] (an embedding_bag); backward as two dense GEMMs (no sort)."""
+    """recon = sum_k acts[:, k] * W_dec[idx[:, k]] (an embedding_bag); backward: the weight gradient sparse as in
+    _TopKEncode, the activations' gradient one dense GEMM (in mm_dtype) gathered at the k entries."""
 
     @staticmethod
-    def forward(ctx, acts, idx, W_dec, mm_dtype=None):
-        ctx.save_for_backward(acts, idx, W_dec)
+    def forward(ctx, acts, idx, W_dec, mm_dtype=None, *groups):
+        ctx.save_for_backward(acts, idx, W_dec, *groups)
         ctx.mm_dtype = mm_dtype
         return F.embedding_bag(idx, W_dec, per_sample_weights=acts, mode="sum")
 
     @staticmethod
     def backward(ctx, grad_out):
-        acts, idx, W_dec = ctx.saved_tensors
-        A = torch.zeros(idx.shape[0], W_dec.shape[0], dtype=acts.dtype).scatter_(1, idx, acts)
-        grad_W = _mm(A.t(), grad_out, ctx.mm_dtype)
-        grad_acts = _mm(grad_out, W_dec.t(), ctx.mm_dtype).gather(1, idx)
-        return grad_acts, None, grad_W, None
+        acts, idx, W_dec, *groups = ctx.saved_tensors
+        grad_W = _weight_grad(grad_out, acts, groups)
+        grad_acts = _mm(grad_out, W_dec.t(), ctx.mm_dtype).gather(1, idx).float()
+        return (grad_acts, None, grad_W, None) + (None,) * len(groups)
 
 
 class TopKTrainer:
@@ -117,8 +143,8 @@ class TopKTrainer:
 
     def step(self, xb: torch.Tensor) -> torch.Tensor:
         p, k = self.p, self.cfg.k
-        acts, idx = _TopKEncode.apply(xb - p["b_dec"], p["W_enc_T"], p["b_enc"], k, self.mm_dtype)
-        recon = _TopKDecode.apply(acts, idx, p["W_dec"], self.mm_dtype) + p["b_dec"]
+        acts, idx, *groups = _TopKEncode.apply(xb - p["b_dec"], p["W_enc_T"], p["b_enc"], k, self.mm_dtype)
+        recon = _TopKDecode.apply(acts, idx, p["W_dec"], self.mm_dtype, *groups) + p["b_dec"]
         err = (recon - xb).pow(2).sum(1)
         loss = err.mean()
         self.opt.zero_grad(set_to_none=True)
@@ -189,11 +215,12 @@ class TopKTrainer:
 
 
 @torch.no_grad()
-def evaluate(sae: SAEWeights, x: torch.Tensor, chunk: int = 4096) -> dict:
-    """FVE = 1 - sum|x - x_hat|^2 / sum|x - mean x|^2, mean L0, and the fraction of latents that never fire."""
+def evaluate(sae: SAEWeights, x: torch.Tensor, chunk: int = 4096, fired: torch.Tensor | None = None) -> dict:
+    """FVE = 1 - sum|x - x_hat|^2 / sum|x - mean x|^2, mean L0, and the fraction of latents that never fire.
+    fired: a bool [d_sae] mask to mark the latents that fire in (so that several sets share one; default: a new one)."""
     err = 0.0
     l0 = 0.0
-    fired = torch.zeros(sae.d_sae, dtype=torch.bool)
+    fired = torch.zeros(sae.d_sae, dtype=torch.bool) if fired is None else fired
     for i in range(0, x.shape[0], chunk):
         xb = x[i:i + chunk].float()
         pre = torch.addmm(sae.b_enc.float(), xb - sae.b_dec.float(), sae.W_enc.float())
@@ -211,7 +238,6 @@ def evaluate(sae: SAEWeights, x: torch.Tensor, chunk: int = 4096) -> dict:
 # a whole bank: one forward pass feeds every layer, then one SAE per layer
 # ---------------------------------------------------------------------------------------------------------------
 def _doc_chats(dataset: str | None):
-    from corrsteer.sae.corpus import QUESTIONS, chat_documents
     if dataset is None:
         return chat_documents()
     from datasets import load_dataset  # online use only
@@ -233,9 +259,6 @@ def training_text(lm, cfg: TrainConfig, dataset: str | None = None, max_len: int
     """Token sequences: {"train": chat exchanges (built-in instructions + the model's own answers) mixed with
     docstring exchanges, "eval_docs": held-out docstrings, "eval_chat": the built-in tasks' prompts with the model's
     answers (never trained on), "prefix": positions skipped at the start of every sequence}."""
-    from corrsteer.sae import chat_corpus as C
-    from corrsteer.sae.activations import chat_prefix, take_tokens, tokenize_chats
-
     prefix = chat_prefix(lm)
     docs, _ = tokenize_chats(lm, _doc_chats(dataset), max_len)
     n_eval = max(1, len(docs) // 10)
@@ -261,10 +284,6 @@ def fast_lm(lm):
     float32 model on a CPU with native bfloat16 matmuls (AVX512-BF16/AMX: ~4x faster there; residuals differ from
     float32's by ~0.4%, far below an SAE's reconstruction error), else lm itself. The quality table is always
     measured on lm's own activations."""
-    import copy
-
-    from corrsteer.model.lm import LM
-
     p = next(lm.model.parameters())
     if p.device.type != "cpu" or p.dtype != torch.float32 or not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return lm
@@ -282,24 +301,29 @@ def _stored_quality(path) -> dict | None:
 
 
 def _quality(sae, docs, chat) -> dict:
-    qd, qc = evaluate(sae, docs), evaluate(sae, chat)
-    both = evaluate(sae, torch.cat([docs, chat]))
-    return dict(fve=qc["fve"], fve_chat=qc["fve"], fve_docs=qd["fve"], l0=qc["l0"], dead=both["dead"])
+    fired = torch.zeros(sae.d_sae, dtype=torch.bool)        # over both sets: no third pass over their union
+    qd, qc = evaluate(sae, docs, fired=fired), evaluate(sae, chat, fired=fired)
+    return dict(fve=qc["fve"], fve_chat=qc["fve"], fve_docs=qd["fve"], l0=qc["l0"], dead=1 - float(fired.float().mean()))
+
+
+@dataclass
+class BankTraining:
+    """What train_bank did: one quality row per layer (layer, hook, d_sae, k, seconds, fve, fve_chat, fve_docs, l0,
+    dead) and the totals (token counts, seconds spent on text, activations and the whole; layers trained now)."""
+    rows: list[dict]
+    meta: dict
 
 
 def train_bank(lm, out_dir, layers=None, point: str = "post", cfg: TrainConfig | None = None, max_len: int = 256,
-               dataset: str | None = None, force: bool = False, progress: bool = True) -> list[dict]:
+               dataset: str | None = None, force: bool = False, progress: bool = True) -> BankTraining:
     """Train (or reuse) one TopK SAE per layer, save each as a sae-lens directory under out_dir as soon as it is
-    done (an interrupted run resumes with the layers it had finished), and return one quality row per layer, then
-    one row of totals. A layer trained before is not re-evaluated: its quality was recorded in its cfg.json.
+    done (an interrupted run resumes with the layers it had finished), and return one quality row per layer and the
+    totals. A layer trained before is not re-evaluated: its quality was recorded in its cfg.json.
 
     Held-out quality: FVE on docstrings never trained on (fve_docs) and on the built-in tasks' prompts with the
     model's answers (fve_chat, = fve), cfg.eval_tokens each; L0 on the latter, dead over both.
     Activations go through float16 files in out_dir/.activations (deleted at the end), one layer in memory at a time.
     Results depend only on the inputs and cfg (seeded; torch runs on cfg.threads threads while training)."""
-    from corrsteer.model.hooks import HookPoint
-    from corrsteer.sae.activations import collect_to_disk, load_layer
-    from corrsteer.sae.bank import load_sae_dir, save_sae_dir
 
     cfg = cfg or TrainConfig()
     out_dir = Path(out_dir)
@@ -370,7 +394,7 @@ def train_bank(lm, out_dir, layers=None, point: str = "post", cfg: TrainConfig |
         torch.set_num_threads(threads)
         shutil.rmtree(scratch, ignore_errors=True)
     meta["seconds"] = time.time() - t0
-    return rows + [meta]
+    return BankTraining(rows=rows, meta=meta)
 
 
 def bank_quality(out_dir, layers=None, point: str = "post") -> list[dict]:

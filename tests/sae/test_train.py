@@ -11,7 +11,7 @@ from corrsteer.config import TrainSAEConfig, parse_layers
 from corrsteer.sae import train as train_sae
 from corrsteer.sae.bank import load_bank
 from corrsteer.sae.cache import quality_table
-from corrsteer.sae.train import TopKTrainer, TrainConfig, _TopKEncode, evaluate, train_bank
+from corrsteer.sae.train import TopKTrainer, TrainConfig, _TopKDecode, _TopKEncode, evaluate, train_bank
 
 
 def test_sparse_topk_backward_matches_dense_autograd():
@@ -20,7 +20,7 @@ def test_sparse_topk_backward_matches_dense_autograd():
     W = torch.randn(53, 19, generator=g, dtype=torch.float64, requires_grad=True)
     b = (torch.randn(53, generator=g, dtype=torch.float64) - 5.0).requires_grad_()   # some top-k values < 0
     up = torch.randn(37, 5, generator=g, dtype=torch.float64)
-    acts, idx = _TopKEncode.apply(xc, W, b, 5)
+    acts, idx, *_ = _TopKEncode.apply(xc, W, b, 5)
     (acts * up).sum().backward()
     got = [t.grad.clone() for t in (xc, W, b)]
     for t in (xc, W, b):
@@ -31,6 +31,27 @@ def test_sparse_topk_backward_matches_dense_autograd():
     for a, t in zip(got, (xc, W, b)):
         torch.testing.assert_close(a, t.grad)
     assert (acts == 0).any() and (acts > 0).any()          # both relu branches exercised
+
+
+def test_sparse_topk_decode_backward_matches_dense_autograd():
+    """The decoder's weight gradient (grouped by latent, no GEMM) and activation gradient equal dense autograd's,
+    with latents chosen by several tokens, by one, and by none."""
+    g = torch.Generator().manual_seed(1)
+    xc = torch.randn(11, 13, generator=g, dtype=torch.float64)
+    W = torch.randn(29, 13, generator=g, dtype=torch.float64)
+    _, idx, *groups = _TopKEncode.apply(xc, W, torch.zeros(29, dtype=torch.float64), 3)
+    counts = torch.bincount(idx.flatten(), minlength=29)
+    assert (counts == 0).any() and (counts == 1).any() and (counts > 1).any()
+    acts = torch.rand(11, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    D = torch.randn(29, 13, generator=g, dtype=torch.float64, requires_grad=True)
+    up = torch.randn(11, 13, generator=g, dtype=torch.float64)
+    (_TopKDecode.apply(acts, idx, D, None, *groups) * up).sum().backward()
+    got = [acts.grad.clone(), D.grad.clone()]
+    acts.grad = D.grad = None
+    dense = torch.zeros(11, 29, dtype=torch.float64).scatter(1, idx, 1.0)
+    ((dense.scatter(1, idx, acts) @ D) * up).sum().backward()
+    for a, t in zip(got, (acts, D)):
+        torch.testing.assert_close(a, t.grad)
 
 
 def planted(n=6000, d=32, n_feat=96, k=3, seed=0):
@@ -58,6 +79,19 @@ def test_training_recovers_a_planted_sparse_dictionary():
     torch.testing.assert_close(pre_raw, pre_n.detach(), rtol=1e-4, atol=1e-4)
 
 
+def test_quality_counts_dead_latents_over_both_sets_in_two_passes(monkeypatch):
+    """_quality's dead fraction (latents firing in neither set) equals one evaluation of the union's, without it."""
+    x = planted(n=1200)
+    sae = TopKTrainer(x[:800], TrainConfig(d_sae=256, k=4, epochs=1, batch_size=128)).fit_from_raw(progress=False).weights()
+    docs, chat = x[800:1000], x[1000:] * 0.5
+    union = evaluate(sae, torch.cat([docs, chat]))["dead"]
+    assert 0 < union < evaluate(sae, docs)["dead"] and union < evaluate(sae, chat)["dead"]
+    monkeypatch.setattr(train_sae, "evaluate", _counting(train_sae.evaluate))
+    q = train_sae._quality(sae, docs, chat)
+    assert q["dead"] == union and train_sae.evaluate.calls == 2
+    assert q["fve_chat"] == q["fve"] == evaluate(sae, chat)["fve"] and q["fve_docs"] == evaluate(sae, docs)["fve"]
+
+
 TINY = dict(d_sae=96, k=8, epochs=2, batch_size=128, train_tokens=1500, eval_tokens=400, chat_prompts=24,
             answer_tokens=8, eval_task_prompts=3)
 
@@ -65,8 +99,8 @@ TINY = dict(d_sae=96, k=8, epochs=2, batch_size=128, train_tokens=1500, eval_tok
 def test_train_bank_saves_resumes_and_loads(tiny_lm, tmp_path, monkeypatch):
     monkeypatch.setenv("CORRSTEER_CACHE", str(tmp_path / "cache"))       # the cached answers
     cfg = TrainConfig(**TINY)
-    rows = train_bank(tiny_lm, tmp_path / "saes", layers=[0, 3], cfg=cfg, progress=False)
-    meta, rows = rows[-1], rows[:-1]
+    done = train_bank(tiny_lm, tmp_path / "saes", layers=[0, 3], cfg=cfg, progress=False)
+    meta, rows = done.meta, done.rows
     assert [r["layer"] for r in rows] == [0, 3] and meta["eval_tokens_chat"] == 400 and meta["trained"] == 2
     assert all(0.0 < r["fve"] <= 1.0 and 0.0 < r["fve_docs"] <= 1.0 and r["l0"] <= 8 for r in rows), rows
     saved = json.loads((tmp_path / "saes" / "blocks.3.hook_resid_post" / "cfg.json").read_text())
@@ -78,9 +112,9 @@ def test_train_bank_saves_resumes_and_loads(tiny_lm, tmp_path, monkeypatch):
     # resume: layer 0 and 3 are done, only 1 is trained; the others are neither retrained nor re-evaluated
     monkeypatch.setattr(train_sae, "evaluate", _counting(train_sae.evaluate))
     again = train_bank(tiny_lm, tmp_path / "saes", layers=[0, 1, 3], cfg=cfg, progress=False)
-    assert again[-1]["trained"] == 1 and train_sae.evaluate.calls == 3      # docs, chat, both: layer 1 only
+    assert again.meta["trained"] == 1 and train_sae.evaluate.calls == 2      # docs, chat: layer 1 only
     assert (tmp_path / "saes" / "blocks.0.hook_resid_post" / "sae_weights.safetensors").stat().st_mtime_ns == before
-    assert [r["fve"] for r in again[:-1] if r["layer"] != 1] == [r["fve"] for r in rows]
+    assert [r["fve"] for r in again.rows if r["layer"] != 1] == [r["fve"] for r in rows]
     assert "| 3 | blocks.3.hook_resid_post |" in quality_table(rows)
 
 
@@ -148,7 +182,7 @@ def test_run_trains_only_missing_layers_and_never_re_evaluates(tiny_lm, tmp_path
     monkeypatch.setattr(cache, "TrainSAEConfig", functools.partial(TrainSAEConfig, **TINY))
     monkeypatch.setattr(train_sae, "evaluate", _counting(train_sae.evaluate))
     assert commands.load_saes(tiny_lm, RunConfig(sae_dir=str(sae_dir), layers="0-2", device="cpu")).layers == [0, 1, 2]
-    assert train_sae.evaluate.calls == 3                                   # layer 2 only
+    assert train_sae.evaluate.calls == 2                                   # layer 2 only (docs, chat)
     q = json.loads((sae_dir / "quality.json").read_text())
     assert [r["layer"] for r in q["rows"]] == [0, 1, 2]
 
