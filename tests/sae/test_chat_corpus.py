@@ -18,7 +18,6 @@ def test_instructions_are_broad_seeded_and_apart_from_every_task_item():
 
 
 def test_answers_are_generated_once_and_resume(tiny_lm, tmp_path, monkeypatch):
-    from corrsteer.model import generate
     prompts = C.instructions(7)
     first = C.answers(tiny_lm, prompts, 4, batch_size=3, cache_dir=tmp_path, progress=False)
     assert len(first) == 7 and all(isinstance(a, str) for a in first)
@@ -26,12 +25,12 @@ def test_answers_are_generated_once_and_resume(tiny_lm, tmp_path, monkeypatch):
     lines = path.read_text().splitlines()
     path.write_text("\n".join(lines[:1]) + "\n{\"answers\": [[5, \"cut")            # an interrupted run
     calls = []
-    real = generate.generate_batch
+    real = C.generate_batch
 
     def counting(lm, ps, *a, **kw):
         calls.append(len(ps))
         return real(lm, ps, *a, **kw)
-    monkeypatch.setattr(generate, "generate_batch", counting)
+    monkeypatch.setattr(C, "generate_batch", counting)
     assert C.answers(tiny_lm, prompts, 4, batch_size=3, cache_dir=tmp_path, progress=False) == first
     assert calls == [3, 1]                       # the two batches that were not done
     assert C.answers(tiny_lm, prompts, 4, batch_size=3, cache_dir=tmp_path, progress=False) == first
