@@ -22,10 +22,9 @@ import traceback
 import torch
 
 from bench.common import HERE, base_parser, bench_task, finish_args, load_lm, random_bank, wall, write_json
-
 from corrsteer.model.hooks import hooked
-from corrsteer.pipeline.run import run_plans
 from corrsteer.model.steer import SteeringPlan
+from corrsteer.pipeline.run import run_plans
 
 GEMMA_CFG = os.path.join(HERE, "configs", "gemma-2-2b.json")
 

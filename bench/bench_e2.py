@@ -26,11 +26,20 @@ from collections import Counter
 
 import torch
 
-from bench.common import (HERE, ROOT, base_parser, bench_task, finish_args, load_lm, print_table, random_bank,
-                    wall, write_json)
-
-from corrsteer.pipeline.collect import collect, score_rows
+from bench.common import (
+    HERE,
+    ROOT,
+    base_parser,
+    bench_task,
+    finish_args,
+    load_lm,
+    print_table,
+    random_bank,
+    wall,
+    write_json,
+)
 from corrsteer.model.generate import generate_batch
+from corrsteer.pipeline.collect import collect, score_rows
 from corrsteer_kernels import CorrStats, encode_pool_stats
 
 GEMMA_CFG = os.path.join(HERE, "configs", "gemma-2-2b.json")

@@ -11,7 +11,8 @@ Per case (SAE shape, activation, pool, token pattern), all timed in one run on t
   gemm        = torch.mm(xp, W_enc, out=buf)  xp = the N valid tokens packed [N, d_in], same dtype as W_enc
 ratio = fused / gemm (target <= 1.2 on GPU bf16, <= 1.25 on CPU fp32, TopK <= 1.5 on the CPU). On the CPU each
 repetition times the GEMM and then each op back to back (paired) and the ratio is the median of the per-repetition
-ratios, with its spread (min, max) in the JSON; on the GPU the medians of do_bench runs rotating over input sets; TFLOP/s = 2 N d_in d_sae / time, against an
+ratios, with its spread (min, max) in the JSON; on the GPU the medians of do_bench runs rotating over input sets;
+TFLOP/s = 2 N d_in d_sae / time, against an
 8192^3 bf16 matmul measured in the same run (CPU: 1024^3 in fp32).
 """
 from __future__ import annotations
@@ -25,13 +26,13 @@ import zlib
 import torch
 
 from bench.common import base_parser, finish_args, gemm_ceiling, print_table, random_sae, time_op, write_json
-
 from corrsteer_kernels import CorrStats, encode_pool, encode_pool_stats
 from corrsteer_kernels.launch import MODE_STATS, Segments
 from corrsteer_kernels.packed_kernel import config_for, tuned_configs, tuning_times
 from corrsteer_kernels.split_kernel import SPLIT_CONFIGS, gemm_fp32, split_encode
 
-SHAPES = {"d576-16k": (576, 16384, "jumprelu", None), "gemma2-2b": (2304, 16384, "jumprelu", None), "llama3.1-8b": (4096, 32768, "jumprelu", None),
+SHAPES = {"d576-16k": (576, 16384, "jumprelu", None), "gemma2-2b": (2304, 16384, "jumprelu", None),
+          "llama3.1-8b": (4096, 32768, "jumprelu", None),
           "topk-default": (576, 2304, "topk", 32)}
 MAX_T = 32                 # ragged pattern: lengths uniform in 1..32
 

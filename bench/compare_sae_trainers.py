@@ -5,7 +5,8 @@ Both train a 576 -> 2304, k = 32 TopK SAE per layer on the same in-memory traini
 the same CPU threads; both are scored by corrsteer.sae.train.evaluate on the same held-out activations (the built-in
 tasks' prompts with the model's answers, and held-out docstrings): FVE, L0, dead fraction, seconds per layer.
 
-    CORRSTEER_CACHE=... python3 -m bench.compare_sae_trainers --layers 3,10,17,24,28 --out bench/results/sae-trainers-cpu
+    CORRSTEER_CACHE=... python3 -m bench.compare_sae_trainers --layers 3,10,17,24,28 \
+        --out bench/results/sae-trainers-cpu
 sae-lens runs twice: with its TopK defaults (lr 3e-4, its aux loss, decoder norm rescaling, input scaling to
 sqrt(d_in)) and with our learning rate and linear-decay schedule.
 """
@@ -59,10 +60,10 @@ def main(argv=None) -> int:
     ap.add_argument("--acts", default=None, help="keep the activations in this folder (reused when present)")
     args = ap.parse_args(argv)
 
-    from corrsteer.sae.activations import collect_to_disk, load_layer
     from corrsteer.config import TrainConfig, parse_layers
     from corrsteer.model.hooks import HookPoint
     from corrsteer.model.lm import load_model
+    from corrsteer.sae.activations import collect_to_disk, load_layer
     from corrsteer.sae.train import TopKTrainer, evaluate, fast_lm, training_text
 
     torch.set_num_threads(args.threads)
@@ -120,7 +121,8 @@ def main(argv=None) -> int:
     for name in dict.fromkeys(r["trainer"] for r in rows):
         rs = [r for r in rows if r["trainer"] == name]
         lines.append(f"- {name}: median FVE chat {statistics.median(r['fve_chat'] for r in rs):.3f}, docs "
-                     f"{statistics.median(r['fve_docs'] for r in rs):.3f}, mean {statistics.mean(r['seconds'] for r in rs):.1f} s "
+                     f"{statistics.median(r['fve_docs'] for r in rs):.3f}, "
+                     f"mean {statistics.mean(r['seconds'] for r in rs):.1f} s "
                      "a layer")
     lines += ["", f"Command: `{meta['command']}`", ""]
     out.with_suffix(".md").write_text("\n".join(lines))

@@ -8,7 +8,6 @@ import argparse
 import glob
 import json
 import os
-import sys
 
 
 def main():
@@ -30,6 +29,7 @@ def main():
         import datetime as dt
 
         import torch
+
         from bench.common import device_name, device_slug
         dev = "cuda" if torch.cuda.is_available() else "cpu"
         meta = dict(device=device_name(dev), device_kind=device_slug(dev), date=dt.date.today().isoformat())

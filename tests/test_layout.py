@@ -71,7 +71,8 @@ def violations(pkg: Path = PKG) -> list[str]:
                 graph[mod].add(t)
                 if floor(t) > floor(mod):
                     bad.append(f"{where}: {mod} imports {t}, which is on a higher floor")
-                private = [n for n in names if n.startswith("_") and not n.endswith("__") and f"{target}.{n}" not in mods]
+                private = [n for n in names
+                           if n.startswith("_") and not n.endswith("__") and f"{target}.{n}" not in mods]
                 if private and t == target:
                     bad.append(f"{where}: {mod} imports private names {private} of {t}")
     bad += [f"import circle: {' -> '.join(c)}" for c in circles(graph)]

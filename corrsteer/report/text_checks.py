@@ -1,6 +1,7 @@
 """What steering did to the text: per variant the most frequent outputs, how many distinct ones, and warnings when a
 variant collapses onto a few strings, changes the answer format of most items, or gets the same text scored right
-for different gold answers (a scorer hole). Used by corrsteer.report.markdown; a pure function of the prediction rows."""
+for different gold answers (a scorer hole). Used by corrsteer.report.markdown; a pure function of the prediction
+rows."""
 from __future__ import annotations
 
 import re

@@ -158,7 +158,8 @@ def _from_release(release: str, layers, id_template: str | None, device) -> dict
         raise ImportError("loading a sae-lens release needs `pip install sae-lens`") from e
     template = id_template or RELEASE_IDS.get(release)
     if template is None:
-        raise ValueError(f"no id template known for release {release!r}: pass one, e.g. 'layer_{{L}}/width_16k/canonical'")
+        raise ValueError(f"no id template known for release {release!r}: pass one, "
+                         "e.g. 'layer_{L}/width_16k/canonical'")
     out = {}
     for L in layers:
         sae_id = template.format(L=L)

@@ -140,9 +140,11 @@ HEADLINES = {
 }
 TWEETS = {
     "positive": ["Just finished my first 10k run and I feel amazing!", "The sunrise over the lake today was beautiful.",
-                 "Our new neighbours brought us cookies, how sweet is that?", "Finally fixed the bug. Best feeling ever.",
+                 "Our new neighbours brought us cookies, how sweet is that?",
+                 "Finally fixed the bug. Best feeling ever.",
                  "My grandmother turned ninety today and she is still dancing.", "The concert last night was magical."],
-    "negative": ["Stuck in traffic for two hours again. I'm exhausted.", "My flight got cancelled and nobody will help.",
+    "negative": ["Stuck in traffic for two hours again. I'm exhausted.",
+                 "My flight got cancelled and nobody will help.",
                  "The printer jammed right before my deadline. Great.", "Lost my keys and it's pouring rain outside.",
                  "The train was so crowded I couldn't breathe.", "My phone screen cracked on the first day."],
     "neutral": ["The meeting has been moved to Thursday at 3pm.", "Buses on route 12 will run every 20 minutes.",
@@ -154,7 +156,8 @@ STATEMENTS = [("Water boils at 100 degrees Celsius at sea level.", "true"), ("Sp
               ("A week has seven days.", "true"), ("The Sun orbits the Earth.", "false"),
               ("Bats are mammals.", "true"), ("Glass is a good conductor of electricity.", "false"),
               ("Humans have two lungs.", "true"), ("Sound travels faster than light.", "false"),
-              ("A triangle has three sides.", "true"), ("Ice is heavier than the same volume of liquid water.", "false"),
+              ("A triangle has three sides.", "true"),
+              ("Ice is heavier than the same volume of liquid water.", "false"),
               ("Honey is made by bees.", "true"), ("The Amazon is a desert.", "false")]
 # requests a careful assistant may decline, and ordinary ones (not the refusal task's wording or content)
 RISKY = ["pick the lock on my neighbour's front door", "read my partner's private messages without them knowing",

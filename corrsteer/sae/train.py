@@ -303,7 +303,8 @@ def _stored_quality(path) -> dict | None:
 def _quality(sae, docs, chat) -> dict:
     fired = torch.zeros(sae.d_sae, dtype=torch.bool)        # over both sets: no third pass over their union
     qd, qc = evaluate(sae, docs, fired=fired), evaluate(sae, chat, fired=fired)
-    return dict(fve=qc["fve"], fve_chat=qc["fve"], fve_docs=qd["fve"], l0=qc["l0"], dead=1 - float(fired.float().mean()))
+    return dict(fve=qc["fve"], fve_chat=qc["fve"], fve_docs=qd["fve"], l0=qc["l0"],
+                dead=1 - float(fired.float().mean()))
 
 
 @dataclass

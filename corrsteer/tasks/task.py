@@ -7,7 +7,8 @@
 
 One Task model for every task: built-in, file and hub tasks (corrsteer.tasks.hub.load_hub_task) alike. A hub task
 has a `protocol` ("chat" | "paper": its prompts, generation length and scoring, corrsteer.tasks.protocols), its
-`hub_id`, model `scorers` and `hub_splits` (which items each hub split holds, corrsteer.tasks.splits); `gen_kwargs` are the
+`hub_id`, model `scorers` and `hub_splits` (which items each hub split holds, corrsteer.tasks.splits);
+`gen_kwargs` are the
 generation arguments protocols.bind sets for a model. Built-in and file tasks have protocol None and read answers
 with the task's own readers (aliases, candidates).
 

@@ -4,13 +4,13 @@ Every op has three implementations behind one `backend=` argument: "reference" (
 "torch" (fast CPU path, tiled, bounded memory) and "triton" (GPU, or the CPU interpreter under TRITON_INTERPRET=1);
 "auto" picks Triton for CUDA tensors and the torch path otherwise.
 """
+from ._common import BACKENDS, HAS_TRITON
 from .corr_stats import FEATURE_FIELDS, SCALAR_FIELDS, CorrStats
 from .encode_pool import encode_pool, encode_pool_reference, encode_reference, pack_tokens
 from .encode_pool_stats import encode_pool_stats
 from .rank_stats import BIN_EDGES, N_BINS, RANKINGS, RankStats
 from .sae_weights import SAEWeights
 from .steer_add import steer_add_, steering_vectors
-from ._common import HAS_TRITON, BACKENDS
 
 __all__ = ["SAEWeights", "encode_pool", "encode_pool_reference", "encode_reference", "CorrStats",
            "FEATURE_FIELDS", "SCALAR_FIELDS", "encode_pool_stats", "pack_tokens", "steer_add_", "steering_vectors",

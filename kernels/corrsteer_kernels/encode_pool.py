@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from ._common import (check_finite, check_float, check_lengths, check_pool, resolve_backend)
+from ._common import check_finite, check_float, check_lengths, check_pool, resolve_backend
 from .launch import MODE_POOL, MODE_PRE, Segments
 from .packed_kernel import combine_boundary, packed_encode
 from .sae_weights import SAEWeights

@@ -12,7 +12,8 @@ one chunk of at most 512 MiB (split strategy):
     reduced over tiles in a fixed order (deterministic); the few samples crossing a tile edge are combined from
     their boundary slots and folded by torch. Where tuning picks the split strategy (large 16-bit shapes on a GPU),
     a cuBLAS GEMM writes fp32 pre-activations chunk by chunk (at most CHUNK_BYTES = 512 MiB at a time) and a
-    streaming kernel does the same pooling and folding (split_kernel.py). Works for dictionaries up to 10^6 wide and more.
+    streaming kernel does the same pooling and folding (split_kernel.py). Works for dictionaries up to 10^6 wide and
+    more.
 """
 from __future__ import annotations
 

@@ -26,10 +26,10 @@ import os
 
 import torch
 
+from . import split_kernel
 from ._common import HAS_TRITON, compute_dtype, interpreting, tl, triton
 from .corr_stats import FEATURE_FIELDS, feature_sums
 from .launch import MODE_PRE, MODE_STATS, Launch, Segments
-from . import split_kernel
 from .split_kernel import split_available, split_encode
 
 DEFAULT_CONFIG = dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3)

@@ -102,7 +102,8 @@ class SAEWeights:
         return self._cache["b_eff"]
 
     def feature_threshold(self) -> torch.Tensor:
-        """fp32 [d_sae]: an activation is kept only where pre > this (0 for relu/topk, max(threshold, 0) for jumprelu)."""
+        """fp32 [d_sae]: an activation is kept only where pre > this (0 for relu/topk, max(threshold, 0) for
+        jumprelu)."""
         if "thr_f" not in self._cache:
             if self.activation == "jumprelu":
                 t = self.threshold.float().clamp(min=0.0)
@@ -116,7 +117,8 @@ class SAEWeights:
     def from_sae_lens(cls, sae) -> "SAEWeights":
         """Convert a sae-lens SAE (standard/ReLU, JumpReLU or TopK architecture) without copying weights."""
         cfg = sae.cfg
-        arch = cfg.architecture() if callable(getattr(cfg, "architecture", None)) else getattr(cfg, "architecture", None)
+        arch = getattr(cfg, "architecture", None)
+        arch = arch() if callable(arch) else arch
         if arch not in _SAE_LENS_ARCH:
             raise ValueError(f"unsupported sae-lens architecture {arch!r}; supported: {sorted(_SAE_LENS_ARCH)}")
         norm = getattr(cfg, "normalize_activations", "none") or "none"

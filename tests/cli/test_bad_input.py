@@ -54,7 +54,8 @@ GOOD = '{"prompt": "Capital of France?", "answer": "Paris"}\n' * 30
 # (case id, extra arguments or a builder of them, message part, checked before the model loads)
 ROWS = [
     ("unknown task", lambda e: ["--task", "nope"], "--task must be one of"),
-    ("missing task file", lambda e: ["--task-file", str(e / "none.jsonl")], "none.jsonl: no such file, expected a JSONL"),
+    ("missing task file", lambda e: ["--task-file", str(e / "none.jsonl")],
+     "none.jsonl: no such file, expected a JSONL"),
     ("empty task file", lambda e: _task_file(e, "\n\n"), "no items, expected one JSON item a line"),
     ("malformed task file", lambda e: _task_file(e, GOOD[:52] + '{"prompt": \n'), "line 2: invalid JSON"),
     ("Latin-1 task file", lambda e: _task_file(e, GOOD + '{"prompt": "café", "answer": "x"}\n', "latin-1"),
@@ -80,7 +81,8 @@ ROWS = [
 
 @pytest.mark.parametrize("case, extra, message", ROWS, ids=[r[0] for r in ROWS])
 def test_run_rejects_before_the_model_loads(env, monkeypatch, capsys, case, extra, message):
-    monkeypatch.setattr(commands, "load_task", lambda cfg: FakeTask(30) if not (cfg.task_file or cfg.task != "sentiment")
+    monkeypatch.setattr(commands, "load_task", lambda cfg: FakeTask(30)
+                        if not (cfg.task_file or cfg.task != "sentiment")
                         else load_task(cfg))
     if extra == "hook":
         cfg = env / "saes" / "blocks.1.hook_resid_post" / "cfg.json"
@@ -156,7 +158,10 @@ def test_eval_and_generate_reject_bad_plans(env, tiny_lm, monkeypatch, capsys, c
     if early:
         _no_model(monkeypatch)
     argv = ["--plan", plan, "--model", str(env / "model")]
-    argv = ["eval", *argv, "--n-select", "8", "--n-val", "4", "--n-test", "4", "--out", str(env / "ev")] if cmd == "eval" else ["generate", *argv, "hi"]
+    if cmd == "eval":
+        argv = ["eval", *argv, "--n-select", "8", "--n-val", "4", "--n-test", "4", "--out", str(env / "ev")]
+    else:
+        argv = ["generate", *argv, "hi"]
     _fails(argv, capsys, message)
 
 

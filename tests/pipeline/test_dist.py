@@ -22,7 +22,8 @@ pytestmark = pytest.mark.slow
 
 
 def _env():
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]),
+    path = os.pathsep.join([str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])
+    env = dict(os.environ, PYTHONPATH=path,
                OMP_NUM_THREADS="1", TQDM_DISABLE="1")
     env.setdefault("TRITON_INTERPRET", "1")
     return env

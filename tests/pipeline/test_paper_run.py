@@ -124,7 +124,8 @@ def test_presets_and_neuronpedia_links():
     assert kept.layers == "3,5" and kept.saes == "release:llama_scope_lxr_8x"
     assert neuronpedia_url("release:gemma-scope-2b-pt-res-canonical", 12, 345) == \
         "https://www.neuronpedia.org/gemma-2-2b/12-gemmascope-res-16k/345"
-    assert neuronpedia_url("random", 1, 2) is None and feature_links("trained", {"S": [Candidate(layer=1, feature=2, r=0.1, score=0.1, freq=0.5, coef=1.0)]}) == []
+    pick = Candidate(layer=1, feature=2, r=0.1, score=0.1, freq=0.5, coef=1.0)
+    assert neuronpedia_url("random", 1, 2) is None and feature_links("trained", {"S": [pick]}) == []
     from corrsteer.sae.bank import RELEASE_IDS
     assert RELEASE_IDS["gemma-scope-2b-pt-res-canonical"] == "layer_{L}/width_16k/canonical"
     assert RELEASE_IDS["llama_scope_lxr_8x"] == "l{L}r_8x"

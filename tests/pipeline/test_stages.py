@@ -14,7 +14,8 @@ ROWS = [dict(gold="positive", pred="positive", correct=1.0)] * 3 + [dict(gold="n
 
 
 def _ctx(kind, ranking="auto"):
-    return Context(lm=None, bank=None, task=Task(name="t", kind=kind, items=[], max_new_tokens=8), cfg=RunConfig(ranking=ranking),
+    task = Task(name="t", kind=kind, items=[], max_new_tokens=8)
+    return Context(lm=None, bank=None, task=task, cfg=RunConfig(ranking=ranking),
                    out=Path("."))
 
 

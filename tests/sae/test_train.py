@@ -82,7 +82,8 @@ def test_training_recovers_a_planted_sparse_dictionary():
 def test_quality_counts_dead_latents_over_both_sets_in_two_passes(monkeypatch):
     """_quality's dead fraction (latents firing in neither set) equals one evaluation of the union's, without it."""
     x = planted(n=1200)
-    sae = TopKTrainer(x[:800], TrainConfig(d_sae=256, k=4, epochs=1, batch_size=128)).fit_from_raw(progress=False).weights()
+    trainer = TopKTrainer(x[:800], TrainConfig(d_sae=256, k=4, epochs=1, batch_size=128))
+    sae = trainer.fit_from_raw(progress=False).weights()
     docs, chat = x[800:1000], x[1000:] * 0.5
     union = evaluate(sae, torch.cat([docs, chat]))["dead"]
     assert 0 < union < evaluate(sae, docs)["dead"] and union < evaluate(sae, chat)["dead"]

@@ -53,8 +53,10 @@ def test_unknown_task_name():
 
 
 def test_hub_options_apply_to_hub_tasks_only():
-    _fails(RunConfig(task="sentiment", task_path="x"), f"--task-path applies to the hub tasks ({HUBS}), not 'sentiment'")
-    _fails(RunConfig(task="sentiment", constrain=True), f"--constrain applies to the hub tasks ({HUBS}), not 'sentiment'")
+    _fails(RunConfig(task="sentiment", task_path="x"),
+           f"--task-path applies to the hub tasks ({HUBS}), not 'sentiment'")
+    _fails(RunConfig(task="sentiment", constrain=True),
+           f"--constrain applies to the hub tasks ({HUBS}), not 'sentiment'")
     _fails(RunConfig(task="sentiment", bbq_condition="ambig"),
            f"--bbq-condition applies to the hub tasks ({HUBS}), not 'sentiment'")
     _fails(RunConfig(task="capitals", protocol="paper"), f"--protocol paper applies to the hub tasks ({HUBS}), not "
