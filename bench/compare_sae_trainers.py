@@ -60,11 +60,12 @@ def main(argv=None) -> int:
     ap.add_argument("--acts", default=None, help="keep the activations in this folder (reused when present)")
     args = ap.parse_args(argv)
 
-    from corrsteer.config import TrainConfig, parse_layers
+    from corrsteer.config import TrainConfig
     from corrsteer.model.hooks import HookPoint
     from corrsteer.model.lm import load_model
     from corrsteer.sae.activations import collect_to_disk, load_layer
     from corrsteer.sae.train import TopKTrainer, evaluate, fast_lm, training_text
+    from corrsteer.settings import parse_layers
 
     torch.set_num_threads(args.threads)
     cfg = TrainConfig()

@@ -2,12 +2,9 @@
 import pytest
 import torch
 
-from corrsteer.config import (
-    GenerateConfig,
-    RunConfig,
-    SelectConfig,
+from corrsteer.config import GenerateConfig, RunConfig, SelectConfig, TrainSAEConfig
+from corrsteer.settings import (
     SettingsError,
-    TrainSAEConfig,
     load_settings,
     parse_layers,
     read_config,
@@ -63,7 +60,7 @@ def test_config_file_round_trip(tmp_path):
 
 
 def test_registry_refuses_a_name_twice():
-    from corrsteer.config import registry
+    from corrsteer.settings import registry
     assert list(registry(["a", "bb"], len, "x")) == [1, 2]
     with pytest.raises(ValueError, match="command 'run' is defined twice"):
         registry([RunConfig, RunConfig], lambda c: c.command, "command")

@@ -13,10 +13,10 @@ import sys
 from dataclasses import fields
 
 from corrsteer.config import COMMANDS as SETTINGS
-from corrsteer.config import SettingsError, add_options, load_settings, one_line
 from corrsteer.pipeline import dist
 from corrsteer.pipeline.commands import COMMANDS
 from corrsteer.pipeline.stages import RunError
+from corrsteer.settings import SettingsError, add_options, load_settings, one_line
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from corrsteer.config import SettingsError, one_line, registry
 from corrsteer.export import gguf, lm_eval, neuronpedia, vllm
 from corrsteer.model.steer import SteeringPlan
+from corrsteer.settings import SettingsError, one_line, registry
 
 
 @dataclass(frozen=True)

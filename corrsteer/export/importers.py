@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from corrsteer.config import SettingsError, one_line
 from corrsteer.export.gguf import read_directions
 from corrsteer.model.hooks import HookPoint
 from corrsteer.model.steer import PlanEntry, SteeringPlan
+from corrsteer.settings import SettingsError, one_line
 
 SOURCES = ("gguf-control-vector", "steering-vectors", "lm-eval")
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from corrsteer.config import SettingsError
 from corrsteer.export.sites import check_positions, require_layer_outputs
 from corrsteer.model.steer import SteeringPlan
+from corrsteer.settings import SettingsError
 
 FORMAT = "lm-eval"
 

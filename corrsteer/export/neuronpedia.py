@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from corrsteer.config import SettingsError
 from corrsteer.model.hooks import HookPoint
 from corrsteer.model.steer import SteeringPlan
 from corrsteer.sae.presets import NEURONPEDIA
+from corrsteer.settings import SettingsError
 
 FORMAT = "neuronpedia"
 

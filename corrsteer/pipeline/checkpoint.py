@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from corrsteer.config import SettingsError, one_line
+from corrsteer.settings import SettingsError, one_line
 
 MARKER = "IN_PROGRESS"
 

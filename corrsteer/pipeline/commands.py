@@ -20,9 +20,7 @@ from corrsteer.config import (
     ImportConfig,
     ModelOptions,
     RunConfig,
-    SettingsError,
     TrainSAEConfig,
-    one_line,
 )
 from corrsteer.export.formats import export_plan
 from corrsteer.export.importers import import_plan
@@ -39,6 +37,7 @@ from corrsteer.pipeline.seeds import run_seeds
 from corrsteer.sae.bank import SAEBank, layers_covered, sae_layers
 from corrsteer.sae.cache import bank_for_run, quality_table, train_missing, trained_quality
 from corrsteer.sae.presets import apply_preset
+from corrsteer.settings import SettingsError, one_line
 from corrsteer.tasks.load import check_split, load_task
 
 

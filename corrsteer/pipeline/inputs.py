@@ -6,7 +6,7 @@ generation: each failure is a SettingsError with one line "<what>, <expected>".
 """
 from __future__ import annotations
 
-from corrsteer.config import SettingsError, format_layers
+from corrsteer.settings import SettingsError, format_layers
 
 
 def check_layers(lm, layers: list[int] | None, text: str | None) -> None:

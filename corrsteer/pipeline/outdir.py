@@ -21,8 +21,8 @@ import shutil
 import socket
 from pathlib import Path
 
-from corrsteer.config import CONFIG_NAME, SettingsError
 from corrsteer.pipeline.checkpoint import MARKER, log, writable_out
+from corrsteer.settings import CONFIG_NAME, SettingsError
 
 LOCK = ".corrsteer.lock"
 

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from corrsteer.config import SettingsError
+from corrsteer.settings import SettingsError
 from corrsteer.tasks.task import CLASS_KINDS, Task
 from corrsteer_kernels import CorrStats, RankStats, encode_pool, encode_pool_stats
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from corrsteer.config import EvalConfig, RunConfig, write_config
+from corrsteer.config import EvalConfig, RunConfig
 from corrsteer.pipeline.checkpoint import (
     atomic_save_tensors,
     atomic_write_text,
@@ -47,6 +47,7 @@ from corrsteer.pipeline.stages import (
 from corrsteer.report.markdown import write_report
 from corrsteer.report.stats import compare, evaluate
 from corrsteer.sae.presets import feature_links, with_hook_site
+from corrsteer.settings import write_config
 from corrsteer.tasks.protocols import bind
 
 # the controls' test rows, compared with the baseline like the no-SAE baselines

@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from corrsteer.config import SettingsError, one_line
 from corrsteer.model.hooks import HookPoint
 from corrsteer.model.lm import as_dtype
 from corrsteer.paths import sae_cache_dir
+from corrsteer.settings import SettingsError, one_line
 from corrsteer_kernels import SAEWeights
 from corrsteer_kernels.sae_weights import fold_decoder_norm
 

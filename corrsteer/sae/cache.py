@@ -16,10 +16,11 @@ import sys
 import time
 from pathlib import Path
 
-from corrsteer.config import RunConfig, SettingsError, TrainSAEConfig, format_layers, one_line, write_config
+from corrsteer.config import RunConfig, TrainSAEConfig
 from corrsteer.paths import sae_cache_dir
 from corrsteer.sae.bank import SAEBank, layers_covered, load_bank
 from corrsteer.sae.train import bank_quality, train_bank
+from corrsteer.settings import SettingsError, format_layers, one_line, write_config
 
 _SAE_ERRORS = (OSError, ValueError, KeyError, TypeError)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from corrsteer.config import SettingsError, one_line
+from corrsteer.settings import SettingsError, one_line
 from corrsteer.tasks.hub import HUB_TASKS, TaskLoadError, hub_task_names, load_hub_task
 from corrsteer.tasks.label_checks import check_labels
 from corrsteer.tasks.task import Task, get_task, list_tasks, load_task_file

@@ -4,8 +4,8 @@ import pytest
 from export_plans import feature_plan
 
 from corrsteer.cli import main as cli
-from corrsteer.config import registry
 from corrsteer.export.formats import FORMATS, Format
+from corrsteer.settings import registry
 
 
 def test_every_format_from_one_plan(tiny_lm, tmp_path, capsys):

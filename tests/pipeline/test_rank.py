@@ -4,7 +4,6 @@ class and within-class picks the real feature, the default ranking per task kind
 import pytest
 import torch
 
-from corrsteer.config import SettingsError
 from corrsteer.pipeline.rank import (
     layer_candidates,
     negative_candidates,
@@ -12,6 +11,7 @@ from corrsteer.pipeline.rank import (
     resolve_ranking,
     within_class_r,
 )
+from corrsteer.settings import SettingsError
 from corrsteer.tasks.task import Task
 from corrsteer_kernels import CorrStats
 

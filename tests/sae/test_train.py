@@ -7,11 +7,12 @@ import torch
 import torch.nn.functional as F
 
 from corrsteer.cli.main import main
-from corrsteer.config import TrainSAEConfig, parse_layers
+from corrsteer.config import TrainSAEConfig
 from corrsteer.sae import train as train_sae
 from corrsteer.sae.bank import load_bank
 from corrsteer.sae.cache import quality_table
 from corrsteer.sae.train import TopKTrainer, TrainConfig, _TopKDecode, _TopKEncode, evaluate, train_bank
+from corrsteer.settings import parse_layers
 
 
 def test_sparse_topk_backward_matches_dense_autograd():

@@ -2,7 +2,8 @@
 import pytest
 from hub_fixtures import write_fixture
 
-from corrsteer.config import RunConfig, SettingsError
+from corrsteer.config import RunConfig
+from corrsteer.settings import SettingsError
 from corrsteer.tasks.hub import HUB_TASKS, TaskLoadError, gsm8k_gold, load_hub_task
 from corrsteer.tasks.protocols import bind, letter_token_ids, special_prefix
 

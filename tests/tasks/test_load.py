@@ -5,7 +5,8 @@ import pytest
 from hub_fixtures import write_fixture
 
 import corrsteer.tasks.task as task_module
-from corrsteer.config import EvalConfig, RunConfig, SettingsError
+from corrsteer.config import EvalConfig, RunConfig
+from corrsteer.settings import SettingsError
 from corrsteer.tasks.hub import hub_task_names
 from corrsteer.tasks.load import check_split, load_task
 from corrsteer.tasks.task import Item, Task, list_tasks, register_task
