@@ -213,7 +213,7 @@ def _named_stats(col: Collected) -> dict:
     return out
 
 
-def _fold(col: Collected, parts: dict) -> None:
+def fold_batch(col: Collected, parts: dict) -> None:
     """Add one batch's statistics to the totals (elementwise float64 additions, the same on any device)."""
     named = _named_stats(col)
     for name, tensors in parts.items():
@@ -285,7 +285,7 @@ def collect(lm, bank, task, items, batch_size: int = 16, pool: str = "max", chec
 
     for done, results in rounds(n, start, dist, work):
         for rows, parts in results:
-            _fold(col, parts)
+            fold_batch(col, parts)
             col.rows.extend(rows)
             bar.update(len(rows))
         if ckpt and dist.main:

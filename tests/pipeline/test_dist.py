@@ -130,11 +130,11 @@ def _partials(n, d=64):
 def _fold_all(results):
     import torch
 
-    from corrsteer.pipeline.collect import Collected, _fold
+    from corrsteer.pipeline.collect import Collected, fold_batch
     from corrsteer_kernels import CorrStats
     col = Collected(sae={0: CorrStats(64)}, raw={}, rows=[])
     for parts in results:
-        _fold(col, {"sae.0": parts})
+        fold_batch(col, {"sae.0": parts})
     return torch.cat([col.sae[0].features.flatten(), col.sae[0].scalars])
 
 
