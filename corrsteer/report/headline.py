@@ -84,6 +84,9 @@ def _prompt_vs_steering(ev: Evaluation, steering: Sequence[str], prompting: Sequ
     bs = max(st, key=lambda s: metric_of(ev, s))
     bp = max(pr, key=lambda s: metric_of(ev, s))
     ms, mp = metric_of(ev, bs), metric_of(ev, bp)
+    if not is_gain(ev, bs) and not is_gain(ev, bp):
+        return (f"Neither steering nor a prompt gains here: the best steering variant {bs.variant} {ms:.2f}, the best "
+                f"prompt {bp.variant} {mp:.2f} ({ev.metric}).")
     if mp >= ms:
         return (f"A prompt does at least as well as steering: {bp.variant} {mp:.2f} vs the best steering variant "
                 f"{bs.variant} {ms:.2f} ({ev.metric}; McNemar in the Prompting table).")

@@ -88,3 +88,6 @@ def test_prompt_against_steering_sentence():
     ev = _ev(S=COLLAPSED, **{"few-shot": BALANCED})
     last = headline(ev, steering=["S"], prompting=["few-shot"])[-1]
     assert last.startswith("A prompt does at least as well as steering: few-shot 0.78")
+    ev = _ev(S=COLLAPSED, prompting=COLLAPSED)                       # neither beats the constant answer
+    last = headline(ev, steering=["S"], prompting=["prompting"])[-1]
+    assert last.startswith("Neither steering nor a prompt gains here: the best steering variant S 0.51")
