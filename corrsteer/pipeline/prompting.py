@@ -37,7 +37,7 @@ def _or_list(words: list[str]) -> str:
 
 def allowed_answers(items) -> list[str]:
     """A label task's answers: its items' labels (first seen first), else the distinct golds, sorted."""
-    labels = [lab for it in items for lab in (getattr(it, "labels", None) or [])]
+    labels = [lab for it in items for lab in (it.labels or [])]
     return list(dict.fromkeys(labels)) or sorted({str(it.gold) for it in items})
 
 
@@ -46,7 +46,7 @@ def instruction(task, items) -> str:
     if task.kind == "label":
         return f"Answer with exactly one of: {', '.join(allowed_answers(items))}."
     if task.kind == "mc":
-        n = max(len(getattr(it, "choices", None) or "ABCD") for it in items)
+        n = max(len(it.choices or "ABCD") for it in items)
         return f"Answer with the letter of the correct option: {_or_list([chr(65 + i) for i in range(n)])}."
     if task.kind == "refusal":
         return REFUSAL_INSTRUCTION
@@ -56,12 +56,12 @@ def instruction(task, items) -> str:
 
 
 def _raw_text(task) -> bool:
-    return getattr(task, "protocol", None) == "paper"
+    return task.protocol == "paper"
 
 
 def _body(task, prompt: str) -> str:
     """The prompt without the tokenizer's prefix (BOS) that `bind` put in front of raw-text prompts."""
-    prefix = getattr(task, "prompt_prefix", "")
+    prefix = task.prompt_prefix
     return prompt[len(prefix):] if prefix and prompt.startswith(prefix) else prompt
 
 

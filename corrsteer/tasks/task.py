@@ -85,6 +85,7 @@ class Task:
     scorers: Scorers = field(default_factory=Scorers)     # hub tasks: model-based scorers found (None: built-in)
     hub_splits: HubSplits | None = None           # hub tasks: the rows of each hub split (None: seeded_split)
     gen_kwargs: dict = field(default_factory=dict)        # generation arguments for the bound model (protocols.bind)
+    prompt_prefix: str = ""                       # what with_prompt_prefix put in front of every prompt (BOS text)
 
     def score(self, item: Item, output: str) -> tuple[str, float]:
         """(pred, y): the answer read from the generated text ('' if none; 'a|b' for a hedge), y = 1.0 if right."""
@@ -137,7 +138,8 @@ class Task:
 
     def with_prompt_prefix(self, prefix: str) -> "Task":
         """A copy whose prompts start with `prefix` (protocols.bind: the tokenizer's BOS text for raw prompts)."""
-        return replace(self, items=[replace(it, prompt=prefix + it.prompt) for it in self.items])
+        return replace(self, items=[replace(it, prompt=prefix + it.prompt) for it in self.items],
+                       prompt_prefix=prefix + self.prompt_prefix)
 
 
 # ---------------------------------------------------------------------------------------------------------------

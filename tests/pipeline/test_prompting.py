@@ -48,19 +48,12 @@ def test_few_shot_k_zero_and_refusal_answers():
     assert REFUSE_ANSWER in ps.few_shot and COMPLY_ANSWER in ps.few_shot
 
 
-@dataclasses.dataclass
-class _RawTask:
-    """A raw-text (paper protocol) task: prompts start with the tokenizer's prefix and end where the answer starts."""
-    kind: str = "mc"
-    protocol: str = "paper"
-    prompt_prefix: str = "<s>"
-
-
 def test_raw_text_prompts_keep_the_prefix_in_front():
     mc = get_task("mmlu-style")
-    items = [dataclasses.replace(it, prompt="<s>" + it.prompt + "\nAnswer:") for it in mc.items[:5]]
-    task = dataclasses.replace(_RawTask(), kind="mc")
-    task.items = items
+    ends = [dataclasses.replace(it, prompt=it.prompt + "\nAnswer:") for it in mc.items[:5]]
+    raw = dataclasses.replace(mc, items=ends, protocol="paper")
+    task = raw.with_prompt_prefix("<s>")                     # as protocols.bind does for a raw-text protocol
+    items = task.items
     ps = prompt_set(task, items, 2, 0)
     assert ps.prompting.startswith("Answer with the letter") and ps.prompting.endswith(QUESTION)
     it = prompted(task, items[4], ps.few_shot)
