@@ -116,17 +116,36 @@ def _token_index(lengths: list[int], T: int, members: list[int]) -> torch.Tensor
     return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
 
 
-def group_stats(h: torch.Tensor, lengths: list[int], y: torch.Tensor, groups, sae, pool: str) -> list[CorrStats]:
-    """One fresh CorrStats per group (encode_pool_stats on the group's samples of h [B, T, d]; y on h's device)."""
+@dataclass
+class BatchGroups:
+    """What every layer of one batch reads, found once per batch: for each (class, permuted score) group its class,
+    score, token rows of the flattened [B * T, d] residuals, lengths and scores (on the model's device), and each
+    class's sample rows (the unfused rankings' per-class updates)."""
+    groups: list[tuple[int, float, torch.Tensor, torch.Tensor, torch.Tensor]]
+    class_rows: list[torch.Tensor]
+
+    @classmethod
+    def of(cls, lengths: list[int], T: int, y: torch.Tensor, classes: list[int], n_classes: int,
+           y_perm: list[float]) -> "BatchGroups":
+        dev = y.device
+        lens = torch.tensor(lengths, dtype=torch.long)
+        groups = []
+        for c, yp, members in batch_groups(classes, y_perm):
+            sel = torch.tensor(members, dtype=torch.long)
+            groups.append((c, yp, _token_index(lengths, T, members).to(dev), lens[sel].to(dev),
+                           y.index_select(0, sel.to(dev))))
+        rows = [torch.tensor([b for b, k in enumerate(classes) if k == c], dtype=torch.long, device=dev)
+                for c in range(n_classes)]
+        return cls(groups, rows)
+
+
+def group_stats(h: torch.Tensor, prepared: BatchGroups, sae, pool: str) -> list[CorrStats]:
+    """One fresh CorrStats per group (encode_pool_stats on the group's samples of h [B, T, d])."""
     flat = h.reshape(-1, h.shape[-1])
-    lens = torch.tensor(lengths, dtype=torch.long)
     out = []
-    for _, _, members in groups:
-        sel = torch.tensor(members, dtype=torch.long)
-        xp = flat.index_select(0, _token_index(lengths, h.shape[1], members).to(h.device))
+    for _, _, tokens, lengths, y in prepared.groups:
         st = CorrStats(sae.d_sae, device=h.device)
-        encode_pool_stats(xp, lens[sel].to(h.device), y.index_select(0, sel.to(y.device)), sae, st, pool=pool,
-                          check=False)
+        encode_pool_stats(flat.index_select(0, tokens), lengths, y, sae, st, pool=pool, check=False)
         out.append(st)
     return out
 
@@ -142,7 +161,7 @@ def shuffled_from_groups(parts: list[CorrStats], groups, y_perm: torch.Tensor) -
     """Statistics against the permuted scores from the groups' sums (every sample of a group has the same permuted
     score; pooled SAE activations are never negative, so sum_z_active_pos = sum_z_pos)."""
     st = CorrStats(parts[0].d_sae, device=parts[0].device)
-    for g, (_, yp, _) in zip(parts, groups):
+    for g, (_, yp, *_) in zip(parts, groups):
         for name in ("sum_z", "sum_z2", "n_active"):
             getattr(st, name).add_(getattr(g, name))
         st.sum_zy.add_(g.sum_z, alpha=yp)
@@ -154,25 +173,26 @@ def shuffled_from_groups(parts: list[CorrStats], groups, y_perm: torch.Tensor) -
     return st
 
 
-def layer_stats(h, lengths: list[int], y, y_perm, cls: list[int], n_classes: int, sae, pool: str, ranking: str):
+def layer_stats(h, lengths: list[int], y, y_perm, cls: list[int], n_classes: int, sae, pool: str, ranking: str,
+                prepared: BatchGroups | None = None):
     """One layer of one batch: (total, [per class], shuffled) fresh statistics of pooled SAE features.
 
     Fused rankings: encode_pool_stats once per (class, permuted score) group, every token encoded once; totals,
     classes and shuffled sums are added from the groups in sorted order. Other rankings: encode_pool once, then
-    RankStats and CorrStats updates on row subsets."""
+    RankStats and CorrStats updates on row subsets. `prepared`: the batch's groups, found once for all its layers
+    (built here when not given)."""
     dev, d = h.device, sae.d_sae
+    if prepared is None:
+        prepared = BatchGroups.of(lengths, h.shape[1], y, cls, n_classes, y_perm)
     y_perm_t = torch.tensor(y_perm, dtype=torch.float64, device=dev)
     if not fused(ranking):
         pooled = encode_pool(h, torch.tensor(lengths, device=dev), sae, pool)
         total = make_stats(ranking, d, dev).update(pooled, y)
-        per_class = []
-        for c in range(n_classes):
-            rows = torch.tensor([b for b, k in enumerate(cls) if k == c], dtype=torch.long, device=dev)
-            per_class.append(CorrStats(d, device=dev).update(pooled.index_select(0, rows), y.index_select(0, rows),
-                                                             check=False))
+        per_class = [CorrStats(d, device=dev).update(pooled.index_select(0, rows), y.index_select(0, rows),
+                                                     check=False) for rows in prepared.class_rows]
         return total, per_class, CorrStats(d, device=dev).update(pooled, y_perm_t, check=False)
-    groups = batch_groups(cls, y_perm)
-    parts = group_stats(h, lengths, y, groups, sae, pool)
+    groups = prepared.groups
+    parts = group_stats(h, prepared, sae, pool)
     per_class = [_sum([p for p, g in zip(parts, groups) if g[0] == c], d, dev) for c in range(n_classes)]
     return _sum(parts, d, dev), per_class, shuffled_from_groups(parts, groups, y_perm_t)
 
@@ -193,10 +213,13 @@ def _batch_stats(lm, bank, task, batch, pool: str, host: bool, ranking: str = "p
     # the generation lengths, read once per batch (the one host sync of this loop): every layer's groups are packed
     # with them and folded without re-validating (generate_batch's lengths lie in [0, T], captures are finite)
     host_lengths = lengths.cpu().tolist()
+    T = next(iter(out.captured.values())).shape[1]
+    prepared = BatchGroups.of(host_lengths, T, y, cls, len(classes), y_perm)       # the same for every layer
     parts = {}
     for L, e in bank:
         h = out.captured[points[L]]
-        sae, per_class, shuffled = layer_stats(h, host_lengths, y, y_perm, cls, len(classes), e.sae, pool, ranking)
+        sae, per_class, shuffled = layer_stats(h, host_lengths, y, y_perm, cls, len(classes), e.sae, pool, ranking,
+                                               prepared)
         raw = CorrStats(lm.d_model, device=lm.device).update(_mean_pool(h, lengths), y, check=False)
         named = {f"sae.{L}": sae, f"raw.{L}": raw, f"shuffled.{L}": shuffled}
         named.update({f"class.{L}.{c}": st for c, st in enumerate(per_class)})
