@@ -1,6 +1,6 @@
 """What each command does, given its checked settings: the CLI parses and dispatches here.
 
-    train_sae(cfg) | run(cfg) (also `select`) | eval_plan_command(cfg) | generate(cfg)  -> exit status
+    train_sae | run (also `select`) | evaluate | generate | export | import_vectors | fetch_model (cfg) -> exit status
 
 Inputs are loaded in the order that fails fastest: the task and the output folder before the model, the model
 before the SAEs; every input error is a SettingsError with one line.

@@ -32,7 +32,7 @@ import torch
 
 from corrsteer.settings import SettingsError
 from corrsteer.tasks.task import CLASS_KINDS, Task
-from corrsteer_kernels import CorrStats, RankStats, encode_pool, encode_pool_stats
+from corrsteer_kernels import CorrStats, RankStats
 
 COEFS = ("mean", "active")
 RANKINGS = ("pearson", "within-class", "mi", "fisher", "caa")
@@ -73,14 +73,6 @@ def make_stats(ranking: str, d_sae: int, device) -> CorrStats:
     """The statistics object a ranking needs: CorrStats for pearson / within-class (fused path), RankStats
     otherwise."""
     return CorrStats(d_sae, device=device) if fused(ranking) else RankStats(d_sae, device=device)
-
-
-def feed(h: torch.Tensor, lengths: torch.Tensor, y: torch.Tensor, sae, stats: CorrStats, pool: str) -> None:
-    """Add one batch's captured residuals h [B, T, d] (scores y [B]) to `stats`, on the path its type asks for."""
-    if isinstance(stats, RankStats):
-        stats.update(encode_pool(h, lengths, sae, pool), y)
-    else:
-        encode_pool_stats(h, lengths, y, sae, stats, pool=pool)
 
 
 def _centred(sum_a, sum_b, sum_ab, n):
@@ -166,7 +158,7 @@ def negative_candidates(stats_by_layer: dict, layers, ranking: str = "pearson", 
     out = {}
     for L in layers:
         st = stats_by_layer[L]
-        r = correlation(st, "within-class" if ranking == "within-class" else "pearson", (by_class or {}).get(L))
+        r = correlation(st, ranking, (by_class or {}).get(L))
         j = int(torch.argmin(r))
         n_neg = float(st.n - st.n_pos)
         if float(r[j]) >= 0 or n_neg == 0:

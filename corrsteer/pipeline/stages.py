@@ -57,7 +57,7 @@ class Context:
 
     def measure(self, rows) -> float:
         """What selection compares: balanced accuracy where the task has classes, else accuracy."""
-        return balanced_accuracy(rows) if self.task.has_classes else accuracy(rows)
+        return balanced_accuracy(rows, classes=self.task.has_classes)
 
 
 @dataclass

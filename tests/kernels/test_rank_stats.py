@@ -6,7 +6,7 @@ import torch
 from cases import make_sae
 from conftest import FAST_BACKENDS, on_backend
 
-from corrsteer.pipeline.rank import feed, layer_candidates, make_stats, ranked_features
+from corrsteer.pipeline.rank import layer_candidates, make_stats, ranked_features
 from corrsteer_kernels import BIN_EDGES, N_BINS, CorrStats, RankStats, encode_pool, encode_pool_reference
 from corrsteer_kernels.rank_stats import FISHER_EPS, bin_index
 
@@ -110,17 +110,6 @@ def test_feed_from_encode_pool_matches_the_float64_reference(backend):
     torch.testing.assert_close(st.caa().cpu(), caa, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(st.fisher().cpu(), fisher, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(st.mutual_information().cpu(), mi, rtol=1e-5, atol=1e-6)
-
-
-def test_feed_dispatches_pearson_to_the_fused_path_and_others_to_rank_stats():
-    g = torch.Generator().manual_seed(2)
-    sae = make_sae(g, 16, 24, "relu")
-    x, lengths, y = torch.randn(4, 3, 16, generator=g), torch.tensor([3, 2, 3, 1]), torch.tensor([1.0, 0, 1, 0])
-    fused, ranked = make_stats("pearson", 24, "cpu"), make_stats("caa", 24, "cpu")
-    assert type(fused) is CorrStats and isinstance(ranked, RankStats)
-    feed(x, lengths, y, sae, fused, "max")
-    feed(x, lengths, y, sae, ranked, "max")
-    torch.testing.assert_close(fused.features, ranked.features, rtol=1e-6, atol=1e-6)
 
 
 def test_ranked_features_order_by_the_ranking_and_keep_pearson_r():

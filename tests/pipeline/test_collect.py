@@ -7,7 +7,7 @@ from fakes import FakeTask, tiny_bank
 
 from corrsteer.model.generate import generate_batch
 from corrsteer.pipeline.collect import batch_groups, collect, layer_stats, permuted_scores, task_classes
-from corrsteer_kernels import CorrStats, encode_pool_reference
+from corrsteer_kernels import CorrStats, RankStats, encode_pool_reference
 
 
 def test_collect_stats_equal_float64_recomputation(tiny_lm, tmp_path):
@@ -116,3 +116,13 @@ def test_free_form_tasks_have_no_classes():
     task = FakeTask(4)
     task.kind = "short"
     assert task_classes(task, task.items) == []
+
+
+def test_pearson_takes_the_fused_path_and_other_rankings_rank_stats():
+    g = torch.Generator().manual_seed(2)
+    sae = make_sae(g, 16, 24, "relu")
+    x, lengths, y = torch.randn(4, 3, 16, generator=g), [3, 2, 3, 1], torch.tensor([1.0, 0, 1, 0], dtype=torch.float64)
+    fused, _, _ = layer_stats(x, lengths, y, [1.0, 0, 0, 1], [0] * 4, 0, sae, "max", "pearson")
+    ranked, _, _ = layer_stats(x, lengths, y, [1.0, 0, 0, 1], [0] * 4, 0, sae, "max", "caa")
+    assert type(fused) is CorrStats and isinstance(ranked, RankStats)
+    torch.testing.assert_close(fused.features, ranked.features, rtol=1e-6, atol=1e-6)
