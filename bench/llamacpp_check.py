@@ -1,28 +1,30 @@
 """Opt-in check (not run by CI): the exported control vector steers llama.cpp the way the plan steers our model.
 
-    pip install llama-cpp-python          # builds llama.cpp from source: minutes on 2 cores
-    python bench/llamacpp_check.py runs/sentiment/plan.json --task sentiment --n 24 [--allow-prompt-positions]
+    pip install llama-cpp-python          # builds llama.cpp from source: about 10 minutes on 2 cores
+    python -m bench.llamacpp_check runs/sentiment/plan.json --task sentiment --n 48 [--allow-prompt-positions]
 
 It exports PLAN as a llama.cpp control vector (corrsteer.export.formats.export_plan), loads the default model's
-GGUF (corrsteer.model.lm.smollm2_gguf()) with llama_cpp.Llama, answers the same test items of a built-in split
-greedily without and with the control vector (llama.cpp's control vector API: Llama's context and
-llama_cpp.llama_apply_adapter_cvec / llama_control_vector_apply, direction.N for block N = blocks.N.hook_resid_post,
-layers 1..n_layer-1), and prints accuracy for both runtimes on the same items next to `corrsteer eval`'s numbers
-(our model, baseline and steered, generate_batch with the plan's vectors). The two runtimes differ on purpose
-in two places: llama.cpp runs the Q4_1 GGUF weights (ours: dequantised to float32) and steers every prompt position
-(ours: only the last prompt token unless the plan was made with --all-positions), so the numbers should move the same
-way, not match. Writes bench/results/llamacpp-check.json. Not run yet (llama-cpp-python was not built on the
-2-core shared machine this was written on), so the llama_cpp calls here are untested.
+GGUF (corrsteer.model.lm.smollm2_gguf()) with llama_cpp.Llama, and answers the same test items of a built-in split
+greedily, from the same token ids, without and with the control vector (llama_set_adapter_cvec on Llama.ctx;
+direction.N for block N = blocks.N.hook_resid_post, layers 1..n_layer-1). Beside it, our runtime (generate_batch):
+baseline, the plan as made (last prompt token + generated tokens unless --all-positions) and the plan at every
+position, which is what llama.cpp does, so that row is the like-for-like one; llama.cpp runs the Q4_1 weights
+(ours: dequantised to float32), so answers need not match token for token. Writes
+bench/results/llamacpp-check.json: per run accuracy, recall per class and the labels answered, beside the best
+constant answer on the same items, and the share of identical answer texts between the runtimes.
 """
 from __future__ import annotations
 
 import argparse
 import ctypes
 import json
+import os
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from corrsteer.export.formats import export_plan
 from corrsteer.export.gguf import read_directions
@@ -47,19 +49,38 @@ def llamacpp_answers(llm, lm, prompts, max_new_tokens, cvec: dict[int, np.ndarra
     if rc != 0:
         raise RuntimeError(f"llama.cpp refused the control vector (status {rc})")
     out = []
-    for p in prompts:
-        text = lm.format(p)
+    for p in prompts:   # the same token ids our runtime feeds (chat template, no extra BOS)
+        ids = lm.tokenizer(lm.format(p), add_special_tokens=not lm.has_chat_template).input_ids
         llm.reset()
-        r = llm.create_completion(text, max_tokens=max_new_tokens, temperature=0.0, top_k=1)
+        r = llm.create_completion(ids, max_tokens=max_new_tokens, temperature=0.0, top_k=1)
         out.append(r["choices"][0]["text"])
     return out
 
 
 def _apply(llama_cpp, llm, ptr, n, n_embd, start, end):
-    """llama_apply_adapter_cvec(ctx, ...) in recent llama.cpp; llama_control_vector_apply in older bindings."""
-    fn = getattr(llama_cpp, "llama_apply_adapter_cvec", None) or llama_cpp.llama_control_vector_apply
-    ctx = getattr(llm, "ctx", None) or llm._ctx.ctx
+    """llama_set_adapter_cvec(ctx, ...) in llama-cpp-python 0.3.36; older names in older bindings."""
+    fn = next(getattr(llama_cpp, f) for f in ("llama_set_adapter_cvec", "llama_apply_adapter_cvec",
+                                              "llama_control_vector_apply") if hasattr(llama_cpp, f))
+    ctx = llm.ctx
     return fn(ctx, ptr, n, n_embd, start, end)
+
+
+def load_llama(llama_cpp, path):
+    """llama_cpp.Llama on the GGUF with llama.cpp's extra buffer types off (use_extra_bufts = False: its runtime
+    repacking of the Q4_1 weights for AMX/AVX-512 crashed here with SIGSEGV / SIGILL inside llama_decode on the
+    first prompt, in llama-cpp-python 0.3.36 built from source on this Xeon); Llama() has no argument for it."""
+    import llama_cpp.llama as llama_module
+    default = llama_cpp.llama_model_default_params
+
+    def params():
+        p = default()
+        p.use_extra_bufts = False
+        return p
+    llama_module.llama_cpp.llama_model_default_params = params
+    try:
+        return llama_cpp.Llama(model_path=str(path), n_ctx=1024, n_threads=2, seed=0, verbose=False)
+    finally:
+        llama_module.llama_cpp.llama_model_default_params = default
 
 
 def main(argv=None):
@@ -81,17 +102,34 @@ def main(argv=None):
     items = task.split(192, 48, a.n, seed=a.seed)[2]
     prompts = [it.prompt for it in items]
     lm = load_model(plan.model)
-    llm = llama_cpp.Llama(model_path=str(smollm2_gguf()), n_ctx=1024, n_threads=2, seed=0, verbose=False)
-    res = {"plan": a.plan, "task": a.task, "n": len(items), "date": time.strftime("%Y-%m-%d")}
+    llm = load_llama(llama_cpp, smollm2_gguf())
+    res = {"plan": a.plan, "task": a.task, "n": len(items), "date": time.strftime("%Y-%m-%d"),
+           "device": f"CPU ({os.cpu_count()} cores)", "command": " ".join(sys.argv),
+           "versions": {"llama-cpp-python": llama_cpp.__version__, "torch": torch.__version__}}
     ours = generate_batch(lm, prompts, task.max_new_tokens, plans=[{}, plan.hook_vectors()],
                           steer_prompt=plan.all_positions).texts
+    every = generate_batch(lm, prompts, task.max_new_tokens, plans=[plan.hook_vectors()], steer_prompt=True).texts
     runs = {"corrsteer baseline": ours[0::2], "corrsteer steered": ours[1::2],
+            "corrsteer steered, every position": every,
             "llama.cpp baseline": llamacpp_answers(llm, lm, prompts, task.max_new_tokens, None, lm.n_layers),
             "llama.cpp steered": llamacpp_answers(llm, lm, prompts, task.max_new_tokens, cvec, lm.n_layers)}
+    golds = [it.gold for it in items]
+    res["best constant answer"] = constant = max(golds.count(g) for g in set(golds)) / len(golds)
+    print(f"{'best constant answer':34s} {100 * constant:5.1f}%")
     for name, texts in runs.items():
-        correct = [task.score(it, t)[1] for it, t in zip(items, texts)]
-        res[name] = {"accuracy": float(np.mean(correct)), "correct": correct, "answers": texts}
-        print(f"{name:20s} {100 * np.mean(correct):5.1f}%  (n={len(items)})")
+        scored = [task.score(it, t) for it, t in zip(items, texts)]
+        correct = [y for _, y in scored]
+        recall = {g: float(np.mean([y for (_, y), h in zip(scored, golds) if h == g])) for g in sorted(set(golds))}
+        answered = {p: [q for q, _ in scored].count(p) for p in sorted({q for q, _ in scored})}
+        res[name] = {"accuracy": float(np.mean(correct)), "recall per class": recall, "answered": answered,
+                     "correct": correct, "answers": texts}
+        print(f"{name:34s} {100 * np.mean(correct):5.1f}%  (n={len(items)})  recall "
+              + ", ".join(f"{g} {100 * r:.0f}%" for g, r in recall.items()) + f"  answered {answered}")
+    for a_, b_ in (("corrsteer baseline", "llama.cpp baseline"),
+                   ("corrsteer steered, every position", "llama.cpp steered")):
+        same = float(np.mean([x.strip() == y.strip() for x, y in zip(runs[a_], runs[b_])]))
+        res[f"same answer: {a_} / {b_}"] = same
+        print(f"same answer text, {a_} vs {b_}: {100 * same:.0f}%")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=1))
 
