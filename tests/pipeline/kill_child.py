@@ -11,27 +11,34 @@ prefix, test, test-prompting, test-few-shot), "fit" per SAE trained by `train-sa
 
 Points: collect / validate / prefix / test (the K-th generation batch of that stage: K >= 2 dies after a checkpoint),
 rank (the K-th call of the ranking, after collection finished), report (the K-th top-features plot: after
-predictions.jsonl and r_per_layer.png are written, before report.md), sae-train (the K-th optimiser step of the second
-SAE's training, the first SAE already saved), sae-partial (right after the second SAE's weights are written into its
-.partial folder, before cfg.json and the rename).
+predictions.jsonl and r_per_layer.png are written, before report.md), checkpoint-write (the K-th checkpoint of
+collect, half written), lock (the lock file of --out in place, its temporary file not yet removed), sae-train (the
+K-th optimiser step of the second SAE's training, the first SAE already saved), sae-partial (right after the second
+SAE's weights are written into its .partial folder, before cfg.json and the rename).
 """
+import json
 import os
 import signal
 import sys
 from pathlib import Path
 
+import safetensors.torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))          # tests/: fakes, cases
 
 from fakes import FakeTask  # noqa: E402
 
+import corrsteer.pipeline.checkpoint as checkpoint  # noqa: E402
 import corrsteer.pipeline.collect as collect  # noqa: E402
 import corrsteer.pipeline.commands as commands  # noqa: E402
 import corrsteer.pipeline.prompting as prompting  # noqa: E402
 import corrsteer.pipeline.stages as stages  # noqa: E402
 import corrsteer.report.markdown as markdown  # noqa: E402
 import corrsteer.sae.bank as bank  # noqa: E402
+import corrsteer.sae.corpus as corpus  # noqa: E402
 import corrsteer.sae.train as train  # noqa: E402
 from corrsteer.cli.main import main  # noqa: E402
+from corrsteer.pipeline.outdir import LOCK  # noqa: E402
 
 GENERATING = ("collect", "validate", "prefix", "test", "test-prompting", "test-few-shot")
 
@@ -90,6 +97,28 @@ class Child:
         stages.layer_candidates = self.dies_at("rank", stages.layer_candidates)
         markdown.plot_top_features = self.dies_at("report", markdown.plot_top_features)
         commands.load_task = lambda cfg: FakeTask(30)
+        checkpoint.os.link = self.linked(os.link)
+        safetensors.torch.save_file = self.half_written(safetensors.torch.save_file)
+
+    def half_written(self, real):
+        """safetensors' save_file, a kill point for collect's checkpoint: the K-th one dies with half its bytes
+        written (wherever the file being written lies)."""
+        def fn(tensors, filename, *a, **kw):
+            real(tensors, filename, *a, **kw)
+            if "collect.safetensors" in str(filename) and self.hit("checkpoint-write"):
+                data = Path(filename).read_bytes()
+                Path(filename).write_bytes(data[:len(data) // 2])
+                die()
+        return fn
+
+    def linked(self, real):
+        """os.link, the kill point "lock": the K-th link (the lock file of --out taken, its temporary file not yet
+        removed)."""
+        def fn(src, dst, *a, **kw):
+            real(src, dst, *a, **kw)
+            if Path(dst).name == LOCK and self.hit("lock"):
+                die()
+        return fn
 
     # --- train-sae ---------------------------------------------------------------------------------------------
     def arm_train(self) -> None:
@@ -133,11 +162,13 @@ def run_job(job: dict) -> int:
 def serve(model_dir: str) -> None:
     """Fork server: import everything and load the model once (transformers imports lazily), then for each job (a
     JSON line on stdin) fork a child that runs it, and answer its exit status (os.waitstatus_to_exitcode: -9 for
-    SIGKILL) on stdout. Each child still loads the model, SAEs and task from their files; only imports are shared."""
-    import json
-
+    SIGKILL) on stdout. Each child still loads the model, SAEs and task from their files; what is shared: imports,
+    and the SAE trainer's docstring corpus (corpus.stdlib_docstrings, a pure function of the Python install that
+    parses the whole standard library: ~5 s a call), computed here once and handed to each caller as a fresh copy."""
     from corrsteer.model.lm import load_model
     load_model(model_dir)
+    docs = corpus.stdlib_docstrings()
+    corpus.stdlib_docstrings = lambda: list(docs)
     print(json.dumps(dict(ready=True)), flush=True)
     for line in sys.stdin:
         job = json.loads(line)
@@ -149,7 +180,7 @@ def serve(model_dir: str) -> None:
             finally:
                 os._exit(code)
         _, status = os.waitpid(pid, 0)
-        print(json.dumps(dict(rc=os.waitstatus_to_exitcode(status))), flush=True)
+        print(json.dumps(dict(rc=os.waitstatus_to_exitcode(status), pid=pid)), flush=True)
 
 
 if __name__ == "__main__":

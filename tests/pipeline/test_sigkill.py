@@ -37,7 +37,11 @@ HERE = Path(__file__).resolve().parent
 # stage; the prefix search has one batch here: it dies after validate's last checkpoint), the first ranking call
 # after collection, the top-features plot (predictions.jsonl and r_per_layer.png written, report.md not)
 STAGES = {"collect": ("collect", 2), "rank": ("rank", 1), "validate": ("validate", 2), "prefix": ("prefix", 1),
-          "test": ("test", 3), "report": ("report", 1)}
+          "test": ("test", 3), "prompting": ("test-few-shot", 1), "report": ("report", 1),
+          # and while writing: collect's 2nd checkpoint half written (its temporary file left); the lock of --out
+          # taken (its temporary file left)
+          "checkpoint-write": ("checkpoint-write", 2), "lock": ("lock", 1)}
+LEFT_BEHIND = {"checkpoint-write": f"{CKPT_DIR}/.collect.safetensors", "lock": f".{LOCK}"}
 GENERATING = ("collect", "validate", "prefix", "test", "test-prompting", "test-few-shot")
 TINY_SAE = ["--d-sae", "96", "--k", "8", "--epochs", "2", "--batch-size", "128", "--train-tokens", "1500",
             "--eval-tokens", "400", "--chat-prompts", "24", "--answer-tokens", "8", "--eval-task-prompts", "3",
@@ -47,6 +51,7 @@ TINY_SAE = ["--d-sae", "96", "--k", "8", "--epochs", "2", "--batch-size", "128",
 @dataclass
 class Child:
     rc: int
+    pid: int
     log: list[str]          # units of work started, in order (the last one of a killed child: the one it died in)
     stderr: str
 
@@ -76,9 +81,10 @@ class Server:
         self.proc.stdin.write(json.dumps(dict(cwd=str(cwd), argv=argv, point=point, k=k, env=env or {}, **files))
                               + "\n")
         self.proc.stdin.flush()
-        rc = self._reply()["rc"]
+        reply = self._reply()
         log = Path(files["log"])
-        return Child(rc, log.read_text().split() if log.exists() else [], Path(files["stderr"]).read_text())
+        return Child(reply["rc"], reply["pid"], log.read_text().split() if log.exists() else [],
+                     Path(files["stderr"]).read_text())
 
     def close(self) -> None:
         self.proc.stdin.close()
@@ -148,22 +154,28 @@ def test_sigkill_in_a_stage_then_rerun_gives_byte_identical_outputs(server, root
     killed = server.run(tmp_path, run_args(root), "killed", point, k)
     assert killed.rc == -signal.SIGKILL, killed.stderr[-3000:]
     out = tmp_path / "out"
-    assert (out / MARKER).exists() and (out / LOCK).exists() and not (out / "report.md").exists()
+    assert not (out / "report.md").exists()
+    assert (out / LOCK).exists() and (out / MARKER).exists() == (point != "lock")
+    if point in ("lock", "checkpoint-write"):                   # a temporary file left beside its target
+        assert [str(p.relative_to(out)) for p in out.rglob(".*.tmp*")] == [f"{LEFT_BEHIND[point]}.tmp{killed.pid}"]
     if point in GENERATING:
         assert killed.log[-1] == point and killed.log.count(point) == k
+    elif point == "checkpoint-write":           # died after generating batch k, while saving its checkpoint
+        assert killed.log == ["collect"] * k
     elif point == "rank":
         assert killed.log == [u for u in clean_log if u == "collect"] and (out / "stats.safetensors").exists()
-    else:                      # report: everything generated, predictions and the first plot written
+    elif point == "report":    # everything generated, predictions and the first plot written
         assert killed.log == clean_log and (out / "predictions.jsonl").exists() and (out / "r_per_layer.png").exists()
 
     again = server.run(tmp_path, run_args(root), "rerun")
     assert again.rc == 0, again.stderr[-3000:]
     assert "taking over the lock of pid" in again.stderr
-    if point in GENERATING and k > 1:
-        assert f"{point}: resuming after batch {k - 1}" in again.stderr
+    if point in GENERATING + ("checkpoint-write",) and k > 1:
+        stage = "collect" if point == "checkpoint-write" else point
+        assert f"{stage}: resuming after batch {k - 1}" in again.stderr
     assert_same_tree(tree(out), want)
     # the batches the killed child finished, and the rerun's, are the clean run's: only the one it died in is redone
-    finished = killed.log[:-1] if point in GENERATING else killed.log
+    finished = killed.log[:-1] if point in GENERATING + ("checkpoint-write",) else killed.log
     assert finished + again.log == clean_log
 
 
