@@ -82,8 +82,8 @@ def atomic_create_text(path, text: str) -> bool:
     """Create `path` holding `text` in one step, so that it is never seen empty; False when it exists already."""
     path = Path(path)
     tmp = _tmp(path)
-    tmp.write_text(text)
     try:
+        tmp.write_text(text)
         _link(tmp, path, text)
     except FileExistsError:
         return False

@@ -1,6 +1,7 @@
 """Atomic writes: a temporary file that a killed writer left beside its target is deleted when the target is next
 written (a live writer's is not), and a file created with atomic_create_text is never seen empty."""
 import os
+from pathlib import Path
 
 import pytest
 
@@ -43,3 +44,13 @@ def test_create_writes_once_and_never_empty(tmp_path, monkeypatch, hard_links):
     assert atomic_create_text(path, "first")
     assert not atomic_create_text(path, "second")
     assert path.read_text() == "first" and sorted(p.name for p in tmp_path.iterdir()) == ["lock"]
+
+
+def test_create_on_a_full_disk_leaves_nothing(tmp_path, monkeypatch):
+    def full(self, text):                  # the temporary file is opened, its content does not fit
+        open(self, "w").close()
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(OSError, match="No space left"):
+        atomic_create_text(tmp_path / "lock", "first")
+    assert list(tmp_path.iterdir()) == []
