@@ -1,7 +1,8 @@
 """Checkpoints and atomic outputs: what lets a run be killed at any point and rerun into the same result.
 
 Every output file is written to a temporary file beside it, flushed to disk and renamed over the target
-(`atomic_write_*`): a reader sees the old file or the new one, never half of one.
+(`atomic_write_*`): a reader sees the old file or the new one, never half of one. A temporary file that a killed writer
+left is deleted when its target is next written.
 
 A stage checkpoint (`StageCheckpoint`) is one safetensors file: tensors (the stage's running statistics, possibly none)
 and metadata "key" (a JSON object {component: digest} of everything the stage's result depends on), "done" (finished
@@ -16,6 +17,7 @@ directory until its last output is in place: a directory holding it is incomplet
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -40,10 +42,55 @@ def _tmp(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp{os.getpid()}")
 
 
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:          # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_tmp(path: Path) -> None:
+    """Delete the temporary files of `path` that a killed writer left (their process no longer runs)."""
+    for p in path.parent.glob(f".{glob.escape(path.name)}.tmp*"):
+        pid = p.name.rsplit(".tmp", 1)[1]
+        if pid.isdigit() and int(pid) != os.getpid() and not alive(int(pid)):
+            p.unlink(missing_ok=True)
+
+
 def _commit(tmp: Path, path: Path) -> None:
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    remove_stale_tmp(path)
+
+
+def _link(tmp: Path, path: Path, text: str) -> None:
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:                  # a filesystem without hard links: create exclusively, then write
+        with open(path, "x") as f:
+            f.write(text)
+
+
+def atomic_create_text(path, text: str) -> bool:
+    """Create `path` holding `text` in one step, so that it is never seen empty; False when it exists already."""
+    path = Path(path)
+    tmp = _tmp(path)
+    try:
+        tmp.write_text(text)
+        _link(tmp, path, text)
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+        remove_stale_tmp(path)
+    return True
 
 
 def atomic_write_bytes(path, data: bytes) -> Path:

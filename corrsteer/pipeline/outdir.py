@@ -21,20 +21,10 @@ import shutil
 import socket
 from pathlib import Path
 
-from corrsteer.pipeline.checkpoint import MARKER, log, writable_out
+from corrsteer.pipeline.checkpoint import MARKER, alive, atomic_create_text, log, writable_out
 from corrsteer.settings import CONFIG_NAME, SettingsError
 
 LOCK = ".corrsteer.lock"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:          # someone else's live process
-        return True
-    return True
 
 
 def _read_lock(path: Path) -> dict:
@@ -51,23 +41,19 @@ def acquire(out: Path, command: str) -> Path:
     me = dict(pid=os.getpid(), host=socket.gethostname(), command=command,
               started=datetime.datetime.now().isoformat(timespec="seconds"))
     for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            owner = _read_lock(path)
-            pid, host = owner.get("pid"), owner.get("host")
-            if isinstance(pid, int) and host == me["host"] and not _alive(pid):
-                log(f"--out {out}: taking over the lock of pid {pid} (started {owner.get('started')}), which no "
-                    "longer runs")
-                path.unlink(missing_ok=True)
-                continue
-            raise SettingsError(f"--out {out} is in use by another corrsteer run (pid {pid} on {host}, "
-                                f"`corrsteer {owner.get('command')}` since {owner.get('started')}), expected a "
-                                f"folder no other run writes: wait for it, choose another --out, or delete {path} "
-                                "if that run is gone") from None
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
-        return path
+        if atomic_create_text(path, json.dumps(me)):
+            return path
+        owner = _read_lock(path)
+        pid, host = owner.get("pid"), owner.get("host")
+        if isinstance(pid, int) and host == me["host"] and not alive(pid):
+            log(f"--out {out}: taking over the lock of pid {pid} (started {owner.get('started')}), which no "
+                "longer runs")
+            path.unlink(missing_ok=True)
+            continue
+        raise SettingsError(f"--out {out} is in use by another corrsteer run (pid {pid} on {host}, "
+                            f"`corrsteer {owner.get('command')}` since {owner.get('started')}), expected a "
+                            f"folder no other run writes: wait for it, choose another --out, or delete {path} "
+                            "if that run is gone") from None
     raise SettingsError(f"--out {out}: could not take the lock {path}, expected a folder no other run writes")
 
 
