@@ -15,7 +15,7 @@ mean) and finishing it where the owner changes:
 """
 from __future__ import annotations
 
-import torch
+import os
 
 from ._common import HAS_TRITON, interpreting, tl, triton
 from .corr_stats import FEATURE_FIELDS
@@ -23,6 +23,7 @@ from .launch import MODE_POOL, MODE_STATS, Launch, Segments
 
 COMBINE_BLOCK_N = 256
 INTERPRETER_COMBINE_BLOCK_N = 32
+COMBINE_STRATEGIES = ("torch", "kernel")
 
 if HAS_TRITON:
 
@@ -121,5 +122,10 @@ def combine_launch(launch: Launch, segs: Segments, pool: str, mode: int, y=None,
     return out if mode == MODE_POOL else features
 
 
-def stats_buffer(device: torch.device, d_sae: int) -> torch.Tensor:
-    return torch.zeros((len(FEATURE_FIELDS), d_sae), dtype=torch.float64, device=device)
+def combine_strategy() -> str:
+    """CORRSTEER_COMBINE: "torch" (default until a GPU has measured this kernel: packed_kernel.combine_boundary /
+    boundary_feature_sums) or "kernel" (combine_launch)."""
+    s = os.environ.get("CORRSTEER_COMBINE", "torch")
+    if s not in COMBINE_STRATEGIES:
+        raise ValueError(f"CORRSTEER_COMBINE must be one of {COMBINE_STRATEGIES}, got {s!r}")
+    return s

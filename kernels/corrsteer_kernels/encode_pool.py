@@ -20,9 +20,11 @@ from __future__ import annotations
 import torch
 
 from ._common import check_finite, check_float, check_lengths, check_pool, resolve_backend
-from .launch import MODE_POOL, MODE_PRE, Segments
+from .combine_kernel import combine_launch, combine_strategy
+from .launch import MODE_POOL, MODE_PRE, Launch, Segments
 from .packed_kernel import combine_boundary, packed_encode
 from .sae_weights import SAEWeights
+from .topk_kernel import topk_encode, topk_strategy
 from .torch_path import pooled_blocks_torch
 
 GPU_TOPK_ELEMENTS = 1 << 26      # triton path, TopK cuts: one chunk's pre-activations [tokens, d_sae]
@@ -141,6 +143,15 @@ def token_thresholds_for(xp: torch.Tensor, sae: SAEWeights):
     return token_thresholds_triton(xp, sae) if sae.activation == "topk" else None
 
 
+def packed_launch(xp: torch.Tensor, segs: Segments, sae: SAEWeights, pool: str, mode: int, y=None,
+                  out=None) -> Launch:
+    """The triton path's launch: the one-pass TopK kernel for TopK dictionaries where CORRSTEER_TOPK_STRATEGY=one_pass,
+    else the packed op (fused, split or fused_n) with the TopK cuts of token_thresholds_for."""
+    if sae.activation == "topk" and topk_strategy() == "one_pass":
+        return topk_encode(xp, segs, sae, pool, mode, y=y, out=out)
+    return packed_encode(xp, segs, sae, pool, mode, y=y, out=out, thr_t=token_thresholds_for(xp, sae))
+
+
 def writer(out: torch.Tensor):
     """A torch-path sink that writes each pooled block into its place in out [B, d_sae] (adding 0.0 on the way
     turns the -0.0 of dropped negative pre-activations into +0.0, as the reference has it)."""
@@ -153,8 +164,10 @@ def _encode_pool_triton(xp, lengths, sae, pool, out):
     out.masked_fill_((lengths == 0)[:, None], 0.0)
     if xp.shape[0] == 0:
         return out
-    launch = packed_encode(xp, Segments.of(lengths, xp.shape[0]), sae, pool, MODE_POOL, out=out,
-                           thr_t=token_thresholds_for(xp, sae))
+    segs = Segments.of(lengths, xp.shape[0])
+    launch = packed_launch(xp, segs, sae, pool, MODE_POOL, out=out)
+    if combine_strategy() == "kernel":
+        return combine_launch(launch, segs, pool, MODE_POOL, out=out)
     samples, z = combine_boundary(launch, pool, lengths)
     out[samples] = z
     return out

@@ -31,6 +31,7 @@ from ._common import HAS_TRITON, compute_dtype, interpreting, tl, triton
 from .corr_stats import FEATURE_FIELDS, feature_sums
 from .launch import MODE_PRE, MODE_STATS, TL_DTYPES, Launch, Segments
 from .split_kernel import split_available, split_encode
+from .tokens_n_kernel import INTERPRETER_TOKENS_N, TOKENS_N_CONFIGS, tokens_n_encode
 
 DEFAULT_CONFIG = dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3)
 INTERPRETER_CONFIG = dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=16, GROUP_M=2)
@@ -42,7 +43,7 @@ TUNE_CONFIGS = [DEFAULT_CONFIG,
                 dict(BLOCK_M=64, BLOCK_N=256, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3)]
 _TUNED: dict = {}
 _TUNE_TIMES: dict = {}
-STRATEGIES = ("auto", "fused", "split")
+STRATEGIES = ("auto", "fused", "split", "fused_n")
 
 
 if HAS_TRITON:
@@ -104,6 +105,8 @@ if HAS_TRITON:
 def _launch(xp, segs, sae, pool, mode, y, out, thr_t, cfg) -> Launch:
     if cfg.get("SPLIT"):
         return split_encode(xp, segs, sae, pool, mode, y, out, thr_t, cfg)
+    if cfg.get("TOKENS_N"):
+        return tokens_n_encode(xp, segs, sae, pool, mode, y, out, thr_t, cfg)
     N, D = xp.shape
     n_dict = sae.d_sae
     cfg = dict(cfg)
@@ -136,8 +139,10 @@ def _launch(xp, segs, sae, pool, mode, y, out, thr_t, cfg) -> Launch:
 
 
 def strategy() -> str:
-    """CORRSTEER_PACKED_STRATEGY: "fused" (one Triton kernel), "split" (cuBLAS GEMM + streaming pooling kernel) or
-    "auto" (default: whichever timed faster for the shape, see config_for)."""
+    """CORRSTEER_PACKED_STRATEGY: "fused" (one Triton kernel), "split" (cuBLAS GEMM + streaming pooling kernel),
+    "fused_n" (tokens on the accumulator's N axis, tokens_n_kernel.py; pooling modes only) or "auto" (default:
+    whichever timed faster for the shape, see config_for; fused_n is a candidate there only with
+    CORRSTEER_TUNE_FUSED_N=1 until a GPU has measured it)."""
     s = os.environ.get("CORRSTEER_PACKED_STRATEGY", "auto")
     if s not in STRATEGIES:
         raise ValueError(f"CORRSTEER_PACKED_STRATEGY must be one of {STRATEGIES}, got {s!r}")
@@ -151,16 +156,21 @@ def config_for(xp, sae, pool, mode, thr_t) -> dict:
     strategy) and cached. The pooling modes share one choice (timed on MODE_STATS, one-token samples: the heavier
     epilogue), which bounds the number of compilations per shape."""
     forced = strategy()
+    tokens_n = mode != MODE_PRE and (forced == "fused_n" or (forced == "auto" and
+                                                             os.environ.get("CORRSTEER_TUNE_FUSED_N") == "1"))
     if interpreting():
-        return split_kernel.INTERPRETER_SPLIT if forced == "split" else INTERPRETER_CONFIG
+        return split_kernel.INTERPRETER_SPLIT if forced == "split" else \
+            INTERPRETER_TOKENS_N if tokens_n and forced == "fused_n" else INTERPRETER_CONFIG
     if os.environ.get("CORRSTEER_AUTOTUNE", "1") == "0" or xp.shape[0] < 1024:
-        return split_kernel.SPLIT_CONFIGS[0] if forced == "split" else DEFAULT_CONFIG
+        return split_kernel.SPLIT_CONFIGS[0] if forced == "split" else \
+            TOKENS_N_CONFIGS[0] if tokens_n and forced == "fused_n" else DEFAULT_CONFIG
     key = (xp.shape[1], sae.d_sae, xp.dtype, sae.W_enc.dtype, mode == MODE_PRE, forced)
     if mode != MODE_PRE:
         mode, pool, thr_t = MODE_STATS, "max", None
     if key not in _TUNED:
         from triton.testing import do_bench
-        cands = [] if forced == "split" else list(TUNE_CONFIGS)
+        cands = [] if forced == "split" or (tokens_n and forced == "fused_n") else list(TUNE_CONFIGS)
+        cands += TOKENS_N_CONFIGS if tokens_n else []
         if forced == "split" or (forced == "auto" and split_available(xp, sae.W_enc)):
             cands += split_kernel.SPLIT_CONFIGS[:1] if mode == MODE_PRE else split_kernel.SPLIT_CONFIGS
         N = xp.shape[0]
