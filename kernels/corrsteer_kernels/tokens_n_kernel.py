@@ -60,6 +60,19 @@ if HAS_TRITON:
                             COMPUTE, F32_DOT, PREC, BLOCK_F, BLOCK_T, BLOCK_K)
 
     @triton.jit
+    def _chunk_slots(seg_ptr, start_ptr, end_ptr, slot_ptr, c, lo, hi):
+        """Chunk c's two boundary slots (every work item of the chunk writes the same values, so the slots need no
+        zeroing launch): 2c = sample + 1 of the sample entering the chunk, 2c + 1 = of the one leaving it (a sample
+        that does both takes slot 2c only), 0 where unused."""
+        nonempty = lo < hi
+        s_in = tl.load(seg_ptr + lo, mask=nonempty, other=0)
+        s_out = tl.load(seg_ptr + hi - 1, mask=nonempty, other=0)
+        enters = nonempty & (tl.load(start_ptr + s_in, mask=nonempty, other=0) < lo)
+        leaves = nonempty & (tl.load(end_ptr + s_out, mask=nonempty, other=0) > hi)
+        tl.store(slot_ptr + 2 * c, tl.where(enters, s_in + 1, 0))
+        tl.store(slot_ptr + 2 * c + 1, tl.where(leaves & ~(enters & (s_in == s_out)), s_out + 1, 0))
+
+    @triton.jit
     def _tokens_n_kernel(x_ptr, w_ptr, x_desc, w_desc, beff_ptr, thrf_ptr, thrt_ptr, seg_ptr, start_ptr, end_ptr,
                          y_ptr, cb_ptr, out_ptr, part_ptr, bnd_ptr, slot_ptr, N_DICT, D, N_CHUNKS, N_WORK,
                          stride_xm, stride_xk, stride_wk, stride_wn, stride_om,
@@ -77,6 +90,7 @@ if HAS_TRITON:
             thrf = tl.load(thrf_ptr + offs_f, mask=mask_f, other=float("inf"))
             lo = tl.load(cb_ptr + c)
             hi = tl.load(cb_ptr + c + 1)
+            _chunk_slots(seg_ptr, start_ptr, end_ptr, slot_ptr, c, lo, hi)
             carry = tl.zeros([BLOCK_F], dtype=tl.float32)
             s_z = tl.zeros([BLOCK_F], dtype=tl.float32)
             s_zz = tl.zeros([BLOCK_F], dtype=tl.float32)
@@ -132,7 +146,6 @@ if HAS_TRITON:
                 slot = 2 * c + (st >= lo).to(tl.int32)
                 tl.store(bnd_ptr + slot[None, :].to(tl.int64) * N_DICT + offs_f[:, None], z,
                          mask=edge[None, :] & mask_f[:, None])
-                tl.store(slot_ptr + slot, seg + 1, mask=edge)
             if MODE == 1:     # pooled activations are never negative: sum_z_active_pos = sum_z_pos
                 base = part_ptr + c.to(tl.int64) * NF * N_DICT + offs_f
                 tl.store(base, s_z.to(tl.float64), mask=mask_f)
@@ -199,7 +212,7 @@ def tokens_n_encode(xp, segs, sae, pool, mode, y=None, out=None, thr_t=None, cfg
     part = torch.empty((n_c, len(FEATURE_FIELDS), n_dict), dtype=torch.float64, device=dev) \
         if mode == MODE_STATS else None        # every (chunk, feature block) work item writes its slice
     bnd = torch.empty((2 * n_c, n_dict), dtype=torch.float32, device=dev)
-    slot = torch.zeros(2 * n_c, dtype=torch.int32, device=dev)
+    slot = torch.empty(2 * n_c, dtype=torch.int32, device=dev)         # written by the kernel, used or not
     interp = interpreting()
     cdt = compute_dtype(xp.dtype, W.dtype)
     tma = use_tma(xp, W)

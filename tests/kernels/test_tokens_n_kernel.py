@@ -10,10 +10,11 @@ from cases import make_case
 from conftest import FAST_BACKENDS, on_backend
 
 from corrsteer_kernels import CorrStats, encode_pool, encode_pool_reference, encode_pool_stats, pack_tokens
-from corrsteer_kernels.launch import Segments
+from corrsteer_kernels.launch import MODE_POOL, Segments
 from corrsteer_kernels.tokens_n_kernel import chunk_bounds
 
 pk = importlib.import_module("corrsteer_kernels.packed_kernel")
+tn = importlib.import_module("corrsteer_kernels.tokens_n_kernel")
 needs_triton = pytest.mark.skipif("triton" not in FAST_BACKENDS, reason="needs triton")
 
 LENGTHS = {"odd": [2, 0, 1, 5, 1, 4],                               # 13 tokens
@@ -73,6 +74,34 @@ def test_fused_n_is_deterministic(fused_n):
     a = encode_pool_stats(xp, L, y, sae, CorrStats(40), "mean", backend="triton")
     b = encode_pool_stats(xp, L, y, sae, CorrStats(40), "mean", backend="triton")
     assert torch.equal(a.features, b.features)
+
+
+@needs_triton
+@pytest.mark.parametrize("pattern", ["ragged", "spans"])
+def test_boundary_slots_written_whole(monkeypatch, pattern):
+    """The kernel writes every chunk's two slots, used or not (the launcher does not zero them): 2c = the sample
+    entering chunk c + 1, 2c + 1 = the one leaving it + 1 unless that one also entered, else 0."""
+    full = torch.full
+
+    def poisoned(*size, dtype=None, device=None):              # what the launcher allocates, poisoned
+        size = size[0] if len(size) == 1 and isinstance(size[0], (tuple, list)) else size
+        return full(size, -7 if dtype == torch.int32 else float("nan"), dtype=dtype, device=device)
+    L = torch.tensor(LENGTHS[pattern])
+    x, L, sae = make_case(73, len(L), int(L.max()), 24, 40, "relu", lengths=L)
+    xp = pack_tokens(x, L)
+    segs = Segments.of(L, xp.shape[0])
+    out = torch.zeros(len(L), 40)
+    with monkeypatch.context() as m:
+        m.setattr(torch, "empty", poisoned)
+        launch = tn.tokens_n_encode(xp, segs, sae, "max", MODE_POOL, out=out)
+    edges = chunk_bounds(segs, xp.shape[0], launch.slot.shape[0] // 2).tolist()
+    want = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        s_in, s_out = (int(segs.seg[lo]), int(segs.seg[hi - 1])) if lo < hi else (0, 0)
+        enters = lo < hi and int(segs.starts[s_in]) < lo
+        leaves = lo < hi and int(segs.ends[s_out]) > hi and not (enters and s_in == s_out)
+        want += [s_in + 1 if enters else 0, s_out + 1 if leaves else 0]
+    assert launch.slot.tolist() == want and any(want)
 
 
 @pytest.mark.parametrize("lengths", [[5, 1, 0, 16, 2, 1, 9, 0, 31, 3], [1] * 13, [40], [0, 7, 0]])
