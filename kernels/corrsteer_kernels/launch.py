@@ -120,3 +120,16 @@ if HAS_TRITON:
             else:
                 acc = tl.dot(a.to(COMPUTE), b.to(COMPUTE), acc)
         return acc
+
+    @triton.jit
+    def edge_slots(seg_ptr, start_ptr, end_ptr, slot_ptr, c, lo, hi):
+        """The two boundary slots of token range c = [lo, hi) (a tile or a chunk), written whole so that they need no
+        zeroing launch (every program of the range writes the same values): 2c = sample + 1 of the sample entering
+        the range, 2c + 1 = of the one leaving it (a sample that does both takes slot 2c only), 0 where unused."""
+        nonempty = lo < hi
+        s_in = tl.load(seg_ptr + lo, mask=nonempty, other=0)
+        s_out = tl.load(seg_ptr + hi - 1, mask=nonempty, other=0)
+        enters = nonempty & (tl.load(start_ptr + s_in, mask=nonempty, other=0) < lo)
+        leaves = nonempty & (tl.load(end_ptr + s_out, mask=nonempty, other=0) > hi)
+        tl.store(slot_ptr + 2 * c, tl.where(enters, s_in + 1, 0))
+        tl.store(slot_ptr + 2 * c + 1, tl.where(leaves & ~(enters & (s_in == s_out)), s_out + 1, 0))

@@ -39,7 +39,7 @@ TOKENS_N_CONFIGS = [dict(TOKENS_N=True, BLOCK_F=128, BLOCK_T=64, BLOCK_K=64, num
 INTERPRETER_TOKENS_N = dict(TOKENS_N=True, BLOCK_F=16, BLOCK_T=8, BLOCK_K=16, CHUNK_TILES=2, PROGS=3)
 
 if HAS_TRITON:
-    from .launch import dot_tile, seg_max, seg_sum
+    from .launch import dot_tile, edge_slots, seg_max, seg_sum
 
     @triton.jit
     def _dot_tokens_n(x_ptr, w_ptr, x_desc, w_desc, offs_f, offs_t, f0, t0, N_DICT, T_HI, D,
@@ -60,19 +60,6 @@ if HAS_TRITON:
                             COMPUTE, F32_DOT, PREC, BLOCK_F, BLOCK_T, BLOCK_K)
 
     @triton.jit
-    def _chunk_slots(seg_ptr, start_ptr, end_ptr, slot_ptr, c, lo, hi):
-        """Chunk c's two boundary slots (every work item of the chunk writes the same values, so the slots need no
-        zeroing launch): 2c = sample + 1 of the sample entering the chunk, 2c + 1 = of the one leaving it (a sample
-        that does both takes slot 2c only), 0 where unused."""
-        nonempty = lo < hi
-        s_in = tl.load(seg_ptr + lo, mask=nonempty, other=0)
-        s_out = tl.load(seg_ptr + hi - 1, mask=nonempty, other=0)
-        enters = nonempty & (tl.load(start_ptr + s_in, mask=nonempty, other=0) < lo)
-        leaves = nonempty & (tl.load(end_ptr + s_out, mask=nonempty, other=0) > hi)
-        tl.store(slot_ptr + 2 * c, tl.where(enters, s_in + 1, 0))
-        tl.store(slot_ptr + 2 * c + 1, tl.where(leaves & ~(enters & (s_in == s_out)), s_out + 1, 0))
-
-    @triton.jit
     def _tokens_n_kernel(x_ptr, w_ptr, x_desc, w_desc, beff_ptr, thrf_ptr, thrt_ptr, seg_ptr, start_ptr, end_ptr,
                          y_ptr, cb_ptr, out_ptr, part_ptr, bnd_ptr, slot_ptr, N_DICT, D, N_CHUNKS, N_WORK,
                          stride_xm, stride_xk, stride_wk, stride_wn, stride_om,
@@ -90,7 +77,7 @@ if HAS_TRITON:
             thrf = tl.load(thrf_ptr + offs_f, mask=mask_f, other=float("inf"))
             lo = tl.load(cb_ptr + c)
             hi = tl.load(cb_ptr + c + 1)
-            _chunk_slots(seg_ptr, start_ptr, end_ptr, slot_ptr, c, lo, hi)
+            edge_slots(seg_ptr, start_ptr, end_ptr, slot_ptr, c, lo, hi)
             carry = tl.zeros([BLOCK_F], dtype=tl.float32)
             s_z = tl.zeros([BLOCK_F], dtype=tl.float32)
             s_zz = tl.zeros([BLOCK_F], dtype=tl.float32)

@@ -39,7 +39,7 @@ LOW_MASK = tl.constexpr(0xFFFFFFFF) if HAS_TRITON else None    # the low 32 bits
 PAD_KEY = tl.constexpr(-(2 ** 63) + 1) if HAS_TRITON else None  # below every real key: padding never ranks
 
 if HAS_TRITON:
-    from .launch import dot_tile, pool_rows
+    from .launch import dot_tile, edge_slots, pool_rows
 
     @triton.jit
     def rank_keys(pre, offs_n, N_DICT):
@@ -61,6 +61,8 @@ if HAS_TRITON:
         pid_m = M0 + tl.program_id(0)
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         mask_m = offs_m < N_TOK
+        edge_slots(seg_ptr, start_ptr, end_ptr, slot_ptr, pid_m, pid_m * BLOCK_M,
+                   tl.minimum(pid_m * BLOCK_M + BLOCK_M, N_TOK))
         rows = pre_ptr + (offs_m - ROW0)[:, None].to(tl.int64) * N_DICT
         best = tl.full([BLOCK_M, KP], PAD_KEY, dtype=tl.int64)
         for n0 in range(0, N_DICT, BLOCK_N):                      # sweep 1: the GEMM, once
@@ -118,7 +120,7 @@ def topk_encode(xp: torch.Tensor, segs, sae, pool: str, mode: int, y=None, out=N
     part = torch.empty((n_m, len(FEATURE_FIELDS), n_dict), dtype=torch.float64, device=dev) \
         if mode == MODE_STATS else None        # every (tile, column block) is written
     bnd = torch.empty((2 * n_m, n_dict), dtype=torch.float32, device=dev)
-    slot = torch.zeros(2 * n_m, dtype=torch.int32, device=dev)
+    slot = torch.empty(2 * n_m, dtype=torch.int32, device=dev)          # written whole by the kernel (edge_slots)
     chunk = chunk_rows(N, n_dict, BM)
     pre = torch.empty((min(chunk, N), n_dict), dtype=torch.float32, device=dev)
     W = sae.W_enc

@@ -6,7 +6,7 @@ import importlib
 
 import pytest
 import torch
-from cases import make_case
+from cases import make_case, poisoned_empty
 from conftest import FAST_BACKENDS, on_backend
 
 from corrsteer_kernels import CorrStats, encode_pool, encode_pool_reference, encode_pool_stats, pack_tokens
@@ -81,18 +81,13 @@ def test_fused_n_is_deterministic(fused_n):
 def test_boundary_slots_written_whole(monkeypatch, pattern):
     """The kernel writes every chunk's two slots, used or not (the launcher does not zero them): 2c = the sample
     entering chunk c + 1, 2c + 1 = the one leaving it + 1 unless that one also entered, else 0."""
-    full = torch.full
-
-    def poisoned(*size, dtype=None, device=None):              # what the launcher allocates, poisoned
-        size = size[0] if len(size) == 1 and isinstance(size[0], (tuple, list)) else size
-        return full(size, -7 if dtype == torch.int32 else float("nan"), dtype=dtype, device=device)
     L = torch.tensor(LENGTHS[pattern])
     x, L, sae = make_case(73, len(L), int(L.max()), 24, 40, "relu", lengths=L)
     xp = pack_tokens(x, L)
     segs = Segments.of(L, xp.shape[0])
     out = torch.zeros(len(L), 40)
     with monkeypatch.context() as m:
-        m.setattr(torch, "empty", poisoned)
+        m.setattr(torch, "empty", poisoned_empty)
         launch = tn.tokens_n_encode(xp, segs, sae, "max", MODE_POOL, out=out)
     edges = chunk_bounds(segs, xp.shape[0], launch.slot.shape[0] // 2).tolist()
     want = []

@@ -5,10 +5,13 @@ import importlib
 
 import pytest
 import torch
-from cases import make_case
+from cases import make_case, poisoned_empty
 from conftest import FAST_BACKENDS, on_backend
 
 from corrsteer_kernels import CorrStats, encode_pool, encode_pool_reference, encode_pool_stats, pack_tokens
+from corrsteer_kernels.launch import MODE_POOL, MODE_STATS, Segments
+from corrsteer_kernels.packed_kernel import boundary_feature_sums, combine_boundary
+from corrsteer_kernels.topk_kernel import topk_encode
 
 pytestmark = pytest.mark.skipif("triton" not in FAST_BACKENDS, reason="needs triton")
 
@@ -42,6 +45,29 @@ def test_one_pass_topk_equals_reference(monkeypatch, combine, pattern, pool):
     x, L, sae = make_case(40 + len(L), len(L), max(L), 24, 40, "topk", lengths=L, k=5)
     y = torch.arange(len(L)).remainder(3).double() - 0.5
     _check(x, L, sae, pool, y)
+
+
+@pytest.mark.parametrize("pool", ["max", "mean"])
+def test_unzeroed_allocations(monkeypatch, pool):
+    """The launcher's slots, scratch, boundary parts and per-tile sums come unzeroed (poisoned here): the kernel
+    writes every slot (edge_slots) and every part it leaves for the combine."""
+    L = torch.tensor(LENGTHS["ragged"])
+    x, L, sae = make_case(54, len(L), int(L.max()), 24, 40, "topk", lengths=L, k=5)
+    ref = encode_pool_reference(x, L, sae, pool)
+    y = torch.arange(len(L)).remainder(2).double()
+    xp = pack_tokens(x, L)
+    segs = Segments.of(L, xp.shape[0])
+    out = torch.zeros(len(L), 40)
+    with monkeypatch.context() as m:
+        m.setattr(torch, "empty", poisoned_empty)
+        pooled = topk_encode(xp, segs, sae, pool, MODE_POOL, out=out)
+        folded = topk_encode(xp, segs, sae, pool, MODE_STATS, y=y)
+    assert (pooled.slot >= 0).all() and (folded.slot >= 0).all()
+    samples, z = combine_boundary(pooled, pool, L)
+    out[samples] = z
+    torch.testing.assert_close(out.double(), ref, rtol=2e-5, atol=2e-5)
+    sums = folded.part.sum(0) + boundary_feature_sums(folded, pool, L, y)
+    torch.testing.assert_close(sums, CorrStats(40).update(ref, y).features, rtol=1e-5, atol=1e-5)
 
 
 def test_k_at_least_d_sae_keeps_every_positive():
