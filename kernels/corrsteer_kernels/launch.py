@@ -79,16 +79,9 @@ if HAS_TRITON:
         zw = tl.where(whole[:, None], zw, 0.0)
         if MODE == 1:
             yr = tl.load(y_ptr + seg, mask=whole, other=0.0).to(tl.float32)
-            pr = (yr > 0).to(tl.float32)
-            ar = (zw > 0).to(tl.float32)
-            base = part_ptr + pid_m.to(tl.int64) * NF * N_DICT + offs_n
-            tl.store(base, tl.sum(zw, axis=0).to(tl.float64), mask=mask_n)
-            tl.store(base + N_DICT, tl.sum(zw * zw, axis=0).to(tl.float64), mask=mask_n)
-            tl.store(base + 2 * N_DICT, tl.sum(zw * yr[:, None], axis=0).to(tl.float64), mask=mask_n)
-            tl.store(base + 3 * N_DICT, tl.sum(zw * pr[:, None], axis=0).to(tl.float64), mask=mask_n)
-            tl.store(base + 4 * N_DICT, tl.sum(ar, axis=0).to(tl.float64), mask=mask_n)
-            tl.store(base + 5 * N_DICT, tl.sum(ar * pr[:, None], axis=0).to(tl.float64), mask=mask_n)
-            tl.store(base + 6 * N_DICT, tl.sum(zw * ar * pr[:, None], axis=0).to(tl.float64), mask=mask_n)
+            s_z, s_zz, s_zy, s_zp, s_a, s_ap = stat_sums(zw, yr[:, None], 0)
+            store_sums(part_ptr + pid_m.to(tl.int64) * NF * N_DICT + offs_n, N_DICT, mask_n,
+                       s_z, s_zz, s_zy, s_zp, s_a, s_ap)
         else:
             tl.store(out_ptr + seg[:, None].to(tl.int64) * stride_om + offs_n[None, :], zw,
                      mask=whole[:, None] & mask_n[None, :])
@@ -133,3 +126,30 @@ if HAS_TRITON:
         leaves = nonempty & (tl.load(end_ptr + s_out, mask=nonempty, other=0) > hi)
         tl.store(slot_ptr + 2 * c, tl.where(enters, s_in + 1, 0))
         tl.store(slot_ptr + 2 * c + 1, tl.where(leaves & ~(enters & (s_in == s_out)), s_out + 1, 0))
+
+    @triton.jit
+    def stat_sums(zw, yr, AXIS: tl.constexpr):
+        """The six fp32 sums along AXIS of pooled values zw (0 wherever no sample ends) against scores yr
+        (broadcastable to zw): z, z^2, z y, z [y > 0], [z > 0], [z > 0][y > 0]."""
+        pr = (yr > 0).to(tl.float32)
+        ar = (zw > 0).to(tl.float32)
+        return (tl.sum(zw, axis=AXIS), tl.sum(zw * zw, axis=AXIS), tl.sum(zw * yr, axis=AXIS),
+                tl.sum(zw * pr, axis=AXIS), tl.sum(ar, axis=AXIS), tl.sum(ar * pr, axis=AXIS))
+
+    @triton.jit
+    def fold_sums(s_z, s_zz, s_zy, s_zp, s_a, s_ap, zw, yr, AXIS: tl.constexpr):
+        """The six running sums plus stat_sums(zw, yr, AXIS)."""
+        t_z, t_zz, t_zy, t_zp, t_a, t_ap = stat_sums(zw, yr, AXIS)
+        return s_z + t_z, s_zz + t_zz, s_zy + t_zy, s_zp + t_zp, s_a + t_a, s_ap + t_ap
+
+    @triton.jit
+    def store_sums(base, N_DICT, mask, s_z, s_zz, s_zy, s_zp, s_a, s_ap):
+        """Store one tile's (or range's) sums as float64 rows base + f N_DICT in FEATURE_FIELDS order; pooled
+        activations are never negative, so sum_z_active_pos = sum_z_pos."""
+        tl.store(base, s_z.to(tl.float64), mask=mask)
+        tl.store(base + N_DICT, s_zz.to(tl.float64), mask=mask)
+        tl.store(base + 2 * N_DICT, s_zy.to(tl.float64), mask=mask)
+        tl.store(base + 3 * N_DICT, s_zp.to(tl.float64), mask=mask)
+        tl.store(base + 4 * N_DICT, s_a.to(tl.float64), mask=mask)
+        tl.store(base + 5 * N_DICT, s_ap.to(tl.float64), mask=mask)
+        tl.store(base + 6 * N_DICT, s_zp.to(tl.float64), mask=mask)

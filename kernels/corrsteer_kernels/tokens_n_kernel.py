@@ -39,7 +39,7 @@ TOKENS_N_CONFIGS = [dict(TOKENS_N=True, BLOCK_F=128, BLOCK_T=64, BLOCK_K=64, num
 INTERPRETER_TOKENS_N = dict(TOKENS_N=True, BLOCK_F=16, BLOCK_T=8, BLOCK_K=16, CHUNK_TILES=2, PROGS=3)
 
 if HAS_TRITON:
-    from .launch import dot_tile, edge_slots, seg_max, seg_sum
+    from .launch import dot_tile, edge_slots, fold_sums, seg_max, seg_sum, store_sums
 
     @triton.jit
     def _dot_tokens_n(x_ptr, w_ptr, x_desc, w_desc, offs_f, offs_t, f0, t0, N_DICT, T_HI, D,
@@ -117,15 +117,8 @@ if HAS_TRITON:
                 else:
                     zw = tl.where(whole[None, :], z, 0.0)
                 if MODE == 1:
-                    yr = tl.load(y_ptr + seg, mask=whole, other=0.0).to(tl.float32)[None, :]
-                    pr = (yr > 0).to(tl.float32)
-                    ar = (zw > 0).to(tl.float32)
-                    s_z += tl.sum(zw, axis=1)
-                    s_zz += tl.sum(zw * zw, axis=1)
-                    s_zy += tl.sum(zw * yr, axis=1)
-                    s_zp += tl.sum(zw * pr, axis=1)
-                    s_a += tl.sum(ar, axis=1)
-                    s_ap += tl.sum(ar * pr, axis=1)
+                    yr = tl.load(y_ptr + seg, mask=whole, other=0.0).to(tl.float32)
+                    s_z, s_zz, s_zy, s_zp, s_a, s_ap = fold_sums(s_z, s_zz, s_zy, s_zp, s_a, s_ap, zw, yr[None, :], 1)
                 else:
                     tl.store(out_ptr + seg[None, :].to(tl.int64) * stride_om + offs_f[:, None], zw,
                              mask=whole[None, :] & mask_f[:, None])
@@ -133,15 +126,9 @@ if HAS_TRITON:
                 slot = 2 * c + (st >= lo).to(tl.int32)
                 tl.store(bnd_ptr + slot[None, :].to(tl.int64) * N_DICT + offs_f[:, None], z,
                          mask=edge[None, :] & mask_f[:, None])
-            if MODE == 1:     # pooled activations are never negative: sum_z_active_pos = sum_z_pos
-                base = part_ptr + c.to(tl.int64) * NF * N_DICT + offs_f
-                tl.store(base, s_z.to(tl.float64), mask=mask_f)
-                tl.store(base + N_DICT, s_zz.to(tl.float64), mask=mask_f)
-                tl.store(base + 2 * N_DICT, s_zy.to(tl.float64), mask=mask_f)
-                tl.store(base + 3 * N_DICT, s_zp.to(tl.float64), mask=mask_f)
-                tl.store(base + 4 * N_DICT, s_a.to(tl.float64), mask=mask_f)
-                tl.store(base + 5 * N_DICT, s_ap.to(tl.float64), mask=mask_f)
-                tl.store(base + 6 * N_DICT, s_zp.to(tl.float64), mask=mask_f)
+            if MODE == 1:
+                store_sums(part_ptr + c.to(tl.int64) * NF * N_DICT + offs_f, N_DICT, mask_f,
+                           s_z, s_zz, s_zy, s_zp, s_a, s_ap)
 
 
 def chunk_bounds(segs, n_tok: int, n_chunks: int, align: bool = True) -> torch.Tensor:
