@@ -14,10 +14,14 @@ sample's running pool from one tile to the next, so only samples crossing a chun
 the sample entering chunk c, 2c + 1: the one leaving it: the layout of the packed kernel, so the same combine runs).
 Statistics are added only where a sample ends (its last token's column), summed in fp32 along N per chunk, stored
 as float64 part [N_CHUNKS, F, d_sae] and reduced over chunks in a fixed order: bitwise deterministic for a given
-configuration. Where USE_TMA (CUDA capability >= 9, 16-bit operands, 16-byte aligned rows) the GEMM tiles come
-through TMA tensor descriptors; elsewhere (and always under the interpreter) through masked loads.
+configuration. Where use_tma (CUDA capability >= 9, 16-bit operands, 16-byte aligned rows) the GEMM tiles come
+through host-side TMA tensor descriptors, and if that variant fails to build on the GPU at hand the call warns once
+and uses masked loads from then on; elsewhere masked loads. (This Triton's interpreter does run host-side
+descriptors on fp32 operands: the tests force the TMA variant there.) Not done yet: epilogue subtiling.
 """
 from __future__ import annotations
+
+import warnings
 
 import torch
 
@@ -36,6 +40,7 @@ TOKENS_N_CONFIGS = [dict(TOKENS_N=True, BLOCK_F=128, BLOCK_T=64, BLOCK_K=64, num
                     dict(TOKENS_N=True, BLOCK_F=64, BLOCK_T=64, BLOCK_K=64, num_warps=4, num_stages=4)]
 # under the interpreter: chunks of 2 token tiles, 3 persistent programs, so every path (carry across tiles, chunk
 # edges, a program taking several work items) runs at test sizes
+_TMA_FAILED: list = []          # set once a TMA launch failed to compile here: masked loads from then on
 INTERPRETER_TOKENS_N = dict(TOKENS_N=True, BLOCK_F=16, BLOCK_T=8, BLOCK_K=16, CHUNK_TILES=2, PROGS=3)
 
 if HAS_TRITON:
@@ -144,11 +149,14 @@ def chunk_bounds(segs, n_tok: int, n_chunks: int, align: bool = True) -> torch.T
 
 
 def use_tma(xp: torch.Tensor, W: torch.Tensor) -> bool:
-    """TMA descriptors: CUDA capability >= 9 (Hopper), same-dtype 16-bit operands, 16-byte aligned rows; never under
-    the interpreter (it cannot run them)."""
+    """TMA descriptors: CUDA capability >= 9 (Hopper), same-dtype 16-bit operands, 16-byte aligned rows, and no
+    earlier failure to build them here; never on its own under the interpreter (its tl.dot is wrong on 16-bit
+    operands)."""
     if interpreting() or not xp.is_cuda or xp.dtype != W.dtype or xp.dtype not in (torch.bfloat16, torch.float16):
         return False
     if TensorDescriptor is None:
+        return False
+    if _TMA_FAILED:
         return False
     aligned = all(t.stride(1) == 1 and (t.stride(0) * t.element_size()) % 16 == 0 and t.data_ptr() % 16 == 0
                   for t in (xp, W))
@@ -189,17 +197,23 @@ def tokens_n_encode(xp, segs, sae, pool, mode, y=None, out=None, thr_t=None, cfg
     slot = torch.empty(2 * n_c, dtype=torch.int32, device=dev)         # written by the kernel, used or not
     interp = interpreting()
     cdt = compute_dtype(xp.dtype, W.dtype)
-    tma = use_tma(xp, W)
-    x_desc, w_desc = _descriptors(xp, W, cfg, tma)
     dummy = bnd
-    _tokens_n_kernel[(progs,)](
-        xp, W, x_desc, w_desc, sae.effective_bias(), sae.feature_threshold(),
-        thr_t if thr_t is not None else dummy, segs.seg, segs.starts, segs.ends, y if y is not None else dummy,
-        chunk_bounds(segs, N, n_c, cfg.get("ALIGN", True)), out if out is not None else dummy,
-        part if part is not None else dummy, bnd, slot, n_dict, D, n_c, n_c * triton.cdiv(n_dict, cfg["BLOCK_F"]),
-        xp.stride(0), xp.stride(1), W.stride(0), W.stride(1), out.stride(0) if out is not None else 0,
-        NF=len(FEATURE_FIELDS), MODE=mode, HAS_TOKEN_THR=thr_t is not None, MEAN=pool == "mean",
-        COMPUTE=TL_DTYPES[cdt], F32_DOT=interp or cdt == torch.float32, PREC="ieee" if interp else "tf32x3",
-        USE_TMA=tma, NUM_PROGS=progs, BLOCK_F=cfg["BLOCK_F"], BLOCK_T=cfg["BLOCK_T"], BLOCK_K=cfg["BLOCK_K"],
-        **{k: cfg[k] for k in ("num_warps", "num_stages") if k in cfg})
+    args = (sae.effective_bias(), sae.feature_threshold(), thr_t if thr_t is not None else dummy,
+            segs.seg, segs.starts, segs.ends, y if y is not None else dummy,
+            chunk_bounds(segs, N, n_c, cfg.get("ALIGN", True)), out if out is not None else dummy,
+            part if part is not None else dummy, bnd, slot, n_dict, D, n_c, n_c * triton.cdiv(n_dict, cfg["BLOCK_F"]),
+            xp.stride(0), xp.stride(1), W.stride(0), W.stride(1), out.stride(0) if out is not None else 0)
+    kw = dict(NF=len(FEATURE_FIELDS), MODE=mode, HAS_TOKEN_THR=thr_t is not None, MEAN=pool == "mean",
+              COMPUTE=TL_DTYPES[cdt], F32_DOT=interp or cdt == torch.float32, PREC="ieee" if interp else "tf32x3",
+              NUM_PROGS=progs, BLOCK_F=cfg["BLOCK_F"], BLOCK_T=cfg["BLOCK_T"], BLOCK_K=cfg["BLOCK_K"],
+              **{k: cfg[k] for k in ("num_warps", "num_stages") if k in cfg})
+    tma = use_tma(xp, W)
+    try:
+        _tokens_n_kernel[(progs,)](xp, W, *_descriptors(xp, W, cfg, tma), *args, USE_TMA=tma, **kw)
+    except Exception as e:          # the TMA variant has not compiled on this GPU: fall back to masked loads
+        if not tma:
+            raise
+        _TMA_FAILED.append(repr(e))
+        warnings.warn(f"corrsteer_kernels: TMA descriptors failed here ({e!r:.200}); using masked loads")
+        _tokens_n_kernel[(progs,)](xp, W, xp, W, *args, USE_TMA=False, **kw)
     return Launch(out, part, bnd, slot)

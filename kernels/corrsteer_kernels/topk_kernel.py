@@ -32,7 +32,9 @@ from .corr_stats import FEATURE_FIELDS
 from .launch import MODE_POOL, MODE_STATS, TL_DTYPES, Launch
 from .split_kernel import chunk_rows
 
+# not yet timed on a GPU: BLOCK_M is the largest of these that still gives every SM a program (see topk_config)
 TOPK_CONFIG = dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, num_warps=8, num_stages=2)
+TOPK_BLOCK_M = (64, 32, 16)
 INTERPRETER_TOPK = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16)
 TOPK_STRATEGIES = ("two_pass", "one_pass")
 LOW_MASK = tl.constexpr(0xFFFFFFFF) if HAS_TRITON else None    # the low 32 bits of a key: LOW_MASK - column
@@ -98,9 +100,13 @@ def topk_strategy() -> str:
     return s
 
 
-def topk_config(k: int) -> dict:
-    """Block sizes: fixed under the interpreter, TOPK_CONFIG on a GPU; BLOCK_N at least KP (tl.topk's width)."""
+def topk_config(k: int, n_tok: int = 0, device=None) -> dict:
+    """Block sizes: fixed under the interpreter; on a GPU TOPK_CONFIG with the largest BLOCK_M of TOPK_BLOCK_M that
+    gives every SM a program (the grid is one program per BLOCK_M rows); BLOCK_N at least KP (tl.topk's width)."""
     cfg = dict(INTERPRETER_TOPK if interpreting() else TOPK_CONFIG)
+    if device is not None and device.type == "cuda" and not interpreting():
+        sms = torch.cuda.get_device_properties(device).multi_processor_count
+        cfg["BLOCK_M"] = next((m for m in TOPK_BLOCK_M if triton.cdiv(n_tok, m) >= sms), TOPK_BLOCK_M[-1])
     cfg["BLOCK_N"] = max(cfg["BLOCK_N"], triton.next_power_of_2(k))
     return cfg
 
@@ -111,7 +117,7 @@ def topk_encode(xp: torch.Tensor, segs, sae, pool: str, mode: int, y=None, out=N
         raise ValueError("topk_encode pools (MODE_POOL) or folds statistics (MODE_STATS)")
     N, D = xp.shape
     n_dict, k = sae.d_sae, sae.k
-    cfg = dict(cfg or topk_config(k))
+    cfg = dict(cfg or topk_config(k, N, xp.device))
     BM = cfg["BLOCK_M"]
     n_m = triton.cdiv(N, BM)
     dev = xp.device

@@ -99,6 +99,34 @@ def test_boundary_slots_written_whole(monkeypatch, pattern):
     assert launch.slot.tolist() == want and any(want)
 
 
+@needs_triton
+@pytest.mark.parametrize("pattern", ["odd", "ragged", "spans"])
+@pytest.mark.parametrize("pool", ["max", "mean"])
+def test_tma_variant_equals_reference(fused_n, monkeypatch, pattern, pool):
+    """The TMA variant (host-side tensor descriptors; the interpreter runs them on fp32 operands): tokens past a
+    chunk's end arrive unmasked through TMA and must be dropped by the epilogue's masks."""
+    monkeypatch.setattr(tn, "use_tma", lambda xp, W: True)
+    L = LENGTHS[pattern]
+    x, L, sae = make_case(75 + len(L), len(L), max(L), 24, 40, "jumprelu", lengths=L)
+    _check(x, L, sae, pool, torch.arange(len(L)).remainder(3).double() - 0.5)
+    assert not tn._TMA_FAILED
+
+
+@needs_triton
+def test_tma_failure_falls_back_to_masked_loads(fused_n, monkeypatch):
+    """Where the TMA variant fails to build (forced here: plain tensors passed as descriptors), the call warns,
+    remembers it, and gives the masked-load result."""
+    monkeypatch.setattr(tn, "_TMA_FAILED", [])
+    monkeypatch.setattr(tn, "use_tma", lambda xp, W: not tn._TMA_FAILED)
+    monkeypatch.setattr(tn, "_descriptors", lambda xp, W, cfg, tma: (xp, W))
+    L = LENGTHS["odd"]
+    x, L, sae = make_case(74, len(L), max(L), 24, 40, "relu", lengths=L)
+    with pytest.warns(UserWarning, match="TMA descriptors failed here"):
+        got = encode_pool(pack_tokens(x, L), L, sae, "max", backend="triton")
+    assert len(tn._TMA_FAILED) == 1
+    torch.testing.assert_close(got.double(), encode_pool_reference(x, L, sae, "max"), rtol=2e-5, atol=2e-5)
+
+
 @pytest.mark.parametrize("lengths", [[5, 1, 0, 16, 2, 1, 9, 0, 31, 3], [1] * 13, [40], [0, 7, 0]])
 @pytest.mark.parametrize("n_chunks", [1, 3, 5])
 def test_chunk_bounds(lengths, n_chunks):
