@@ -13,7 +13,8 @@ the sum by lengths[b]. The activation matrix of all tokens [N, d_sae] is never b
     width; each token's k largest pre-activations (torch.topk, unsorted) are pooled by scatter. Wider
     TopK dictionaries, and every TopK dictionary on the triton path, take two passes: a first finds each token's
     cut (the midpoint between its k-th and (k+1)-th pre-activation; `token_thresholds`, `token_thresholds_triton`),
-    then the pooling pass keeps what lies at or above it.
+    then the pooling pass keeps what lies at or above it. With CORRSTEER_TOPK_STRATEGY=one_pass the triton path
+    takes topk_kernel.py instead (one GEMM pass, the cut found by tl.topk in programs owning whole token rows).
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from conftest import FAST_BACKENDS, on_backend
 from corrsteer_kernels import CorrStats, encode_pool, encode_pool_reference, encode_pool_stats, pack_tokens
 from corrsteer_kernels.launch import MODE_POOL, MODE_STATS, Segments
 from corrsteer_kernels.packed_kernel import boundary_feature_sums, combine_boundary
-from corrsteer_kernels.topk_kernel import topk_encode
+from corrsteer_kernels.topk_kernel import topk_encode, topk_strategy
 
 pytestmark = pytest.mark.skipif("triton" not in FAST_BACKENDS, reason="needs triton")
 
@@ -110,7 +110,6 @@ def test_ties_at_the_cut_keep_exactly_k():
 
 
 def test_unknown_topk_strategy_is_one_line_error(monkeypatch):
-    from corrsteer_kernels.topk_kernel import topk_strategy
     monkeypatch.setenv("CORRSTEER_TOPK_STRATEGY", "sorted")
     with pytest.raises(ValueError, match=r"CORRSTEER_TOPK_STRATEGY must be one of \('two_pass', 'one_pass'\)"):
         topk_strategy()
