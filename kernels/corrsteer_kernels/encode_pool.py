@@ -20,15 +20,16 @@ from __future__ import annotations
 
 import torch
 
-from ._common import check_finite, check_float, check_lengths, check_pool, resolve_backend
+from ._common import check_finite, check_float, check_lengths, check_pool, interpreting, resolve_backend
 from .combine_kernel import combine_launch, combine_strategy
-from .launch import MODE_POOL, MODE_PRE, Launch, Segments
+from .launch import MODE_POOL, MODE_PRE, MODE_STATS, Launch, Segments
 from .packed_kernel import combine_boundary, packed_encode
 from .sae_weights import SAEWeights
 from .topk_kernel import topk_encode, topk_strategy
 from .torch_path import pooled_blocks_torch
 
 GPU_TOPK_ELEMENTS = 1 << 26      # triton path, TopK cuts: one chunk's pre-activations [tokens, d_sae]
+_TOPK_ONE_PASS: dict = {}        # CORRSTEER_TOPK_STRATEGY=auto: (d_in, d_sae, k, dtypes) -> one pass timed faster
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -144,11 +145,30 @@ def token_thresholds_for(xp: torch.Tensor, sae: SAEWeights):
     return token_thresholds_triton(xp, sae) if sae.activation == "topk" else None
 
 
+def topk_one_pass(xp: torch.Tensor, segs: Segments, sae: SAEWeights) -> bool:
+    """Whether a TopK dictionary takes the one-pass kernel: CORRSTEER_TOPK_STRATEGY=one_pass, or =auto where both
+    strategies were timed once for the shape (MODE_STATS, max-pool; CUDA, >= 1024 tokens; two_pass elsewhere)."""
+    s = topk_strategy()
+    if s != "auto":
+        return s == "one_pass"
+    if interpreting() or not xp.is_cuda or xp.shape[0] < 1024:
+        return False
+    key = (xp.shape[1], sae.d_sae, sae.k, xp.dtype, sae.W_enc.dtype)
+    if key not in _TOPK_ONE_PASS:
+        from triton.testing import do_bench
+        y = torch.zeros(segs.starts.shape[0], dtype=torch.float64, device=xp.device)
+        one = do_bench(lambda: topk_encode(xp, segs, sae, "max", MODE_STATS, y=y), warmup=5, rep=20)
+        two = do_bench(lambda: packed_encode(xp, segs, sae, "max", MODE_STATS, y=y,
+                                             thr_t=token_thresholds_triton(xp, sae)), warmup=5, rep=20)
+        _TOPK_ONE_PASS[key] = one < two
+    return _TOPK_ONE_PASS[key]
+
+
 def packed_launch(xp: torch.Tensor, segs: Segments, sae: SAEWeights, pool: str, mode: int, y=None,
                   out=None) -> Launch:
-    """The triton path's launch: the one-pass TopK kernel for TopK dictionaries where CORRSTEER_TOPK_STRATEGY=one_pass,
-    else the packed op (fused, split or fused_n) with the TopK cuts of token_thresholds_for."""
-    if sae.activation == "topk" and topk_strategy() == "one_pass":
+    """The triton path's launch: the one-pass TopK kernel for TopK dictionaries where topk_one_pass says so, else
+    the packed op (fused, split or fused_n) with the TopK cuts of token_thresholds_for."""
+    if sae.activation == "topk" and topk_one_pass(xp, segs, sae):
         return topk_encode(xp, segs, sae, pool, mode, y=y, out=out)
     return packed_encode(xp, segs, sae, pool, mode, y=y, out=out, thr_t=token_thresholds_for(xp, sae))
 

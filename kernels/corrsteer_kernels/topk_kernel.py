@@ -36,7 +36,7 @@ from .split_kernel import chunk_rows
 TOPK_CONFIG = dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, num_warps=8, num_stages=2)
 TOPK_BLOCK_M = (64, 32, 16)
 INTERPRETER_TOPK = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16)
-TOPK_STRATEGIES = ("two_pass", "one_pass")
+TOPK_STRATEGIES = ("two_pass", "one_pass", "auto")
 LOW_MASK = tl.constexpr(0xFFFFFFFF) if HAS_TRITON else None    # the low 32 bits of a key: LOW_MASK - column
 PAD_KEY = tl.constexpr(-(2 ** 63) + 1) if HAS_TRITON else None  # below every real key: padding never ranks
 
@@ -92,8 +92,9 @@ if HAS_TRITON:
 
 
 def topk_strategy() -> str:
-    """CORRSTEER_TOPK_STRATEGY: "two_pass" (default: the cut from a pre-activation pass + torch.topk, then the
-    packed op) or "one_pass" (this kernel)."""
+    """CORRSTEER_TOPK_STRATEGY: "two_pass" (default until a GPU has timed this kernel: the cut from a pre-activation
+    pass + torch.topk, then the packed op), "one_pass" (this kernel) or "auto" (whichever timed faster for the
+    shape on a GPU: encode_pool.topk_one_pass)."""
     s = os.environ.get("CORRSTEER_TOPK_STRATEGY", "two_pass")
     if s not in TOPK_STRATEGIES:
         raise ValueError(f"CORRSTEER_TOPK_STRATEGY must be one of {TOPK_STRATEGIES}, got {s!r}")

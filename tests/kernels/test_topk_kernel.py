@@ -111,8 +111,16 @@ def test_ties_at_the_cut_keep_exactly_k():
 
 def test_unknown_topk_strategy_is_one_line_error(monkeypatch):
     monkeypatch.setenv("CORRSTEER_TOPK_STRATEGY", "sorted")
-    with pytest.raises(ValueError, match=r"CORRSTEER_TOPK_STRATEGY must be one of \('two_pass', 'one_pass'\)"):
+    with pytest.raises(ValueError, match=r"CORRSTEER_TOPK_STRATEGY must be one of \('two_pass', 'one_pass', 'auto'\)"):
         topk_strategy()
+
+
+def test_auto_takes_two_passes_until_timed(monkeypatch):
+    """CORRSTEER_TOPK_STRATEGY=auto times the two strategies only on a GPU (>= 1024 tokens); here: two passes."""
+    monkeypatch.setenv("CORRSTEER_TOPK_STRATEGY", "auto")
+    monkeypatch.setattr(importlib.import_module("corrsteer_kernels.encode_pool"), "topk_encode", None)
+    x, L, sae = make_case(55, 3, 5, 24, 40, "topk", lengths=[5, 0, 2], k=5)
+    _check(x, L, sae, "max")
 
 
 @pytest.mark.gpu
