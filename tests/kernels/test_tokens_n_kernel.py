@@ -166,3 +166,12 @@ def test_fused_n_bf16_on_gpu(monkeypatch, pool):
     a = encode_pool_stats(xp, L, y.cuda(), sae, CorrStats(4096), pool, backend="triton")
     b = encode_pool_stats(xp, L, y.cuda(), sae, CorrStats(4096), pool, backend="triton")
     assert torch.equal(a.features, b.features)
+
+
+@needs_triton
+def test_fused_n_bf16_tokens_and_weights(fused_n):
+    L = LENGTHS["ragged"]
+    x, L, sae = make_case(76, len(L), max(L), 24, 40, "jumprelu", lengths=L, dtype=torch.bfloat16)
+    sae = sae.to(dtype=torch.bfloat16)
+    got = encode_pool(pack_tokens(x, L), L, sae, "mean", backend="triton")
+    torch.testing.assert_close(got.double(), encode_pool_reference(x, L, sae, "mean"), rtol=1e-4, atol=1e-4)

@@ -138,3 +138,9 @@ def test_one_pass_topk_bf16_on_gpu_is_deterministic(pool):
     assert torch.equal(a, b)
     close = torch.isclose(a.cpu().double(), ref, rtol=1e-3, atol=1e-3).double().mean()
     assert close > 0.999          # no margin at this size: a rare near-tie at a cut may flip
+
+
+def test_one_pass_topk_bf16_tokens_and_weights():
+    L = LENGTHS["ragged"]
+    x, L, sae = make_case(56, len(L), max(L), 24, 40, "topk", lengths=L, k=5, dtype=torch.bfloat16)
+    _check(x, L, sae.to(dtype=torch.bfloat16), "max")
