@@ -54,3 +54,10 @@ def make_case(seed, B, T, d_in, d_sae, activation, dtype=torch.float32, k=7, len
         if not need_margin or margins(x, L, sae) > MARGIN:
             return x, L, sae
     raise RuntimeError("could not draw a case with a clear margin; shrink the shapes")
+
+
+def poisoned_empty(*size, dtype=None, device=None):
+    """A stand-in for torch.empty (monkeypatched into a launcher) that fills int32 with -7 and floats with NaN, so a
+    kernel that leaves part of an output unwritten shows."""
+    size = size[0] if len(size) == 1 and isinstance(size[0], (tuple, list)) else size
+    return torch.full(size, -7 if dtype == torch.int32 else float("nan"), dtype=dtype, device=device)

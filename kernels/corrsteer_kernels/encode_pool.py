@@ -13,19 +13,23 @@ the sum by lengths[b]. The activation matrix of all tokens [N, d_sae] is never b
     width; each token's k largest pre-activations (torch.topk, unsorted) are pooled by scatter. Wider
     TopK dictionaries, and every TopK dictionary on the triton path, take two passes: a first finds each token's
     cut (the midpoint between its k-th and (k+1)-th pre-activation; `token_thresholds`, `token_thresholds_triton`),
-    then the pooling pass keeps what lies at or above it.
+    then the pooling pass keeps what lies at or above it. With CORRSTEER_TOPK_STRATEGY=one_pass the triton path
+    takes topk_kernel.py instead (one GEMM pass, the cut found by tl.topk in programs owning whole token rows).
 """
 from __future__ import annotations
 
 import torch
 
-from ._common import check_finite, check_float, check_lengths, check_pool, resolve_backend
-from .launch import MODE_POOL, MODE_PRE, Segments
+from ._common import check_finite, check_float, check_lengths, check_pool, interpreting, resolve_backend
+from .combine_kernel import combine_launch, combine_strategy
+from .launch import MODE_POOL, MODE_PRE, MODE_STATS, Launch, Segments
 from .packed_kernel import combine_boundary, packed_encode
 from .sae_weights import SAEWeights
+from .topk_kernel import topk_encode, topk_strategy
 from .torch_path import pooled_blocks_torch
 
 GPU_TOPK_ELEMENTS = 1 << 26      # triton path, TopK cuts: one chunk's pre-activations [tokens, d_sae]
+_TOPK_ONE_PASS: dict = {}        # CORRSTEER_TOPK_STRATEGY=auto: (d_in, d_sae, k, dtypes) -> one pass timed faster
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -141,6 +145,34 @@ def token_thresholds_for(xp: torch.Tensor, sae: SAEWeights):
     return token_thresholds_triton(xp, sae) if sae.activation == "topk" else None
 
 
+def topk_one_pass(xp: torch.Tensor, segs: Segments, sae: SAEWeights) -> bool:
+    """Whether a TopK dictionary takes the one-pass kernel: CORRSTEER_TOPK_STRATEGY=one_pass, or =auto where both
+    strategies were timed once for the shape (MODE_STATS, max-pool; CUDA, >= 1024 tokens; two_pass elsewhere)."""
+    s = topk_strategy()
+    if s != "auto":
+        return s == "one_pass"
+    if interpreting() or not xp.is_cuda or xp.shape[0] < 1024:
+        return False
+    key = (xp.shape[1], sae.d_sae, sae.k, xp.dtype, sae.W_enc.dtype)
+    if key not in _TOPK_ONE_PASS:
+        from triton.testing import do_bench
+        y = torch.zeros(segs.starts.shape[0], dtype=torch.float64, device=xp.device)
+        one = do_bench(lambda: topk_encode(xp, segs, sae, "max", MODE_STATS, y=y), warmup=5, rep=20)
+        two = do_bench(lambda: packed_encode(xp, segs, sae, "max", MODE_STATS, y=y,
+                                             thr_t=token_thresholds_triton(xp, sae)), warmup=5, rep=20)
+        _TOPK_ONE_PASS[key] = one < two
+    return _TOPK_ONE_PASS[key]
+
+
+def packed_launch(xp: torch.Tensor, segs: Segments, sae: SAEWeights, pool: str, mode: int, y=None,
+                  out=None) -> Launch:
+    """The triton path's launch: the one-pass TopK kernel for TopK dictionaries where topk_one_pass says so, else
+    the packed op (fused, split or fused_n) with the TopK cuts of token_thresholds_for."""
+    if sae.activation == "topk" and topk_one_pass(xp, segs, sae):
+        return topk_encode(xp, segs, sae, pool, mode, y=y, out=out)
+    return packed_encode(xp, segs, sae, pool, mode, y=y, out=out, thr_t=token_thresholds_for(xp, sae))
+
+
 def writer(out: torch.Tensor):
     """A torch-path sink that writes each pooled block into its place in out [B, d_sae] (adding 0.0 on the way
     turns the -0.0 of dropped negative pre-activations into +0.0, as the reference has it)."""
@@ -153,8 +185,10 @@ def _encode_pool_triton(xp, lengths, sae, pool, out):
     out.masked_fill_((lengths == 0)[:, None], 0.0)
     if xp.shape[0] == 0:
         return out
-    launch = packed_encode(xp, Segments.of(lengths, xp.shape[0]), sae, pool, MODE_POOL, out=out,
-                           thr_t=token_thresholds_for(xp, sae))
+    segs = Segments.of(lengths, xp.shape[0])
+    launch = packed_launch(xp, segs, sae, pool, MODE_POOL, out=out)
+    if combine_strategy() == "kernel":
+        return combine_launch(launch, segs, pool, MODE_POOL, out=out)
     samples, z = combine_boundary(launch, pool, lengths)
     out[samples] = z
     return out

@@ -20,10 +20,11 @@ from __future__ import annotations
 import torch
 
 from ._common import resolve_backend
-from .corr_stats import CorrStats, check_scores, feature_sums
-from .encode_pool import check_inputs, encode_pool_reference, token_thresholds_for
+from .combine_kernel import combine_launch, combine_strategy
+from .corr_stats import FEATURE_FIELDS, CorrStats, check_scores, feature_sums
+from .encode_pool import check_inputs, encode_pool_reference, packed_launch
 from .launch import MODE_STATS, Segments
-from .packed_kernel import boundary_feature_sums, packed_encode
+from .packed_kernel import boundary_feature_sums
 from .sae_weights import SAEWeights
 from .torch_path import fold_block, pooled_blocks_torch
 
@@ -40,8 +41,16 @@ def _stats_triton(xp, lengths, y, sae, stats, pool):
         raise TypeError("the Triton backend takes fp32/fp16/bf16 x and W_enc, not fp64")
     if xp.shape[0] == 0:          # every sample empty: all pooled values are 0, nothing to add
         return
-    launch = packed_encode(xp, Segments.of(lengths, xp.shape[0]), sae, pool, MODE_STATS, y=y,
-                           thr_t=token_thresholds_for(xp, sae))
+    segs = Segments.of(lengths, xp.shape[0])
+    launch = packed_launch(xp, segs, sae, pool, MODE_STATS, y=y)
+    if combine_strategy() == "kernel":     # tiles and crossing samples added in one launch
+        here = stats.features.device == xp.device
+        feats = stats.features if here else torch.zeros((len(FEATURE_FIELDS), sae.d_sae), dtype=torch.float64,
+                                                        device=xp.device)
+        combine_launch(launch, segs, pool, MODE_STATS, y=y, features=feats)
+        if not here:
+            stats.add_feature_sums(slice(None), feats.to(stats.device))
+        return
     sums = launch.part.sum(0) + boundary_feature_sums(launch, pool, lengths, y)
     stats.add_feature_sums(slice(None), sums.to(stats.device))
 

@@ -29,8 +29,9 @@ import torch
 from . import split_kernel
 from ._common import HAS_TRITON, compute_dtype, interpreting, tl, triton
 from .corr_stats import FEATURE_FIELDS, feature_sums
-from .launch import MODE_PRE, MODE_STATS, Launch, Segments
+from .launch import MODE_PRE, MODE_STATS, TL_DTYPES, Launch, Segments
 from .split_kernel import split_available, split_encode
+from .tokens_n_kernel import INTERPRETER_TOKENS_N, TOKENS_N_CONFIGS, tokens_n_encode
 
 DEFAULT_CONFIG = dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3)
 INTERPRETER_CONFIG = dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=16, GROUP_M=2)
@@ -42,11 +43,11 @@ TUNE_CONFIGS = [DEFAULT_CONFIG,
                 dict(BLOCK_M=64, BLOCK_N=256, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3)]
 _TUNED: dict = {}
 _TUNE_TIMES: dict = {}
-STRATEGIES = ("auto", "fused", "split")
+STRATEGIES = ("auto", "fused", "split", "fused_n")
 
 
 if HAS_TRITON:
-    from .launch import seg_max, seg_sum
+    from .launch import dot_tile, pool_rows
 
     @triton.jit
     def _tile_pre(x_ptr, w_ptr, beff_ptr, N_TOK, N_DICT, D, stride_xm, stride_xk, stride_wk, stride_wn,
@@ -64,20 +65,9 @@ if HAS_TRITON:
         pid_n = (pid % width) // group_size
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        mask_m = offs_m < N_TOK
         mask_n = offs_n < N_DICT
-        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        for k0 in range(0, D, BLOCK_K):
-            offs_k = k0 + tl.arange(0, BLOCK_K)
-            mask_k = offs_k < D
-            xt = tl.load(x_ptr + offs_m[:, None].to(tl.int64) * stride_xm + offs_k[None, :] * stride_xk,
-                         mask=mask_m[:, None] & mask_k[None, :], other=0.0)
-            wt = tl.load(w_ptr + offs_k[:, None].to(tl.int64) * stride_wk + offs_n[None, :] * stride_wn,
-                         mask=mask_k[:, None] & mask_n[None, :], other=0.0)
-            if F32_DOT:
-                acc = tl.dot(xt.to(tl.float32), wt.to(tl.float32), acc, input_precision=PREC)
-            else:
-                acc = tl.dot(xt.to(COMPUTE), wt.to(COMPUTE), acc)
+        acc = dot_tile(x_ptr, w_ptr, offs_m, offs_n, N_TOK, N_DICT, D, stride_xm, stride_xk, stride_wk, stride_wn,
+                       COMPUTE, F32_DOT, PREC, BLOCK_M, BLOCK_N, BLOCK_K)
         pre = acc + tl.load(beff_ptr + offs_n, mask=mask_n, other=0.0)[None, :]
         return pid_m, offs_m, offs_n, pre
 
@@ -108,57 +98,15 @@ if HAS_TRITON:
         if HAS_TOKEN_THR:
             keep = keep & (pre >= tl.load(thrt_ptr + offs_m, mask=mask_m, other=float("inf"))[:, None])
         act = tl.where(keep, pre, 0.0)
-        # ---- epilogue: a segmented scan along the tile's rows pools every sample's piece of the tile ----
-        tile_lo = pid_m * BLOCK_M
-        tile_hi = tl.minimum(tile_lo + BLOCK_M, N_TOK)
-        seg = tl.load(seg_ptr + offs_m, mask=mask_m, other=0)
-        st = tl.load(start_ptr + seg, mask=mask_m, other=0)
-        en = tl.load(end_ptr + seg, mask=mask_m, other=0)
-        first = ((offs_m == st) | (offs_m == tile_lo)).to(tl.int32)
-        flags = tl.broadcast_to(first[:, None], (BLOCK_M, BLOCK_N))
-        if MEAN:
-            z, _ = tl.associative_scan((act, flags), 0, seg_sum)
-        else:
-            z, _ = tl.associative_scan((act, flags), 0, seg_max)
-        # the last row of each piece holds its pool; a piece is a whole sample unless it crosses a tile edge
-        last = mask_m & ((offs_m == en - 1) | (offs_m == tile_hi - 1))
-        whole = last & (st >= tile_lo) & (en <= tile_hi)
-        if MEAN:
-            zw = z / tl.maximum(en - st, 1).to(tl.float32)[:, None]
-        else:
-            zw = z
-        zw = tl.where(whole[:, None], zw, 0.0)
-        if MODE == 1:
-            yr = tl.load(y_ptr + seg, mask=whole, other=0.0).to(tl.float32)
-            pr = (yr > 0).to(tl.float32)
-            ar = (zw > 0).to(tl.float32)
-            base = part_ptr + pid_m.to(tl.int64) * NF * N_DICT + offs_n
-            tl.store(base, tl.sum(zw, axis=0).to(tl.float64), mask=mask_n)
-            tl.store(base + N_DICT, tl.sum(zw * zw, axis=0).to(tl.float64), mask=mask_n)
-            tl.store(base + 2 * N_DICT, tl.sum(zw * yr[:, None], axis=0).to(tl.float64), mask=mask_n)
-            tl.store(base + 3 * N_DICT, tl.sum(zw * pr[:, None], axis=0).to(tl.float64), mask=mask_n)
-            tl.store(base + 4 * N_DICT, tl.sum(ar, axis=0).to(tl.float64), mask=mask_n)
-            tl.store(base + 5 * N_DICT, tl.sum(ar * pr[:, None], axis=0).to(tl.float64), mask=mask_n)
-            tl.store(base + 6 * N_DICT, tl.sum(zw * ar * pr[:, None], axis=0).to(tl.float64), mask=mask_n)
-        else:
-            tl.store(out_ptr + seg[:, None].to(tl.int64) * stride_om + offs_n[None, :], zw,
-                     mask=whole[:, None] & mask_n[None, :])
-        # pieces of samples crossing a tile edge: slot 2m holds the one entering tile m, slot 2m+1 the one leaving
-        edge = last & ~((st >= tile_lo) & (en <= tile_hi))
-        slot = 2 * pid_m + (st >= tile_lo).to(tl.int32)
-        tl.store(bnd_ptr + slot[:, None].to(tl.int64) * N_DICT + offs_n[None, :], z,
-                 mask=edge[:, None] & mask_n[None, :])
-        tl.store(slot_ptr + slot, seg + 1, mask=edge)
-
-
-_TL_DTYPES = {}
-if HAS_TRITON:
-    _TL_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
+        pool_rows(act, offs_m, offs_n, pid_m, N_TOK, N_DICT, seg_ptr, start_ptr, end_ptr, y_ptr, out_ptr, part_ptr,
+                  bnd_ptr, slot_ptr, stride_om, NF, MODE, MEAN, BLOCK_M, BLOCK_N)
 
 
 def _launch(xp, segs, sae, pool, mode, y, out, thr_t, cfg) -> Launch:
     if cfg.get("SPLIT"):
         return split_encode(xp, segs, sae, pool, mode, y, out, thr_t, cfg)
+    if cfg.get("TOKENS_N"):
+        return tokens_n_encode(xp, segs, sae, pool, mode, y, out, thr_t, cfg)
     N, D = xp.shape
     n_dict = sae.d_sae
     cfg = dict(cfg)
@@ -174,7 +122,7 @@ def _launch(xp, segs, sae, pool, mode, y, out, thr_t, cfg) -> Launch:
     slot = torch.zeros(n_slots, dtype=torch.int32, device=dev)
     W = sae.W_enc
     grid = (n_m * triton.cdiv(n_dict, BN),)
-    dots = dict(COMPUTE=_TL_DTYPES[cdt], F32_DOT=interp or cdt == torch.float32, PREC="ieee" if interp else "tf32x3")
+    dots = dict(COMPUTE=TL_DTYPES[cdt], F32_DOT=interp or cdt == torch.float32, PREC="ieee" if interp else "tf32x3")
     if mode == MODE_PRE:
         _pre_kernel[grid](xp, W, sae.effective_bias(), out, N, n_dict, D, xp.stride(0), xp.stride(1),
                           W.stride(0), W.stride(1), out.stride(0), **dots, **cfg)
@@ -191,8 +139,10 @@ def _launch(xp, segs, sae, pool, mode, y, out, thr_t, cfg) -> Launch:
 
 
 def strategy() -> str:
-    """CORRSTEER_PACKED_STRATEGY: "fused" (one Triton kernel), "split" (cuBLAS GEMM + streaming pooling kernel) or
-    "auto" (default: whichever timed faster for the shape, see config_for)."""
+    """CORRSTEER_PACKED_STRATEGY: "fused" (one Triton kernel), "split" (cuBLAS GEMM + streaming pooling kernel),
+    "fused_n" (tokens on the accumulator's N axis, tokens_n_kernel.py; pooling modes only) or "auto" (default:
+    whichever timed faster for the shape, see config_for; fused_n is a candidate there only with
+    CORRSTEER_TUNE_FUSED_N=1 until a GPU has measured it)."""
     s = os.environ.get("CORRSTEER_PACKED_STRATEGY", "auto")
     if s not in STRATEGIES:
         raise ValueError(f"CORRSTEER_PACKED_STRATEGY must be one of {STRATEGIES}, got {s!r}")
@@ -206,16 +156,21 @@ def config_for(xp, sae, pool, mode, thr_t) -> dict:
     strategy) and cached. The pooling modes share one choice (timed on MODE_STATS, one-token samples: the heavier
     epilogue), which bounds the number of compilations per shape."""
     forced = strategy()
+    tokens_n = mode != MODE_PRE and (forced == "fused_n" or (forced == "auto" and
+                                                             os.environ.get("CORRSTEER_TUNE_FUSED_N") == "1"))
     if interpreting():
-        return split_kernel.INTERPRETER_SPLIT if forced == "split" else INTERPRETER_CONFIG
+        return split_kernel.INTERPRETER_SPLIT if forced == "split" else \
+            INTERPRETER_TOKENS_N if tokens_n and forced == "fused_n" else INTERPRETER_CONFIG
     if os.environ.get("CORRSTEER_AUTOTUNE", "1") == "0" or xp.shape[0] < 1024:
-        return split_kernel.SPLIT_CONFIGS[0] if forced == "split" else DEFAULT_CONFIG
+        return split_kernel.SPLIT_CONFIGS[0] if forced == "split" else \
+            TOKENS_N_CONFIGS[0] if tokens_n and forced == "fused_n" else DEFAULT_CONFIG
     key = (xp.shape[1], sae.d_sae, xp.dtype, sae.W_enc.dtype, mode == MODE_PRE, forced)
     if mode != MODE_PRE:
         mode, pool, thr_t = MODE_STATS, "max", None
     if key not in _TUNED:
         from triton.testing import do_bench
-        cands = [] if forced == "split" else list(TUNE_CONFIGS)
+        cands = [] if forced == "split" or (tokens_n and forced == "fused_n") else list(TUNE_CONFIGS)
+        cands += TOKENS_N_CONFIGS if tokens_n else []
         if forced == "split" or (forced == "auto" and split_available(xp, sae.W_enc)):
             cands += split_kernel.SPLIT_CONFIGS[:1] if mode == MODE_PRE else split_kernel.SPLIT_CONFIGS
         N = xp.shape[0]

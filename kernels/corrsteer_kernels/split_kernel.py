@@ -36,7 +36,7 @@ SPLIT_CONFIGS = [dict(SPLIT=True, ROWS=128, SUB=16, BLOCK_N=256, num_warps=2, PR
 INTERPRETER_SPLIT = dict(SPLIT=True, ROWS=16, SUB=4, BLOCK_N=32, num_warps=1, PREFETCH=1)
 
 if HAS_TRITON:
-    from .launch import seg_max, seg_sum
+    from .launch import fold_sums, seg_max, seg_sum, store_sums
 
     @triton.jit
     def _load_rows(pre_ptr, seg_ptr, rst_ptr, ren_ptr, ry_ptr, offs_m, offs_n, mask_n, tile_hi, ROW0, stride_pm,
@@ -116,14 +116,7 @@ if HAS_TRITON:
             else:
                 zw = tl.where(whole[:, None], z, 0.0)
             if MODE == 1:
-                pr = (yr > 0).to(tl.float32)[:, None]
-                ar = (zw > 0).to(tl.float32)
-                s_z += tl.sum(zw, axis=0)
-                s_zz += tl.sum(zw * zw, axis=0)
-                s_zy += tl.sum(zw * yr[:, None], axis=0)
-                s_zp += tl.sum(zw * pr, axis=0)
-                s_a += tl.sum(ar, axis=0)
-                s_ap += tl.sum(ar * pr, axis=0)
+                s_z, s_zz, s_zy, s_zp, s_a, s_ap = fold_sums(s_z, s_zz, s_zy, s_zp, s_a, s_ap, zw, yr[:, None], 0)
             else:
                 tl.store(out_ptr + seg[:, None].to(tl.int64) * stride_om + offs_n[None, :], zw,
                          mask=whole[:, None] & mask_n[None, :])
@@ -132,15 +125,9 @@ if HAS_TRITON:
             tl.store(bnd_ptr + slot[:, None].to(tl.int64) * N_DICT + offs_n[None, :], z,
                      mask=edge[:, None] & mask_n[None, :])
             tl.store(slot_ptr + slot, seg + 1, mask=edge)
-        if MODE == 1:     # pooled activations are never negative: sum_z_active_pos = sum_z_pos
-            base = part_ptr + pid_r.to(tl.int64) * NF * N_DICT + offs_n
-            tl.store(base, s_z.to(tl.float64), mask=mask_n)
-            tl.store(base + N_DICT, s_zz.to(tl.float64), mask=mask_n)
-            tl.store(base + 2 * N_DICT, s_zy.to(tl.float64), mask=mask_n)
-            tl.store(base + 3 * N_DICT, s_zp.to(tl.float64), mask=mask_n)
-            tl.store(base + 4 * N_DICT, s_a.to(tl.float64), mask=mask_n)
-            tl.store(base + 5 * N_DICT, s_ap.to(tl.float64), mask=mask_n)
-            tl.store(base + 6 * N_DICT, s_zp.to(tl.float64), mask=mask_n)
+        if MODE == 1:
+            store_sums(part_ptr + pid_r.to(tl.int64) * NF * N_DICT + offs_n, N_DICT, mask_n,
+                       s_z, s_zz, s_zy, s_zp, s_a, s_ap)
 
 
 _FP32_OUT: dict = {}     # device type -> how this torch writes a 16-bit GEMM's fp32 output: "out", "copy" or ""

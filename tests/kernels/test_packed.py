@@ -147,7 +147,8 @@ def test_split_strategy_equals_reference(monkeypatch, pattern, activation, pool)
 def test_unknown_strategy_is_one_line_error(monkeypatch):
     monkeypatch.setenv("CORRSTEER_PACKED_STRATEGY", "fast")
     from corrsteer_kernels.packed_kernel import strategy
-    with pytest.raises(ValueError, match=r"CORRSTEER_PACKED_STRATEGY must be one of \('auto', 'fused', 'split'\)"):
+    with pytest.raises(ValueError, match=r"CORRSTEER_PACKED_STRATEGY must be one of "
+                                         r"\('auto', 'fused', 'split', 'fused_n'\)"):
         strategy()
 
 
