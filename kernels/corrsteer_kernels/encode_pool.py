@@ -23,7 +23,7 @@ from ._common import check_finite, check_float, check_lengths, check_pool, resol
 from .launch import MODE_POOL, MODE_PRE, Segments
 from .packed_kernel import combine_boundary, packed_encode
 from .sae_weights import SAEWeights
-from .torch_path import pooled_blocks_torch
+from .torch_path import TopKRows, pooled_blocks_torch
 
 GPU_TOPK_ELEMENTS = 1 << 26      # triton path, TopK cuts: one chunk's pre-activations [tokens, d_sae]
 
@@ -145,7 +145,10 @@ def writer(out: torch.Tensor):
     """A torch-path sink that writes each pooled block into its place in out [B, d_sae] (adding 0.0 on the way
     turns the -0.0 of dropped negative pre-activations into +0.0, as the reference has it)."""
     def write(rows, cols, pooled, mask):
-        torch.add(pooled, 0.0, out=out[rows, cols])
+        if isinstance(pooled, TopKRows):
+            out[rows].zero_().scatter_(1, pooled.indices, pooled.values.add(0.0))
+        else:
+            torch.add(pooled, 0.0, out=out[rows, cols])
     return write
 
 

@@ -25,13 +25,17 @@ from .encode_pool import check_inputs, encode_pool_reference, token_thresholds_f
 from .launch import MODE_STATS, Segments
 from .packed_kernel import boundary_feature_sums, packed_encode
 from .sae_weights import SAEWeights
-from .torch_path import fold_block, pooled_blocks_torch
+from .torch_path import TopKRows, fold_block, fold_topk_rows, pooled_blocks_torch
 
 
 def folder(stats: CorrStats, y: torch.Tensor):
     """A torch-path sink that folds each pooled block (activations, never negative) into stats' float64 sums."""
     def fold(rows, cols, pooled, mask):
-        stats.add_feature_sums(cols, fold_block(pooled, mask, y[rows]).to(stats.device))
+        if isinstance(pooled, TopKRows):
+            sums = fold_topk_rows(pooled, y[rows], stats.d_sae)
+        else:
+            sums = fold_block(pooled, mask, y[rows])
+        stats.add_feature_sums(cols, sums.to(stats.device))
     return fold
 
 
