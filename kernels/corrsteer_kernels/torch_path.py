@@ -194,32 +194,42 @@ def one_pass_topk(sae: SAEWeights) -> bool:
 
 
 class Group(NamedTuple):
-    """One group of consecutive samples (rows b0:b1, tokens t0:t1) and what its blocks share across tiles."""
-    rows: slice
-    x: torch.Tensor                 # fp32 tokens [n, d_in]
-    seg: torch.Tensor | None        # max-pool: [n] int64 sample (within the group) of each token
+    """One group of consecutive samples and what its blocks share across tiles and layers (tokens from lengths)."""
+    rows: slice                     # its samples b0:b1
+    tokens: slice                   # its packed tokens t0:t1
+    seg: torch.Tensor | None        # [n] int64 sample (within the group) of each token; None: one token per sample
     members: torch.Tensor | None    # mean-pool: fp32 0/1 [samples, n], token t belongs to sample b
     lens: torch.Tensor              # [samples] fp32, at least 1 (mean-pool divisor)
-    thr_t: torch.Tensor | None      # two-pass TopK: the tokens' cuts [n]
-    one_token: bool
 
 
-def make_group(xp, lengths, lens, b0, b1, t0, t1, pool, thr_t) -> Group:
+def make_group(lengths, lens, b0, b1, t0, t1, pool) -> Group:
     one_token = all(n == 1 for n in lens[b0:b1])
     seg = members = None
     if not one_token:
-        seg = torch.repeat_interleave(torch.arange(b1 - b0, device=xp.device), lengths[b0:b1], output_size=t1 - t0)
+        dev = lengths.device
+        seg = torch.repeat_interleave(torch.arange(b1 - b0, device=dev), lengths[b0:b1], output_size=t1 - t0)
         if pool == "mean":
-            members = torch.zeros((b1 - b0, t1 - t0), dtype=torch.float32, device=xp.device)
-            members[seg, torch.arange(t1 - t0, device=xp.device)] = 1.0
-    return Group(slice(b0, b1), xp[t0:t1].float(), seg, members, lengths[b0:b1].clamp(min=1).float(),
-                 None if thr_t is None else thr_t[t0:t1], one_token)
+            members = torch.zeros((b1 - b0, t1 - t0), dtype=torch.float32, device=dev)
+            members[seg, torch.arange(t1 - t0, device=dev)] = 1.0
+    return Group(slice(b0, b1), slice(t0, t1), seg, members, lengths[b0:b1].clamp(min=1).float())
 
 
-def _pool_block(pre, g: Group, pool, b_eff, thr_f, relu):
+def cached_groups(lengths: torch.Tensor, pool: str, max_tokens: int, cache: dict) -> tuple[list[int], list[Group]]:
+    """(host lengths, groups of at most max_tokens tokens) of a batch, kept in cache (a PreparedBatch's: every layer
+    of the batch reads them)."""
+    if "host_lengths" not in cache:
+        cache["host_lengths"] = lengths.tolist()
+    lens = cache["host_lengths"]
+    key = ("groups", pool, max_tokens)
+    if key not in cache:
+        cache[key] = [make_group(lengths, lens, *bt, pool) for bt in sample_groups(lens, max_tokens)]
+    return lens, cache[key]
+
+
+def _pool_block(pre, g: Group, pool, b_eff, thr_f, thr_t, relu):
     """(pooled [samples, tile] fp32, its activity mask or None) of one block of raw pre-activations x @ W [n, tile]
-    (modified in place). relu: the activation is max(pre, 0) (no threshold, no token cut)."""
-    if pool == "max" and g.thr_t is None and not g.one_token:            # pool, then bias and threshold
+    (modified in place). thr_t: the tokens' TopK cuts (two-pass TopK) or None; relu: the activation is max(pre, 0)."""
+    if pool == "max" and thr_t is None and g.seg is not None:            # pool, then bias and threshold
         m = torch.full((g.lens.shape[0], pre.shape[1]), float("-inf"), device=pre.device)
         m.index_reduce_(0, g.seg, pre, "amax")
         m += b_eff
@@ -231,10 +241,10 @@ def _pool_block(pre, g: Group, pool, b_eff, thr_f, relu):
         pre.relu_()
     else:
         mask = active_mask(pre, thr_f)
-        if g.thr_t is not None:
-            mask.mul_(torch.empty_like(pre).copy_(pre).ge_(g.thr_t[:, None]))
+        if thr_t is not None:
+            mask.mul_(torch.empty_like(pre).copy_(pre).ge_(thr_t[:, None]))
         pre.mul_(mask)              # dropped entries become +-0.0 (writers add 0.0: -0.0 + 0.0 = +0.0)
-    if g.one_token:
+    if g.seg is None:
         return pre, mask
     if pool == "max":               # two-pass TopK: the activations are >= 0, so a max from 0 is the max
         m = torch.zeros((g.lens.shape[0], pre.shape[1]), device=pre.device)
@@ -290,20 +300,25 @@ def _topk_blocks(xp, lens, sae, pool, sink):
         sink(slice(b0, b1), slice(0, sae.d_sae), done[i % n_w][i // n_w], None)
 
 
-def pooled_blocks_torch(xp: torch.Tensor, lengths: torch.Tensor, sae: SAEWeights, pool: str, sink: Sink) -> None:
+def pooled_blocks_torch(xp: torch.Tensor, lengths: torch.Tensor, sae: SAEWeights, pool: str, sink: Sink,
+                        cache: dict | None = None) -> None:
     """Hand every (sample group, dictionary tile) block of pooled activations to sink. Blocks of at most
     CPU_TILE_ELEMENTS pre-activations (L2-sized), the dictionary's tiles spread over torch.get_num_threads() workers
-    (each tile's blocks in group order in one worker: sinks run in the workers, on disjoint columns)."""
-    lens = lengths.tolist()
+    (each tile's blocks in group order in one worker: sinks run in the workers, on disjoint columns). cache: where
+    the batch's host lengths and groups are kept across calls (a PreparedBatch's), else built for this call."""
+    cache = {} if cache is None else cache
     if one_pass_topk(sae):
-        return _topk_blocks(xp, lens, sae, pool, sink)
+        if "host_lengths" not in cache:
+            cache["host_lengths"] = lengths.tolist()
+        return _topk_blocks(xp, cache["host_lengths"], sae, pool, sink)
     silence_index_reduce_warning()
     b_eff, thr_f, W = sae.effective_bias(), sae.feature_threshold(), sae.W_enc.float()
     thr_t = token_thresholds(xp, sae) if sae.activation == "topk" else None
     tile_n = min(sae.d_sae, CPU_TILE_N)
-    groups = [make_group(xp, lengths, lens, *bt, pool, thr_t)
-              for bt in sample_groups(lens, max(1, CPU_TILE_ELEMENTS // tile_n))]
-    rows = max((g.x.shape[0] for g in groups), default=0)
+    _, groups = cached_groups(lengths, pool, max(1, CPU_TILE_ELEMENTS // tile_n), cache)
+    xs = [xp[g.tokens].float() for g in groups]
+    tts = [None if thr_t is None else thr_t[g.tokens] for g in groups]
+    rows = max((x.shape[0] for x in xs), default=0)
     tiles = [slice(j, min(sae.d_sae, j + tile_n)) for j in range(0, sae.d_sae, tile_n)]
     n_w = n_workers_for(len(tiles))
     relu = sae.activation == "relu"
@@ -312,8 +327,8 @@ def pooled_blocks_torch(xp: torch.Tensor, lengths: torch.Tensor, sae: SAEWeights
         buf = scratch(rows * tile_n, xp.device)
         for cols in tiles[w::n_w]:
             Wj, bj, tj = W[:, cols], b_eff[cols], thr_f[cols]
-            for g in groups:
-                pre = torch.mm(g.x, Wj, out=buf[:g.x.shape[0] * Wj.shape[1]].view(g.x.shape[0], Wj.shape[1]))
-                pooled, mask = _pool_block(pre, g, pool, bj, tj, relu)
+            for g, x, tt in zip(groups, xs, tts):
+                pre = torch.mm(x, Wj, out=buf[:x.shape[0] * Wj.shape[1]].view(x.shape[0], Wj.shape[1]))
+                pooled, mask = _pool_block(pre, g, pool, bj, tj, tt, relu)
                 sink(g.rows, cols, pooled, mask)
     in_workers(work, n_w)
