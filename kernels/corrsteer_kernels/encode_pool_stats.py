@@ -28,7 +28,7 @@ from .launch import MODE_STATS
 from .packed_kernel import boundary_feature_sums, packed_encode
 from .prepared import PreparedBatch, prepare_batch
 from .sae_weights import SAEWeights
-from .torch_path import TopKRows, fold_block, fold_topk_rows, pooled_blocks_torch
+from .torch_path import TopKRows, fold_block, fold_topk_rows, one_thread, pooled_blocks_torch
 
 
 def folder(stats: CorrStats, y: torch.Tensor):
@@ -77,7 +77,8 @@ def encode_pool_stats_prepared(xp: torch.Tensor, batch: PreparedBatch, sae: SAEW
         _stats_triton(xp, batch, sae, stats, pool)
     else:
         pooled_blocks_torch(xp, batch.lengths, sae, pool, folder(stats, batch.y), cache=batch.cache)
-    stats.scalars += batch.scalars.to(stats.device)
+    with one_thread():
+        stats.scalars += batch.scalars.to(stats.device)
     return stats
 
 
@@ -91,5 +92,6 @@ def encode_pool_stats(x: torch.Tensor, lengths, y, sae: SAEWeights, stats: CorrS
     xp, lengths = check_inputs(x, lengths, sae, pool, check)
     if not isinstance(stats, CorrStats) or stats.d_sae != sae.d_sae:
         raise ValueError(f"stats must be a CorrStats of d_sae={sae.d_sae}")
-    batch = prepare_batch(lengths, y, n_tokens=xp.shape[0], check=check)
+    with one_thread():             # a few small ops (on a loaded machine an OpenMP team costs more than they do)
+        batch = prepare_batch(lengths, y, n_tokens=xp.shape[0], check=check)
     return encode_pool_stats_prepared(xp, batch, sae, stats, pool, backend)

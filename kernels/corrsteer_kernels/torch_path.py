@@ -27,6 +27,7 @@ import math
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Callable, NamedTuple
 
 import torch
@@ -263,23 +264,47 @@ def silence_index_reduce_warning() -> None:
         _INDEX_REDUCE_WARNED = True
 
 
-def in_workers(fn: Callable[[int], object], n_workers: int) -> list:
-    """[fn(0), ..., fn(n_workers - 1)], each in its own thread with one intra-op thread (torch's OpenMP thread count
-    is per thread: the caller's is untouched). One worker runs inline. Exceptions propagate."""
-    if n_workers <= 1:
-        return [fn(0)]
+@contextmanager
+def one_thread():
+    """Run the enclosed torch ops on one intra-op thread (this thread's setting, restored on exit)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
-    def run(w):
+
+def in_workers(job: Callable[[int, torch.Tensor], object], n_jobs: int, scratch_elements: int, device) -> list:
+    """[job(0, buf), ..., job(n_jobs - 1, buf)] over min(torch.get_num_threads(), n_jobs) worker threads, each with
+    one intra-op thread (torch's thread count is per thread: the caller's is untouched) and its own scratch buffer
+    buf of scratch_elements fp32. Jobs are taken in order from a shared counter as workers come free (a worker
+    slowed by another process's load does not hold the others back); a job's result does not depend on which
+    worker ran it. One worker runs inline. Exceptions propagate."""
+    n_workers = max(1, min(torch.get_num_threads(), n_jobs))
+    out: list = [None] * n_jobs
+    if n_workers == 1:
+        buf = scratch(scratch_elements, device)
+        for i in range(n_jobs):
+            out[i] = job(i, buf)
+        return out
+    taken, lock = iter(range(n_jobs)), threading.Lock()
+
+    def run():
         torch.set_num_threads(1)
-        return fn(w)
+        buf = scratch(scratch_elements, device)
+        while True:
+            with lock:
+                i = next(taken, None)
+            if i is None:
+                return
+            out[i] = job(i, buf)
     global _POOL
     if _POOL is None or _POOL._max_workers < n_workers:
         _POOL = ThreadPoolExecutor(n_workers, thread_name_prefix="corrsteer-cpu")
-    return [f.result() for f in [_POOL.submit(run, w) for w in range(n_workers)]]
-
-
-def n_workers_for(n_jobs: int) -> int:
-    return max(1, min(torch.get_num_threads(), n_jobs))
+    for f in [_POOL.submit(run) for _ in range(n_workers)]:
+        f.result()
+    return out
 
 
 def _topk_blocks(xp, lens, sae, pool, sink):
@@ -287,17 +312,15 @@ def _topk_blocks(xp, lens, sae, pool, sink):
     b_eff, W = sae.effective_bias(), sae.W_enc.float()
     groups = sample_groups(lens, max(1, TOPK_TILE_ELEMENTS // sae.d_sae))
     rows = max((t1 - t0 for _, _, t0, t1 in groups), default=0)
-    n_w = n_workers_for(len(groups))
 
-    def work(w):
-        out, buf = [], scratch(rows * sae.d_sae, xp.device)
-        for b0, b1, t0, t1 in groups[w::n_w]:
-            pre = torch.mm(xp[t0:t1].float(), W, out=buf[:(t1 - t0) * sae.d_sae].view(t1 - t0, sae.d_sae))
-            out.append(topk_pool(pre.add_(b_eff), lens[b0:b1], sae.k, pool))
-        return out
-    done = in_workers(work, n_w)
-    for i, (b0, b1, _, _) in enumerate(groups):
-        sink(slice(b0, b1), slice(0, sae.d_sae), done[i % n_w][i // n_w], None)
+    def job(i, buf):
+        b0, b1, t0, t1 = groups[i]
+        pre = torch.mm(xp[t0:t1].float(), W, out=buf[:(t1 - t0) * sae.d_sae].view(t1 - t0, sae.d_sae))
+        return topk_pool(pre.add_(b_eff), lens[b0:b1], sae.k, pool)
+    done = in_workers(job, len(groups), rows * sae.d_sae, xp.device)
+    with one_thread():              # small ops: on a loaded machine an OpenMP team's barriers cost milliseconds
+        for (b0, b1, _, _), pooled in zip(groups, done):
+            sink(slice(b0, b1), slice(0, sae.d_sae), pooled, None)
 
 
 def pooled_blocks_torch(xp: torch.Tensor, lengths: torch.Tensor, sae: SAEWeights, pool: str, sink: Sink,
@@ -315,20 +338,19 @@ def pooled_blocks_torch(xp: torch.Tensor, lengths: torch.Tensor, sae: SAEWeights
     b_eff, thr_f, W = sae.effective_bias(), sae.feature_threshold(), sae.W_enc.float()
     thr_t = token_thresholds(xp, sae) if sae.activation == "topk" else None
     tile_n = min(sae.d_sae, CPU_TILE_N)
-    _, groups = cached_groups(lengths, pool, max(1, CPU_TILE_ELEMENTS // tile_n), cache)
+    with one_thread():
+        _, groups = cached_groups(lengths, pool, max(1, CPU_TILE_ELEMENTS // tile_n), cache)
     xs = [xp[g.tokens].float() for g in groups]
     tts = [None if thr_t is None else thr_t[g.tokens] for g in groups]
     rows = max((x.shape[0] for x in xs), default=0)
     tiles = [slice(j, min(sae.d_sae, j + tile_n)) for j in range(0, sae.d_sae, tile_n)]
-    n_w = n_workers_for(len(tiles))
     relu = sae.activation == "relu"
 
-    def work(w):
-        buf = scratch(rows * tile_n, xp.device)
-        for cols in tiles[w::n_w]:
-            Wj, bj, tj = W[:, cols], b_eff[cols], thr_f[cols]
-            for g, x, tt in zip(groups, xs, tts):
-                pre = torch.mm(x, Wj, out=buf[:x.shape[0] * Wj.shape[1]].view(x.shape[0], Wj.shape[1]))
-                pooled, mask = _pool_block(pre, g, pool, bj, tj, tt, relu)
-                sink(g.rows, cols, pooled, mask)
-    in_workers(work, n_w)
+    def job(i, buf):                # one dictionary tile, its blocks in group order
+        cols = tiles[i]
+        Wj, bj, tj = W[:, cols], b_eff[cols], thr_f[cols]
+        for g, x, tt in zip(groups, xs, tts):
+            pre = torch.mm(x, Wj, out=buf[:x.shape[0] * Wj.shape[1]].view(x.shape[0], Wj.shape[1]))
+            pooled, mask = _pool_block(pre, g, pool, bj, tj, tt, relu)
+            sink(g.rows, cols, pooled, mask)
+    in_workers(job, len(tiles), rows * tile_n, xp.device)
