@@ -1,6 +1,7 @@
 """torch_path (the CPU path) directly: its blocks, masks and statistics fold against float64 specs, on fresh random
 inputs of odd sizes with empty and length-1 samples, into poisoned outputs, and bitwise repeatable."""
 import importlib
+import os
 
 import pytest
 import torch
@@ -145,3 +146,15 @@ def test_worker_threads(monkeypatch, activation):
         ref = encode_pool_reference(x, L, sae, pool)
         torch.testing.assert_close(z2.double(), ref, rtol=2e-5, atol=2e-5)
         assert torch.equal(z1, z2) and torch.equal(f1, f2)
+
+
+def test_worker_pool_is_renewed_after_a_fork(monkeypatch):
+    """After a fork the parent's worker threads do not exist in the child: the child (another pid) must get a pool of
+    its own, or its first two-worker call waits forever (a forked child without the pid check hung until SIGALRM)."""
+    parent = tp.worker_pool(2)
+    assert tp.worker_pool(2) is parent
+    pid = os.getpid()
+    monkeypatch.setattr(tp.os, "getpid", lambda: pid + 1)
+    child = tp.worker_pool(2)
+    assert child is not parent and tp.worker_pool(2) is child
+    assert child.submit(lambda: 7).result(timeout=30) == 7
