@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from types import SimpleNamespace
 
 import torch
 
@@ -35,7 +36,7 @@ def make_plans(lm, bank, coef, seed):
     for L, e in bank:
         f = int(torch.randint(e.sae.d_sae, (1,), generator=g))
         plans[f"L{L}"] = SteeringPlan.from_features(f"L{L}", lm.name, "random", bank,
-                                                    [dict(layer=L, feature=f, coef=coef, r=0.0)])
+                                                    [SimpleNamespace(layer=L, feature=f, coef=coef, r=0.0)])
     return plans
 
 

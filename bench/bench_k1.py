@@ -9,23 +9,34 @@ Per case (SAE shape, activation, pool, token pattern), all timed in one run on t
                 sync; stats preallocated, accumulating); fused_checked = the same with the default input checks
   encode_pool = encode_pool(x, lengths, sae, pool, out=buf)           (pooled output preallocated)
   gemm        = torch.mm(xp, W_enc, out=buf)  xp = the N valid tokens packed [N, d_in], same dtype as W_enc
-ratio = fused / gemm (target <= 1.2 on GPU bf16, <= 1.25 on CPU fp32, TopK <= 1.5 on the CPU). On the CPU each
-repetition times the GEMM and then each op back to back (paired) and the ratio is the median of the per-repetition
-ratios, with its spread (min, max) in the JSON; on the GPU the medians of do_bench runs rotating over input sets;
-TFLOP/s = 2 N d_in d_sae / time, against an
-8192^3 bf16 matmul measured in the same run (CPU: 1024^3 in fp32).
+ratio = fused / gemm (target <= 1.2 on GPU bf16, <= 1.25 on CPU fp32, TopK <= 1.5 on the CPU). Paired: each of
+--reps repetitions times the GEMM and then each op back to back (CPU: one call each; GPU: a short do_bench each) and
+the ratio is the median of the per-repetition ratios, with its spread (min, max) and every ratio in the JSON. Also per
+case: launches per call of the fused op (torch.profiler: CUDA kernels on the GPU, top-level aten ops on the CPU); on
+the GPU the fused op replayed from a CUDA graph beside its plain timing (or why it cannot be captured), the checked
+call, and the GEMM rotating over input sets. N = 2048 (what collection passes per layer) and 8192 tokens.
+TFLOP/s = 2 N d_in d_sae / time, against an 8192^3 bf16 matmul measured in the same run (CPU: 1024^3 in fp32).
 """
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 import traceback
 import zlib
 
 import torch
 
-from bench.common import base_parser, finish_args, gemm_ceiling, print_table, random_sae, time_op, write_json
+from bench.common import (
+    base_parser,
+    finish_args,
+    gemm_ceiling,
+    graph_time,
+    launches_per_call,
+    paired,
+    print_table,
+    random_sae,
+    time_op,
+    write_json,
+)
 from corrsteer_kernels import CorrStats, encode_pool, encode_pool_stats
 from corrsteer_kernels.launch import MODE_STATS, Segments
 from corrsteer_kernels.packed_kernel import config_for, tuned_configs, tuning_times
@@ -44,12 +55,14 @@ def cases(device, quick):
                 ("topk-default", "topk", "max", "ragged", 64), ("topk-default", "topk", "mean", "one", 32)]
     if device != "cuda":
         return cpu_cases()
-    n_big, n_8b, n_small = 8192, 8192, 8192
-    return [("gemma2-2b", "jumprelu", "max", "ragged", n_big), ("gemma2-2b", "jumprelu", "mean", "ragged", n_big),
-            ("gemma2-2b", "jumprelu", "max", "one", n_big), ("gemma2-2b", "relu", "max", "ragged", n_big),
-            ("llama3.1-8b", "jumprelu", "max", "ragged", n_8b), ("llama3.1-8b", "jumprelu", "max", "one", n_8b),
-            ("topk-default", "topk", "max", "ragged", n_small), ("topk-default", "topk", "mean", "ragged", n_small),
-            ("topk-default", "topk", "max", "one", n_small)]
+    out = []
+    for n in (2048, 8192):          # 2048: what collection passes per layer; 8192: the earlier K1 size
+        out += [("gemma2-2b", "jumprelu", "max", "ragged", n), ("gemma2-2b", "jumprelu", "mean", "ragged", n),
+                ("gemma2-2b", "jumprelu", "max", "one", n), ("gemma2-2b", "relu", "max", "ragged", n),
+                ("llama3.1-8b", "jumprelu", "max", "ragged", n), ("llama3.1-8b", "jumprelu", "max", "one", n),
+                ("topk-default", "topk", "max", "ragged", n), ("topk-default", "topk", "mean", "ragged", n),
+                ("topk-default", "topk", "max", "one", n)]
+    return out
 
 
 def cpu_cases():
@@ -65,27 +78,6 @@ def cpu_cases():
         out += [("topk-default", "topk", "max", "ragged", n), ("topk-default", "topk", "mean", "ragged", n),
                 ("topk-default", "topk", "max", "one", n)]
     return out + [("llama3.1-8b", "jumprelu", "max", "ragged", 512), ("llama3.1-8b", "jumprelu", "max", "one", 512)]
-
-
-def paired_cpu(gemm, ops, reps):
-    """CPU: every repetition times the GEMM and then each op, back to back; per op the ratios' median and spread
-    (min, max) and the median op time."""
-    for f in [gemm, *ops.values()]:
-        f()
-    ratios, times = {k: [] for k in ops}, {k: [] for k in ["gemm", *ops]}
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        gemm()
-        tg = time.perf_counter() - t0
-        times["gemm"].append(tg)
-        for k, f in ops.items():
-            t0 = time.perf_counter()
-            f()
-            t = time.perf_counter() - t0
-            times[k].append(t)
-            ratios[k].append(t / tg)
-    return ({k: dict(median=statistics.median(v), min=min(v), max=max(v), all=v) for k, v in ratios.items()},
-            {k: statistics.median(v) for k, v in times.items()})
 
 
 def draw_lengths(pattern, n_tokens, g):
@@ -139,29 +131,28 @@ def run_case(shape, activation, pool, pattern, n_tokens, args, n_sets, ceiling):
     for x, _, y in sets[:1]:          # compile / warm every path once before timing anything
         encode_pool_stats(x, L, y, sae, stats, pool)
         encode_pool(x, L, sae, pool, out=pooled)
-    paired = None
+    x, xp, y = sets[0]
+    fused = lambda: encode_pool_stats(x, L, y, sae, stats, pool, check=False)      # noqa: E731
+    ratios, med = paired(lambda: torch.mm(xp, W, out=buf), {
+        "fused": fused, "encode_pool": lambda: encode_pool(x, L, sae, pool, out=pooled)}, dev, args.reps)
+    t_gemm, t_fused, t_ep = med["gemm"], med["fused"], med["encode_pool"]
+    t_checked = float("nan")
+    extra = dict(launches=launches_per_call(fused, dev))
     if dev == "cuda":
-        t_gemm = time_op([lambda xp=xp: torch.mm(xp, W, out=buf) for _, xp, _ in sets], dev, args.reps)
-        t_fused = time_op([lambda x=x, y=y: encode_pool_stats(x, L, y, sae, stats, pool, check=False)
-                           for x, _, y in sets], dev, args.reps)
         t_checked = time_op([lambda x=x, y=y: encode_pool_stats(x, L, y, sae, stats, pool) for x, _, y in sets],
                             dev, args.reps)
-        t_ep = time_op([lambda x=x: encode_pool(x, L, sae, pool, out=pooled) for x, _, _ in sets], dev, args.reps)
-    else:        # paired: the GEMM and each op in every repetition, ratios taken per repetition
-        x, xp, y = sets[0]
-        paired, med = paired_cpu(lambda: torch.mm(xp, W, out=buf), {
-            "fused": lambda: encode_pool_stats(x, L, y, sae, stats, pool, check=False),
-            "encode_pool": lambda: encode_pool(x, L, sae, pool, out=pooled)}, args.reps)
-        t_gemm, t_fused, t_ep = med["gemm"], med["fused"], med["encode_pool"]
-        t_checked = float("nan")
+        t_graph = graph_time(fused, dev)
+        extra.update(fused_graph_s=t_graph, fused_graph_over_gemm=t_graph / t_gemm if isinstance(t_graph, float)
+                     else None, gemm_rotating_s=time_op([lambda xp=xp: torch.mm(xp, W, out=buf) for _, xp, _ in sets],
+                                                        dev, args.reps))
     flop = 2 * N * d_in * d_sae
     target = 1.2 if dev == "cuda" else 1.25
     r = dict(shape=shape, d_in=d_in, d_sae=d_sae, activation=activation, k=k if activation == "topk" else None,
              pool=pool, pattern=pattern, samples=B, tokens=N, max_len=int(lengths.max()), layout=args.layout,
              x_shape=list(sets[0][0].shape), dtype=str(dtype).replace("torch.", ""), input_sets=n_sets,
              gemm_s=t_gemm, fused_s=t_fused, fused_checked_s=t_checked, encode_pool_s=t_ep,
-             fused_over_gemm=paired["fused"]["median"] if paired else t_fused / t_gemm,
-             encode_pool_over_gemm=paired["encode_pool"]["median"] if paired else t_ep / t_gemm, paired=paired,
+             fused_over_gemm=ratios["fused"]["median"], encode_pool_over_gemm=ratios["encode_pool"]["median"],
+             paired=ratios, **extra,
              threads=torch.get_num_threads(), target=1.5 * target / 1.25 if (activation == "topk" and
                                                                                 dev != "cuda") else target,
              gemm_tflops=flop / t_gemm / 1e12, fused_tflops=flop / t_fused / 1e12,
@@ -206,7 +197,7 @@ def save(args, ceil, results, errors, quiet=False):
 def main():
     ap = base_parser(__doc__)
     ap.add_argument("--layout", default="auto", choices=["auto", "packed", "padded"])
-    ap.add_argument("--reps", type=int, default=5, help="CPU: timed runs per op (median)")
+    ap.add_argument("--reps", type=int, default=7, help="paired repetitions (GEMM, then each op)")
     ap.add_argument("--only", default=None, help="run only cases whose shape name contains this")
     ap.add_argument("--max-tokens", type=int, default=None, help="skip cases with more tokens than this")
     args = finish_args(ap.parse_args())

@@ -38,6 +38,7 @@ def base_parser(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--quick", action="store_true", help="tiny sizes: checks every code path in seconds")
     ap.add_argument("--out-dir", default=os.path.join(HERE, "results"))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tag", default="", help="appended to the JSON's name: <name>-<device>-<date>-<tag>.json")
     return ap
 
 
@@ -100,12 +101,14 @@ def meta(args) -> dict:
         m["gpu_memory_gib"] = round(torch.cuda.get_device_properties(0).total_memory / 2 ** 30, 1)
     else:
         m["threads"] = torch.get_num_threads()
+    m["load_average"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None   # the host's, at writing
     return m
 
 
 def write_json(name: str, args, payload: dict, quiet: bool = False) -> str:
     md = meta(args)
-    path = os.path.join(args.out_dir, f"{name}-{md['device_kind']}-{md['date']}.json")
+    tag = f"-{args.tag}" if getattr(args, "tag", "") else ""
+    path = os.path.join(args.out_dir, f"{name}-{md['device_kind']}-{md['date']}{tag}.json")
     os.makedirs(args.out_dir, exist_ok=True)
     with open(path, "w") as f:
         json.dump(dict(meta=md, **payload), f, indent=1, default=str)
@@ -162,6 +165,69 @@ def time_op(fns, device, reps=5, warmup=1, gpu_warmup_ms=25, gpu_rep_ms=100) -> 
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
+
+
+def paired(gemm, ops: dict, device, reps: int) -> tuple[dict, dict]:
+    """Every repetition times the GEMM and then each op back to back (CPU: one wall-clock call each; GPU: a short
+    do_bench each); per op the per-repetition ratios' median and spread (min, max), and every timing's median."""
+    def once(f):
+        if str(device).startswith("cuda"):
+            return time_op(f, device, gpu_warmup_ms=5, gpu_rep_ms=20)
+        t0 = time.perf_counter()
+        f()
+        return time.perf_counter() - t0
+    for f in [gemm, *ops.values()]:
+        f()
+    sync(device)
+    ratios, times = {k: [] for k in ops}, {k: [] for k in ["gemm", *ops]}
+    for _ in range(reps):
+        tg = once(gemm)
+        times["gemm"].append(tg)
+        for k, f in ops.items():
+            t = once(f)
+            times[k].append(t)
+            ratios[k].append(t / tg)
+    return ({k: dict(median=statistics.median(v), min=min(v), max=max(v), all=v) for k, v in ratios.items()},
+            {k: statistics.median(v) for k, v in times.items()})
+
+
+def graph_time(fn, device) -> float | str:
+    """GPU: median seconds of fn replayed from a CUDA graph (captured after a warm-up on a side stream); the
+    capture's error as a string when fn cannot be captured (a host sync, a CPU-side branch on device data)."""
+    if not str(device).startswith("cuda"):
+        return "no CUDA"
+    try:
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            for _ in range(2):
+                fn()
+        torch.cuda.current_stream().wait_stream(s)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            fn()
+        return time_op(g.replay, device)
+    except Exception as e:            # noqa: BLE001  (recorded in the JSON beside the plain timing)
+        return f"{type(e).__name__}: {str(e)[:200]}"
+
+
+def launches_per_call(fn, device) -> dict:
+    """What one call of fn launches, counted with torch.profiler: on the GPU the device kernels (and memcpy /
+    memset); on the CPU the top-level aten ops (each would be a launch on a device)."""
+    from torch.profiler import ProfilerActivity, profile
+    gpu = str(device).startswith("cuda")
+    fn()
+    sync(device)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])
+    with profile(activities=acts) as prof:
+        fn()
+        sync(device)
+    ev = prof.events()
+    if gpu:
+        kernels = [e.name for e in ev if e.device_type.name == "CUDA"]
+        return dict(kind="cuda kernels + memcpy/memset", count=len(kernels), names=sorted(set(kernels))[:40])
+    top = [e.name for e in ev if e.cpu_parent is None and e.name.startswith("aten::")]
+    return dict(kind="top-level aten ops (CPU; the calling thread only, not worker threads)", count=len(top))
 
 
 def wall(fn, device):

@@ -1,8 +1,9 @@
 """Collection: generate answers, score them, and stream per-layer correlation statistics.
 
 For every batch: greedy generation capturing the residual at each SAE's hook over the generation positions, scoring,
-then per layer `encode_pool_stats` (SAE features, fused, never storing [tokens, d_sae]) and the raw residual's
-statistics (mean-pooled, for the no-SAE baselines: raw-residual correlation and mean-difference steering).
+then per layer `encode_pool_stats_prepared` (SAE features, fused, never storing [tokens, d_sae]; each group's
+PreparedBatch built once per batch) and the raw residual's statistics (mean-pooled, for the no-SAE baselines:
+raw-residual correlation and mean-difference steering).
 Memory does not grow with the number of samples.
 
 In the same pass, from the same encoded tokens: per-class statistics (one CorrStats per class and layer; the
@@ -41,7 +42,14 @@ from corrsteer.pipeline.checkpoint import (
 )
 from corrsteer.pipeline.dist import SINGLE, Dist, my_batches, n_batches, rounds
 from corrsteer.pipeline.rank import fused, make_stats
-from corrsteer_kernels import CorrStats, RankStats, encode_pool, encode_pool_stats
+from corrsteer_kernels import (
+    CorrStats,
+    PreparedBatch,
+    RankStats,
+    encode_pool,
+    encode_pool_stats_prepared,
+    prepare_batch,
+)
 
 
 @dataclass
@@ -119,9 +127,10 @@ def _token_index(lengths: list[int], T: int, members: list[int]) -> torch.Tensor
 @dataclass
 class BatchGroups:
     """What every layer of one batch reads, found once per batch: for each (class, permuted score) group its class,
-    score, token rows of the flattened [B * T, d] residuals, lengths and scores (on the model's device), and each
-    class's sample rows (the unfused rankings' per-class updates)."""
-    groups: list[tuple[int, float, torch.Tensor, torch.Tensor, torch.Tensor]]
+    score, token rows of the flattened [B * T, d] residuals and its PreparedBatch (lengths, scores, their sums and
+    the fused op's segments, on the model's device), and each class's sample rows (the unfused rankings' per-class
+    updates)."""
+    groups: list[tuple[int, float, torch.Tensor, PreparedBatch]]
     class_rows: list[torch.Tensor]
 
     @classmethod
@@ -132,20 +141,22 @@ class BatchGroups:
         groups = []
         for c, yp, members in batch_groups(classes, y_perm):
             sel = torch.tensor(members, dtype=torch.long)
-            groups.append((c, yp, _token_index(lengths, T, members).to(dev), lens[sel].to(dev),
-                           y.index_select(0, sel.to(dev))))
+            tokens = _token_index(lengths, T, members)
+            groups.append((c, yp, tokens.to(dev), prepare_batch(lens[sel].to(dev), y.index_select(0, sel.to(dev)),
+                                                                n_tokens=tokens.shape[0], check=False)))
         rows = [torch.tensor([b for b, k in enumerate(classes) if k == c], dtype=torch.long, device=dev)
                 for c in range(n_classes)]
         return cls(groups, rows)
 
 
 def group_stats(h: torch.Tensor, prepared: BatchGroups, sae, pool: str) -> list[CorrStats]:
-    """One fresh CorrStats per group (encode_pool_stats on the group's samples of h [B, T, d])."""
+    """One fresh CorrStats per group (the per-layer fused op on the group's samples of h [B, T, d]: the group's
+    PreparedBatch was built once for all layers)."""
     flat = h.reshape(-1, h.shape[-1])
     out = []
-    for _, _, tokens, lengths, y in prepared.groups:
+    for _, _, tokens, batch in prepared.groups:
         st = CorrStats(sae.d_sae, device=h.device)
-        encode_pool_stats(flat.index_select(0, tokens), lengths, y, sae, st, pool=pool, check=False)
+        encode_pool_stats_prepared(flat.index_select(0, tokens), batch, sae, st, pool=pool)
         out.append(st)
     return out
 
@@ -177,7 +188,7 @@ def layer_stats(h, lengths: list[int], y, y_perm, cls: list[int], n_classes: int
                 prepared: BatchGroups | None = None):
     """One layer of one batch: (total, [per class], shuffled) fresh statistics of pooled SAE features.
 
-    Fused rankings: encode_pool_stats once per (class, permuted score) group, every token encoded once; totals,
+    Fused rankings: encode_pool_stats_prepared once per (class, permuted score) group, every token encoded once; totals,
     classes and shuffled sums are added from the groups in sorted order. Other rankings: encode_pool once, then
     RankStats and CorrStats updates on row subsets. `prepared`: the batch's groups, found once for all its layers
     (built here when not given)."""

@@ -7,12 +7,14 @@ Every op has three implementations behind one `backend=` argument: "reference" (
 from ._common import BACKENDS, HAS_TRITON
 from .corr_stats import FEATURE_FIELDS, SCALAR_FIELDS, CorrStats
 from .encode_pool import encode_pool, encode_pool_reference, encode_reference, pack_tokens
-from .encode_pool_stats import encode_pool_stats
+from .encode_pool_stats import encode_pool_stats, encode_pool_stats_prepared
+from .prepared import PreparedBatch, prepare_batch
 from .rank_stats import BIN_EDGES, N_BINS, RANKINGS, RankStats
 from .sae_weights import SAEWeights
 from .steer_add import steer_add_, steering_vectors
 
 __all__ = ["SAEWeights", "encode_pool", "encode_pool_reference", "encode_reference", "CorrStats",
            "FEATURE_FIELDS", "SCALAR_FIELDS", "encode_pool_stats", "pack_tokens", "steer_add_", "steering_vectors",
-           "HAS_TRITON", "BACKENDS", "RankStats", "RANKINGS", "BIN_EDGES", "N_BINS"]
+           "HAS_TRITON", "BACKENDS", "RankStats", "RANKINGS", "BIN_EDGES", "N_BINS", "PreparedBatch", "prepare_batch",
+           "encode_pool_stats_prepared"]
 __version__ = "0.1.0"

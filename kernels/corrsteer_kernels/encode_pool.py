@@ -26,7 +26,7 @@ from .launch import MODE_POOL, MODE_PRE, MODE_STATS, Launch, Segments
 from .packed_kernel import combine_boundary, packed_encode
 from .sae_weights import SAEWeights
 from .topk_kernel import topk_encode, topk_strategy
-from .torch_path import pooled_blocks_torch
+from .torch_path import TopKRows, pooled_blocks_torch
 
 GPU_TOPK_ELEMENTS = 1 << 26      # triton path, TopK cuts: one chunk's pre-activations [tokens, d_sae]
 _TOPK_ONE_PASS: dict = {}        # CORRSTEER_TOPK_STRATEGY=auto: (d_in, d_sae, k, dtypes) -> one pass timed faster
@@ -177,7 +177,10 @@ def writer(out: torch.Tensor):
     """A torch-path sink that writes each pooled block into its place in out [B, d_sae] (adding 0.0 on the way
     turns the -0.0 of dropped negative pre-activations into +0.0, as the reference has it)."""
     def write(rows, cols, pooled, mask):
-        torch.add(pooled, 0.0, out=out[rows, cols])
+        if isinstance(pooled, TopKRows):
+            out[rows].zero_().scatter_(1, pooled.indices, pooled.values.add(0.0))
+        else:
+            torch.add(pooled, 0.0, out=out[rows, cols])
     return write
 
 

@@ -1,6 +1,8 @@
 """encode_pool_stats: the fused op — SAE encode, activation, per-sample pooling and the CorrStats update in one pass.
 
     encode_pool_stats(x, lengths, y, sae, stats, pool="max", backend="auto") -> stats
+    encode_pool_stats_prepared(xp, batch, sae, stats, pool="max", backend="auto") -> stats   (per layer; batch =
+        prepare_batch(lengths, y), once per batch: segments, y cast and scalar sums are not redone per layer)
 
 x padded [B, T, d_in] or packed [N, d_in] (see encode_pool), lengths [B] ints, y [B] scores (y > 0 counts as
 correct), stats a CorrStats(d_sae). Equal (to fp32 rounding of the pooled values) to
@@ -19,40 +21,74 @@ from __future__ import annotations
 
 import torch
 
-from ._common import resolve_backend
+from ._common import check_float, check_pool, resolve_backend
 from .combine_kernel import combine_launch, combine_strategy
-from .corr_stats import FEATURE_FIELDS, CorrStats, check_scores, feature_sums
+from .corr_stats import FEATURE_FIELDS, CorrStats, feature_sums
 from .encode_pool import check_inputs, encode_pool_reference, packed_launch
-from .launch import MODE_STATS, Segments
+from .launch import MODE_STATS
 from .packed_kernel import boundary_feature_sums
+from .prepared import PreparedBatch, prepare_batch
 from .sae_weights import SAEWeights
-from .torch_path import fold_block, pooled_blocks_torch
+from .torch_path import TopKRows, fold_block, fold_topk_rows, one_thread, pooled_blocks_torch
 
 
 def folder(stats: CorrStats, y: torch.Tensor):
     """A torch-path sink that folds each pooled block (activations, never negative) into stats' float64 sums."""
     def fold(rows, cols, pooled, mask):
-        stats.add_feature_sums(cols, fold_block(pooled, mask, y[rows]).to(stats.device))
+        if isinstance(pooled, TopKRows):
+            sums = fold_topk_rows(pooled, y[rows], stats.d_sae)
+        else:
+            sums = fold_block(pooled, mask, y[rows])
+        stats.add_feature_sums(cols, sums.to(stats.device))
     return fold
 
 
-def _stats_triton(xp, lengths, y, sae, stats, pool):
+def _stats_triton(xp, batch: PreparedBatch, sae, stats, pool):
     if xp.dtype == torch.float64 or sae.W_enc.dtype == torch.float64:
         raise TypeError("the Triton backend takes fp32/fp16/bf16 x and W_enc, not fp64")
     if xp.shape[0] == 0:          # every sample empty: all pooled values are 0, nothing to add
         return
-    segs = Segments.of(lengths, xp.shape[0])
-    launch = packed_launch(xp, segs, sae, pool, MODE_STATS, y=y)
+    segs = batch.segments()
+    launch = packed_launch(xp, segs, sae, pool, MODE_STATS, y=batch.y)
     if combine_strategy() == "kernel":     # tiles and crossing samples added in one launch
         here = stats.features.device == xp.device
         feats = stats.features if here else torch.zeros((len(FEATURE_FIELDS), sae.d_sae), dtype=torch.float64,
                                                         device=xp.device)
-        combine_launch(launch, segs, pool, MODE_STATS, y=y, features=feats)
+        combine_launch(launch, segs, pool, MODE_STATS, y=batch.y, features=feats)
         if not here:
             stats.add_feature_sums(slice(None), feats.to(stats.device))
         return
-    sums = launch.part.sum(0) + boundary_feature_sums(launch, pool, lengths, y)
+    sums = launch.part.sum(0) + boundary_feature_sums(launch, pool, batch.lengths, batch.y)
     stats.add_feature_sums(slice(None), sums.to(stats.device))
+
+
+def encode_pool_stats_prepared(xp: torch.Tensor, batch: PreparedBatch, sae: SAEWeights, stats: CorrStats,
+                               pool: str = "max", backend: str = "auto") -> CorrStats:
+    """The per-layer half of encode_pool_stats: fold packed tokens xp [batch.n_tokens, d_in] of a prepared batch
+    (prepare_batch, once per batch) into `stats` (in place) and return it. Shapes, dtypes and devices are checked;
+    nothing that reads device data (no host sync on the triton backend)."""
+    check_float("x", xp, 2)
+    check_pool(pool)
+    if not isinstance(sae, SAEWeights):
+        raise TypeError(f"sae must be SAEWeights, got {type(sae).__name__}")
+    if xp.shape[0] != batch.n_tokens or xp.shape[1] != sae.d_in or xp.device != sae.device:
+        raise ValueError(f"x must be packed [{batch.n_tokens}, {sae.d_in}] on {sae.device}, got "
+                         f"{list(xp.shape)} on {xp.device}")
+    if not isinstance(stats, CorrStats) or stats.d_sae != sae.d_sae:
+        raise ValueError(f"stats must be a CorrStats of d_sae={sae.d_sae}")
+    backend = resolve_backend(backend, xp.device)
+    if batch.lengths.shape[0] == 0:
+        return stats
+    if backend == "reference":
+        stats.add_feature_sums(slice(None), feature_sums(encode_pool_reference(xp, batch.lengths, sae, pool),
+                                                         batch.y).to(stats.device))
+    elif backend == "triton":
+        _stats_triton(xp, batch, sae, stats, pool)
+    else:
+        pooled_blocks_torch(xp, batch.lengths, sae, pool, folder(stats, batch.y), cache=batch.cache)
+    with one_thread():
+        stats.scalars += batch.scalars.to(stats.device)
+    return stats
 
 
 def encode_pool_stats(x: torch.Tensor, lengths, y, sae: SAEWeights, stats: CorrStats, pool: str = "max",
@@ -60,25 +96,11 @@ def encode_pool_stats(x: torch.Tensor, lengths, y, sae: SAEWeights, stats: CorrS
     """Fold one batch into `stats` (in place) and return it. See the module docstring.
 
     check=False skips the checks that read device data (NaN/inf in x and y, lengths in range and summing to N):
-    with packed x and the triton backend the call then makes no host sync (collection calls it once per layer)."""
+    with packed x and the triton backend the call then makes no host sync. A caller that folds several layers of
+    one batch builds prepare_batch once and calls encode_pool_stats_prepared per layer."""
     xp, lengths = check_inputs(x, lengths, sae, pool, check)
     if not isinstance(stats, CorrStats) or stats.d_sae != sae.d_sae:
         raise ValueError(f"stats must be a CorrStats of d_sae={sae.d_sae}")
-    if check:
-        y = check_scores(y, lengths.shape[0], x.device)
-    else:
-        y = torch.as_tensor(y, device=x.device).double()
-        if tuple(y.shape) != (lengths.shape[0],):
-            raise ValueError(f"y must have shape [{lengths.shape[0]}], got {tuple(y.shape)}")
-    backend = resolve_backend(backend, x.device)
-    if lengths.shape[0] == 0:
-        return stats
-    if backend == "reference":
-        stats.add_feature_sums(slice(None), feature_sums(encode_pool_reference(xp, lengths, sae, pool), y)
-                               .to(stats.device))
-    elif backend == "triton":
-        _stats_triton(xp, lengths, y, sae, stats, pool)
-    else:
-        pooled_blocks_torch(xp, lengths, sae, pool, folder(stats, y))
-    stats.add_scalar_sums(y.to(stats.device))
-    return stats
+    with one_thread():             # a few small ops (on a loaded machine an OpenMP team costs more than they do)
+        batch = prepare_batch(lengths, y, n_tokens=xp.shape[0], check=check)
+    return encode_pool_stats_prepared(xp, batch, sae, stats, pool, backend)

@@ -1,6 +1,7 @@
 """torch_path (the CPU path) directly: its blocks, masks and statistics fold against float64 specs, on fresh random
 inputs of odd sizes with empty and length-1 samples, into poisoned outputs, and bitwise repeatable."""
 import importlib
+import os
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ from cases import make_case
 
 from corrsteer_kernels import CorrStats, encode_pool, encode_pool_reference, encode_pool_stats, pack_tokens
 from corrsteer_kernels.corr_stats import feature_sums
-from corrsteer_kernels.torch_path import active_mask, fold_block, pooled_blocks_torch, sample_groups
+from corrsteer_kernels.torch_path import TopKRows, active_mask, fold_block, pooled_blocks_torch, sample_groups
 
 tp = importlib.import_module("corrsteer_kernels.torch_path")
 
@@ -48,6 +49,9 @@ def _pooled(xp, L, sae, pool):
     out = torch.full((L.shape[0], sae.d_sae), float("nan"))
 
     def sink(rows, cols, pooled, mask):
+        if isinstance(pooled, TopKRows):
+            assert mask is None and cols == slice(0, sae.d_sae)
+            pooled = pooled.dense(sae.d_sae)
         if mask is not None:
             assert torch.equal(mask, (pooled > 0).float())
         out[rows, cols] = pooled
@@ -71,11 +75,12 @@ def test_blocks_match_reference(monkeypatch, activation, pool, tiles):
     assert (got[L == 0] == 0).all()
 
 
-@pytest.mark.parametrize("activation", ["relu", "jumprelu"])
+@pytest.mark.parametrize("activation", ["relu", "jumprelu", "topk"])
 @pytest.mark.parametrize("pool", ["max", "mean"])
 def test_one_token_per_sample(activation, pool):
-    """One token per sample: the pooled value is the activation; outputs are +0.0, never -0.0."""
-    x, L, sae = make_case(102, 29, 1, 11, 23, activation, lengths=[1] * 29)
+    """One token per sample: the pooled value is the activation (TopK: sparse TopKRows, folded without the dense
+    block); outputs are +0.0, never -0.0."""
+    x, L, sae = make_case(102, 29, 1, 11, 23, activation, lengths=[1] * 29, k=5)
     out = torch.full((29, 23), float("nan"))
     got = encode_pool(x, L, sae, pool, backend="torch", out=out)
     ref = encode_pool_reference(x, L, sae, pool)
@@ -103,3 +108,53 @@ def test_bitwise_repeatable(activation):
         b = encode_pool_stats(x, L, y, sae, CorrStats(31), pool, backend="torch")
         assert torch.equal(a.features, b.features)
         assert torch.equal(encode_pool(x, L, sae, pool, backend="torch"), encode_pool(x, L, sae, pool, backend="torch"))
+
+
+@pytest.mark.parametrize("pool", ["max", "mean"])
+def test_two_pass_topk(monkeypatch, pool):
+    """TopK dictionaries wider than TOPK_ONE_PASS_MAX: the per-token cut first, then the tiled pooling pass (here
+    forced on a small dictionary, with groups of several samples so max- and mean-pool differ)."""
+    monkeypatch.setattr(tp, "TOPK_ONE_PASS_MAX", 0)
+    monkeypatch.setattr(tp, "CPU_TILE_N", 8)
+    monkeypatch.setattr(tp, "CPU_TILE_ELEMENTS", 8 * 20)
+    x, L, sae = make_case(105, len(LENGTHS), 17, 13, 31, "topk", lengths=LENGTHS, k=4)
+    xp = pack_tokens(x, L)
+    torch.testing.assert_close(_pooled(xp, L, sae, pool).double(), encode_pool_reference(xp, L, sae, pool),
+                               rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("activation", ["jumprelu", "topk"])
+def test_worker_threads(monkeypatch, activation):
+    """Two intra-op threads: tiles (TopK: token groups) spread over two worker threads, sinks called from them;
+    the result equals the float64 reference and the one-thread run bitwise."""
+    monkeypatch.setattr(tp, "CPU_TILE_N", 5)
+    monkeypatch.setattr(tp, "CPU_TILE_ELEMENTS", 5 * 12)
+    monkeypatch.setattr(tp, "TOPK_TILE_ELEMENTS", 31 * 6)
+    x, L, sae = make_case(106, len(LENGTHS), 17, 13, 31, activation, lengths=LENGTHS, k=4)
+    y = torch.arange(len(LENGTHS)).remainder(3).float() - 0.5
+    old = torch.get_num_threads()
+    got = {}
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            got[n] = [(encode_pool(x, L, sae, pool, backend="torch"),
+                       encode_pool_stats(x, L, y, sae, CorrStats(31), pool, backend="torch").features)
+                      for pool in ("max", "mean")]
+    finally:
+        torch.set_num_threads(old)
+    for (z1, f1), (z2, f2), pool in zip(got[1], got[2], ("max", "mean")):
+        ref = encode_pool_reference(x, L, sae, pool)
+        torch.testing.assert_close(z2.double(), ref, rtol=2e-5, atol=2e-5)
+        assert torch.equal(z1, z2) and torch.equal(f1, f2)
+
+
+def test_worker_pool_is_renewed_after_a_fork(monkeypatch):
+    """After a fork the parent's worker threads do not exist in the child: the child (another pid) must get a pool of
+    its own, or its first two-worker call waits forever (a forked child without the pid check hung until SIGALRM)."""
+    parent = tp.worker_pool(2)
+    assert tp.worker_pool(2) is parent
+    pid = os.getpid()
+    monkeypatch.setattr(tp.os, "getpid", lambda: pid + 1)
+    child = tp.worker_pool(2)
+    assert child is not parent and tp.worker_pool(2) is child
+    assert child.submit(lambda: 7).result(timeout=30) == 7
