@@ -51,31 +51,31 @@ def _task_file(env, text, encoding="utf-8"):
 
 GOOD = '{"prompt": "Capital of France?", "answer": "Paris"}\n' * 30
 
-# (case id, extra arguments or a builder of them, message part, checked before the model loads)
+# (README row id, extra arguments or a builder of them, message part); all checked before the model loads
 ROWS = [
-    ("unknown task", lambda e: ["--task", "nope"], "--task must be one of"),
-    ("missing task file", lambda e: ["--task-file", str(e / "none.jsonl")],
+    ("task-unknown", lambda e: ["--task", "nope"], "--task must be one of"),
+    ("task-file-missing", lambda e: ["--task-file", str(e / "none.jsonl")],
      "none.jsonl: no such file, expected a JSONL"),
-    ("empty task file", lambda e: _task_file(e, "\n\n"), "no items, expected one JSON item a line"),
-    ("malformed task file", lambda e: _task_file(e, GOOD[:52] + '{"prompt": \n'), "line 2: invalid JSON"),
-    ("Latin-1 task file", lambda e: _task_file(e, GOOD + '{"prompt": "café", "answer": "x"}\n', "latin-1"),
+    ("task-file-empty", lambda e: _task_file(e, "\n\n"), "no items, expected one JSON item a line"),
+    ("task-file-malformed", lambda e: _task_file(e, GOOD[:52] + '{"prompt": \n'), "line 2: invalid JSON"),
+    ("task-file-latin1", lambda e: _task_file(e, GOOD + '{"prompt": "café", "answer": "x"}\n', "latin-1"),
      "line 31 is not UTF-8 (byte 0xe9), expected a UTF-8 JSONL file"),
-    ("more samples than the task has", lambda e: _task_file(e, GOOD) + ["--n-test", "40"],
+    ("split-too-large", lambda e: _task_file(e, GOOD) + ["--n-test", "40"],
      "= 52 samples, expected at most the 30 items"),
-    ("--n-select 0", lambda e: ["--n-select", "0"], "--n-select must be positive, got 0"),
-    ("--n-val 0 with P", lambda e: ["--n-val", "0", "--variant", "P"], "--n-val must be positive for CorrSteer-P"),
-    ("--n-val 0 --n-test 0 with P", lambda e: ["--n-val", "0", "--n-test", "0", "--variant", "P"],
+    ("n-select-zero", lambda e: ["--n-select", "0"], "--n-select must be positive, got 0"),
+    ("n-val-zero-p", lambda e: ["--n-val", "0", "--variant", "P"], "--n-val must be positive for CorrSteer-P"),
+    ("n-test-zero-p", lambda e: ["--n-val", "0", "--n-test", "0", "--variant", "P"],
      "--n-test must be positive, got 0"),
-    ("--batch-size 0", lambda e: ["--batch-size", "0"], "--batch-size must be positive, got 0"),
-    ("--scale nan", lambda e: ["--scale", "nan"], "--scale must be a finite number, got nan"),
-    ("--scale 0", lambda e: ["--scale", "0"], "--scale must be nonzero"),
-    ("unknown pool", lambda e: ["--pool", "sum"], "--pool must be max or mean, got 'sum'"),
-    ("unknown coef", lambda e: ["--coef", "median"], "--coef must be mean or active, got 'median'"),
-    ("layers without SAEs", lambda e: ["--layers", "5-7"],
+    ("batch-size-zero", lambda e: ["--batch-size", "0"], "--batch-size must be positive, got 0"),
+    ("scale-nan", lambda e: ["--scale", "nan"], "--scale must be a finite number, got nan"),
+    ("scale-zero", lambda e: ["--scale", "0"], "--scale must be nonzero"),
+    ("pool-unknown", lambda e: ["--pool", "sum"], "--pool must be max or mean, got 'sum'"),
+    ("coef-unknown", lambda e: ["--coef", "median"], "--coef must be mean or active, got 'median'"),
+    ("layers-without-saes", lambda e: ["--layers", "5-7"],
      "--layers 5-7: no SAE for layers 5, 6, 7, expected layers the SAEs cover: 1, 2"),
-    ("unwritable --out", lambda e: ["--out", str(e / "file" / "sub")], "is not writable"),
-    ("SAE with a non-residual hook", "hook", "expected a sae-lens cfg.json naming a residual hook"),
-    ("SAE cfg.json not JSON", "cfgjson", "expected a sae-lens cfg.json"),
+    ("out-unwritable", lambda e: ["--out", str(e / "file" / "sub")], "is not writable"),
+    ("sae-hook-not-residual", "hook", "expected a sae-lens cfg.json naming a residual hook"),
+    ("sae-cfg-not-json", "cfgjson", "expected a sae-lens cfg.json"),
 ]
 
 
@@ -103,9 +103,9 @@ def _sae_weights(env, fn):
 
 
 @pytest.mark.parametrize("case, damage, message", [
-    ("truncated SAE weights", lambda p: p.write_bytes(p.read_bytes()[:40]), "--saes"),
-    ("SAE of another width", "width", "reads d_in=32 but model is 64 wide"),
-])
+    ("sae-weights-damaged", lambda p: p.write_bytes(p.read_bytes()[:40]), "--saes"),
+    ("sae-width", "width", "reads d_in=32 but model is 64 wide"),
+], ids=["sae-weights-damaged", "sae-width"])
 def test_run_rejects_bad_saes(env, monkeypatch, capsys, case, damage, message):
     monkeypatch.setattr(commands, "load_task", lambda cfg: FakeTask(30))
     if damage == "width":
@@ -119,7 +119,8 @@ def test_run_rejects_bad_saes(env, monkeypatch, capsys, case, damage, message):
     _fails(_run(env), capsys, message)
 
 
-def test_all_right_or_all_wrong_is_an_error_not_an_empty_result(env, monkeypatch, capsys):
+@pytest.mark.parametrize("row", ["no-correlation"])
+def test_all_right_or_all_wrong_is_an_error_not_an_empty_result(env, monkeypatch, capsys, row):
     class AllWrong(FakeTask):
         def score(self, item, output):
             return "x", 0.0
@@ -145,14 +146,16 @@ def _plan(env, tiny_lm, **change):
     return str(path)
 
 
-@pytest.mark.parametrize("cmd", ["eval", "generate"])
-@pytest.mark.parametrize("change, message, early", [
-    (dict(text="{not json"), "is not a steering plan", True),
-    (dict(text='{"name": "x"}'), "is not a steering plan", True),
-    (dict(width=True), "is 10 wide, expected model's width 64", False),
-    (dict(layer=True), "steers layer 9, expected a layer of model (0..3)", False),
-])
-def test_eval_and_generate_reject_bad_plans(env, tiny_lm, monkeypatch, capsys, cmd, change, message, early):
+PLAN_ROWS = [(f"plan-{what}-{cmd}", cmd, change, message, early) for what, change, message, early in [
+    ("not-json", dict(text="{not json"), "is not a steering plan", True),
+    ("not-a-plan", dict(text='{"name": "x"}'), "is not a steering plan", True),
+    ("width", dict(width=True), "is 10 wide, expected model's width 64", False),
+    ("layer", dict(layer=True), "steers layer 9, expected a layer of model (0..3)", False),
+] for cmd in ("eval", "generate")]
+
+
+@pytest.mark.parametrize("case, cmd, change, message, early", PLAN_ROWS, ids=[r[0] for r in PLAN_ROWS])
+def test_eval_and_generate_reject_bad_plans(env, tiny_lm, monkeypatch, capsys, case, cmd, change, message, early):
     monkeypatch.setattr(commands, "load_task", lambda cfg: FakeTask(30))
     plan = _plan(env, tiny_lm, **change)
     if early:
@@ -165,6 +168,7 @@ def test_eval_and_generate_reject_bad_plans(env, tiny_lm, monkeypatch, capsys, c
     _fails(argv, capsys, message)
 
 
-def test_generate_rejects_negative_max_new_tokens(capsys):
+@pytest.mark.parametrize("row", ["generate-max-new-negative"])
+def test_generate_rejects_negative_max_new_tokens(capsys, row):
     _fails(["generate", "--plan", "p.json", "--max-new-tokens", "-5", "hi"], capsys,
            "--max-new-tokens must be positive, got -5")
