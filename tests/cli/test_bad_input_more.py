@@ -3,12 +3,15 @@
 `corrsteer: error: `; {d} is the test's folder) and its exit status, never a traceback, a hang or a silent result.
 Rows marked early fail with the model loader disabled; the others load the tiny model (conftest), never a real one."""
 import errno
+import gc
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 from fakes import FakeTask, save_tiny_dirs
+from tqdm.auto import tqdm
 
 from corrsteer.cli import main as cli
 from corrsteer.model import lm as lm_mod
@@ -425,6 +428,8 @@ def test_bad_input_row(env, tiny_lm, monkeypatch, capsys, case, what, argv, mess
 # --- faults, shared output folders, replay, model wheels (one test a README row each)
 def _stop_after_out(monkeypatch, exc):
     def boom(*a, **kw):
+        bar = tqdm(total=8, desc="collect", file=sys.stderr)     # as when it happens during collection
+        bar.update(4)
         raise exc
     monkeypatch.setattr(commands, "_run", boom)
 
@@ -443,7 +448,14 @@ def test_faults_end_in_one_line(env, monkeypatch, capsys, exc, code, message):
     (env / "out" / "checkpoints").mkdir()
     (env / "out" / "checkpoints" / "collect.safetensors").write_bytes(b"kept")
     _stop_after_out(monkeypatch, exc)
-    assert run_line(RUN(env), capsys) == (code, "corrsteer: error: " + message)
+    try:
+        code_ret = cli.main(RUN(env))
+    except SystemExit as e:
+        code_ret = e.code
+    gc.collect()                          # as at exit: a bar still open would be redrawn after the error line now
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert (code_ret, err.splitlines()[-1]) == (code, "corrsteer: error: " + message)     # a line of its own, last
     assert (env / "out" / "checkpoints" / "collect.safetensors").read_bytes() == b"kept"     # intact
     assert not (env / "out" / ".corrsteer.lock").exists()
 
