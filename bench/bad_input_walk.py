@@ -57,7 +57,7 @@ tbm.EDGE = "word " * 8110
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# cases: (argv, expected exit status, check of the outcome or None, environment changes, limit)
+# cases
 # ---------------------------------------------------------------------------------------------------------------
 def python() -> list[str]:
     return [sys.executable, "-m", "corrsteer"]
@@ -77,9 +77,13 @@ def real_model(argv: list, d: Path) -> list:
 
 
 class Case:
-    def __init__(self, argv, code=2, check=None, env=None, limit=None, interrupt=False, note=""):
+    """argv, expected exit status, check of the outcome ((ok, what) or None), environment changes, time limit, SIGINT
+    once the model has loaded, a line stderr must hold (log), whether it goes past the model on purpose."""
+
+    def __init__(self, argv, code=2, check=None, env=None, limit=None, interrupt=False, note="", log=None,
+                 past_model=False):
         self.argv, self.code, self.check, self.env, self.limit = argv, code, check, env or {}, limit
-        self.interrupt, self.note = interrupt, note
+        self.interrupt, self.note, self.log, self.past_model = interrupt, note, log, past_model
 
 
 def edit(path: Path, text=None, old=None, new=None) -> list:
@@ -134,6 +138,8 @@ def second_pass_cases(d: Path) -> dict:
         return Case(tbm.RUN(d, "--model", "default"), env=hide, note="wheel hidden by a shadow package")
     out["model-wheel-missing"] = no_wheel
     out["model-gemma3-wheel-missing"] = lambda: Case(tbm.RUN(d, "--model", "gemma3-270m"), env=hide)
+    out["layers-beyond-model-range"] = lambda: Case(tbm.RUN(d, "--saes", "trained", "--sae-dir", str(d / "sd"),
+                                                            "--layers", "25-35"), note="2-9 exist in the default model")
     return out
 
 
@@ -171,11 +177,20 @@ def fault_cases(d: Path) -> dict:
                           note="CORRSTEER_CACHE on a 2 MB tmpfs: converting the GGUF fills it")
 
     def locked():
-        (d / "out").mkdir()
-        owner = dict(pid=os.getpid(), host=socket.gethostname(), command="run", started="walk")
-        (d / "out" / ".corrsteer.lock").write_text(json.dumps(owner))
-        return Case(tbm.RUN(d), check=lambda: (json.loads((d / "out" / ".corrsteer.lock").read_text()) == owner,
-                                               "the first run's lock stays"))
+        """A real first run into D/out (SIGINT once the second has run), holding the lock."""
+        first = subprocess.Popen(python() + real_model(tbm.RUN(d, "--n-select", "96"), d), cwd=d, env=child_env({}),
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=default_sigint)
+        lock = d / "out" / ".corrsteer.lock"
+        for _ in range(600):
+            if lock.exists() and lock.read_text():
+                break
+            time.sleep(0.1)
+
+        def check():
+            held = json.loads(lock.read_text()).get("pid") == first.pid and first.poll() is None
+            first.send_signal(signal.SIGINT)
+            return held and first.wait(SLOW) == 130, f"the first run (pid {first.pid}) kept its lock and went on"
+        return Case(tbm.RUN(d), check=check, note="a second run while a first one runs")
 
     def stale():
         dead = subprocess.Popen(["true"])
@@ -184,7 +199,8 @@ def fault_cases(d: Path) -> dict:
         (d / "out" / ".corrsteer.lock").write_text(json.dumps(dict(pid=dead.pid, host=socket.gethostname(),
                                                                    command="run", started="then")))
         return Case(tbm.RUN(d, "--saes", "trained", "--sae-dir", str(d / "sd"), "--layers", "99"),
-                    check=folder_is(d / "out", []), note="stale lock taken over, then --layers 99 fails")
+                    check=folder_is(d / "out", []), log=f"taking over the lock of pid {dead.pid}", past_model=True,
+                    note="stale lock taken over (before the model), then --layers 99 fails")
 
     def existing_out():
         (d / "out").mkdir()
@@ -245,7 +261,7 @@ def damaged_checkpoint(d: Path) -> Case:
     ck = d / "out" / "checkpoints" / "collect.safetensors"
     ck.parent.mkdir(parents=True)
     ck.write_bytes(b"kept?")
-    return Case(tbm.RUN(d, "--variant", "S"), code=0, limit=SLOW, check=lambda: (
+    return Case(tbm.RUN(d, "--variant", "S"), code=0, limit=SLOW, log="collect starts over", check=lambda: (
         (ck.parent / "collect.safetensors.corrupt").exists() and (d / "out" / "report.md").exists(),
         "set aside as .corrupt and the run completes"))
 
@@ -321,6 +337,8 @@ def classify(row: dict | None, case: Case, rc, err: str, d: Path) -> dict:
     errors = [ln for ln in lines if ln.startswith("corrsteer: error: ")]
     noise = [ln for ln in lines if not ln.startswith(("corrsteer:", "usage: corrsteer", LOADED))]
     ok, why = case.check() if case.check and rc is not None else (True, "")
+    if case.log and case.log not in err:
+        ok, why = False, f"no line with {case.log!r}"
     if rc is None:
         verdict = "hang"
     elif "Traceback" in err:
@@ -338,7 +356,7 @@ def classify(row: dict | None, case: Case, rc, err: str, d: Path) -> dict:
     return dict(
         verdict=verdict, exit=rc, expected_exit=case.code, line=line and line.replace(str(d), "D"),
         check=why or None, model_loaded=LOADED in err,
-        late=bool(row and row["when"] == "before the model" and LOADED in err),
+        late=bool(row and row["when"] == "before the model" and LOADED in err and not case.past_model),
         readme_match=None if not (pattern and line) else bool(pattern.fullmatch(line.replace(str(d), "D"))),
         other_stderr_lines=len(noise), first_other_line=noise[0][:200] if noise else None, note=case.note or None)
 

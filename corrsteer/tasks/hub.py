@@ -140,12 +140,16 @@ def _read_local(task_path: Path, split: str):
     for ext, builder in (("jsonl", "json"), ("parquet", "parquet")):
         f = task_path / f"{split}.{ext}"
         if f.exists():
-            try:
+            level = datasets.logging.get_verbosity()
+            datasets.logging.set_verbosity(datasets.logging.CRITICAL)    # its "Failed to load ..." line: the error
+            try:                                                          # line below says it once
                 return datasets.load_dataset(builder, data_files={split: str(f)}, split=split)
             except Exception as e:
                 if type(e).__module__.split(".")[0] not in ("datasets", "pyarrow"):
                     raise
                 raise TaskLoadError(f"{f}: not readable as {ext} ({read_cause(e)})") from None
+            finally:
+                datasets.logging.set_verbosity(level)
     raise TaskLoadError(f"{task_path}: no {split}.jsonl or {split}.parquet")
 
 
