@@ -177,9 +177,11 @@ def fault_cases(d: Path) -> dict:
                           note="CORRSTEER_CACHE on a 2 MB tmpfs: converting the GGUF fills it")
 
     def locked():
-        """A real first run into D/out (SIGINT once the second has run), holding the lock."""
+        """A real first run into D/out (SIGINT once the second has run), holding the lock; its stderr is kept (two
+        walks that threw it away saw it end with signal 2 instead of 130, not seen again since)."""
+        err = open(d / "first.err", "w")
         first = subprocess.Popen(python() + real_model(tbm.RUN(d, "--n-select", "96"), d), cwd=d, env=child_env({}),
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=default_sigint)
+                                 stdout=subprocess.DEVNULL, stderr=err, preexec_fn=default_sigint)
         lock = d / "out" / ".corrsteer.lock"
         for _ in range(600):
             if lock.exists() and lock.read_text():
@@ -187,9 +189,13 @@ def fault_cases(d: Path) -> dict:
             time.sleep(0.1)
 
         def check():
-            held = json.loads(lock.read_text()).get("pid") == first.pid and first.poll() is None
+            owner, running = json.loads(lock.read_text()).get("pid"), first.poll() is None
             first.send_signal(signal.SIGINT)
-            return held and first.wait(SLOW) == 130, f"the first run (pid {first.pid}) kept its lock and went on"
+            rc = first.wait(SLOW)
+            err.close()
+            return (owner == first.pid and running and rc == 130,
+                    f"the first run (pid {first.pid}): lock owner {owner}, running {running}, then exit {rc} on SIGINT"
+                    + (d / "first.err").read_text()[-1500:])
         return Case(tbm.RUN(d), check=check, note="a second run while a first one runs")
 
     def stale():
