@@ -12,6 +12,8 @@ import errno
 import sys
 from dataclasses import fields
 
+from tqdm import tqdm
+
 from corrsteer.config import COMMANDS as SETTINGS
 from corrsteer.pipeline import dist
 from corrsteer.pipeline.commands import COMMANDS
@@ -44,6 +46,13 @@ def disk_full(e: BaseException) -> bool:
     return "No space left on device" in str(e) or "Disk quota exceeded" in str(e)
 
 
+def end_progress_bars() -> None:
+    """Close the progress bars an exception left open (tqdm keeps every live bar in tqdm._instances), so that the
+    error line starts a line of its own and stays the last: a bar left open was redrawn after it, when collected."""
+    for bar in list(tqdm._instances):
+        bar.close()
+
+
 def main(argv=None) -> int:
     ap = build_parser()
     ok = False
@@ -53,17 +62,21 @@ def main(argv=None) -> int:
         ok = rc == 0
         return rc
     except SettingsError as e:
+        end_progress_bars()
         ap.error(str(e))        # "corrsteer: error: <message>", exit status 2
     except RunError as e:       # the data gave no result: exit status 1
+        end_progress_bars()
         print(f"corrsteer: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        end_progress_bars()
         print("corrsteer: error: interrupted (Ctrl-C), rerun the same command to resume where it stopped",
               file=sys.stderr)
         return 130
     except Exception as e:
         if not disk_full(e):
             raise
+        end_progress_bars()
         ap.error(f"no space left on device ({one_line(e, 160)}), expected free space: the checkpoints written so "
                  "far are intact, free some space and rerun the same command to resume")
     finally:

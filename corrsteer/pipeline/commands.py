@@ -32,7 +32,7 @@ from corrsteer.pipeline import dist
 from corrsteer.pipeline.checkpoint import writable_out
 from corrsteer.pipeline.inputs import check_context, check_layers
 from corrsteer.pipeline.outdir import owned_out
-from corrsteer.pipeline.run import corrsteer_run, eval_plan
+from corrsteer.pipeline.run import check_inputs, corrsteer_run, eval_plan
 from corrsteer.pipeline.seeds import run_seeds
 from corrsteer.sae.bank import SAEBank, layers_covered, sae_layers
 from corrsteer.sae.cache import bank_for_run, quality_table, train_missing, trained_quality
@@ -98,6 +98,7 @@ def _run(cfg: RunConfig, task, out: str) -> int:
     d, device = _join(cfg)
     lm = load_lm(cfg, device=device)
     check_layers(lm, cfg.layer_list, cfg.layers)
+    check_inputs(lm, task, cfg)          # every prompt fits the context, before SAEs load or train
     bank = load_saes(lm, cfg)
     if cfg.seeds and not cfg.select_only:
         if d.active:

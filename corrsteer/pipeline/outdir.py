@@ -8,8 +8,9 @@ folder gets one line naming the first; a lock left by a process that no longer r
 a log line. Under torchrun only rank 0 takes the lock (the other ranks write nothing there).
 
 When the run fails with an input error (SettingsError), the folder is put back as it was: a folder the run created
-is removed, and an IN_PROGRESS marker or config.json that the run added to an existing folder is deleted. Any other
-failure (an interrupt, a full disk, a run error) leaves the folder for a rerun to resume.
+is removed with the parent folders it created for it (runs/ of runs/<task>), and an IN_PROGRESS marker or
+config.json that the run added to an existing folder is deleted. Any other failure (an interrupt, a full disk, a run
+error) leaves the folder for a rerun to resume.
 """
 from __future__ import annotations
 
@@ -63,10 +64,24 @@ def release(out: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _restore(out: Path, existed: bool, had: set[str]) -> None:
-    """Undo what a run that failed on its input added: the folder it created, or its marker and config.json."""
-    if not existed:
+def _missing_top(path: Path) -> Path | None:
+    """The outermost of path and its parents that does not exist yet (what creating path creates); None if it exists."""
+    top = None
+    for p in (path, *path.parents):
+        if p.exists():
+            break
+        top = p
+    return top
+
+
+def _restore(out: Path, created: Path | None, had: set[str]) -> None:
+    """Undo what a run that failed on its input added: the folders it created, or its marker and config.json."""
+    if created is not None:
         shutil.rmtree(out, ignore_errors=True)
+        for p in out.parents:
+            if not p.is_relative_to(created) or any(p.iterdir()):
+                break
+            p.rmdir()
         return
     for name in (MARKER, CONFIG_NAME):
         if name not in had:
@@ -77,8 +92,8 @@ def _restore(out: Path, existed: bool, had: set[str]) -> None:
 def owned_out(out: str, command: str, lock: bool = True):
     """--out, checked writable and owned by this run (lock=False: the other ranks of a torchrun job)."""
     path = Path(out)
-    existed = path.is_dir()
-    had = {p.name for p in path.iterdir()} if existed else set()
+    created = _missing_top(path)
+    had = {p.name for p in path.iterdir()} if path.is_dir() else set()
     writable_out(out)
     if lock:
         acquire(path, command)
@@ -86,7 +101,7 @@ def owned_out(out: str, command: str, lock: bool = True):
         yield path
     except SettingsError:
         if lock:
-            _restore(path, existed, had)
+            _restore(path, created, had)
         raise
     finally:
         if lock:

@@ -27,7 +27,7 @@ from corrsteer.pipeline.checkpoint import (
 )
 from corrsteer.pipeline.dist import SINGLE, Dist
 from corrsteer.pipeline.inputs import check_context
-from corrsteer.pipeline.prompting import PROMPT_VARIANTS, PromptSet, prompt_set, prompt_stage
+from corrsteer.pipeline.prompting import PROMPT_VARIANTS, PromptSet, prompt_set, prompt_stage, prompted
 from corrsteer.pipeline.rank import resolve_ranking
 from corrsteer.pipeline.select import mean_difference, raw_direction, variant_s
 from corrsteer.pipeline.stages import (
@@ -116,8 +116,8 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
     ctx = Context(lm, bank, task, cfg, out, sae_source, dist, model_identity(lm))
     splits = task.split(cfg.n_select, cfg.n_val, cfg.n_test, seed=cfg.seed)
     sel, val_items, test_items = splits
-    fits_context(lm, task, [*sel, *val_items, *test_items])
     prompts = prompt_set(task, sel, cfg.few_shot, cfg.seed)
+    fits_context(lm, task, [*sel, *val_items, *test_items], test_items, prompts)
     _start(out, cfg, dist, model=lm.context(), saes=bank.context(sae_source), task=task.name, ranking=ctx.ranking,
            prompts=prompts.to_dict())
 
@@ -188,10 +188,21 @@ def _report(ctx: Context, rows: dict, cands: dict, settings: dict, val: Validati
     return dict(comparisons=comps, baselines=base_comps, prompting=prompt_comps, evaluation=ev, vs_p=vs_p)
 
 
-def fits_context(lm, task, items) -> None:
-    """Every item's prompt, as the model will see it, plus the task's generation length fits the context."""
+def fits_context(lm, task, items, test_items=(), prompts: PromptSet | None = None) -> None:
+    """Every item's prompt, as the model will see it, plus the task's generation length fits the context; so do the
+    test items under each prompting row's template (instruction, few-shot examples), named with the row."""
     chat = False if task.gen_kwargs.get("formatted") else None
     check_context(lm, [(f"item {it.id}", it.prompt) for it in items], task.max_new_tokens, chat)
+    for variant, template in (prompts.texts() if prompts else {}).items():
+        check_context(lm, [(f"item {it.id} with the {variant} prompt", prompted(task, it, template).prompt)
+                           for it in test_items], task.max_new_tokens, chat)
+
+
+def check_inputs(lm, task, cfg: RunConfig) -> None:
+    """The context checks of corrsteer_run, made right after the model loads (before any SAE is loaded or trained)."""
+    task = bind(task, lm)
+    sel, val_items, test_items = task.split(cfg.n_select, cfg.n_val, cfg.n_test, seed=cfg.seed)
+    fits_context(lm, task, [*sel, *val_items, *test_items], test_items, prompt_set(task, sel, cfg.few_shot, cfg.seed))
 
 
 def eval_plan(lm, task, plan, out_dir, cfg: EvalConfig, dist: Dist = SINGLE) -> dict:

@@ -108,7 +108,7 @@ def bank_for_run(lm, cfg: RunConfig, dtype, may_train: bool = True) -> SAEBank:
     try:
         bank = load_bank(cfg.saes, lm=lm, layers=cfg.layer_list, sae_dir=cfg.sae_dir, device=lm.device, dtype=dtype)
     except _SAE_ERRORS as e:
-        raise SettingsError(f"--saes {cfg.saes}: {one_line(e)}, expected sae-lens SAEs (cfg.json + "
+        raise SettingsError(f"--saes {cfg.saes}: {one_line(e, 600)}, expected sae-lens SAEs (cfg.json + "
                             f"sae_weights.safetensors) for {lm.name}") from None
     except Exception as e:           # safetensors' own error type for a damaged weights file
         if type(e).__name__ != "SafetensorError":

@@ -140,8 +140,30 @@ def _read_local(task_path: Path, split: str):
     for ext, builder in (("jsonl", "json"), ("parquet", "parquet")):
         f = task_path / f"{split}.{ext}"
         if f.exists():
-            return datasets.load_dataset(builder, data_files={split: str(f)}, split=split)
+            level = datasets.logging.get_verbosity()
+            datasets.logging.set_verbosity(datasets.logging.CRITICAL)    # its "Failed to load ..." line: the error
+            try:                                                          # line below says it once
+                return datasets.load_dataset(builder, data_files={split: str(f)}, split=split)
+            except Exception as e:
+                if type(e).__module__.split(".")[0] not in ("datasets", "pyarrow"):
+                    raise
+                raise TaskLoadError(f"{f}: not readable as {ext} ({read_cause(e)})") from None
+            finally:
+                datasets.logging.set_verbosity(level)
     raise TaskLoadError(f"{task_path}: no {split}.jsonl or {split}.parquet")
+
+
+def read_cause(e: BaseException) -> str:
+    """What went wrong under a `datasets` error ("An error occurred while generating the dataset"): the first
+    exception of its __cause__ chain that says more, as 'Type: message' (pyarrow's names the row)."""
+    chain = [e]
+    while chain[-1].__cause__ is not None and len(chain) < 10:
+        chain.append(chain[-1].__cause__)
+    inner = next((c for c in chain[1:] if str(c)), e)
+    text = " ".join(str(inner).split())
+    if len(text) > 80:               # its first sentence, so that the error line keeps its expected part
+        text = text.split(". ")[0][:100]
+    return f"{type(inner).__name__}: {text}"
 
 
 def _read_hub(spec: HubSpec, split: str):

@@ -10,7 +10,7 @@ the file did not mean:
     allowed, they are the answers of yes/no tasks;
   - two labels of one line that fold to the same text ("Yes" and "yes").
 
-    check_labels(path)     # SettingsError-ready ValueError "line N: ..." for the first bad label, else None
+    check_labels(path)     # LabelError "line N: ..." (.expected: what a label should be) for the first bad label
 """
 from __future__ import annotations
 
@@ -23,19 +23,39 @@ from corrsteer.tasks.scoring import normalize
 STOP_WORDS = frozenset({"a", "an", "the", "is", "it", "its", "of", "to", "in", "on", "at", "and", "or", "nor", "not",
                         "i", "be", "this", "that", "as", "for", "with", "by"})
 _IGNORED = re.compile(r"[^\w\s'’.,-]")
+SEE = "(see README, Tasks)"
+EXPECT_CHARS = f"expected labels of letters, digits, spaces, hyphens, apostrophes, periods or commas, matched as " \
+               f"whole words {SEE}"
+EXPECT_NONEMPTY = f"expected labels with a letter or digit, matched as whole words {SEE}"
+EXPECT_NOT_COMMON = f"expected labels that are not common words such as a, the, is, of (yes and no are allowed) {SEE}"
+EXPECT_DISTINCT = f"expected labels that differ in more than case and punctuation {SEE}"
+
+
+class LabelError(ValueError):
+    """A label the scorer cannot match as given: "line N: <why>", and what a label should be instead."""
+
+    def __init__(self, message: str, expected: str):
+        super().__init__(message)
+        self.expected = expected
+
+
+def label_check(label: str) -> tuple[str, str] | None:
+    """(why `label` cannot be matched as given, what is expected instead), or None."""
+    bad = "".join(dict.fromkeys(_IGNORED.findall(label)))
+    if bad:
+        return f"label {label!r} has characters the scorer ignores ({bad!r})", EXPECT_CHARS
+    folded = normalize(label)
+    if not folded:
+        return f"label {label!r} is empty once punctuation is dropped", EXPECT_NONEMPTY
+    if folded in STOP_WORDS:
+        return f"label {label!r} is a common word ({folded!r}) that outputs use in passing", EXPECT_NOT_COMMON
+    return None
 
 
 def label_problem(label: str) -> str | None:
     """Why `label` cannot be matched as given, or None."""
-    bad = "".join(dict.fromkeys(_IGNORED.findall(label)))
-    if bad:
-        return f"label {label!r} has characters the scorer ignores ({bad!r})"
-    folded = normalize(label)
-    if not folded:
-        return f"label {label!r} is empty once punctuation is dropped"
-    if folded in STOP_WORDS:
-        return f"label {label!r} is a common word ({folded!r}) that outputs use in passing"
-    return None
+    found = label_check(label)
+    return found[0] if found else None
 
 
 def _line_labels(obj) -> tuple[list[str], bool]:
@@ -49,7 +69,7 @@ def _line_labels(obj) -> tuple[list[str], bool]:
 
 
 def check_labels(path, answers_are_labels: bool) -> None:
-    """ValueError "line N: <why>" for the first label of a task file that cannot be matched as given. Lines with a
+    """LabelError "line N: <why>" for the first label of a task file that cannot be matched as given. Lines with a
     "labels" list are checked always; free-form answers only when the task scores them as labels."""
     for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -58,11 +78,11 @@ def check_labels(path, answers_are_labels: bool) -> None:
         if not listed and not answers_are_labels:
             continue
         for label in labels:
-            why = label_problem(label)
-            if why:
-                raise ValueError(f"line {n}: {why}")
+            found = label_check(label)
+            if found:
+                raise LabelError(f"line {n}: {found[0]}", found[1])
         folded = [normalize(l) for l in labels]
         twice = sorted({l for l, f in zip(labels, folded) if folded.count(f) > 1})
         if listed and twice:
-            raise ValueError(f"line {n}: labels {', '.join(map(repr, twice))} are the same label to the scorer "
-                             "(matching ignores case and punctuation)")
+            raise LabelError(f"line {n}: labels {', '.join(map(repr, twice))} are the same label to the scorer "
+                             "(matching ignores case and punctuation)", EXPECT_DISTINCT)

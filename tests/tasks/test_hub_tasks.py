@@ -77,6 +77,21 @@ def test_a_row_outside_the_schema_is_a_one_line_error(tmp_path):
         load_hub_task("harmbench", task_path=d, scorer_models="builtin")
 
 
+@pytest.mark.parametrize("name, text, cause", [
+    ("test.jsonl", "{not json\n", "ArrowInvalid: JSON parse error"),
+    ("test.parquet", "PAR1 not parquet", "ArrowInvalid: Parquet magic bytes not found in footer"),
+])
+def test_an_unreadable_split_is_one_line_naming_the_file_and_cause(tmp_path, capfd, name, text, cause):
+    import datasets
+    (tmp_path / name).write_text(text)
+    level = datasets.logging.get_verbosity()
+    with pytest.raises(TaskLoadError) as e:
+        load_hub_task("xstest", task_path=tmp_path, scorer_models="builtin")
+    assert str(e.value).startswith(f"{tmp_path / name}: not readable as {name.split('.')[1]} ({cause}")
+    assert "Failed to" not in capfd.readouterr().err      # datasets' own error line: the message says it once
+    assert datasets.logging.get_verbosity() == level
+
+
 def test_protocol_sets_generation_length(tmp_path):
     lengths = {n: _load(tmp_path, n, protocol="paper").max_new_tokens for n in SEVEN}
     assert lengths == dict(mmlu=1, **{"mmlu-pro": 1}, bbq=1, gsm8k=512, simpleqa=16, harmbench=32, xstest=32)
