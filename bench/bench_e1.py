@@ -10,8 +10,13 @@ of a random 16k SAE each, built with SteeringPlan.from_features as `corrsteer ru
             one prefill per prompt shared by its copies)
   anchor  = the paper code's method: HF model.generate, greedy, batch 1, one plan at a time, the vector added by a
             plain forward hook at the layer output (last prompt position in the prefill, every decode step)
+  hf_batched = HF model.generate per plan as the anchor, but --batch-size prompts at a time (left padded): what
+            batching alone gives, so anchor / hf_batched and hf_batched / batched separate the batching gain from
+            the shared prefill's (and our decode loop's) own
 ratio = anchor / batched (target >= 10). The anchor runs on the first --anchor-samples samples only; its time is
-extrapolated linearly to all samples when that is fewer (`anchor_extrapolated` in the JSON says so).
+extrapolated linearly to all samples when that is fewer (`anchor_extrapolated` in the JSON says so). A random model
+decodes one repeated token, so on random models a fixed EOS schedule (bench/eos_schedule.py, --eos-every, default
+max_new_tokens) ends rows after 1..every tokens by prompt length, on every side alike.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from types import SimpleNamespace
 import torch
 
 from bench.common import HERE, base_parser, bench_task, finish_args, load_lm, random_bank, wall, write_json
+from bench.eos_schedule import eos_schedule
 from corrsteer.model.hooks import hooked
 from corrsteer.model.steer import SteeringPlan
 from corrsteer.pipeline.run import run_plans
@@ -40,8 +46,9 @@ def make_plans(lm, bank, coef, seed):
     return plans
 
 
-def anchor(lm, task, items, plans):
-    """HF generate, batch 1, one plan at a time, steering through a plain forward hook: {plan: [texts]}."""
+def anchor(lm, task, items, plans, batch_size=1):
+    """HF generate, batch_size prompts at a time (left padded; 1: the paper code's method), one plan at a time,
+    steering through a plain forward hook: {plan: [texts]}."""
     tok, model, dev = lm.tokenizer, lm.model, lm.device
     dtype = next(model.parameters()).dtype
     texts = {}
@@ -55,12 +62,12 @@ def anchor(lm, task, items, plans):
             return fn
         out_texts = []
         with hooked(lm.layers, {hp: adder(v) for hp, v in vecs.items()}):
-            for it in items:
-                enc = tok([lm.format(it.prompt)], return_tensors="pt",
-                          add_special_tokens=not lm.has_chat_template).to(dev)
+            for i in range(0, len(items), batch_size):
+                enc = tok([lm.format(it.prompt) for it in items[i:i + batch_size]], return_tensors="pt",
+                          padding=True, add_special_tokens=not lm.has_chat_template).to(dev)
                 out = model.generate(**enc, max_new_tokens=task.max_new_tokens, do_sample=False,
                                      pad_token_id=tok.pad_token_id)
-                out_texts.append(tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True))
+                out_texts += tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
         texts[name] = out_texts
     return texts
 
@@ -76,6 +83,8 @@ def main():
     ap.add_argument("--n-layers", type=int, default=None)
     ap.add_argument("--d-sae", type=int, default=None)
     ap.add_argument("--coef", type=float, default=4.0)
+    ap.add_argument("--eos-every", type=int, default=None,
+                    help="random models: EOS schedule period (default max_new_tokens; 0: none)")
     args = finish_args(ap.parse_args())
     gpu, q = args.device == "cuda", args.quick
     args.model = args.model or (GEMMA_CFG if gpu else "default")
@@ -87,6 +96,25 @@ def main():
     n_layers = args.n_layers or (2 if q else 4 if gpu else 3)
 
     lm, desc = load_lm(args, args.model)
+    every = 0 if args.model == "default" else (args.max_new_tokens if args.eos_every is None else args.eos_every)
+    with eos_schedule(lm, every):
+        res = measure(args, lm, desc, n_layers, every)
+    write_json("e1", args, res)
+    if "ratio" in res:
+        ex = " (extrapolated x%.1f from %d samples)" % (res["anchor_scale"], args.anchor_samples) \
+            if res["anchor_extrapolated"] else ""
+        print(f"E1: {len(res['plans'])} plans x {res['samples']} samples, {args.max_new_tokens} new tokens\n"
+              f"  batched run_plans   {res['batched_s']:9.3f} s\n"
+              f"  HF generate batched {res['hf_batched_s']:9.3f} s  (per plan, --batch-size prompts)\n"
+              f"  anchor batch-1 HF   {res['anchor_s']:9.3f} s{ex}\n"
+              f"  anchor / batched    {res['ratio']:9.2f}x  (target >= 10, pass {res['pass']}); "
+              f"hf_batched / batched {res['hf_batched_over_batched']:.2f}x; anchor / hf_batched "
+              f"{res['anchor_over_hf_batched']:.2f}x; same text {res['same_text_fraction']:.2f}")
+    return 0 if not res["errors"] else 1
+
+
+def measure(args, lm, desc, n_layers, every) -> dict:
+    """The three methods timed on lm (inside its EOS schedule)."""
     if args.layers:
         layers = [int(s) for s in args.layers.split(",")]
     else:
@@ -99,7 +127,9 @@ def main():
                layers=layers, plans=list(plans), samples=len(items), anchor_samples=args.anchor_samples,
                batch_size=args.batch_size, rows_per_batch=max(1, args.batch_size * 4 // len(plans)) * len(plans),
                max_new_tokens=args.max_new_tokens, dtype=args.dtype_name, d_sae=args.d_sae, coef=args.coef,
-               target=10.0, errors=[], note="fixed max_new_tokens; random weights rarely emit EOS")
+               target=10.0, errors=[], eos_every=every or None,
+               note="random models: EOS forced where position % eos_every == 0 (bench/eos_schedule.py)"
+               if every else "the model's own EOS")
     try:
         # warm-up (kernels, caches, allocator) on one sample each side
         run_plans(lm, task, items[:1], batched_plans, args.batch_size, "warm-up")
@@ -107,28 +137,24 @@ def main():
         rows, t_batched = wall(lambda: run_plans(lm, task, items, batched_plans, args.batch_size, "validate"),
                                args.device)
         texts, t_anchor = wall(lambda: anchor(lm, task, items[:args.anchor_samples], plans), args.device)
+        hf_texts, t_hf = wall(lambda: anchor(lm, task, items, plans, args.batch_size), args.device)
         scale = len(items) / args.anchor_samples
         same = [rows[n][i]["output"].strip() == texts[n][i].strip() for n in plans for i in range(args.anchor_samples)]
         res.update(batched_s=t_batched, anchor_s_measured=t_anchor, anchor_extrapolated=scale != 1.0,
                    anchor_scale=scale, anchor_s=t_anchor * scale, ratio=t_anchor * scale / t_batched,
                    generations_batched=len(items) * len(plans), generations_anchor=args.anchor_samples * len(plans),
-                   same_text_fraction=sum(same) / len(same))
+                   same_text_fraction=sum(same) / len(same), hf_batched_s=t_hf,
+                   hf_batched_over_batched=t_hf / t_batched, anchor_over_hf_batched=t_anchor * scale / t_hf,
+                   distinct_texts=len({r["output"] for rs in rows.values() for r in rs}),
+                   same_text_hf_batched=sum(rows[n][i]["output"].strip() == hf_texts[n][i].strip()
+                                            for n in plans for i in range(len(items))) / (len(items) * len(plans)))
         res["pass"] = res["ratio"] >= 10.0
         res["example"] = dict(plan=list(plans)[-1], batched=rows[list(plans)[-1]][0]["output"],
                               anchor=texts[list(plans)[-1]][0])
     except Exception as e:       # noqa: BLE001
         traceback.print_exc()
         res["errors"].append(f"{type(e).__name__}: {e}")
-    write_json("e1", args, res)
-    if "ratio" in res:
-        ex = " (extrapolated x%.1f from %d samples)" % (res["anchor_scale"], args.anchor_samples) \
-            if res["anchor_extrapolated"] else ""
-        print(f"E1: {len(plans)} plans x {len(items)} samples, {args.max_new_tokens} new tokens\n"
-              f"  batched run_plans   {res['batched_s']:9.3f} s\n"
-              f"  anchor batch-1 HF   {res['anchor_s']:9.3f} s{ex}\n"
-              f"  anchor / batched    {res['ratio']:9.2f}x  (target >= 10, pass {res['pass']}); "
-              f"same text {res['same_text_fraction']:.2f}")
-    return 0 if not res["errors"] else 1
+    return res
 
 
 if __name__ == "__main__":
