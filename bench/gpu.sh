@@ -103,7 +103,9 @@ if [ -z "${CORRSTEER_BENCH_TOKENIZER:-}" ]; then
 fi
 
 # ---- tests, compiled ----------------------------------------------------------------------------------------
-GPU_TESTS=${GPU_TESTS:-"tests/kernels/test_gpu.py tests/kernels/test_packed.py tests/model/test_generate_device.py tests/pipeline/test_collect_device.py tests/kernels/test_encode_pool.py tests/kernels/test_encode_pool_stats.py tests/kernels/test_steer_add.py"}
+GPU_TESTS=${GPU_TESTS:-"tests/kernels/test_gpu.py tests/kernels/test_packed.py tests/model/test_generate_device.py tests/pipeline/test_collect_device.py tests/kernels/test_encode_pool.py tests/kernels/test_encode_pool_stats.py tests/kernels/test_steer_add.py tests/kernels/test_topk_kernel.py tests/kernels/test_tokens_n_kernel.py tests/kernels/test_combine_kernel.py tests/kernels/test_prepared.py"}
+# the new kernels compete on the device: fused_n among the tuner's candidates, one-pass vs two-pass TopK timed per shape
+export CORRSTEER_TUNE_FUSED_N=${CORRSTEER_TUNE_FUSED_N:-1} CORRSTEER_TOPK_STRATEGY=${CORRSTEER_TOPK_STRATEGY:-auto}
 PYTEST_LINE=""
 XDIST=()   # the GPU tests are mostly Triton compiles: spread them over the device machine's cores when xdist is there
 if [ -n "${PYTEST_WORKERS:-}" ] || python3 -c "import xdist" 2>/dev/null; then
