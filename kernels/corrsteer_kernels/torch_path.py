@@ -37,7 +37,7 @@ import torch
 
 from .sae_weights import SAEWeights
 
-CPU_TILE_ELEMENTS = 1 << 18      # fp32 pre-activations per block and worker (1 MiB: stays in L2 for the epilogue)
+CPU_TILE_ELEMENTS = 1 << 18      # fp32 pre-activations per block and worker (two-pass TopK; others x LONG_BLOCK_SCALE)
 LONG_BLOCK_SCALE = 4             # relu / jumprelu: blocks of CPU_TILE_ELEMENTS * this (2048 tokens at 512 features)
 EPILOGUE_ROWS = 256              # one token per sample: the epilogue and sink take a long block in chunks of these rows
 CPU_TILE_N = 512                 # dictionary columns per block
