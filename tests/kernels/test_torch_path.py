@@ -66,6 +66,7 @@ def test_blocks_match_reference(monkeypatch, activation, pool, tiles):
     if tiles:                       # odd tiles: 7 features, groups of 4 tokens (the 17-token sample alone)
         monkeypatch.setattr(tp, "CPU_TILE_N", tiles[0])
         monkeypatch.setattr(tp, "CPU_TILE_ELEMENTS", tiles[1])
+        monkeypatch.setattr(tp, "LONG_BLOCK_SCALE", 1)
     x, L, sae = make_case(101, len(LENGTHS), 17, 13, 31, activation, lengths=LENGTHS, k=4)
     xp = pack_tokens(x, L)
     ref = encode_pool_reference(xp, L, sae, pool)
@@ -77,9 +78,16 @@ def test_blocks_match_reference(monkeypatch, activation, pool, tiles):
 
 @pytest.mark.parametrize("activation", ["relu", "jumprelu", "topk"])
 @pytest.mark.parametrize("pool", ["max", "mean"])
-def test_one_token_per_sample(activation, pool):
+@pytest.mark.parametrize("chunks", [False, True])
+def test_one_token_per_sample(monkeypatch, activation, pool, chunks):
     """One token per sample: the pooled value is the activation (TopK: sparse TopKRows, folded without the dense
-    block); outputs are +0.0, never -0.0."""
+    block); outputs are +0.0, never -0.0. chunks: groups of 12 tokens (7-feature tiles) whose epilogue takes 5 rows
+    at a time (the last chunk of a group shorter)."""
+    if chunks:
+        monkeypatch.setattr(tp, "CPU_TILE_N", 7)
+        monkeypatch.setattr(tp, "CPU_TILE_ELEMENTS", 7 * 3)
+        monkeypatch.setattr(tp, "LONG_BLOCK_SCALE", 4)
+        monkeypatch.setattr(tp, "EPILOGUE_ROWS", 5)
     x, L, sae = make_case(102, 29, 1, 11, 23, activation, lengths=[1] * 29, k=5)
     out = torch.full((29, 23), float("nan"))
     got = encode_pool(x, L, sae, pool, backend="torch", out=out)
