@@ -222,14 +222,14 @@ def host_lengths(lengths: torch.Tensor, cache: dict) -> list[int]:
     return cache["host_lengths"]
 
 
-def cached_groups(lengths: torch.Tensor, pool: str, max_tokens: int, cache: dict) -> tuple[list[int], list[Group]]:
-    """(host lengths, groups of at most max_tokens tokens) of a batch, kept in cache (a PreparedBatch's: every layer
-    of the batch reads them) under (pool, max_tokens) (the groups no longer depend on pool; tests read the key)."""
-    lens = host_lengths(lengths, cache)
-    key = ("groups", pool, max_tokens)
+def cached_groups(lengths: torch.Tensor, max_tokens: int, cache: dict) -> list[Group]:
+    """The groups of at most max_tokens tokens of a batch, kept in cache (a PreparedBatch's: every layer and pool of
+    the batch reads them) under ("groups", max_tokens)."""
+    key = ("groups", max_tokens)
     if key not in cache:
+        lens = host_lengths(lengths, cache)
         cache[key] = [make_group(lengths, lens, *bt) for bt in sample_groups(lens, max_tokens)]
-    return lens, cache[key]
+    return cache[key]
 
 
 def _pool_block(pre, g: Group, pool, b_eff, thr_f, thr_t, relu):
@@ -252,10 +252,9 @@ def _pool_block(pre, g: Group, pool, b_eff, thr_f, thr_t, relu):
         pre.mul_(mask)              # dropped entries become +-0.0 (writers add 0.0: -0.0 + 0.0 = +0.0)
     if g.seg is None:
         return pre, mask
-    if pool == "max":               # two-pass TopK: the activations are >= 0, so a max from 0 is the max
-        m = torch.zeros((g.lens.shape[0], pre.shape[1]), device=pre.device)
-        return m.index_reduce_(0, g.seg, pre, "amax"), None
     m = torch.zeros((g.lens.shape[0], pre.shape[1]), device=pre.device)
+    if pool == "max":               # two-pass TopK: the activations are >= 0, so a max from 0 is the max
+        return m.index_reduce_(0, g.seg, pre, "amax"), None
     return m.index_add_(0, g.seg, pre).div_(g.lens[:, None]), None    # 3-7x faster than a GEMM by a 0/1 matrix
 
 
@@ -360,7 +359,7 @@ def pooled_blocks_torch(xp: torch.Tensor, lengths: torch.Tensor, sae: SAEWeights
     tile_n = min(sae.d_sae, CPU_TILE_N)
     with one_thread():
         elements = CPU_TILE_ELEMENTS * (LONG_BLOCK_SCALE if thr_t is None else 1)
-        _, groups = cached_groups(lengths, pool, max(1, elements // tile_n), cache)
+        groups = cached_groups(lengths, max(1, elements // tile_n), cache)
     xs = [xp[g.tokens].float() for g in groups]
     tts = [None if thr_t is None else thr_t[g.tokens] for g in groups]
     rows = max((x.shape[0] for x in xs), default=0)
