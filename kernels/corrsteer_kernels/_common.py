@@ -30,6 +30,14 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on")
 
 
+def env_choice(name: str, choices: tuple[str, ...], default: str) -> str:
+    """The environment variable `name` (default when unset), which must be one of choices."""
+    s = os.environ.get(name, default)
+    if s not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {s!r}")
+    return s
+
+
 def resolve_backend(backend: str, device: torch.device) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")

@@ -15,9 +15,7 @@ mean) and finishing it where the owner changes:
 """
 from __future__ import annotations
 
-import os
-
-from ._common import HAS_TRITON, interpreting, tl, triton
+from ._common import HAS_TRITON, env_choice, interpreting, tl, triton
 from .corr_stats import FEATURE_FIELDS
 from .launch import MODE_POOL, MODE_STATS, Launch, Segments
 
@@ -125,7 +123,4 @@ def combine_launch(launch: Launch, segs: Segments, pool: str, mode: int, y=None,
 def combine_strategy() -> str:
     """CORRSTEER_COMBINE: "torch" (default until a GPU has measured this kernel: packed_kernel.combine_boundary /
     boundary_feature_sums) or "kernel" (combine_launch)."""
-    s = os.environ.get("CORRSTEER_COMBINE", "torch")
-    if s not in COMBINE_STRATEGIES:
-        raise ValueError(f"CORRSTEER_COMBINE must be one of {COMBINE_STRATEGIES}, got {s!r}")
-    return s
+    return env_choice("CORRSTEER_COMBINE", COMBINE_STRATEGIES, "torch")

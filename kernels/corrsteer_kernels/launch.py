@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import torch
 
-from ._common import HAS_TRITON, tl, triton
+from ._common import HAS_TRITON, compute_dtype, interpreting, tl, triton
 
 MODE_POOL, MODE_STATS, MODE_PRE = 0, 1, 2     # write pooled [B, d_sae]; fold statistics; write pre-activations
 
@@ -32,6 +32,14 @@ class Launch(NamedTuple):
     part: torch.Tensor | None     # MODE_STATS: [n_m, NF, d_sae] float64 per-M-tile sums
     bnd: torch.Tensor             # [2 n_m, d_sae] fp32 partial pools of samples crossing tile edges
     slot: torch.Tensor            # [2 n_m] int32: sample + 1 per used boundary slot, 0 = unused
+
+
+def dot_settings(x_dtype: torch.dtype, w_dtype: torch.dtype) -> dict:
+    """The constexprs of dot_tile for operands of these dtypes: COMPUTE (the dtype it multiplies in), F32_DOT (fp32
+    operands: always under the interpreter, whose tl.dot is wrong on 16-bit operands) and PREC (tf32x3 on a GPU,
+    ieee under the interpreter)."""
+    cdt, interp = compute_dtype(x_dtype, w_dtype), interpreting()
+    return dict(COMPUTE=TL_DTYPES[cdt], F32_DOT=interp or cdt == torch.float32, PREC="ieee" if interp else "tf32x3")
 
 
 TL_DTYPES = {}                # torch dtype -> the Triton dtype a kernel multiplies in

@@ -27,9 +27,9 @@ import os
 import torch
 
 from . import split_kernel
-from ._common import HAS_TRITON, compute_dtype, interpreting, tl, triton
+from ._common import HAS_TRITON, env_choice, interpreting, tl, triton
 from .corr_stats import FEATURE_FIELDS, feature_sums
-from .launch import MODE_PRE, MODE_STATS, TL_DTYPES, Launch, Segments
+from .launch import MODE_PRE, MODE_STATS, Launch, Segments, dot_settings
 from .split_kernel import split_available, split_encode
 from .tokens_n_kernel import INTERPRETER_TOKENS_N, TOKENS_N_CONFIGS, tokens_n_encode
 
@@ -113,8 +113,6 @@ def _launch(xp, segs, sae, pool, mode, y, out, thr_t, cfg) -> Launch:
     BM, BN = cfg["BLOCK_M"], cfg["BLOCK_N"]
     n_m = triton.cdiv(N, BM)
     dev = xp.device
-    interp = interpreting()
-    cdt = compute_dtype(xp.dtype, sae.W_enc.dtype)
     part = torch.zeros((n_m, len(FEATURE_FIELDS), n_dict), dtype=torch.float64, device=dev) if mode == MODE_STATS \
         else None
     n_slots = 0 if mode == MODE_PRE else 2 * n_m
@@ -122,7 +120,7 @@ def _launch(xp, segs, sae, pool, mode, y, out, thr_t, cfg) -> Launch:
     slot = torch.zeros(n_slots, dtype=torch.int32, device=dev)
     W = sae.W_enc
     grid = (n_m * triton.cdiv(n_dict, BN),)
-    dots = dict(COMPUTE=TL_DTYPES[cdt], F32_DOT=interp or cdt == torch.float32, PREC="ieee" if interp else "tf32x3")
+    dots = dot_settings(xp.dtype, W.dtype)
     if mode == MODE_PRE:
         _pre_kernel[grid](xp, W, sae.effective_bias(), out, N, n_dict, D, xp.stride(0), xp.stride(1),
                           W.stride(0), W.stride(1), out.stride(0), **dots, **cfg)
@@ -143,10 +141,7 @@ def strategy() -> str:
     "fused_n" (tokens on the accumulator's N axis, tokens_n_kernel.py; pooling modes only) or "auto" (default:
     whichever timed faster for the shape, see config_for; fused_n is a candidate there only with
     CORRSTEER_TUNE_FUSED_N=1 until a GPU has measured it)."""
-    s = os.environ.get("CORRSTEER_PACKED_STRATEGY", "auto")
-    if s not in STRATEGIES:
-        raise ValueError(f"CORRSTEER_PACKED_STRATEGY must be one of {STRATEGIES}, got {s!r}")
-    return s
+    return env_choice("CORRSTEER_PACKED_STRATEGY", STRATEGIES, "auto")
 
 
 def config_for(xp, sae, pool, mode, thr_t) -> dict:

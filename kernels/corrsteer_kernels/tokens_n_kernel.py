@@ -25,9 +25,9 @@ import warnings
 
 import torch
 
-from ._common import HAS_TRITON, compute_dtype, interpreting, tl, triton
+from ._common import HAS_TRITON, interpreting, tl, triton
 from .corr_stats import FEATURE_FIELDS
-from .launch import MODE_POOL, MODE_STATS, TL_DTYPES, Launch
+from .launch import MODE_POOL, MODE_STATS, Launch, dot_settings
 
 try:  # host-side TMA descriptors: newer Triton only
     from triton.tools.tensor_descriptor import TensorDescriptor
@@ -195,8 +195,6 @@ def tokens_n_encode(xp, segs, sae, pool, mode, y=None, out=None, thr_t=None, cfg
         if mode == MODE_STATS else None        # every (chunk, feature block) work item writes its slice
     bnd = torch.empty((2 * n_c, n_dict), dtype=torch.float32, device=dev)
     slot = torch.empty(2 * n_c, dtype=torch.int32, device=dev)         # written by the kernel, used or not
-    interp = interpreting()
-    cdt = compute_dtype(xp.dtype, W.dtype)
     dummy = bnd
     args = (sae.effective_bias(), sae.feature_threshold(), thr_t if thr_t is not None else dummy,
             segs.seg, segs.starts, segs.ends, y if y is not None else dummy,
@@ -204,7 +202,7 @@ def tokens_n_encode(xp, segs, sae, pool, mode, y=None, out=None, thr_t=None, cfg
             part if part is not None else dummy, bnd, slot, n_dict, D, n_c, n_c * triton.cdiv(n_dict, cfg["BLOCK_F"]),
             xp.stride(0), xp.stride(1), W.stride(0), W.stride(1), out.stride(0) if out is not None else 0)
     kw = dict(NF=len(FEATURE_FIELDS), MODE=mode, HAS_TOKEN_THR=thr_t is not None, MEAN=pool == "mean",
-              COMPUTE=TL_DTYPES[cdt], F32_DOT=interp or cdt == torch.float32, PREC="ieee" if interp else "tf32x3",
+              **dot_settings(xp.dtype, W.dtype),
               NUM_PROGS=progs, BLOCK_F=cfg["BLOCK_F"], BLOCK_T=cfg["BLOCK_T"], BLOCK_K=cfg["BLOCK_K"],
               **{k: cfg[k] for k in ("num_warps", "num_stages") if k in cfg})
     tma = use_tma(xp, W)

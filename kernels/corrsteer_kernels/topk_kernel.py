@@ -23,13 +23,11 @@ collection passes) plus the boundary combine. Deterministic: fixed tiles, fixed 
 """
 from __future__ import annotations
 
-import os
-
 import torch
 
-from ._common import HAS_TRITON, compute_dtype, interpreting, tl, triton
+from ._common import HAS_TRITON, env_choice, interpreting, tl, triton
 from .corr_stats import FEATURE_FIELDS
-from .launch import MODE_POOL, MODE_STATS, TL_DTYPES, Launch
+from .launch import MODE_POOL, MODE_STATS, Launch, dot_settings
 from .split_kernel import chunk_rows
 
 # not yet timed on a GPU: BLOCK_M is the largest of these that still gives every SM a program (see topk_config)
@@ -95,10 +93,7 @@ def topk_strategy() -> str:
     """CORRSTEER_TOPK_STRATEGY: "two_pass" (default until a GPU has timed this kernel: the cut from a pre-activation
     pass + torch.topk, then the packed op), "one_pass" (this kernel) or "auto" (whichever timed faster for the
     shape on a GPU: encode_pool.topk_one_pass)."""
-    s = os.environ.get("CORRSTEER_TOPK_STRATEGY", "two_pass")
-    if s not in TOPK_STRATEGIES:
-        raise ValueError(f"CORRSTEER_TOPK_STRATEGY must be one of {TOPK_STRATEGIES}, got {s!r}")
-    return s
+    return env_choice("CORRSTEER_TOPK_STRATEGY", TOPK_STRATEGIES, "two_pass")
 
 
 def topk_config(k: int, n_tok: int = 0, device=None) -> dict:
@@ -122,8 +117,6 @@ def topk_encode(xp: torch.Tensor, segs, sae, pool: str, mode: int, y=None, out=N
     BM = cfg["BLOCK_M"]
     n_m = triton.cdiv(N, BM)
     dev = xp.device
-    interp = interpreting()
-    cdt = compute_dtype(xp.dtype, sae.W_enc.dtype)
     part = torch.empty((n_m, len(FEATURE_FIELDS), n_dict), dtype=torch.float64, device=dev) \
         if mode == MODE_STATS else None        # every (tile, column block) is written
     bnd = torch.empty((2 * n_m, n_dict), dtype=torch.float32, device=dev)
@@ -132,8 +125,7 @@ def topk_encode(xp: torch.Tensor, segs, sae, pool: str, mode: int, y=None, out=N
     pre = torch.empty((min(chunk, N), n_dict), dtype=torch.float32, device=dev)
     W = sae.W_enc
     kw = dict(KP=triton.next_power_of_2(min(k, n_dict)), KEEP_ALL=k >= n_dict, NF=len(FEATURE_FIELDS), MODE=mode,
-              MEAN=pool == "mean", COMPUTE=TL_DTYPES[cdt], F32_DOT=interp or cdt == torch.float32,
-              PREC="ieee" if interp else "tf32x3", **cfg)
+              MEAN=pool == "mean", **dot_settings(xp.dtype, W.dtype), **cfg)
     dummy = bnd
     for r0 in range(0, N, chunk):
         r1 = min(N, r0 + chunk)
