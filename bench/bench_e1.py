@@ -27,8 +27,8 @@ from types import SimpleNamespace
 
 import torch
 
+from bench import eos_schedule as eos
 from bench.common import HERE, base_parser, bench_task, finish_args, load_lm, random_bank, wall, write_json
-from bench.eos_schedule import eos_schedule
 from corrsteer.model.hooks import hooked
 from corrsteer.model.steer import SteeringPlan
 from corrsteer.pipeline.run import run_plans
@@ -83,8 +83,7 @@ def main():
     ap.add_argument("--n-layers", type=int, default=None)
     ap.add_argument("--d-sae", type=int, default=None)
     ap.add_argument("--coef", type=float, default=4.0)
-    ap.add_argument("--eos-every", type=int, default=None,
-                    help="random models: EOS schedule period (default max_new_tokens; 0: none)")
+    eos.add_argument(ap)
     args = finish_args(ap.parse_args())
     gpu, q = args.device == "cuda", args.quick
     args.model = args.model or (GEMMA_CFG if gpu else "default")
@@ -96,8 +95,8 @@ def main():
     n_layers = args.n_layers or (2 if q else 4 if gpu else 3)
 
     lm, desc = load_lm(args, args.model)
-    every = 0 if args.model == "default" else (args.max_new_tokens if args.eos_every is None else args.eos_every)
-    with eos_schedule(lm, every):
+    every = eos.period(args)
+    with eos.eos_schedule(lm, every):
         res = measure(args, lm, desc, n_layers, every)
     write_json("e1", args, res)
     if "ratio" in res:
@@ -127,9 +126,7 @@ def measure(args, lm, desc, n_layers, every) -> dict:
                layers=layers, plans=list(plans), samples=len(items), anchor_samples=args.anchor_samples,
                batch_size=args.batch_size, rows_per_batch=max(1, args.batch_size * 4 // len(plans)) * len(plans),
                max_new_tokens=args.max_new_tokens, dtype=args.dtype_name, d_sae=args.d_sae, coef=args.coef,
-               target=10.0, errors=[], eos_every=every or None,
-               note="random models: EOS forced where position % eos_every == 0 (bench/eos_schedule.py)"
-               if every else "the model's own EOS")
+               target=10.0, errors=[], **eos.described(every))
     try:
         # warm-up (kernels, caches, allocator) on one sample each side
         run_plans(lm, task, items[:1], batched_plans, args.batch_size, "warm-up")

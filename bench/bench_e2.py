@@ -30,6 +30,7 @@ from collections import Counter
 
 import torch
 
+from bench import eos_schedule as eos
 from bench.common import (
     HERE,
     ROOT,
@@ -42,7 +43,6 @@ from bench.common import (
     wall,
     write_json,
 )
-from bench.eos_schedule import eos_schedule
 from corrsteer.model.generate import generate_batch
 from corrsteer.pipeline.collect import collect, score_rows
 from corrsteer_kernels import CorrStats, encode_pool_stats
@@ -167,8 +167,7 @@ def main():
     ap.add_argument("--mem-layers", type=int, default=2)
     ap.add_argument("--mem-new-tokens", type=int, default=4)
     ap.add_argument("--mem-d-sae", type=int, default=None)
-    ap.add_argument("--eos-every", type=int, default=None,
-                    help="random models: EOS schedule period (default max_new_tokens; 0: none)")
+    eos.add_argument(ap)
     args = finish_args(ap.parse_args())
     gpu, q = args.device == "cuda", args.quick
     args.model = args.model or (GEMMA_CFG if gpu else "default")
@@ -182,8 +181,8 @@ def main():
     args.mem_samples = [int(s) for s in mem.split(",") if s]
 
     lm, desc = load_lm(args, args.model)
-    every = 0 if args.model == "default" else (args.max_new_tokens if args.eos_every is None else args.eos_every)
-    with eos_schedule(lm, every):
+    every = eos.period(args)
+    with eos.eos_schedule(lm, every):
         res = timed_part(args, lm, desc, every)
     lm = None                      # free the big model before the memory part
     gc.collect()
@@ -215,9 +214,8 @@ def timed_part(args, lm, desc, every) -> dict:
     res = dict(benchmark="E2 collection / plain generation", model=desc, layers=lm.n_layers, d_model=lm.d_model,
                sae=dict(d_sae=args.d_sae, activation="jumprelu", hook="blocks.L.hook_resid_post", count=len(bank)),
                samples=len(items), batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, pool=args.pool,
-               dtype=args.dtype_name, reps=args.reps, numerator="collect", errors=[], eos_every=every or None,
-               note="random models: EOS forced where position % eos_every == 0 (bench/eos_schedule.py)"
-               if every else "the model's own EOS")
+               dtype=args.dtype_name, reps=args.reps, numerator="collect", errors=[],
+               **eos.described(every))
     warm = items[:args.batch_size]
     try:
         run_collect(lm, bank, task, warm, args.batch_size, args.pool)
@@ -254,7 +252,6 @@ def timed_part(args, lm, desc, every) -> dict:
     if gpu:
         res["gpu_busy"] = {"collect": gpu_busy(lambda: num(lm, bank, task, items, args.batch_size, args.pool)),
                            "plain": gpu_busy(lambda: run_plain(lm, task, items, args.batch_size))}
-    if gpu:
         warm_steps = run_plain(lm, task, warm, args.batch_size)[0]
         n, where = count_syncs(lambda: num(lm, bank, task, warm, args.batch_size, args.pool))
         n_plain, where_plain = count_syncs(lambda: run_plain(lm, task, warm, args.batch_size))

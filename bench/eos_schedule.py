@@ -55,6 +55,27 @@ def eos_schedule(lm, every: int):
         cfg.eos_token_id = old
 
 
+def add_argument(ap) -> None:
+    """--eos-every on a benchmark's parser (E1, E2)."""
+    ap.add_argument("--eos-every", type=int, default=None,
+                    help="random models: EOS schedule period (default max_new_tokens; 0: none)")
+
+
+def period(args) -> int:
+    """The schedule's period for a benchmark run: 0 (none) on the real default model, which stops at its own EOS;
+    else --eos-every, by default max_new_tokens."""
+    if args.model == "default":
+        return 0
+    return args.max_new_tokens if args.eos_every is None else args.eos_every
+
+
+def described(every: int) -> dict:
+    """The JSON fields that say which EOS a run's rows stopped on."""
+    return dict(eos_every=every or None,
+                note="random models: EOS forced where position % eos_every == 0 (bench/eos_schedule.py)"
+                if every else "the model's own EOS")
+
+
 def expected_lengths(prompt_lengths: torch.Tensor, every: int, max_new_tokens: int) -> torch.Tensor:
     """New tokens per row (EOS included) under the schedule, for prompts of the given token counts."""
     return torch.clamp((1 - prompt_lengths) % every + 1, max=max_new_tokens)
