@@ -86,8 +86,9 @@ def read_predictions(path: Path) -> dict[str, list[dict]]:
 
 
 def groups(names) -> tuple[list[str], list[str], list[str]]:
-    """(steering, comparison methods and controls, prompting rows) of a run's variant names, in their order."""
-    prompting = [n for n in names if n in (*PROMPTS, STEERED_PROMPT)]
+    """(steering, comparison methods and controls, prompting rows) of a run's variant names: the first two in the
+    run's order, the prompting rows as prompting, few-shot, prompting+P."""
+    prompting = [n for n in (*PROMPTS, STEERED_PROMPT) if n in names]
     steering = [n for n in names if n.startswith("CorrSteer")]
     other = [n for n in names if n not in (BASELINE, *prompting, *steering)]
     return steering, other, prompting

@@ -53,3 +53,13 @@ def test_bad_predictions_are_one_line_errors(tmp_path):
     p.write_text(json.dumps({"variant": "CorrSteer-P", "id": 1}) + "\n")
     with pytest.raises(ReportError, match="no 'baseline' rows"):
         read_predictions(p)
+
+
+def test_runs_table_follows_the_intervals():
+    from bench.runs_table import row
+    by = {r.name: r for r in RUNS}
+    assert row(by["sentiment"]).endswith("| [17, 1, 2, 4, 10] | gain |")
+    capitals = row(by["capitals"])
+    assert "| accuracy |" in capitals and "| — |" in capitals                # free-form: no constant answer
+    assert capitals.endswith("| not resolved vs unsteered, random-feature, prompt, mean-difference |")
+    assert row(by["refusal"]).endswith("| P changed no answer |")
