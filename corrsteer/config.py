@@ -282,6 +282,13 @@ class FetchModelConfig(Settings):
                        choices=("default", "gemma3-270m"), positional=True, metavar="name")
 
 
+@dataclass(kw_only=True, frozen=True)
+class ReportConfig(Settings):
+    command: ClassVar[str] = "report"
+    dir: str = option(help="a finished run's output directory: report.md and its plots are written again from its "
+                      "config.json, predictions.jsonl and report_inputs.json alone", metavar="DIR", positional=True)
+
+
 COMMANDS: dict[str, type[Settings]] = registry((TrainSAEConfig, RunConfig, SelectConfig, EvalConfig, GenerateConfig,
-                                                ExportConfig, ImportConfig, FetchModelConfig),
+                                                ExportConfig, ImportConfig, FetchModelConfig, ReportConfig),
                                                lambda c: c.command, "command")

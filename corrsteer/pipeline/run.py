@@ -27,7 +27,7 @@ from corrsteer.pipeline.checkpoint import (
 )
 from corrsteer.pipeline.dist import SINGLE, Dist
 from corrsteer.pipeline.inputs import check_context
-from corrsteer.pipeline.prompting import PROMPT_VARIANTS, PromptSet, prompt_set, prompt_stage, prompted
+from corrsteer.pipeline.prompting import PromptSet, prompt_set, prompt_stage, prompted
 from corrsteer.pipeline.rank import resolve_ranking
 from corrsteer.pipeline.select import mean_difference, raw_direction, variant_s
 from corrsteer.pipeline.stages import (
@@ -44,8 +44,8 @@ from corrsteer.pipeline.stages import (
     validate_stage,
     variant_picks,
 )
-from corrsteer.report.markdown import write_report
-from corrsteer.report.stats import compare, evaluate
+from corrsteer.report.render import INPUTS, render, write_inputs
+from corrsteer.report.stats import compare
 from corrsteer.sae.presets import feature_links, with_hook_site
 from corrsteer.settings import write_config
 from corrsteer.tasks.protocols import bind
@@ -53,9 +53,8 @@ from corrsteer.tasks.protocols import bind
 # the controls' test rows, compared with the baseline like the no-SAE baselines
 CONTROLS = ("control-random-feature", "control-shuffled-outcome")
 # what a run writes (removed when a run starts, so an old report never sits beside new plans)
-OUTPUTS = ("plan.json", "stats.safetensors", "predictions.jsonl", "validation.json", "report.md", "r_per_layer.png",
-           "top_features.png")
-P_NAME = "CorrSteer-P"
+OUTPUTS = ("plan.json", "stats.safetensors", "predictions.jsonl", "validation.json", INPUTS, "report.md",
+           "r_per_layer.png", "top_features.png")
 
 
 def prepare(lm, bank, task, cfg):
@@ -168,24 +167,19 @@ def _features(plan) -> str:
 
 def _report(ctx: Context, rows: dict, cands: dict, settings: dict, val: Validation, prefix, extra=None,
             prompts: PromptSet | None = None) -> dict:
+    """Write predictions.jsonl, validation.json and report_inputs.json, then render report.md and the plots from
+    the files alone (corrsteer.report.render: what `corrsteer report DIR` does)."""
     out = ctx.out
     write_predictions(out / "predictions.jsonl", rows)
-    comps = [compare(n, rows["baseline"], rows[n]) for n in rows if n.startswith("CorrSteer")]
-    base_comps = [compare(n, rows["baseline"], rows[n]) for n in ("raw-residual", "mean-difference", *CONTROLS)
-                  if n in rows]
-    prompt_comps = [compare(n, rows["baseline"], rows[n]) for n in PROMPT_VARIANTS if n in rows]
-    ev = evaluate(rows, ctx.task.has_classes, seed=ctx.cfg.seed)
-    vs_p = {n: compare(n, rows[P_NAME], rows[n]).p_value for n in rows if n not in ("baseline", P_NAME)} \
-        if P_NAME in rows else {}
-    write_report(out, title=f"CorrSteer on {ctx.task.name} ({ctx.lm.name})", comparisons=comps, top_features=cands,
-                 layer_r={L: c[0].r for L, c in cands.items()}, settings=settings, baselines=base_comps,
-                 outputs=rows, extra=extra, evaluation=ev, prompting=prompt_comps, vs_p=vs_p,
-                 prompts=prompts.texts() if prompts else None)
     atomic_write_text(out / "validation.json", json.dumps(dict(
         baseline=val.baseline, per_layer=val.per_layer, p_prefix_accuracy=prefix.accuracy if prefix else []),
         indent=1))
+    write_inputs(out, title=f"CorrSteer on {ctx.task.name} ({ctx.lm.name})", settings=settings,
+                 classes=ctx.task.has_classes, ranking=ctx.ranking, top_features=cands,
+                 prompts=prompts.texts() if prompts else None, extra=extra)
+    res = render(out)
     mark_done(out)
-    return dict(comparisons=comps, baselines=base_comps, prompting=prompt_comps, evaluation=ev, vs_p=vs_p)
+    return res
 
 
 def fits_context(lm, task, items, test_items=(), prompts: PromptSet | None = None) -> None:

@@ -1,5 +1,6 @@
-"""`corrsteer run --seeds 0,1,2,3,4`: split -> select -> test once per seed, then mean +- std per variant in the
-paper's Table 1 format (<out>/table.md; each seed's full run under <out>/seed<S>/)."""
+"""`corrsteer run --seeds 0,1,2,3,4`: split -> select -> test once per seed, then mean +- std per row in the
+paper's Table 1 format (<out>/table.md; each seed's full run under <out>/seed<S>/): balanced accuracy (accuracy for
+free-form tasks), with the unsteered model, the constant answer and the prompting rows beside the variants."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,15 +10,19 @@ from pathlib import Path
 
 from corrsteer.config import parse_seeds
 from corrsteer.pipeline.run import corrsteer_run
+from corrsteer.report.contrasts import CONSTANT, point
 
 BASELINE = "baseline"
 
 
 def accuracies(res: dict) -> dict:
-    """{variant: test accuracy} of one corrsteer_run result, the unsteered baseline included."""
-    comps = list(res["comparisons"]) + list(res["baselines"])
-    out = {BASELINE: comps[0].base_acc} if comps else {}
-    out.update({c.variant: c.acc for c in comps})
+    """{row: test balanced accuracy (accuracy for free-form tasks)} of one corrsteer_run result: the unsteered
+    model, the constant answer (tasks with classes), every variant, control and prompting row."""
+    ev = res["evaluation"]
+    out = {BASELINE: point(ev, "baseline")}
+    if ev.classes:
+        out[CONSTANT] = point(ev, CONSTANT)
+    out.update({n: point(ev, n) for n in ev.scores})
     return out
 
 
@@ -26,8 +31,8 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def table_md(task: str, per_seed: dict, note: str = "") -> str:
-    """Rows = methods, one column for the task: 'mean ± std' of the accuracy in percent over the seeds."""
+def table_md(task: str, per_seed: dict, note: str = "", metric: str = "balanced accuracy") -> str:
+    """Rows = methods, one column for the task: 'mean ± std' of the metric in percent over the seeds."""
     seeds = sorted(per_seed)
     variants = list(dict.fromkeys(v for s in seeds for v in per_seed[s]))
     lines = [f"| Method | {task} |", "|:---|---:|"]
@@ -36,20 +41,21 @@ def table_md(task: str, per_seed: dict, note: str = "") -> str:
         m, sd = mean_std([100 * x for x in vals])
         lines.append(f"| {v} | {m:.1f} ± {sd:.1f} |")
     seeds_txt = ", ".join(map(str, seeds))
-    lines += ["", f"Test accuracy (%), mean ± sample standard deviation over seeds {seeds_txt} "
+    lines += ["", f"Test {metric} (%), mean ± sample standard deviation over seeds {seeds_txt} "
               f"(split → select → test repeated per seed).{' ' + note if note else ''}"]
     return "\n".join(lines) + "\n"
 
 
 def run_seeds(lm, bank, task, out_dir, cfg) -> dict:
-    """Run every seed of cfg.seeds; write table.md and seeds.json in out_dir; return {seed: {variant: acc}}."""
+    """Run every seed of cfg.seeds; write table.md and seeds.json in out_dir; return {seed: {row: metric}}."""
     out = Path(out_dir)
     per_seed = {}
     for s in parse_seeds(cfg.seeds):
         sub = dataclasses.replace(cfg, seed=s, seeds=None, out=str(out / f"seed{s}"))
         per_seed[s] = accuracies(corrsteer_run(lm, bank, task, out / f"seed{s}", sub, sae_source=cfg.saes))
+    metric = "balanced accuracy" if task.has_classes else "accuracy"
     note = f"Ranking {cfg.ranking}; CorrSteer-P combines {cfg.p_combine}."
     out.mkdir(parents=True, exist_ok=True)
-    (out / "table.md").write_text(table_md(task.name, per_seed, note))
+    (out / "table.md").write_text(table_md(task.name, per_seed, note, metric))
     (out / "seeds.json").write_text(json.dumps({str(k): v for k, v in per_seed.items()}, indent=1))
     return per_seed

@@ -147,10 +147,26 @@ def rank_stage(ctx: Context, col: Collected) -> dict[int, list[Candidate]]:
     cands = layer_candidates(col.sae, ctx.ranking, k=5, coef=ctx.cfg.coef, scale=ctx.cfg.scale,
                              by_class=col.by_class)
     if not cands:
-        raise RunError("no SAE feature correlates positively with correctness on the select split (accuracy "
-                       f"{accuracy(col.rows):.2f} over {len(col.rows)} samples), expected both right and wrong "
-                       "answers: try a larger --n-select or another task")
+        raise RunError(no_candidates_message(col.rows, ctx.ranking))
     return cands
+
+
+def no_candidates_message(rows: list[dict], ranking: str) -> str:
+    """Why no feature was ranked: correctness fully predicted by the class (within-class ranking), or not both
+    right and wrong answers on the select split."""
+    by_class: dict[str, set] = {}
+    for r in rows:
+        by_class.setdefault(str(r["gold"]), set()).add(float(r["correct"]) >= 0.5)
+    both = len(set().union(*by_class.values())) == 2 if by_class else False
+    if ranking == "within-class" and both and all(len(v) == 1 for v in by_class.values()):
+        parts = ", ".join(f"{g} {'right' if True in v else 'wrong'}" for g, v in sorted(by_class.items()))
+        return ("no SAE feature correlates positively with correctness within the classes on the select split: "
+                f"correctness is fully predicted by the class (every item of each class: {parts}; "
+                f"{len(rows)} samples), so the within-class ranking has nothing to rank: try a larger --n-select, "
+                "another task or --ranking pearson")
+    return ("no SAE feature correlates positively with correctness on the select split (accuracy "
+            f"{accuracy(rows):.2f} over {len(rows)} samples), expected both right and wrong answers: try a larger "
+            "--n-select or another task")
 
 
 def validate_stage(ctx: Context, cands: dict, val) -> Validation:

@@ -6,21 +6,25 @@ from pathlib import Path
 from typing import Sequence
 
 from corrsteer.report.headline import headline
-from corrsteer.report.plots import RankedFeature, layer_order, plot_r_per_layer, plot_top_features
+from corrsteer.report.plots import RankedFeature, feature_score, layer_order, plot_r_per_layer, plot_top_features
 from corrsteer.report.results import distribution_table, results_table
 from corrsteer.report.stats import Comparison, Evaluation
 from corrsteer.report.tables import fmt_num, fmt_pct, table
 from corrsteer.report.text_checks import text_section
 
 LEGEND = ("Accuracy with its Wilson 95% interval; Δ in percentage points against the unsteered model on the same "
-          "items; McNemar: exact two-sided test on the paired outcomes; SER (side-effect ratio): share of changed "
+          "items; McNemar p (accuracy): exact two-sided test on the paired right / wrong outcomes, so it tests "
+          "accuracy, not balanced accuracy; SER (side-effect ratio): share of changed "
           "answers that were right before steering and wrong after; changed / improved / worsened: answers that "
           "differ from the baseline's / wrong → right / right → wrong.")
 BALANCED_LEGEND = ("Balanced accuracy: the mean of the per-class recalls (share of items of each gold class answered "
                    "right), so answering one class everywhere scores 1 / (number of classes) whatever the class mix; "
                    "for free-form tasks it is the accuracy. [bootstrap]: {pct} percentile interval over {n} paired "
-                   "resamples of the test items (seed {seed}). The constant answer is the best single answer given "
-                   "to every item; McNemar p vs P compares a row with CorrSteer-P on the same items.")
+                   "resamples of the test items (seed {seed}). Δ vs unsteered [simultaneous]: the {metric} "
+                   "difference with max-T intervals over every row but CorrSteer-P together (the same resamples), "
+                   "which is what the headline reads for those rows. Δ vs P: the row's {metric} minus "
+                   "CorrSteer-P's. The constant answer is the best single answer given to every item (tasks with "
+                   "classes only); McNemar p vs P compares a row with CorrSteer-P on the same items.")
 PROMPTING_LEGEND = ("Prompting rows: the same model, unsteered, with the prompts under Prompts: `prompting` adds a "
                     "fixed instruction (the answer format and the allowed answers), `few-shot` puts solved examples "
                     "from the select split before the question, and `prompting+P` is the `prompting` text under "
@@ -32,7 +36,7 @@ def write_report(out_dir: str | os.PathLike, *, title: str, comparisons: list[Co
                  baselines: Sequence[Comparison] = (), outputs: dict[str, list[dict]] | None = None,
                  extra: Sequence[str] = (), evaluation: Evaluation | None = None,
                  prompting: Sequence[Comparison] = (), vs_p: dict[str, float] | None = None,
-                 prompts: dict[str, str] | None = None) -> Path:
+                 prompts: dict[str, str] | None = None, score_name: str = "r", plots: bool = True) -> Path:
     """Write ``out_dir/report.md``, ``r_per_layer.png`` and ``top_features.png``; returns the report's path.
 
     top_features: {layer: [{"feature", "r", "freq" (fraction of samples active), "coef"}, ...]}, best first.
@@ -42,12 +46,15 @@ def write_report(out_dir: str | os.PathLike, *, title: str, comparisons: list[Co
     3 significant digits (or '<1e-4'). evaluation (corrsteer.report.stats.evaluate over every row set): the
     headline, balanced accuracy, per-class recall, the constant answer, bootstrap intervals and the answer
     distribution. prompting: the prompting rows' comparisons; vs_p: {variant: McNemar p against CorrSteer-P};
-    prompts: {variant: the prompt text it used} (the Prompts section).
+    prompts: {variant: the prompt text it used} (the Prompts section). score_name: what the ranking scored the
+    features by ("r" for Pearson; layer_r then holds each layer's best score); plots=False writes report.md only.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    plot_r_per_layer(layer_r, out / "r_per_layer.png")
-    plot_top_features(top_features, layer_r, out / "top_features.png")
+    if plots:
+        label = "Pearson r" if score_name == "r" else score_name
+        plot_r_per_layer(layer_r, out / "r_per_layer.png", ylabel=f"best {label}")
+        plot_top_features(top_features, layer_r, out / "top_features.png", xlabel=label, by_score=score_name != "r")
 
     lines = [f"# {title}", "", "## Settings", ""]
     settings_rows = [[k, fmt_num(v, digits=6)] for k, v in settings.items()]
@@ -60,21 +67,7 @@ def write_report(out_dir: str | os.PathLike, *, title: str, comparisons: list[Co
     if outputs is not None:
         lines += [""] + text_section(outputs)[:-1]
 
-    lines += ["", "## Top features", ""]
-    order = [L for L in layer_order(top_features, layer_r) if top_features.get(L)]
-    if order:
-        rows = []
-        for L in sorted(order):
-            for f in top_features[L]:
-                rows.append([L, int(f.feature), f"{float(f.r):+.3f}", fmt_pct(float(f.freq)),
-                             fmt_num(float(f.coef), alt=True)])
-        lines += table(["layer", "feature", "r", "frequency", "coefficient"], rows,
-                        ["---:", "---:", "---:", "---:", "---:"])
-        best = order[0]
-        lines += ["", f"Best layer: {best} (r = {float(layer_r.get(best, top_features[best][0].r)):+.3f})."]
-    else:
-        lines.append("No features.")
-
+    lines += ["", "## Top features", ""] + _features(top_features, layer_r, score_name)
     if extra:
         lines += [""] + list(extra)
     lines += ["", "## Plots", "", "![Best r per layer](r_per_layer.png)", "",
@@ -88,8 +81,7 @@ def write_report(out_dir: str | os.PathLike, *, title: str, comparisons: list[Co
 def _results(comparisons, baselines, prompting, ev: Evaluation | None, vs_p) -> list[str]:
     lines = []
     if ev is not None:
-        steering, prompt_names = [c.variant for c in comparisons], [c.variant for c in prompting]
-        lines += ["**Headline.** " + " ".join(headline(ev, steering, prompt_names)), ""]
+        lines += ["**Headline.** " + " ".join(headline(ev)), ""]
     if comparisons:
         c0 = comparisons[0]
         lines += [f"{c0.n} test items; baseline (unsteered) accuracy {fmt_pct(c0.base_acc)}.", ""]
@@ -101,7 +93,7 @@ def _results(comparisons, baselines, prompting, ev: Evaluation | None, vs_p) -> 
             lines += ["", f"### {name}", ""] + results_table(rows, ev, vs_p)
     lines += ["", LEGEND] + (["", PROMPTING_LEGEND] if prompting else [])
     if ev is not None:
-        lines += ["", BALANCED_LEGEND.format(pct=f"{100 * ev.level:.0f}%", n=ev.n_boot, seed=ev.seed)]
+        lines += ["", BALANCED_LEGEND.format(pct=f"{100 * ev.level:.0f}%", n=ev.n_boot, seed=ev.seed, metric=ev.metric)]
         lines += ["", "### Answer distribution", "", "Share of each answer read from the outputs, per variant "
                   "(the gold answers' own shares first).", ""] + distribution_table(ev)
     return lines
@@ -113,3 +105,19 @@ def _prompts(prompts: dict[str, str]) -> list[str]:
     for name, text in prompts.items():
         lines += [f"**{name}**", "", "~~~~text", text, "~~~~", ""]
     return lines[:-1]
+
+
+def _features(top_features: dict, layer_r: dict, score_name: str) -> list[str]:
+    """The top-features table: the ranking's own score first (with Pearson r beside it when the ranking is not
+    Pearson's), then the best layer by that score."""
+    order = [L for L in layer_order(top_features, layer_r) if top_features.get(L)]
+    if not order:
+        return ["No features."]
+    own = score_name != "r"
+    head = ["layer", "feature"] + ([score_name] if own else []) + ["r", "frequency", "coefficient"]
+    rows = [[L, int(f.feature)] + ([f"{feature_score(f):+.3f}"] if own else []) +
+            [f"{float(f.r):+.3f}", fmt_pct(float(f.freq)), fmt_num(float(f.coef), alt=True)]
+            for L in sorted(order) for f in top_features[L]]
+    best = order[0]
+    value = float(layer_r.get(best, feature_score(top_features[best][0])))
+    return table(head, rows, ["---:"] * len(head)) + ["", f"Best layer: {best} ({score_name} = {value:+.3f})."]

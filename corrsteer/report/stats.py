@@ -6,7 +6,7 @@ the paired statistics (McNemar, side-effect ratio, improved / worsened counts) b
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -177,6 +177,7 @@ def compare(variant: str, base_rows: list[dict], steered_rows: list[dict]) -> Co
 # classes: per-class recall, balanced accuracy, the constant answer, answer shares, a paired bootstrap
 # ---------------------------------------------------------------------------------------------------------------
 NO_ANSWER = ""                             # the pred when no answer was read
+CONSTANT = "constant answer"               # Evaluation.boot's key of the best constant answer
 
 
 def class_recall(rows: list[dict]) -> dict[str, float]:
@@ -263,6 +264,7 @@ class ClassScore:
     d_acc: Interval          # acc - unsteered acc
     d_bacc: Interval         # bacc - unsteered bacc
     vs_constant: Interval    # the headline metric (bacc, or acc for free-form) - the constant answer's
+    n_changed: int = 0       # answers (preds) that differ from the unsteered model's
 
 
 @dataclass
@@ -276,6 +278,8 @@ class Evaluation:
     n_boot: int
     seed: int
     level: float
+    # the headline metric on each of the n_boot shared resamples: {variant: [n_boot]}, "baseline" and CONSTANT too
+    boot: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def metric(self) -> str:
@@ -306,7 +310,8 @@ def _boot_metrics(gold_idx, correct, n_cls: int, idx, classes: bool):
     return acc, bacc, const
 
 
-def _interval(point: float, samples, level: float) -> Interval:
+def bootstrap_interval(point: float, samples, level: float) -> Interval:
+    """The percentile interval of `samples` at `level`, widened to contain `point`."""
     lo, hi = np.quantile(samples, [(1 - level) / 2, (1 + level) / 2])
     return Interval(point, min(float(lo), point), max(float(hi), point))
 
@@ -324,17 +329,24 @@ def evaluate(rows_by_variant: dict[str, list[dict]], classes: bool = True, basel
     b_cor = np.array([float(r["correct"]) for r in base])
     b_acc, b_bacc, b_const = _boot_metrics(gold_idx, b_cor, len(golds), idx, classes)
 
+    boot = {CONSTANT: b_const}
+
     def score(name: str, rows: list[dict]) -> ClassScore:
         rows = _paired(base, rows, name)
         cor = np.array([float(r["correct"]) for r in rows])
         acc, bacc = balanced_accuracy(rows, False), balanced_accuracy(rows, classes)
         s_acc, s_bacc, _ = _boot_metrics(gold_idx, cor, len(golds), idx, classes)
         metric, s_metric = (bacc, s_bacc) if classes else (acc, s_acc)
+        boot[name] = s_metric
+        changed = sum(str(r.get("pred")) != str(b.get("pred")) for r, b in zip(rows, base))
         return ClassScore(name, len(rows), acc, bacc, class_recall(rows), answer_distribution(rows),
-                          _interval(acc - balanced_accuracy(base, False), s_acc - b_acc, level),
-                          _interval(bacc - balanced_accuracy(base, classes), s_bacc - b_bacc, level),
-                          _interval(metric - (const.bacc if classes else const.acc), s_metric - b_const, level))
+                          bootstrap_interval(acc - balanced_accuracy(base, False), s_acc - b_acc, level),
+                          bootstrap_interval(bacc - balanced_accuracy(base, classes), s_bacc - b_bacc, level),
+                          bootstrap_interval(metric - (const.bacc if classes else const.acc), s_metric - b_const,
+                                             level),
+                          changed)
 
     scores = {name: score(name, rows) for name, rows in rows_by_variant.items()}
     shares = {g: float(np.mean(gold_idx == k)) for k, g in enumerate(golds)}
-    return Evaluation(classes, scores.pop(baseline), const, scores, shares, n_boot, seed, level)
+    boot["baseline"] = boot.pop(baseline)
+    return Evaluation(classes, scores.pop(baseline), const, scores, shares, n_boot, seed, level, boot)

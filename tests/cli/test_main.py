@@ -13,7 +13,7 @@ from corrsteer.pipeline import commands
 
 REQUIRED = {"eval": dict(plan="p.json"), "generate": dict(plan="p.json", prompt="hi"),
             "export": dict(plan="p.json", format="vllm", out="o.json"), "import": dict(vectors="v.gguf", out="p.json"),
-            "fetch-model": dict(name="default")}
+            "fetch-model": dict(name="default"), "report": dict(dir="runs/x")}
 
 
 def _argv(cmd, values: dict) -> list[str]:

@@ -10,6 +10,7 @@ from hub_fixtures import write_fixture
 from corrsteer.config import RunConfig
 from corrsteer.model.generate import generate_batch
 from corrsteer.pipeline.run import corrsteer_run
+from corrsteer.report.render import render
 from corrsteer.tasks.hub import load_hub_task
 from corrsteer.tasks.protocols import Scorers
 
@@ -67,6 +68,8 @@ def test_run_each_task_end_to_end_offline(tiny_lm, tmp_path, monkeypatch, name, 
     assert rows and all(set(r) >= {"prompt", "gold", "output", "pred", "correct"} for r in rows)
     report = (tmp_path / "out" / "report.md").read_text()
     assert f"| protocol | {protocol} |" in report and "| splits |" in report and "| scorer |" in report
+    render(tmp_path / "out", tmp_path / "again", plots=False)                  # `corrsteer report`: the same bytes
+    assert (tmp_path / "again" / "report.md").read_text() == report
     if mc:
         assert all(r["gold"] in "ABCDEFGHIJ" and r["output"].strip() in "ABCDEFGHIJ" for r in rows)
         assert "Choose one of the following options only" in rows[0]["prompt"]
@@ -112,6 +115,7 @@ def test_seeds_write_the_table(tiny_lm, tmp_path):
     assert sorted(per_seed) == [0, 1] and (tmp_path / "o" / "seed1" / "report.md").exists()
     table = (tmp_path / "o" / "table.md").read_text()
     assert table.startswith("| Method | mmlu |") and "| CorrSteer-A |" in table and " ± " in table
+    assert "| constant answer |" in table and "| few-shot |" in table and "Test balanced accuracy (%)" in table
     t = table_md("x", {0: {"baseline": 0.5}, 1: {"baseline": 0.7}})
     assert "| baseline | 60.0 ± 14.1 |" in t
 

@@ -79,12 +79,14 @@ def test_report_with_classes_prompting_and_headline(tmp_path):
     text = path.read_text()
     results = text[text.index("## Results"):text.index("## Top features")]
     head = results.splitlines()[2]
-    assert head.startswith("**Headline.** prompting raises balanced accuracy from 0.32")
-    assert "CorrSteer-P answers 'positive' to 85% of items" in head
-    assert "A prompt does at least as well as steering: prompting 0.78 vs the best steering variant CorrSteer-P" in head
+    assert head.startswith("**Headline.** CorrSteer-P is not a gain: balanced accuracy 0.51; no better than a "
+                           "constant answer 0.50")
+    assert "worse than the prompt (prompting) 0.78" in head and "It answers 'positive' to 85% of items." in head
+    assert "Other rows above the unsteered model and a constant answer" in head and ": prompting 0.78 (+0.4" in head
     p = ev.scores["CorrSteer-P"]
-    assert "| unsteered (baseline) | 32.0% | — | 0.320 | — | negative 0.05 · positive 0.59 |" in results
-    assert "| constant answer 'negative' | 50.0% | — | 0.500 | — | negative 1.00 · positive 0.00 |" in results
+    assert "| unsteered (baseline) | 32.0% | — | 0.320 | — | — | -0.185 [" in results
+    assert "| negative 0.05 · positive 0.59 |" in results
+    assert "| constant answer 'negative' | 50.0% | — | 0.500 | — | — | -0.005 [" in results
     assert f"+18.5 [{100 * p.d_acc.lo:+.1f}, {100 * p.d_acc.hi:+.1f}]" in results
     assert f"{p.d_bacc.point:+.3f} [{p.d_bacc.lo:+.3f}, {p.d_bacc.hi:+.3f}]" in results
     assert "| CorrSteer-P | " in results and "negative 0.04 · positive 0.97" in results
@@ -108,5 +110,6 @@ def test_report_free_form_distribution(tmp_path):
     text = write_report(tmp_path, title="t", comparisons=comps, top_features={}, layer_r={}, settings={},
                         evaluation=ev).read_text()
     assert "| baseline | 11 | '7' 50.0%; '0' 5.0%; '10' 5.0% |" in text
-    assert "| unsteered (baseline) | 50.0% | — | 0.500 | — | — |" in text
-    assert "No variant beats the unsteered model (accuracy 0.50)." in text
+    assert "| unsteered (baseline) | 50.0% | — | 0.500 | — | — | — | — |" in text
+    assert "constant answer" not in text.split("### Answer distribution")[0].split("Balanced accuracy:")[0]
+    assert "No CorrSteer-P row in this run. No other row is above the unsteered model (95% simultaneous" in text
