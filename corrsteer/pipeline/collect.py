@@ -92,7 +92,7 @@ def collect_key(lm, bank, task, items, batch_size: int, pool: str, model_id: str
 def _raw_tensors(st: CorrStats) -> dict:
     """The accumulators of a CorrStats (or RankStats) by attribute name: what a batch adds to the totals."""
     extra = ("sum_z2_pos", "hist") if isinstance(st, RankStats) else ()
-    return {name: getattr(st, name) for name in ("features", "scalars") + extra}
+    return {name: getattr(st, name) for name in ("features", "scalars", "shift", "has_shift") + extra}
 
 
 def task_classes(task, items) -> list[str]:
@@ -170,18 +170,27 @@ def _sum(parts: list[CorrStats], d: int, device) -> CorrStats:
 
 def shuffled_from_groups(parts: list[CorrStats], groups, y_perm: torch.Tensor) -> CorrStats:
     """Statistics against the permuted scores from the groups' sums (every sample of a group has the same permuted
-    score; pooled SAE activations are never negative, so sum_z_active_pos = sum_z_pos)."""
+    score), merged in group order."""
     st = CorrStats(parts[0].d_sae, device=parts[0].device)
     for g, (_, yp, *_) in zip(parts, groups):
-        for name in ("sum_z", "sum_z2", "n_active"):
-            getattr(st, name).add_(getattr(g, name))
-        st.sum_zy.add_(g.sum_z, alpha=yp)
-        if yp > 0:
-            st.sum_z_pos.add_(g.sum_z)
-            st.sum_z_active_pos.add_(g.sum_z)
-            st.n_active_pos.add_(g.n_active)
-    st.add_scalar_sums(y_perm.to(st.device))
+        st.merge(_with_score(g, yp))
     return st
+
+
+def _with_score(g: CorrStats, yp: float) -> CorrStats:
+    """g's statistics as if every one of its samples had score yp (pooled SAE activations are never negative, so
+    sum_z_active_pos = sum_z_pos)."""
+    out = CorrStats(g.d_sae, device=g.device)
+    out.shift.copy_(g.shift)
+    out.has_shift.copy_(g.has_shift)
+    out.features.copy_(g.features)
+    out.sum_dzy.copy_(g.sum_dz * yp)
+    pos = float(yp > 0)
+    for name, v in (("sum_z_pos", g.sum_z), ("sum_z_active_pos", g.sum_z), ("n_active_pos", g.n_active)):
+        getattr(out, name).copy_(v * pos)
+    n = g.n
+    out.scalars.copy_(torch.stack([n, n * yp, n * yp * yp, n * pos]))
+    return out
 
 
 def layer_stats(h, lengths: list[int], y, y_perm, cls: list[int], n_classes: int, sae, pool: str, ranking: str,
@@ -248,12 +257,14 @@ def _named_stats(col: Collected) -> dict:
 
 
 def fold_batch(col: Collected, parts: dict) -> None:
-    """Add one batch's statistics to the totals (elementwise float64 additions, the same on any device)."""
+    """Add one batch's statistics to the totals (CorrStats.merge: float64, in a fixed order, the same on any device)."""
     named = _named_stats(col)
     for name, tensors in parts.items():
-        total = _raw_tensors(named[name])
+        total = named[name]
+        part = type(total)(total.d_sae, device=total.device)
         for k, v in tensors.items():
-            total[k] += v.to(total[k].device)
+            getattr(part, k).copy_(v)
+        total.merge(part)             # shifted sums: the batch's are rebased onto the totals' shift
 
 
 def _tensors(col: Collected) -> dict:
@@ -280,8 +291,7 @@ def _resume(ckpt: StageCheckpoint | None, col: Collected, d: Dist) -> int:
             ckpt.set_aside(e)
         col.rows = []
         for st in _named_stats(col).values():
-            for t in _raw_tensors(st).values():
-                t.zero_()
+            st.clear()
         return 0
     col.rows = rows
     return done

@@ -92,10 +92,10 @@ def within_class_r(by_class: list[CorrStats]) -> torch.Tensor:
         n = st.n
         vy = _centred(st.sum_y, st.sum_y, st.sum_y2, n)
         varies = vy > 1e-12 * st.sum_y2
-        cov = cov + torch.where(varies, _centred(st.sum_z, st.sum_y, st.sum_zy, n), torch.zeros_like(cov))
+        cov = cov + torch.where(varies, _centred(st.sum_dz, st.sum_y, st.sum_dzy, n), torch.zeros_like(cov))
         var_y = var_y + torch.where(varies, vy, torch.zeros_like(vy))
-        var_z = var_z + _centred(st.sum_z, st.sum_z, st.sum_z2, n)
-        raw_z = raw_z + st.sum_z2
+        var_z = var_z + _centred(st.sum_dz, st.sum_dz, st.sum_dz2, n)      # shifted sums: no cancellation
+        raw_z = raw_z + st.sum_dz2
     ok = (var_z > 1e-12 * raw_z) & (var_y > 0)
     denom = torch.sqrt(var_z.clamp(min=0) * var_y.clamp(min=0))
     r = torch.where(ok, cov / torch.where(ok, denom, torch.ones_like(denom)), torch.zeros_like(cov))

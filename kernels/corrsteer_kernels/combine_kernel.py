@@ -15,8 +15,10 @@ mean) and finishing it where the owner changes:
 """
 from __future__ import annotations
 
+import torch
+
 from ._common import HAS_TRITON, env_choice, interpreting, tl, triton
-from .corr_stats import FEATURE_FIELDS
+from .corr_stats import PART_FIELDS
 from .launch import MODE_POOL, MODE_STATS, Launch, Segments
 
 COMBINE_BLOCK_N = 256
@@ -33,7 +35,7 @@ if HAS_TRITON:
         tl.store(ptr, tl.load(ptr, mask=mask, other=0.0) + v, mask=mask)
 
     @triton.jit
-    def _combine_kernel(bnd_ptr, slot_ptr, start_ptr, end_ptr, y_ptr, part_ptr, feat_ptr, out_ptr,
+    def _combine_kernel(bnd_ptr, slot_ptr, start_ptr, end_ptr, y_ptr, part_ptr, feat_ptr, shift_ptr, out_ptr,
                         N_SLOTS, N_PART, N_DICT, stride_om,
                         NF: tl.constexpr, MODE: tl.constexpr, MEAN: tl.constexpr, BLOCK_N: tl.constexpr):
         offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -45,12 +47,18 @@ if HAS_TRITON:
         s_a = tl.zeros([BLOCK_N], dtype=tl.float64)
         s_ap = tl.zeros([BLOCK_N], dtype=tl.float64)
         s_zap = tl.zeros([BLOCK_N], dtype=tl.float64)
-        if MODE == 1:                  # the tiles' own sums, in tile order
+        tgt = tl.zeros([BLOCK_N], dtype=tl.float64)
+        if MODE == 1:                  # the tiles' own sums, rebased onto the shift tgt (corr_stats.rebase), in order
+            tgt = tl.load(shift_ptr + offs_n, mask=mask_n, other=0.0)
             for t in range(0, N_PART):
                 base = part_ptr + t * NF * N_DICT + offs_n
-                s_z += tl.load(base, mask=mask_n, other=0.0)
-                s_zz += tl.load(base + N_DICT, mask=mask_n, other=0.0)
-                s_zy += tl.load(base + 2 * N_DICT, mask=mask_n, other=0.0)
+                p_z = tl.load(base, mask=mask_n, other=0.0)
+                d = tl.load(base + 7 * N_DICT, mask=mask_n, other=0.0) - tgt
+                cnt = tl.load(base + 8 * N_DICT, mask=mask_n, other=0.0)
+                s_z += p_z + cnt * d
+                s_zz += tl.load(base + N_DICT, mask=mask_n, other=0.0) + d * (2.0 * p_z + cnt * d)
+                s_zy += tl.load(base + 2 * N_DICT, mask=mask_n, other=0.0) + d * tl.load(base + 9 * N_DICT,
+                                                                                         mask=mask_n, other=0.0)
                 s_zp += tl.load(base + 3 * N_DICT, mask=mask_n, other=0.0)
                 s_a += tl.load(base + 4 * N_DICT, mask=mask_n, other=0.0)
                 s_ap += tl.load(base + 5 * N_DICT, mask=mask_n, other=0.0)
@@ -69,9 +77,10 @@ if HAS_TRITON:
                     yb = tl.load(y_ptr + b).to(tl.float64)
                     pos = (yb > 0).to(tl.float64)
                     act = (zz > 0).to(tl.float64)
-                    s_z += zz
-                    s_zz += zz * zz
-                    s_zy += zz * yb
+                    dz = zz - tgt
+                    s_z += dz
+                    s_zz += dz * dz
+                    s_zy += dz * yb
                     s_zp += zz * pos
                     s_a += act
                     s_ap += act * pos
@@ -98,25 +107,30 @@ if HAS_TRITON:
             _add_row(feat_ptr, 6, N_DICT, offs_n, s_zap)
 
 
-def combine_launch(launch: Launch, segs: Segments, pool: str, mode: int, y=None, out=None, features=None):
+def combine_launch(launch: Launch, segs: Segments, pool: str, mode: int, y=None, out=None, features=None,
+                   shift=None):
     """MODE_POOL: write the crossing samples' pools into out [B, d_sae] fp32. MODE_STATS: add the batch's feature
-    sums (tiles + crossing samples) into features [F, d_sae] float64 (on the tokens' device, contiguous)."""
+    sums (tiles + crossing samples) relative to shift [d_sae] float64 into features [F, d_sae] float64 (both on the
+    tokens' device, contiguous)."""
     n_dict = launch.bnd.shape[1]
     BN = INTERPRETER_COMBINE_BLOCK_N if interpreting() else COMBINE_BLOCK_N
     if mode == MODE_STATS:
         part = launch.part
         if features is None or features.device != part.device or not features.is_contiguous():
             raise ValueError("features must be a contiguous float64 [F, d_sae] tensor on the tokens' device")
+        if shift is None or shift.device != part.device or shift.dtype != torch.float64:
+            raise ValueError("shift must be a float64 [d_sae] tensor on the tokens' device")
+        shift = shift.contiguous()
     elif mode == MODE_POOL:
-        part = features = launch.bnd           # unused
+        part = features = shift = launch.bnd           # unused
     else:
         raise ValueError("combine_launch pools (MODE_POOL) or folds statistics (MODE_STATS)")
     dummy = launch.bnd
     _combine_kernel[(triton.cdiv(n_dict, BN),)](
-        launch.bnd, launch.slot, segs.starts, segs.ends, y if y is not None else dummy, part, features,
+        launch.bnd, launch.slot, segs.starts, segs.ends, y if y is not None else dummy, part, features, shift,
         out if out is not None else dummy, launch.slot.shape[0], part.shape[0] if mode == MODE_STATS else 0,
         n_dict, out.stride(0) if out is not None else 0,
-        NF=len(FEATURE_FIELDS), MODE=mode, MEAN=pool == "mean", BLOCK_N=BN)
+        NF=len(PART_FIELDS), MODE=mode, MEAN=pool == "mean", BLOCK_N=BN)
     return out if mode == MODE_POOL else features
 
 

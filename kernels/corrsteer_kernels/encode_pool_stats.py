@@ -10,12 +10,13 @@ correct), stats a CorrStats(d_sae). Equal (to fp32 rounding of the pooled values
 one chunk of at most 512 MiB (split strategy):
   - torch path: one (sample group, dictionary tile) block of pooled values at a time, folded into the float64 sums;
   - triton path: the packed-token kernel pools every sample that lies inside one [BLOCK_M tokens, BLOCK_N features]
-    tile in its epilogue and adds it to per-tile float64 sums [n_m_tiles, F, d_sae] (F = len(FEATURE_FIELDS)),
-    reduced over tiles in a fixed order (deterministic); the few samples crossing a tile edge are combined from
-    their boundary slots and folded by torch. Where tuning picks the split strategy (large 16-bit shapes on a GPU),
-    a cuBLAS GEMM writes fp32 pre-activations chunk by chunk (at most CHUNK_BYTES = 512 MiB at a time) and a
-    streaming kernel does the same pooling and folding (split_kernel.py). Works for dictionaries up to 10^6 wide and
-    more.
+    tile in its epilogue and adds it to per-tile fp32 sums relative to the tile's first sample (the tile's shift),
+    stored as float64 [n_m_tiles, len(PART_FIELDS), d_sae] with the shift, count and sum of y, folded onto the
+    stats' shift in float64 in tile order (corr_stats.fold_parts; deterministic); the few samples crossing a tile
+    edge are combined from their boundary slots and folded by torch (relative to the stats' shift, in float64).
+    Where tuning picks the split strategy (large 16-bit shapes on a GPU), a cuBLAS GEMM writes fp32 pre-activations
+    chunk by chunk (at most CHUNK_BYTES = 512 MiB at a time) and a streaming kernel does the same pooling and
+    folding (split_kernel.py). Works for dictionaries up to 10^6 wide and more.
 """
 from __future__ import annotations
 
@@ -23,22 +24,24 @@ import torch
 
 from ._common import check_float, check_pool, resolve_backend
 from .combine_kernel import combine_launch, combine_strategy
-from .corr_stats import FEATURE_FIELDS, CorrStats, feature_sums
+from .corr_stats import FEATURE_FIELDS, CorrStats, column_mean, feature_sums, fold_parts, parts_shift, zero_sums
 from .encode_pool import check_inputs, encode_pool_reference, packed_launch
 from .launch import MODE_STATS
 from .packed_kernel import boundary_feature_sums
 from .prepared import PreparedBatch, prepare_batch
 from .sae_weights import SAEWeights
-from .torch_path import TopKRows, fold_block, fold_topk_rows, one_thread, pooled_blocks_torch
+from .torch_path import TopKRows, fold_block, fold_topk_rows, one_thread, pooled_blocks_torch, topk_mean
 
 
 def folder(stats: CorrStats, y: torch.Tensor):
     """A torch-path sink that folds each pooled block (activations, never negative) into stats' float64 sums."""
     def fold(rows, cols, pooled, mask):
         if isinstance(pooled, TopKRows):
-            sums = fold_topk_rows(pooled, y[rows], stats.d_sae)
+            c = stats.shift_for(cols, lambda: topk_mean(pooled, stats.d_sae)).to(pooled.values.device)
+            sums = fold_topk_rows(pooled, y[rows], stats.d_sae, c)
         else:
-            sums = fold_block(pooled, mask, y[rows])
+            c = stats.shift_for(cols, lambda: column_mean(pooled)).to(pooled.device)
+            sums = fold_block(pooled, mask, y[rows], c)
         stats.add_feature_sums(cols, sums.to(stats.device))
     return fold
 
@@ -46,19 +49,24 @@ def folder(stats: CorrStats, y: torch.Tensor):
 def _stats_triton(xp, batch: PreparedBatch, sae, stats, pool):
     if xp.dtype == torch.float64 or sae.W_enc.dtype == torch.float64:
         raise TypeError("the Triton backend takes fp32/fp16/bf16 x and W_enc, not fp64")
-    if xp.shape[0] == 0:          # every sample empty: all pooled values are 0, nothing to add
+    if xp.shape[0] == 0:          # every sample empty: all pooled values are 0 (relative to the stats' shift)
+        stats.add_feature_sums(slice(None), zero_sums(*batch.empty_samples(), stats.shift.to(xp.device)).to(
+            stats.device))
         return
     segs = batch.segments()
     launch = packed_launch(xp, segs, sae, pool, MODE_STATS, y=batch.y)
+    c = stats.shift_for(slice(None), lambda: parts_shift(launch.part)).to(xp.device)
+    empty = zero_sums(*batch.empty_samples(), c)          # length-0 samples: pooled 0, seen by no tile
     if combine_strategy() == "kernel":     # tiles and crossing samples added in one launch
         here = stats.features.device == xp.device
         feats = stats.features if here else torch.zeros((len(FEATURE_FIELDS), sae.d_sae), dtype=torch.float64,
                                                         device=xp.device)
-        combine_launch(launch, segs, pool, MODE_STATS, y=batch.y, features=feats)
+        combine_launch(launch, segs, pool, MODE_STATS, y=batch.y, features=feats, shift=c)
+        feats += empty
         if not here:
             stats.add_feature_sums(slice(None), feats.to(stats.device))
         return
-    sums = launch.part.sum(0) + boundary_feature_sums(launch, pool, batch.lengths, batch.y)
+    sums = fold_parts(launch.part, c) + boundary_feature_sums(launch, pool, batch.lengths, batch.y, c) + empty
     stats.add_feature_sums(slice(None), sums.to(stats.device))
 
 
@@ -80,8 +88,9 @@ def encode_pool_stats_prepared(xp: torch.Tensor, batch: PreparedBatch, sae: SAEW
     if batch.lengths.shape[0] == 0:
         return stats
     if backend == "reference":
-        stats.add_feature_sums(slice(None), feature_sums(encode_pool_reference(xp, batch.lengths, sae, pool),
-                                                         batch.y).to(stats.device))
+        z = encode_pool_reference(xp, batch.lengths, sae, pool)
+        c = stats.shift_for(slice(None), lambda: column_mean(z)).to(z.device)
+        stats.add_feature_sums(slice(None), feature_sums(z, batch.y, c).to(stats.device))
     elif backend == "triton":
         _stats_triton(xp, batch, sae, stats, pool)
     else:

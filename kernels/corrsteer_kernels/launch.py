@@ -29,7 +29,7 @@ class Segments(NamedTuple):
 
 class Launch(NamedTuple):
     out: torch.Tensor | None      # MODE_POOL: [B, d_sae]; MODE_PRE: [N, d_sae]
-    part: torch.Tensor | None     # MODE_STATS: [n_m, NF, d_sae] float64 per-M-tile sums
+    part: torch.Tensor | None     # MODE_STATS: [n_m, len(PART_FIELDS), d_sae] float64 per-M-tile sums
     bnd: torch.Tensor             # [2 n_m, d_sae] fp32 partial pools of samples crossing tile edges
     slot: torch.Tensor            # [2 n_m] int32: sample + 1 per used boundary slot, 0 = unused
 
@@ -63,8 +63,9 @@ if HAS_TRITON:
         """The epilogue of a [BLOCK_M tokens, BLOCK_N features] tile of activations act (tokens on M, M tile pid_m):
         a segmented scan along the rows pools every sample's piece of the tile (the last row of each piece holds its
         pool). A sample wholly inside the tile is written to out (MODE_POOL) or folded into the tile's fp32 sums,
-        stored as float64 part[pid_m] (MODE_STATS); a sample crossing a tile edge leaves its partial pool in boundary
-        slot 2 pid_m (entering the tile) or 2 pid_m + 1 (leaving it)."""
+        relative to the tile's first whole sample (tile_shift), stored as float64 part[pid_m] (MODE_STATS); a sample
+        crossing a tile edge leaves its partial pool in boundary slot 2 pid_m (entering the tile) or 2 pid_m + 1
+        (leaving it)."""
         mask_m = offs_m < N_TOK
         mask_n = offs_n < N_DICT
         tile_lo = pid_m * BLOCK_M
@@ -87,9 +88,10 @@ if HAS_TRITON:
         zw = tl.where(whole[:, None], zw, 0.0)
         if MODE == 1:
             yr = tl.load(y_ptr + seg, mask=whole, other=0.0).to(tl.float32)
-            s_z, s_zz, s_zy, s_zp, s_a, s_ap = stat_sums(zw, yr[:, None], 0)
-            store_sums(part_ptr + pid_m.to(tl.int64) * NF * N_DICT + offs_n, N_DICT, mask_n,
-                       s_z, s_zz, s_zy, s_zp, s_a, s_ap)
+            c = tile_shift(zw, whole, offs_m, 0)
+            s_z, s_zz, s_zy, s_zp, s_a, s_ap = stat_sums(zw, shifted(zw, c, whole, 0), yr[:, None], 0)
+            store_sums(part_ptr + pid_m.to(tl.int64) * NF * N_DICT + offs_n, N_DICT, mask_n, s_z, s_zz, s_zy,
+                       s_zp, s_a, s_ap, c, tl.sum(whole.to(tl.float32), axis=0), tl.sum(yr, axis=0))
         else:
             tl.store(out_ptr + seg[:, None].to(tl.int64) * stride_om + offs_n[None, :], zw,
                      mask=whole[:, None] & mask_n[None, :])
@@ -136,24 +138,45 @@ if HAS_TRITON:
         tl.store(slot_ptr + 2 * c + 1, tl.where(leaves & ~(enters & (s_in == s_out)), s_out + 1, 0))
 
     @triton.jit
-    def stat_sums(zw, yr, AXIS: tl.constexpr):
-        """The six fp32 sums along AXIS of pooled values zw (0 wherever no sample ends) against scores yr
-        (broadcastable to zw): z, z^2, z y, z [y > 0], [z > 0], [z > 0][y > 0]."""
+    def tile_shift(zw, whole, offs, AXIS: tl.constexpr):
+        """[features]: the pooled values zw (tokens along AXIS) of the first sample that ends whole here (the lowest
+        offs where `whole`, 1-D along AXIS); 0 where none does. A tile's shift (corr_stats: its sums are of z - it)."""
+        first = tl.min(tl.where(whole, offs, 2147483647), axis=0)
+        pick = whole & (offs == first)
+        return tl.sum(tl.where(tl.expand_dims(pick, 1 - AXIS), zw, 0.0), axis=AXIS)
+
+    @triton.jit
+    def next_shift(c, has, zw, whole, offs, AXIS: tl.constexpr):
+        """(c, has) of a range read block by block: its shift is the first whole sample's pooled values, fixed
+        once one has been seen (has > 0); the blocks before it added nothing."""
+        c = tl.where(has > 0, c, tile_shift(zw, whole, offs, AXIS))
+        return c, tl.maximum(has, tl.max(whole.to(tl.int32), axis=0))
+
+    @triton.jit
+    def shifted(zw, c, whole, AXIS: tl.constexpr):
+        """zw - c where a sample ends whole (whole: 1-D along the token axis AXIS), else 0."""
+        return tl.where(tl.expand_dims(whole, 1 - AXIS), zw - tl.expand_dims(c, AXIS), 0.0)
+
+    @triton.jit
+    def stat_sums(zw, dz, yr, AXIS: tl.constexpr):
+        """The six fp32 sums along AXIS of pooled values zw (0 wherever no sample ends), their shifted values dz
+        (shifted()) and scores yr (broadcastable to zw): dz, dz^2, dz y, z [y > 0], [z > 0], [z > 0][y > 0]."""
         pr = (yr > 0).to(tl.float32)
         ar = (zw > 0).to(tl.float32)
-        return (tl.sum(zw, axis=AXIS), tl.sum(zw * zw, axis=AXIS), tl.sum(zw * yr, axis=AXIS),
+        return (tl.sum(dz, axis=AXIS), tl.sum(dz * dz, axis=AXIS), tl.sum(dz * yr, axis=AXIS),
                 tl.sum(zw * pr, axis=AXIS), tl.sum(ar, axis=AXIS), tl.sum(ar * pr, axis=AXIS))
 
     @triton.jit
-    def fold_sums(s_z, s_zz, s_zy, s_zp, s_a, s_ap, zw, yr, AXIS: tl.constexpr):
-        """The six running sums plus stat_sums(zw, yr, AXIS)."""
-        t_z, t_zz, t_zy, t_zp, t_a, t_ap = stat_sums(zw, yr, AXIS)
+    def fold_sums(s_z, s_zz, s_zy, s_zp, s_a, s_ap, zw, dz, yr, AXIS: tl.constexpr):
+        """The six running sums plus stat_sums(zw, dz, yr, AXIS)."""
+        t_z, t_zz, t_zy, t_zp, t_a, t_ap = stat_sums(zw, dz, yr, AXIS)
         return s_z + t_z, s_zz + t_zz, s_zy + t_zy, s_zp + t_zp, s_a + t_a, s_ap + t_ap
 
     @triton.jit
-    def store_sums(base, N_DICT, mask, s_z, s_zz, s_zy, s_zp, s_a, s_ap):
-        """Store one tile's (or range's) sums as float64 rows base + f N_DICT in FEATURE_FIELDS order; pooled
-        activations are never negative, so sum_z_active_pos = sum_z_pos."""
+    def store_sums(base, N_DICT, mask, s_z, s_zz, s_zy, s_zp, s_a, s_ap, c, cnt, sy):
+        """Store one tile's (or range's) sums as float64 rows base + f N_DICT in PART_FIELDS order: the sums, the
+        shift c they are relative to, the count of samples cnt and their sum of scores sy (scalars, broadcast);
+        pooled activations are never negative, so sum_z_active_pos = sum_z_pos."""
         tl.store(base, s_z.to(tl.float64), mask=mask)
         tl.store(base + N_DICT, s_zz.to(tl.float64), mask=mask)
         tl.store(base + 2 * N_DICT, s_zy.to(tl.float64), mask=mask)
@@ -161,3 +184,6 @@ if HAS_TRITON:
         tl.store(base + 4 * N_DICT, s_a.to(tl.float64), mask=mask)
         tl.store(base + 5 * N_DICT, s_ap.to(tl.float64), mask=mask)
         tl.store(base + 6 * N_DICT, s_zp.to(tl.float64), mask=mask)
+        tl.store(base + 7 * N_DICT, c.to(tl.float64), mask=mask)
+        tl.store(base + 8 * N_DICT, (s_a * 0.0 + cnt).to(tl.float64), mask=mask)
+        tl.store(base + 9 * N_DICT, (s_a * 0.0 + sy).to(tl.float64), mask=mask)

@@ -28,7 +28,7 @@ import torch
 
 from . import split_kernel
 from ._common import HAS_TRITON, env_choice, interpreting, tl, triton
-from .corr_stats import FEATURE_FIELDS, feature_sums
+from .corr_stats import PART_FIELDS, feature_sums
 from .launch import MODE_PRE, MODE_STATS, Launch, Segments, dot_settings
 from .split_kernel import split_available, split_encode
 from .tokens_n_kernel import INTERPRETER_TOKENS_N, TOKENS_N_CONFIGS, tokens_n_encode
@@ -113,7 +113,7 @@ def _launch(xp, segs, sae, pool, mode, y, out, thr_t, cfg) -> Launch:
     BM, BN = cfg["BLOCK_M"], cfg["BLOCK_N"]
     n_m = triton.cdiv(N, BM)
     dev = xp.device
-    part = torch.zeros((n_m, len(FEATURE_FIELDS), n_dict), dtype=torch.float64, device=dev) if mode == MODE_STATS \
+    part = torch.zeros((n_m, len(PART_FIELDS), n_dict), dtype=torch.float64, device=dev) if mode == MODE_STATS \
         else None
     n_slots = 0 if mode == MODE_PRE else 2 * n_m
     bnd = torch.empty((n_slots, n_dict), dtype=torch.float32, device=dev)
@@ -132,7 +132,7 @@ def _launch(xp, segs, sae, pool, mode, y, out, thr_t, cfg) -> Launch:
         out if out is not None else dummy, part if part is not None else dummy, bnd, slot,
         N, n_dict, D, xp.stride(0), xp.stride(1), W.stride(0), W.stride(1),
         out.stride(0) if out is not None else 0,
-        NF=len(FEATURE_FIELDS), MODE=mode, HAS_TOKEN_THR=thr_t is not None, MEAN=pool == "mean", **dots, **cfg)
+        NF=len(PART_FIELDS), MODE=mode, HAS_TOKEN_THR=thr_t is not None, MEAN=pool == "mean", **dots, **cfg)
     return Launch(out, part, bnd, slot)
 
 
@@ -241,8 +241,10 @@ def combine_boundary(launch: Launch, pool: str, lengths: torch.Tensor):
     return sample[:S], z[:S]
 
 
-def boundary_feature_sums(launch: Launch, pool: str, lengths: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """float64 [F, d_sae]: the feature sums of the samples that crossed a tile edge, with no host sync (the zero rows
-    of _combine_slots add nothing to any feature sum)."""
-    z, sample, _ = _combine_slots(launch, pool, lengths)
-    return feature_sums(z, y[sample], nonneg=True)
+def boundary_feature_sums(launch: Launch, pool: str, lengths: torch.Tensor, y: torch.Tensor, shift: torch.Tensor
+                          ) -> torch.Tensor:
+    """float64 [F, d_sae]: the feature sums of the samples that crossed a tile edge, relative to shift [d_sae], with
+    no host sync (the rows of _combine_slots past the last such sample are masked out)."""
+    z, sample, new = _combine_slots(launch, pool, lengths)
+    valid = torch.arange(z.shape[0], device=z.device) < new.sum()
+    return feature_sums(z, y[sample], shift, nonneg=True, valid=valid)

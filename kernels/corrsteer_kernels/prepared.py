@@ -29,6 +29,14 @@ class PreparedBatch:
     def device(self) -> torch.device:
         return self.lengths.device
 
+    def empty_samples(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(count, sum of y) of the samples of length 0 (float64 0-d tensors, on the device; built on first use):
+        no kernel tile sees them, yet each adds its pooled 0 to the shifted sums (corr_stats.zero_sums)."""
+        if "empty" not in self.cache:
+            empty = (self.lengths == 0).double()
+            self.cache["empty"] = (empty.sum(), (empty * self.y).sum())
+        return self.cache["empty"]
+
     def segments(self) -> Segments:
         """The Triton path's per-token sample ids and per-sample token ranges (built on first use, no host sync)."""
         if "segments" not in self.cache:

@@ -4,7 +4,7 @@
     stats.update(encode_pool(x, lengths, sae, pool), y)      # pooled [B, d_sae] fp32, y [B]
     stats.score("pearson" | "mi" | "fisher" | "caa")          # float64 [d_sae], higher = favours correct answers
 
-Extra fields (float64, mergeable by addition like every CorrStats field):
+Extra fields (float64 raw sums, mergeable by addition; CorrStats' own are shifted, see corr_stats):
     sum_z2_pos [d_sae]        sum of z^2 over samples with y > 0
     hist [2, N_BINS, d_sae]   sample counts per (class c = [y > 0], bin of z); N_BINS = 23
 
@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 
 from ._common import check_finite, check_float
-from .corr_stats import CorrStats, check_scores, feature_sums
+from .corr_stats import CorrStats, check_scores, column_mean, feature_sums
 
 RANKINGS = ("pearson", "mi", "fisher", "caa")
 FISHER_EPS = 1e-6
@@ -72,7 +72,7 @@ class RankStats(CorrStats):
         y = check_scores(y, pooled.shape[0], self.device)
         check_finite("pooled", pooled)
         z = pooled.to(self.device).double()
-        self.add_feature_sums(slice(None), feature_sums(z, y))
+        self.add_feature_sums(slice(None), feature_sums(z, y, self.shift_for(slice(None), lambda: column_mean(z))))
         self.add_scalar_sums(y)
         self.sum_z2_pos += (y > 0).double() @ (z * z)
         self.hist += histogram_sums(z, y)
@@ -84,6 +84,12 @@ class RankStats(CorrStats):
         super().merge(other)
         self.sum_z2_pos += other.sum_z2_pos.to(self.device)
         self.hist += other.hist.to(self.device)
+        return self
+
+    def clear(self) -> "RankStats":
+        super().clear()
+        self.sum_z2_pos.zero_()
+        self.hist.zero_()
         return self
 
     def all_reduce(self, group=None) -> "RankStats":

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from ._common import HAS_TRITON, tl, triton
-from .corr_stats import FEATURE_FIELDS
+from .corr_stats import PART_FIELDS
 from .launch import MODE_PRE, MODE_STATS, Launch
 
 CHUNK_BYTES = 512 * 2 ** 20
@@ -36,7 +36,7 @@ SPLIT_CONFIGS = [dict(SPLIT=True, ROWS=128, SUB=16, BLOCK_N=256, num_warps=2, PR
 INTERPRETER_SPLIT = dict(SPLIT=True, ROWS=16, SUB=4, BLOCK_N=32, num_warps=1, PREFETCH=1)
 
 if HAS_TRITON:
-    from .launch import fold_sums, seg_max, seg_sum, store_sums
+    from .launch import fold_sums, next_shift, seg_max, seg_sum, shifted, store_sums
 
     @triton.jit
     def _load_rows(pre_ptr, seg_ptr, rst_ptr, ren_ptr, ry_ptr, offs_m, offs_n, mask_n, tile_hi, ROW0, stride_pm,
@@ -77,6 +77,10 @@ if HAS_TRITON:
         s_zp = tl.zeros([BLOCK_N], dtype=tl.float32)
         s_a = tl.zeros([BLOCK_N], dtype=tl.float32)
         s_ap = tl.zeros([BLOCK_N], dtype=tl.float32)
+        c = tl.zeros([BLOCK_N], dtype=tl.float32)           # the range's shift, set by its first whole sample
+        has = tl.zeros([], dtype=tl.int32)
+        cnt = tl.zeros([], dtype=tl.float32)
+        sy = tl.zeros([], dtype=tl.float32)
         nv, nseg, nst, nen, ny = _load_rows(pre_ptr, seg_ptr, rst_ptr, ren_ptr, ry_ptr, tile_lo + tl.arange(0, SUB),
                                             offs_n, mask_n, tile_hi, ROW0, stride_pm, MODE)
         for sub_lo in range(tile_lo, tile_hi, SUB):
@@ -116,7 +120,12 @@ if HAS_TRITON:
             else:
                 zw = tl.where(whole[:, None], z, 0.0)
             if MODE == 1:
-                s_z, s_zz, s_zy, s_zp, s_a, s_ap = fold_sums(s_z, s_zz, s_zy, s_zp, s_a, s_ap, zw, yr[:, None], 0)
+                c, has = next_shift(c, has, zw, whole, offs_m, 0)
+                yw = tl.where(whole, yr, 0.0)
+                s_z, s_zz, s_zy, s_zp, s_a, s_ap = fold_sums(s_z, s_zz, s_zy, s_zp, s_a, s_ap, zw,
+                                                             shifted(zw, c, whole, 0), yw[:, None], 0)
+                cnt += tl.sum(whole.to(tl.float32), axis=0)
+                sy += tl.sum(yw, axis=0)
             else:
                 tl.store(out_ptr + seg[:, None].to(tl.int64) * stride_om + offs_n[None, :], zw,
                          mask=whole[:, None] & mask_n[None, :])
@@ -127,7 +136,7 @@ if HAS_TRITON:
             tl.store(slot_ptr + slot, seg + 1, mask=edge)
         if MODE == 1:
             store_sums(part_ptr + pid_r.to(tl.int64) * NF * N_DICT + offs_n, N_DICT, mask_n,
-                       s_z, s_zz, s_zy, s_zp, s_a, s_ap)
+                       s_z, s_zz, s_zy, s_zp, s_a, s_ap, c, cnt, sy)
 
 
 _FP32_OUT: dict = {}     # device type -> how this torch writes a 16-bit GEMM's fp32 output: "out", "copy" or ""
@@ -190,7 +199,7 @@ def split_encode(xp, segs, sae, pool, mode, y, out, thr_t, cfg, gemm=gemm_fp32):
         return Launch(out, None, torch.empty((0, n_dict), device=dev), torch.zeros(0, dtype=torch.int32, device=dev))
     ROWS, BN = cfg["ROWS"], cfg["BLOCK_N"]
     n_r = triton.cdiv(N, ROWS)
-    part = torch.empty((n_r, len(FEATURE_FIELDS), n_dict), dtype=torch.float64, device=dev) \
+    part = torch.empty((n_r, len(PART_FIELDS), n_dict), dtype=torch.float64, device=dev) \
         if mode == MODE_STATS else None          # every (range, column block) program writes its whole slice
     bnd = torch.empty((2 * n_r, n_dict), dtype=torch.float32, device=dev)
     slot = torch.zeros(2 * n_r, dtype=torch.int32, device=dev)
@@ -199,7 +208,7 @@ def split_encode(xp, segs, sae, pool, mode, y, out, thr_t, cfg, gemm=gemm_fp32):
     dummy = bnd
     rst, ren = segs.starts[segs.seg], segs.ends[segs.seg]             # per-row sample start and end
     ry = y[segs.seg].float() if mode == MODE_STATS else dummy         # per-row score
-    kw = dict(NF=len(FEATURE_FIELDS), MODE=mode, HAS_TOKEN_THR=thr_t is not None, MEAN=pool == "mean",
+    kw = dict(NF=len(PART_FIELDS), MODE=mode, HAS_TOKEN_THR=thr_t is not None, MEAN=pool == "mean",
               ROWS=ROWS, SUB=cfg["SUB"], BLOCK_N=BN, PREFETCH=cfg.get("PREFETCH", 0),
               num_warps=cfg.get("num_warps", 4))
     for r0 in range(0, N, chunk):

@@ -26,8 +26,9 @@ import warnings
 import torch
 
 from ._common import HAS_TRITON, interpreting, tl, triton
-from .corr_stats import FEATURE_FIELDS
+from .corr_stats import PART_FIELDS
 from .launch import MODE_POOL, MODE_STATS, Launch, dot_settings
+from .triton_features import require
 
 try:  # host-side TMA descriptors: newer Triton only
     from triton.tools.tensor_descriptor import TensorDescriptor
@@ -44,7 +45,7 @@ _TMA_FAILED: list = []          # set once a TMA launch failed to compile here: 
 INTERPRETER_TOKENS_N = dict(TOKENS_N=True, BLOCK_F=16, BLOCK_T=8, BLOCK_K=16, CHUNK_TILES=2, PROGS=3)
 
 if HAS_TRITON:
-    from .launch import dot_tile, edge_slots, fold_sums, seg_max, seg_sum, store_sums
+    from .launch import dot_tile, edge_slots, fold_sums, next_shift, seg_max, seg_sum, shifted, store_sums
 
     @triton.jit
     def _dot_tokens_n(x_ptr, w_ptr, x_desc, w_desc, offs_f, offs_t, f0, t0, N_DICT, T_HI, D,
@@ -58,7 +59,10 @@ if HAS_TRITON:
             for k0 in range(0, D, BLOCK_K):
                 wb = w_desc.load([k0, f0])                 # [BLOCK_K, BLOCK_F]
                 xb = x_desc.load([t0, k0])                 # [BLOCK_T, BLOCK_K]
-                acc = tl.dot(tl.trans(wb), tl.trans(xb), acc)
+                if F32_DOT:                                # fp32 operands: PREC (tf32x3 on a GPU), as dot_tile
+                    acc = tl.dot(tl.trans(wb).to(tl.float32), tl.trans(xb).to(tl.float32), acc, input_precision=PREC)
+                else:
+                    acc = tl.dot(tl.trans(wb), tl.trans(xb), acc)
             return acc
         else:
             return dot_tile(w_ptr, x_ptr, offs_f, offs_t, N_DICT, T_HI, D, stride_wn, stride_wk, stride_xk, stride_xm,
@@ -90,6 +94,10 @@ if HAS_TRITON:
             s_zp = tl.zeros([BLOCK_F], dtype=tl.float32)
             s_a = tl.zeros([BLOCK_F], dtype=tl.float32)
             s_ap = tl.zeros([BLOCK_F], dtype=tl.float32)
+            sh = tl.zeros([BLOCK_F], dtype=tl.float32)         # the chunk's shift, set by its first whole sample
+            has = tl.zeros([], dtype=tl.int32)
+            cnt = tl.zeros([], dtype=tl.float32)
+            sy = tl.zeros([], dtype=tl.float32)
             for t0 in range(lo, hi, BLOCK_T):
                 offs_t = t0 + tl.arange(0, BLOCK_T)
                 mask_t = offs_t < hi
@@ -123,7 +131,11 @@ if HAS_TRITON:
                     zw = tl.where(whole[None, :], z, 0.0)
                 if MODE == 1:
                     yr = tl.load(y_ptr + seg, mask=whole, other=0.0).to(tl.float32)
-                    s_z, s_zz, s_zy, s_zp, s_a, s_ap = fold_sums(s_z, s_zz, s_zy, s_zp, s_a, s_ap, zw, yr[None, :], 1)
+                    sh, has = next_shift(sh, has, zw, whole, offs_t, 1)
+                    s_z, s_zz, s_zy, s_zp, s_a, s_ap = fold_sums(s_z, s_zz, s_zy, s_zp, s_a, s_ap, zw,
+                                                                 shifted(zw, sh, whole, 1), yr[None, :], 1)
+                    cnt += tl.sum(whole.to(tl.float32), axis=0)
+                    sy += tl.sum(yr, axis=0)
                 else:
                     tl.store(out_ptr + seg[None, :].to(tl.int64) * stride_om + offs_f[:, None], zw,
                              mask=whole[None, :] & mask_f[:, None])
@@ -133,7 +145,7 @@ if HAS_TRITON:
                          mask=edge[None, :] & mask_f[:, None])
             if MODE == 1:
                 store_sums(part_ptr + c.to(tl.int64) * NF * N_DICT + offs_f, N_DICT, mask_f,
-                           s_z, s_zz, s_zy, s_zp, s_a, s_ap)
+                           s_z, s_zz, s_zy, s_zp, s_a, s_ap, sh, cnt, sy)
 
 
 def chunk_bounds(segs, n_tok: int, n_chunks: int, align: bool = True) -> torch.Tensor:
@@ -154,7 +166,7 @@ def use_tma(xp: torch.Tensor, W: torch.Tensor) -> bool:
     operands)."""
     if interpreting() or not xp.is_cuda or xp.dtype != W.dtype or xp.dtype not in (torch.bfloat16, torch.float16):
         return False
-    if TensorDescriptor is None:
+    if TensorDescriptor is None or not require("fused_n_tma"):
         return False
     if _TMA_FAILED:
         return False
@@ -191,7 +203,7 @@ def tokens_n_encode(xp, segs, sae, pool, mode, y=None, out=None, thr_t=None, cfg
     N, D = xp.shape
     n_dict, dev, W = sae.d_sae, xp.device, sae.W_enc
     n_c, progs = work_split(N, n_dict, cfg, dev)
-    part = torch.empty((n_c, len(FEATURE_FIELDS), n_dict), dtype=torch.float64, device=dev) \
+    part = torch.empty((n_c, len(PART_FIELDS), n_dict), dtype=torch.float64, device=dev) \
         if mode == MODE_STATS else None        # every (chunk, feature block) work item writes its slice
     bnd = torch.empty((2 * n_c, n_dict), dtype=torch.float32, device=dev)
     slot = torch.empty(2 * n_c, dtype=torch.int32, device=dev)         # written by the kernel, used or not
@@ -201,7 +213,7 @@ def tokens_n_encode(xp, segs, sae, pool, mode, y=None, out=None, thr_t=None, cfg
             chunk_bounds(segs, N, n_c, cfg.get("ALIGN", True)), out if out is not None else dummy,
             part if part is not None else dummy, bnd, slot, n_dict, D, n_c, n_c * triton.cdiv(n_dict, cfg["BLOCK_F"]),
             xp.stride(0), xp.stride(1), W.stride(0), W.stride(1), out.stride(0) if out is not None else 0)
-    kw = dict(NF=len(FEATURE_FIELDS), MODE=mode, HAS_TOKEN_THR=thr_t is not None, MEAN=pool == "mean",
+    kw = dict(NF=len(PART_FIELDS), MODE=mode, HAS_TOKEN_THR=thr_t is not None, MEAN=pool == "mean",
               **dot_settings(xp.dtype, W.dtype),
               NUM_PROGS=progs, BLOCK_F=cfg["BLOCK_F"], BLOCK_T=cfg["BLOCK_T"], BLOCK_K=cfg["BLOCK_K"],
               **{k: cfg[k] for k in ("num_warps", "num_stages") if k in cfg})

@@ -26,9 +26,10 @@ from __future__ import annotations
 import torch
 
 from ._common import HAS_TRITON, env_choice, interpreting, tl, triton
-from .corr_stats import FEATURE_FIELDS
+from .corr_stats import PART_FIELDS
 from .launch import MODE_POOL, MODE_STATS, Launch, dot_settings
 from .split_kernel import chunk_rows
+from .triton_features import require
 
 # not yet timed on a GPU: BLOCK_M is the largest of these that still gives every SM a program (see topk_config)
 TOPK_CONFIG = dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, num_warps=8, num_stages=2)
@@ -92,8 +93,10 @@ if HAS_TRITON:
 def topk_strategy() -> str:
     """CORRSTEER_TOPK_STRATEGY: "two_pass" (default until a GPU has timed this kernel: the cut from a pre-activation
     pass + torch.topk, then the packed op), "one_pass" (this kernel) or "auto" (whichever timed faster for the
-    shape on a GPU: encode_pool.topk_one_pass)."""
-    return env_choice("CORRSTEER_TOPK_STRATEGY", TOPK_STRATEGIES, "two_pass")
+    shape on a GPU: encode_pool.topk_one_pass). "two_pass" where this Triton has no tl.topk (one warning,
+    triton_features.available_strategies)."""
+    s = env_choice("CORRSTEER_TOPK_STRATEGY", TOPK_STRATEGIES, "two_pass")
+    return s if s == "two_pass" or require("topk_one_pass") else "two_pass"
 
 
 def topk_config(k: int, n_tok: int = 0, device=None) -> dict:
@@ -117,14 +120,14 @@ def topk_encode(xp: torch.Tensor, segs, sae, pool: str, mode: int, y=None, out=N
     BM = cfg["BLOCK_M"]
     n_m = triton.cdiv(N, BM)
     dev = xp.device
-    part = torch.empty((n_m, len(FEATURE_FIELDS), n_dict), dtype=torch.float64, device=dev) \
+    part = torch.empty((n_m, len(PART_FIELDS), n_dict), dtype=torch.float64, device=dev) \
         if mode == MODE_STATS else None        # every (tile, column block) is written
     bnd = torch.empty((2 * n_m, n_dict), dtype=torch.float32, device=dev)
     slot = torch.empty(2 * n_m, dtype=torch.int32, device=dev)          # written whole by the kernel (edge_slots)
     chunk = chunk_rows(N, n_dict, BM)
     pre = torch.empty((min(chunk, N), n_dict), dtype=torch.float32, device=dev)
     W = sae.W_enc
-    kw = dict(KP=triton.next_power_of_2(min(k, n_dict)), KEEP_ALL=k >= n_dict, NF=len(FEATURE_FIELDS), MODE=mode,
+    kw = dict(KP=triton.next_power_of_2(min(k, n_dict)), KEEP_ALL=k >= n_dict, NF=len(PART_FIELDS), MODE=mode,
               MEAN=pool == "mean", **dot_settings(xp.dtype, W.dtype), **cfg)
     dummy = bnd
     for r0 in range(0, N, chunk):

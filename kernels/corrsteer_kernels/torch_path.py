@@ -19,9 +19,10 @@ floats, so none is taken over a block:
     scatter_reduce_ ("amax") or index_add_ (float64 sums: exact, order-independent); one token per sample is handed
     on sparse (TopKRows) and folded without the dense block. Wider TopK dictionaries take two passes:
     token_thresholds finds each token's cut first.
-Statistics (fold_block): fp32 GEMMs of the pooled block and its activity mask against [1, y, y > 0] over at most
-FOLD_ROWS samples at a time, added into float64 accumulators (counts are exact; the Triton kernels sum <= BLOCK_M
-samples in fp32 the same way). Deterministic for a given configuration, whatever the thread count.
+Statistics (fold_block): fp32 GEMMs of the pooled block minus the stats' shift (corr_stats: no cancellation) and
+its activity mask against [1, y, y > 0] over at most FOLD_ROWS samples at a time, added into float64 accumulators
+(counts are exact; the Triton kernels sum <= BLOCK_M samples in fp32 the same way, relative to a per-tile shift).
+Deterministic for a given configuration, whatever the thread count.
 """
 from __future__ import annotations
 
@@ -91,22 +92,26 @@ def score_rows(y: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.ones_like(y, dtype=torch.float32), y.float(), (y > 0).float()])
 
 
-def fold_block(z: torch.Tensor, mask: torch.Tensor | None, y: torch.Tensor, w: torch.Tensor | None = None
-               ) -> torch.Tensor:
+def fold_block(z: torch.Tensor, mask: torch.Tensor | None, y: torch.Tensor, shift: torch.Tensor,
+               w: torch.Tensor | None = None) -> torch.Tensor:
     """float64 [len(FEATURE_FIELDS), F]: the feature sums of pooled activations z [b, F] (fp32, >= 0) against
-    scores y [b] (float64); mask = the fp32 0/1 activity of z (computed when None); w = score_rows(y) if the caller
-    has it. fp32 GEMMs (and a dot product for sum_z2) over at most FOLD_ROWS samples at a time, accumulated in
-    float64. sum_z_active_pos = sum_z_pos as z >= 0."""
+    scores y [b] (float64), the first three relative to shift [F] (fp32-representable); mask = the fp32 0/1 activity
+    of z (computed when None); w = score_rows(y) if the caller has it. fp32 GEMMs of z - shift (well conditioned:
+    no cancellation of large raw sums) and a dot product for sum_dz2, over at most FOLD_ROWS samples at a time,
+    accumulated in float64; sum_z_pos = sum over y > 0 of (z - shift), plus n_pos shift in float64.
+    sum_z_active_pos = sum_z_pos as z >= 0."""
     if mask is None:
         mask = active_mask(z, 0.0)
     w = score_rows(y) if w is None else w
+    c32 = shift.float()
     parts = []
     for r in range(0, max(1, z.shape[0]), FOLD_ROWS):     # one empty block for 0 samples
-        zb, wb = z[r:r + FOLD_ROWS], w[:, r:r + FOLD_ROWS]
-        lin = wb @ zb                                   # sum_z, sum_zy, sum_z_pos
+        dz, wb = z[r:r + FOLD_ROWS] - c32, w[:, r:r + FOLD_ROWS]
+        lin = wb @ dz                                   # sum_dz, sum_dzy, sum over y > 0 of dz
         cnt = wb[0::2] @ mask[r:r + FOLD_ROWS]          # n_active, n_active_pos
-        parts.append(torch.stack([lin[0], torch.linalg.vecdot(zb, zb, dim=0), lin[1], lin[2], cnt[0], cnt[1],
-                                  lin[2]]).double())
+        part = torch.stack([lin[0], torch.linalg.vecdot(dz, dz, dim=0), lin[1], lin[2], cnt[0], cnt[1]]).double()
+        zp = part[3] + wb[2].double().sum() * shift.double()
+        parts.append(torch.cat([part[:3], zp[None], part[4:], zp[None]]))
     return parts[0] if len(parts) == 1 else torch.stack(parts).sum(0)
 
 
@@ -142,15 +147,27 @@ class TopKRows(NamedTuple):
         return out.scatter_(1, self.indices, self.values)
 
 
-def fold_topk_rows(rows: TopKRows, y: torch.Tensor, d_sae: int) -> torch.Tensor:
-    """fold_block of rows.dense(d_sae) against y [b] (float64) without the dense block: each sample's k entries
-    added in float64 (index_add_ in a fixed order: deterministic)."""
+def fold_topk_rows(rows: TopKRows, y: torch.Tensor, d_sae: int, shift: torch.Tensor) -> torch.Tensor:
+    """fold_block of rows.dense(d_sae) against y [b] (float64), relative to shift [d_sae], without the dense block:
+    each sample's k entries (z - shift) added in float64 (index_add_ in a fixed order: deterministic), then the
+    b - (entries of the feature) implicit zeros' -shift terms, in float64."""
+    c = shift.double()
     z = rows.values.double()
+    dz = z - c[rows.indices]
     act = (rows.values > 0).double()
     yk, pos = y.double()[:, None].expand_as(z), (y > 0).double()[:, None].expand_as(z)
-    src = torch.stack([z, z * z, z * yk, z * pos, act, act * pos, z * pos]).flatten(1)
+    src = torch.stack([dz, dz * dz, dz * yk, z * pos, act, act * pos, z * pos, torch.ones_like(z), yk]).flatten(1)
     out = torch.zeros((src.shape[0], d_sae), dtype=torch.float64, device=z.device)
-    return out.index_add_(1, rows.indices.flatten(), src)
+    out.index_add_(1, rows.indices.flatten(), src)
+    zeros, y_zeros = z.shape[0] - out[7], y.double().sum() - out[8]      # implicit 0 entries and their sum of y
+    return torch.cat([torch.stack([out[0] - zeros * c, out[1] + zeros * c * c, out[2] - y_zeros * c]), out[3:7]])
+
+
+def topk_mean(rows: TopKRows, d_sae: int) -> torch.Tensor:
+    """float64 [d_sae]: the mean of rows.dense(d_sae) over its rows (a shift proposal)."""
+    out = torch.zeros(d_sae, dtype=torch.float64, device=rows.values.device)
+    out.index_add_(0, rows.indices.flatten(), rows.values.double().flatten())
+    return out / max(rows.values.shape[0], 1)
 
 
 def topk_pool(pre: torch.Tensor, lengths: list[int], k: int, pool: str) -> torch.Tensor | TopKRows:

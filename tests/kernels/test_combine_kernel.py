@@ -10,8 +10,10 @@ from conftest import FAST_BACKENDS, on_backend
 
 from corrsteer_kernels import CorrStats, encode_pool_reference, encode_pool_stats, pack_tokens
 from corrsteer_kernels.combine_kernel import combine_launch, combine_strategy
+from corrsteer_kernels.corr_stats import fold_parts, zero_sums
 from corrsteer_kernels.launch import MODE_POOL, MODE_STATS, Segments
 from corrsteer_kernels.packed_kernel import boundary_feature_sums, combine_boundary, packed_encode
+from corrsteer_kernels.prepared import prepare_batch
 
 cb = importlib.import_module("corrsteer_kernels.combine_kernel")
 tn = importlib.import_module("corrsteer_kernels.tokens_n_kernel")
@@ -41,11 +43,13 @@ def test_combine_kernel_equals_torch_combine_and_reference(pattern, pool):
 
     launch = packed_encode(xp, segs, sae, pool, MODE_STATS, y=y)
     start = torch.rand(7, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).to(xp.device)
-    feats = combine_launch(launch, segs, pool, MODE_STATS, y=y, features=start.clone())
-    torch_sums = launch.part.sum(0) + boundary_feature_sums(launch, pool, L, y)
+    want = CorrStats(40).update(ref, y.cpu())
+    shift = want.shift.to(xp.device) + 0.25          # any shift (not the tiles' own)
+    feats = combine_launch(launch, segs, pool, MODE_STATS, y=y, features=start.clone(), shift=shift)
+    torch_sums = fold_parts(launch.part, shift) + boundary_feature_sums(launch, pool, L, y, shift)
     torch.testing.assert_close(feats, start + torch_sums, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(feats.cpu() - start.cpu(), CorrStats(40).update(ref, y.cpu()).features,
-                               rtol=1e-5, atol=1e-5)
+    empty = zero_sums(*prepare_batch(L, y).empty_samples(), shift)       # length-0 samples: seen by no tile
+    torch.testing.assert_close((feats + empty).cpu() - start.cpu(), want.sums_at(shift.cpu()), rtol=1e-5, atol=1e-5)
 
 
 def test_combine_strategy_switch(monkeypatch):
@@ -80,7 +84,8 @@ def test_triton_launches_per_call(monkeypatch, activation, env):
     L = [5, 1, 0, 16, 2, 1, 9, 0, 31, 3]
     x, L, sae = make_case(90, len(L), max(L), 24, 40, activation, lengths=L, k=5)
     y = torch.arange(len(L)).remainder(2).double()
-    st = encode_pool_stats(pack_tokens(x, L), L, y, sae, CorrStats(40), "max", backend="triton", check=False)
+    want = CorrStats(40).update(encode_pool_reference(x, L, sae, "max"), y)
+    xp, L, y, sae = on_backend("triton", pack_tokens(x, L), L, y, sae)
+    st = encode_pool_stats(xp, L, y, sae, CorrStats(40, device=xp.device), "max", backend="triton", check=False)
     assert len(log) == 2 and log[-1] == "_combine_kernel", log
-    torch.testing.assert_close(st.features, CorrStats(40).update(encode_pool_reference(x, L, sae, "max"), y).features,
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(st.sums_at(want.shift).cpu(), want.features, rtol=1e-5, atol=1e-5)

@@ -66,8 +66,11 @@ def _pearson_expected(Z, Y):
     return r
 
 
+RAW_FIELDS = ("sum_z", "sum_z2", "sum_zy") + FEATURE_FIELDS[3:]   # the raw sums (the first three derived)
+
+
 def _assert_fields(stats, exp, rtol=1e-12):
-    for name in FEATURE_FIELDS + SCALAR_FIELDS:
+    for name in RAW_FIELDS + SCALAR_FIELDS:
         val, scale = exp[name]
         got = getattr(stats, name).cpu().numpy()
         assert got.dtype == np.float64, name
@@ -124,7 +127,7 @@ def test_feature_sums_match_recomputation(d):
     got = feature_sums(z, y)
     assert got.dtype == torch.float64 and got.shape == (len(FEATURE_FIELDS), d)
     exp = _expected(*_concat([(z, y)]))
-    for i, name in enumerate(FEATURE_FIELDS):
+    for i, name in enumerate(RAW_FIELDS):        # shift None: the first three are raw sums
         val, scale = exp[name]
         np.testing.assert_allclose(got[i].numpy(), val, rtol=1e-12, atol=1e-13 * scale.max(), err_msg=name)
 
@@ -370,7 +373,7 @@ def _filled(seed=41, d=37):
 def test_state_dict_safetensors_round_trip(tmp_path):
     stats = _filled()
     sd = stats.state_dict()
-    assert set(sd) == set(FEATURE_FIELDS + SCALAR_FIELDS)
+    assert set(sd) == set(FEATURE_FIELDS + SCALAR_FIELDS + ("shift", "format"))
     assert all(t.dtype == torch.float64 and t.is_contiguous() for t in sd.values())
     path = tmp_path / "stats.safetensors"
     save_file(sd, str(path))
@@ -383,14 +386,14 @@ def test_state_dict_safetensors_round_trip(tmp_path):
     assert back2.d_sae == 37 and torch.equal(back2.features, stats.features)
     assert torch.equal(back2.scalars, stats.scalars)
     # state_dict is a copy: mutating the stats afterwards leaves it alone
-    f_before = sd["sum_z"].clone()
+    f_before = sd["sum_dz"].clone()
     stats.update(torch.ones(2, 37), [1.0, 0.0])
-    assert torch.equal(sd["sum_z"], f_before)
+    assert torch.equal(sd["sum_dz"], f_before)
 
 
 def test_load_state_dict_missing_key_raises():
     sd = _filled().state_dict()
-    for key in ("sum_zy", "n_pos"):
+    for key in ("sum_dzy", "n_pos", "shift"):
         bad = dict(sd)
         del bad[key]
         with pytest.raises(KeyError):
@@ -400,7 +403,7 @@ def test_load_state_dict_missing_key_raises():
 @pytest.mark.parametrize("shape", [(36,), (38,), (1, 37), ()])
 def test_load_state_dict_wrong_feature_shape_raises(shape):
     sd = _filled().state_dict()
-    sd["sum_z2"] = torch.zeros(shape, dtype=torch.float64)
+    sd["sum_dz2"] = torch.zeros(shape, dtype=torch.float64)
     with pytest.raises(ValueError):
         CorrStats(37).load_state_dict(sd)
     with pytest.raises(ValueError):

@@ -9,8 +9,10 @@ from cases import make_case, poisoned_empty
 from conftest import FAST_BACKENDS, on_backend
 
 from corrsteer_kernels import CorrStats, encode_pool, encode_pool_reference, encode_pool_stats, pack_tokens
+from corrsteer_kernels.corr_stats import fold_parts, zero_sums
 from corrsteer_kernels.launch import MODE_POOL, MODE_STATS, Segments
 from corrsteer_kernels.packed_kernel import boundary_feature_sums, combine_boundary
+from corrsteer_kernels.prepared import prepare_batch
 from corrsteer_kernels.topk_kernel import topk_encode, topk_strategy
 
 pytestmark = pytest.mark.skipif("triton" not in FAST_BACKENDS, reason="needs triton")
@@ -31,8 +33,8 @@ def _check(x, L, sae, pool, y=None):
     torch.testing.assert_close(got.double(), ref, rtol=2e-5, atol=2e-5)
     if y is not None:
         st = encode_pool_stats(xp, L, y.to(xp.device), sae, CorrStats(sae.d_sae), pool, backend="triton")
-        torch.testing.assert_close(st.features.cpu(), CorrStats(sae.d_sae).update(ref, y).features,
-                                   rtol=1e-5, atol=1e-5)
+        want = CorrStats(sae.d_sae).update(ref, y)
+        torch.testing.assert_close(st.sums_at(want.shift).cpu(), want.features, rtol=1e-5, atol=1e-5)
     return got
 
 
@@ -55,9 +57,10 @@ def test_unzeroed_allocations(monkeypatch, pool):
     x, L, sae = make_case(54, len(L), int(L.max()), 24, 40, "topk", lengths=L, k=5)
     ref = encode_pool_reference(x, L, sae, pool)
     y = torch.arange(len(L)).remainder(2).double()
-    xp = pack_tokens(x, L)
+    want = CorrStats(40).update(ref, y)
+    xp, L, y, sae = on_backend("triton", pack_tokens(x, L), L, y, sae)
     segs = Segments.of(L, xp.shape[0])
-    out = torch.zeros(len(L), 40)
+    out = torch.zeros(len(L), 40, device=xp.device)
     with monkeypatch.context() as m:
         m.setattr(torch, "empty", poisoned_empty)
         pooled = topk_encode(xp, segs, sae, pool, MODE_POOL, out=out)
@@ -65,9 +68,11 @@ def test_unzeroed_allocations(monkeypatch, pool):
     assert (pooled.slot >= 0).all() and (folded.slot >= 0).all()
     samples, z = combine_boundary(pooled, pool, L)
     out[samples] = z
-    torch.testing.assert_close(out.double(), ref, rtol=2e-5, atol=2e-5)
-    sums = folded.part.sum(0) + boundary_feature_sums(folded, pool, L, y)
-    torch.testing.assert_close(sums, CorrStats(40).update(ref, y).features, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out.cpu().double(), ref, rtol=2e-5, atol=2e-5)
+    c = want.shift.to(xp.device)
+    sums = fold_parts(folded.part, c) + boundary_feature_sums(folded, pool, L, y, c) \
+        + zero_sums(*prepare_batch(L, y).empty_samples(), c)          # length-0 samples: seen by no tile
+    torch.testing.assert_close(sums.cpu(), want.features, rtol=1e-5, atol=1e-5)
 
 
 def test_k_at_least_d_sae_keeps_every_positive():

@@ -22,7 +22,7 @@ def test_collect_stats_equal_float64_recomputation(tiny_lm, tmp_path):
     for L, e in bank:
         pooled = encode_pool_reference(out.captured[e.hook], out.lengths, e.sae, "max")
         want = CorrStats(e.sae.d_sae).update(pooled, ys)
-        torch.testing.assert_close(col.sae[L].features, want.features, rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(col.sae[L].sums_at(want.shift), want.features, rtol=1e-5, atol=1e-4)
         torch.testing.assert_close(col.sae[L].scalars, want.scalars)
     # resume: a rerun with the same settings reads the checkpoint instead of generating again
     again = collect(tiny_lm, bank, task, task.items, batch_size=4, checkpoint=tmp_path / "ck.safetensors",
@@ -52,7 +52,7 @@ def test_per_class_and_shuffled_sums_equal_float64_reference(ranking):
     yt = torch.tensor(y, dtype=torch.float64)
 
     def close(got, want):
-        torch.testing.assert_close(got.features, want.features, rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(got.sums_at(want.shift), want.features, rtol=1e-5, atol=1e-4)
         torch.testing.assert_close(got.scalars, want.scalars, rtol=0, atol=0)
 
     close(total, CorrStats(d_sae).update(pooled, yt))
@@ -93,10 +93,10 @@ def test_per_class_stats_equal_recomputation_and_survive_a_checkpoint(tiny_lm, t
         for c, name in enumerate(col.classes):
             rows = torch.tensor([i for i, it in enumerate(task.items) if it.gold == name])
             want = CorrStats(e.sae.d_sae).update(pooled[rows], ys[rows])
-            torch.testing.assert_close(col.by_class[L][c].features, want.features, rtol=1e-5, atol=1e-4)
+            torch.testing.assert_close(col.by_class[L][c].sums_at(want.shift), want.features, rtol=1e-5, atol=1e-4)
             torch.testing.assert_close(col.by_class[L][c].scalars, want.scalars)
         summed = CorrStats(e.sae.d_sae).merge(col.by_class[L][0]).merge(col.by_class[L][1])
-        torch.testing.assert_close(summed.features, col.sae[L].features, rtol=1e-12, atol=1e-9)
+        torch.testing.assert_close(summed.sums_at(col.sae[L].shift), col.sae[L].features, rtol=1e-12, atol=1e-9)
     again = collect(tiny_lm, bank, task, task.items, batch_size=4, checkpoint=ck, progress=False,
                     ranking="within-class")
     assert again.rows == col.rows
@@ -108,7 +108,8 @@ def test_per_class_stats_equal_recomputation_and_survive_a_checkpoint(tiny_lm, t
     other = collect(tiny_lm, bank, task, task.items, batch_size=4, checkpoint=ck, progress=False,
                     ranking="within-class", seed=1)
     # the same per-class sums, up to the fp32 partial sums of the groups the permutation forms (torch path)
-    torch.testing.assert_close(other.by_class[1][0].features, col.by_class[1][0].features, rtol=1e-6, atol=1e-6)
+    want = col.by_class[1][0]
+    torch.testing.assert_close(other.by_class[1][0].sums_at(want.shift), want.features, rtol=1e-6, atol=1e-6)
     assert not torch.equal(other.shuffled[1].features, col.shuffled[1].features)
 
 
@@ -125,4 +126,4 @@ def test_pearson_takes_the_fused_path_and_other_rankings_rank_stats():
     fused, _, _ = layer_stats(x, lengths, y, [1.0, 0, 0, 1], [0] * 4, 0, sae, "max", "pearson")
     ranked, _, _ = layer_stats(x, lengths, y, [1.0, 0, 0, 1], [0] * 4, 0, sae, "max", "caa")
     assert type(fused) is CorrStats and isinstance(ranked, RankStats)
-    torch.testing.assert_close(fused.features, ranked.features, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(fused.sums_at(ranked.shift), ranked.features, rtol=1e-6, atol=1e-6)

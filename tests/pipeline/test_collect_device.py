@@ -38,9 +38,9 @@ def test_collect_on_device_equals_float64_recomputation(tiny_lm, device, tmp_pat
         sae, raw = _reference(lm, bank, task, ys)
     for L in bank.layers:
         assert col.sae[L].device == lm.device and col.raw[L].device == lm.device
-        torch.testing.assert_close(col.sae[L].features.cpu(), sae[L].features, rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(col.sae[L].sums_at(sae[L].shift).cpu(), sae[L].features, rtol=1e-5, atol=1e-4)
         torch.testing.assert_close(col.sae[L].scalars.cpu(), sae[L].scalars)
-        torch.testing.assert_close(col.raw[L].features.cpu(), raw[L].features, rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(col.raw[L].sums_at(raw[L].shift).cpu(), raw[L].features, rtol=1e-5, atol=1e-4)
     again = collect(lm, bank, task, task.items, batch_size=4, checkpoint=tmp_path / "ck.safetensors",
                     progress=False)                           # resumes from the (host) checkpoint
     assert again.rows == col.rows and torch.equal(again.sae[1].features, col.sae[1].features)
@@ -66,7 +66,7 @@ def test_bf16_end_to_end(tiny_lm):
     want = CorrStats(e.sae.d_sae).update(
         encode_pool_reference(out.captured[e.hook].double(), out.lengths, e.sae.to(dtype=torch.float64), "max"), ys)
     assert torch.isfinite(col.sae[1].features).all()
-    torch.testing.assert_close(col.sae[1].features, want.features, rtol=2e-3, atol=2e-3)
+    torch.testing.assert_close(col.sae[1].sums_at(want.shift), want.features, rtol=2e-3, atol=2e-3)
 
 
 def test_load_bank_on_device_in_dtype(tiny_lm, tmp_path):
@@ -103,7 +103,9 @@ def test_collect_and_select_on_cuda_equal_the_cpu(tiny_lm):
     (c_cpu, k_cpu), (c_gpu, k_gpu) = res["cpu"], res["cuda"]
     assert c_gpu.rows == c_cpu.rows
     for L in c_cpu.sae:
-        torch.testing.assert_close(c_gpu.sae[L].features.cpu(), c_cpu.sae[L].features, rtol=1e-4, atol=1e-3)
-        torch.testing.assert_close(c_gpu.raw[L].features.cpu(), c_cpu.raw[L].features, rtol=1e-4, atol=1e-3)
+        for kind in ("sae", "raw"):
+            want = getattr(c_cpu, kind)[L]
+            torch.testing.assert_close(getattr(c_gpu, kind)[L].sums_at(want.shift).cpu(), want.features, rtol=1e-4,
+                                       atol=1e-3)
     assert {L: [c.feature for c in k] for L, k in k_gpu.items()} == \
         {L: [c.feature for c in k] for L, k in k_cpu.items()}
