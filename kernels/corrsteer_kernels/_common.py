@@ -9,6 +9,9 @@ Backends:
 from __future__ import annotations
 
 import os
+import signal
+import time
+import warnings
 
 import torch
 
@@ -36,6 +39,83 @@ def env_choice(name: str, choices: tuple[str, ...], default: str) -> str:
     if s not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {s!r}")
     return s
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Kernel families: switched off where they failed (fail-soft), and a test-only fault injection
+# ----------------------------------------------------------------------------------------------------------
+KERNEL_FAMILIES = ("packed", "split", "tokens_n", "topk", "combine")
+FAMILY_ALIASES = {"fused": "packed", "fused_n": "tokens_n", "one_pass": "topk"}
+FAULT_MODES = ("raise", "abort", "kill", "hang")
+SWITCHED_OFF: dict = {}        # family -> why it is off in this process (a failed automatic choice)
+
+
+class KernelUnavailable(RuntimeError):
+    """No kernel strategy is left for a call (each was switched off or failed)."""
+
+
+class KernelFallbackWarning(RuntimeWarning):
+    """A kernel family failed and another strategy (or the torch path) took over (tests turn this into an error)."""
+
+
+class InjectedFault(RuntimeError):
+    """CORRSTEER_FAULT's stand-in for a kernel that fails to compile."""
+
+
+def family_name(name: str) -> str:
+    """The canonical kernel family of a name or alias (fused -> packed, fused_n -> tokens_n, one_pass -> topk)."""
+    fam = FAMILY_ALIASES.get(name.strip(), name.strip())
+    if fam not in KERNEL_FAMILIES:
+        raise ValueError(f"unknown kernel family {name!r}: one of {KERNEL_FAMILIES} (or {tuple(FAMILY_ALIASES)})")
+    return fam
+
+
+def families_from_env(name: str) -> dict:
+    """{family: value after ':' or ''} from a comma-separated environment variable (empty when unset)."""
+    out = {}
+    for item in filter(None, (s.strip() for s in os.environ.get(name, "").split(","))):
+        fam, _, how = item.partition(":")
+        out[family_name(fam)] = how
+    return out
+
+
+def switched_off() -> dict:
+    """{family: reason} of every kernel family off in this process: CORRSTEER_DISABLE_KERNELS (a comma list, e.g.
+    set by bench/gpu.sh from its smoke step) and the families switched off after a failure (switch_off)."""
+    off = {f: "CORRSTEER_DISABLE_KERNELS" for f in families_from_env("CORRSTEER_DISABLE_KERNELS")}
+    return {**off, **SWITCHED_OFF}
+
+
+def kernel_enabled(family: str) -> bool:
+    return family_name(family) not in switched_off()
+
+
+def switch_off(family: str, reason: str) -> None:
+    """Switch a kernel family off for this process after it failed (warns once per family)."""
+    family = family_name(family)
+    if family not in SWITCHED_OFF:
+        SWITCHED_OFF[family] = reason[:500]
+        warnings.warn(f"corrsteer_kernels: the {family} kernel failed ({reason[:200]}); using another strategy",
+                      KernelFallbackWarning, stacklevel=3)
+
+
+def fault_point(family: str) -> None:
+    """Test-only fault injection, called where each kernel family launches. CORRSTEER_FAULT=FAMILY[:HOW][,...]
+    (HOW: raise (default; a compile failure), abort (os.abort, as a Triton C++ abort), kill (SIGKILL), hang)
+    makes that family fail every time it would launch."""
+    how = families_from_env("CORRSTEER_FAULT").get(family, None)
+    if how is None:
+        return
+    how = how or "raise"
+    if how not in FAULT_MODES:
+        raise ValueError(f"CORRSTEER_FAULT mode must be one of {FAULT_MODES}, got {how!r}")
+    if how == "abort":
+        os.abort()
+    if how == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if how == "hang":
+        time.sleep(10 ** 6)
+    raise InjectedFault(f"CORRSTEER_FAULT: injected compile failure of the {family} kernel")
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:

@@ -15,7 +15,7 @@ mean) and finishing it where the owner changes:
 """
 from __future__ import annotations
 
-from ._common import HAS_TRITON, env_choice, interpreting, tl, triton
+from ._common import HAS_TRITON, env_choice, fault_point, interpreting, tl, triton
 from .corr_stats import FEATURE_FIELDS
 from .launch import MODE_POOL, MODE_STATS, Launch, Segments
 
@@ -101,6 +101,7 @@ if HAS_TRITON:
 def combine_launch(launch: Launch, segs: Segments, pool: str, mode: int, y=None, out=None, features=None):
     """MODE_POOL: write the crossing samples' pools into out [B, d_sae] fp32. MODE_STATS: add the batch's feature
     sums (tiles + crossing samples) into features [F, d_sae] float64 (on the tokens' device, contiguous)."""
+    fault_point("combine")
     n_dict = launch.bnd.shape[1]
     BN = INTERPRETER_COMBINE_BLOCK_N if interpreting() else COMBINE_BLOCK_N
     if mode == MODE_STATS:

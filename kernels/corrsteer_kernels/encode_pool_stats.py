@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import torch
 
-from ._common import check_float, check_pool, resolve_backend
-from .combine_kernel import combine_launch, combine_strategy
+from ._common import KernelUnavailable, check_float, check_pool, resolve_backend
+from .combine_kernel import combine_launch
 from .corr_stats import FEATURE_FIELDS, CorrStats, feature_sums
-from .encode_pool import check_inputs, encode_pool_reference, packed_launch
+from .encode_pool import check_inputs, combine_kernel_on, encode_pool_reference, packed_launch, torch_fallback
 from .launch import MODE_STATS
 from .packed_kernel import boundary_feature_sums
 from .prepared import PreparedBatch, prepare_batch
@@ -50,7 +50,7 @@ def _stats_triton(xp, batch: PreparedBatch, sae, stats, pool):
         return
     segs = batch.segments()
     launch = packed_launch(xp, segs, sae, pool, MODE_STATS, y=batch.y)
-    if combine_strategy() == "kernel":     # tiles and crossing samples added in one launch
+    if combine_kernel_on():     # tiles and crossing samples added in one launch
         here = stats.features.device == xp.device
         feats = stats.features if here else torch.zeros((len(FEATURE_FIELDS), sae.d_sae), dtype=torch.float64,
                                                         device=xp.device)
@@ -60,6 +60,21 @@ def _stats_triton(xp, batch: PreparedBatch, sae, stats, pool):
         return
     sums = launch.part.sum(0) + boundary_feature_sums(launch, pool, batch.lengths, batch.y)
     stats.add_feature_sums(slice(None), sums.to(stats.device))
+
+
+def _fold(xp, batch: PreparedBatch, sae, stats, pool, backend: str, requested: str) -> None:
+    if backend == "triton":
+        try:
+            return _stats_triton(xp, batch, sae, stats, pool)
+        except KernelUnavailable as e:      # every Triton strategy is off here: the torch path (recorded) for auto
+            if requested == "triton":
+                raise
+            torch_fallback("encode_pool_stats", e)
+    if backend == "reference":
+        stats.add_feature_sums(slice(None), feature_sums(encode_pool_reference(xp, batch.lengths, sae, pool),
+                                                         batch.y).to(stats.device))
+    else:
+        pooled_blocks_torch(xp, batch.lengths, sae, pool, folder(stats, batch.y), cache=batch.cache)
 
 
 def encode_pool_stats_prepared(xp: torch.Tensor, batch: PreparedBatch, sae: SAEWeights, stats: CorrStats,
@@ -76,16 +91,10 @@ def encode_pool_stats_prepared(xp: torch.Tensor, batch: PreparedBatch, sae: SAEW
                          f"{list(xp.shape)} on {xp.device}")
     if not isinstance(stats, CorrStats) or stats.d_sae != sae.d_sae:
         raise ValueError(f"stats must be a CorrStats of d_sae={sae.d_sae}")
-    backend = resolve_backend(backend, xp.device)
+    requested, backend = backend, resolve_backend(backend, xp.device)
     if batch.lengths.shape[0] == 0:
         return stats
-    if backend == "reference":
-        stats.add_feature_sums(slice(None), feature_sums(encode_pool_reference(xp, batch.lengths, sae, pool),
-                                                         batch.y).to(stats.device))
-    elif backend == "triton":
-        _stats_triton(xp, batch, sae, stats, pool)
-    else:
-        pooled_blocks_torch(xp, batch.lengths, sae, pool, folder(stats, batch.y), cache=batch.cache)
+    _fold(xp, batch, sae, stats, pool, backend, requested)
     with one_thread():
         stats.scalars += batch.scalars.to(stats.device)
     return stats

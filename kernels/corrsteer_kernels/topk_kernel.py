@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from ._common import HAS_TRITON, env_choice, interpreting, tl, triton
+from ._common import HAS_TRITON, env_choice, fault_point, interpreting, tl, triton
 from .corr_stats import FEATURE_FIELDS
 from .launch import MODE_POOL, MODE_STATS, Launch, dot_settings
 from .split_kernel import chunk_rows
@@ -111,6 +111,7 @@ def topk_encode(xp: torch.Tensor, segs, sae, pool: str, mode: int, y=None, out=N
     """Launch the one-pass TopK kernel on packed tokens xp [N, d_in] (N >= 1); see the module docstring."""
     if mode not in (MODE_POOL, MODE_STATS):
         raise ValueError("topk_encode pools (MODE_POOL) or folds statistics (MODE_STATS)")
+    fault_point("topk")
     N, D = xp.shape
     n_dict, k = sae.d_sae, sae.k
     cfg = dict(cfg or topk_config(k, N, xp.device))
