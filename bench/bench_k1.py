@@ -204,6 +204,8 @@ def main():
     ap.add_argument("--max-tokens", type=int, default=None, help="skip cases with more tokens than this")
     ap.add_argument("--deadline", type=float, default=None,
                     help="seconds: stop starting entries after this, kill the worker at it (JSON kept)")
+    ap.add_argument("--end-at", type=float, default=None,
+                    help="epoch seconds: the same as --deadline, as a point in time (gpu.sh: its step's end)")
     ap.add_argument("--entry-timeout", type=float, default=150, help="seconds one entry may take in a worker")
     ap.add_argument("--no-strategies", action="store_true", help="skip the strategy comparison")
     ap.add_argument("--worker", default=None, choices=["main", "strategies"], help=argparse.SUPPRESS)
@@ -214,6 +216,8 @@ def main():
     if args.worker:
         return worker(args)
     deadline = time.monotonic() + (args.deadline or 1e9)
+    if args.end_at:
+        deadline = min(deadline, time.monotonic() + args.end_at - time.time())
     todo = entries(args)
     got = Collected(args, todo)
     for group in ("main", "strategies"):

@@ -14,8 +14,8 @@
 #   k1     T_K1   200/200   bench/bench_k1.py (its worker processes; the strategy comparison is the only place
 #                          the experimental switches CORRSTEER_TUNE_FUSED_N / CORRSTEER_TOPK_STRATEGY=auto are set;
 #                          K1_ARGS: extra arguments, e.g. "--only gemma --entry-timeout 60")
-#   pytest T_PYTEST 130/150 GPU_TESTS compiled; PYTEST_WORKERS (default 8 where pytest-xdist imports, 0 = none)
-#   e2     T_E2   100/200   e1 T_E1 50/200
+#   pytest T_PYTEST 130/120 GPU_TESTS compiled; PYTEST_WORKERS (default 8 where pytest-xdist imports, 0 = none)
+#   e2     T_E2   100/150   e1 T_E1 50/150
 # Every step runs even when an earlier one failed; the exit status is 1 when any failed. A carried .gpu/tokenizer
 # directory is used for the tokenizer (the device has no network); .gpu/commit may hold the commit id when the copy
 # has no .git. Test-only: CORRSTEER_FAULT=FAMILY[:raise|abort|kill|hang] makes one kernel family fail
@@ -37,7 +37,7 @@ STEPS=()
 PYTEST_LINE=""
 merge() {   # the merged JSON, rewritten after every step (never aborts)
   python3 -m bench.merge_results "$OUT/results" --steps "${STEPS[@]}" --pytest "$PYTEST_LINE" \
-    --step-logs "$OUT" --quiet 2>&1 | tee -a "$LOG" || log "merge_results failed"
+    --step-logs "$OUT" --meta-file "$OUT/.meta.json" --quiet 2>&1 | tee -a "$LOG" || log "merge_results failed"
 }
 step() {   # step NAME LIMIT CMD...: run within min(LIMIT, budget left), output to the terminal and the log; never aborts
   local name=$1 limit=$2 rc; shift 2
@@ -98,8 +98,8 @@ fi
 { command -v nvidia-smi >/dev/null && nvidia-smi -L && nvidia-smi --query-gpu=name,memory.total,driver_version \
     --format=csv,noheader; } 2>&1 | tee -a "$LOG" || true
 set +e
-python3 - <<'EOF' 2>&1 | tee -a "$LOG"
-import platform, torch, transformers
+python3 - "$OUT/.meta.json" <<'EOF' 2>&1 | tee -a "$LOG"
+import datetime, json, platform, sys, torch, transformers
 try:
     import triton; tv = triton.__version__
 except ImportError:
@@ -108,17 +108,28 @@ import corrsteer_kernels
 print(f"python {platform.python_version()}  torch {torch.__version__} (cuda {torch.version.cuda})  triton {tv}  "
       f"transformers {transformers.__version__}  corrsteer_kernels from {corrsteer_kernels.__file__}")
 print("cuda available:", torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else "")
+from bench.common import device_name, device_slug   # the merged JSON's meta until a step writes its own
+dev = "cuda" if torch.cuda.is_available() else "cpu"
+json.dump(dict(device=device_name(dev), device_kind=device_slug(dev), date=datetime.date.today().isoformat(),
+               torch=torch.__version__, triton=tv, transformers=transformers.__version__), open(sys.argv[1], "w"))
 EOF
 [ "${PIPESTATUS[0]}" = 0 ] || log "version check failed (see above)"
 set -e
 
-if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+has_cuda() {   # from the version check's meta file (no second torch import), else torch
+  local kind
+  kind=$(python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['device_kind'])" "$OUT/.meta.json" \
+    2>/dev/null) || kind=""
+  [ -n "$kind" ] && { [ "$kind" != cpu ]; return; }
+  python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"
+}
+if has_cuda; then
   BENCH_ARGS=()
   T_SMOKE=${T_SMOKE:-60}; T_K1=${T_K1:-200}; T_PYTEST=${T_PYTEST:-130}; T_E2=${T_E2:-100}; T_E1=${T_E1:-50}
   log "CUDA: full GPU sizes"
 else
   BENCH_ARGS=(--device cpu --quick)
-  T_SMOKE=${T_SMOKE:-60}; T_K1=${T_K1:-200}; T_PYTEST=${T_PYTEST:-150}; T_E2=${T_E2:-200}; T_E1=${T_E1:-200}
+  T_SMOKE=${T_SMOKE:-60}; T_K1=${T_K1:-200}; T_PYTEST=${T_PYTEST:-120}; T_E2=${T_E2:-150}; T_E1=${T_E1:-150}
   # the kernels' own tests run the Triton interpreter here (minutes on 2 cores, and part of the normal test run):
   # only the device tests, which skip or run their CPU half
   GPU_TESTS=${GPU_TESTS:-"tests/kernels/test_gpu.py tests/model/test_generate_device.py tests/pipeline/test_collect_device.py"}
@@ -140,7 +151,7 @@ for s in ${ORDER:-smoke k1 pytest e2 e1}; do
     smoke)
       rm -f "$OUT/.disabled"
       step smoke "$T_SMOKE" python3 -m bench.smoke ${BENCH_ARGS[@]+"${BENCH_ARGS[@]}"} --out-dir "$OUT/results" \
-        --deadline "$(( $(cap "$T_SMOKE") - 8 ))" --disabled-file "$OUT/.disabled"
+        --end-at "$(( $(date +%s) + $(cap "$T_SMOKE") - 12 ))" --disabled-file "$OUT/.disabled"
       OFF=$(cat "$OUT/.disabled" 2>/dev/null || true)
       if [ -n "$OFF" ]; then
         export CORRSTEER_DISABLE_KERNELS="${CORRSTEER_DISABLE_KERNELS:+$CORRSTEER_DISABLE_KERNELS,}$OFF"
@@ -153,7 +164,7 @@ for s in ${ORDER:-smoke k1 pytest e2 e1}; do
     k1)
       # shellcheck disable=SC2086
       step k1 "$T_K1" python3 -m bench.bench_k1 ${BENCH_ARGS[@]+"${BENCH_ARGS[@]}"} --out-dir "$OUT/results" \
-        --deadline "$(( $(cap "$T_K1") - 10 ))" ${K1_ARGS:-} ;;
+        --end-at "$(( $(date +%s) + $(cap "$T_K1") - 10 ))" ${K1_ARGS:-} ;;
     e2|e1)
       T_VAR="T_${s^^}"
       step "$s" "${!T_VAR}" python3 -m "bench.bench_$s" ${BENCH_ARGS[@]+"${BENCH_ARGS[@]}"} --out-dir "$OUT/results" ;;
@@ -163,10 +174,10 @@ done
 
 # ---- summary ---------------------------------------------------------------------------------------------------
 python3 -m bench.merge_results "$OUT/results" --steps "${STEPS[@]}" --pytest "$PYTEST_LINE" --step-logs "$OUT" \
-  2>&1 | tee -a "$LOG" || true
+  --meta-file "$OUT/.meta.json" 2>&1 | tee -a "$LOG" || true
 log "steps: ${STEPS[*]}"
 log "pytest: $PYTEST_LINE"
-rm -f "$OUT"/.step-*.txt "$OUT/.disabled"
+rm -f "$OUT"/.step-*.txt "$OUT/.disabled" "$OUT/.meta.json"
 tar czf "$OUT/triton-cache.tgz" -C .gpu triton-cache 2>/dev/null || true
 ls -l "$OUT" "$OUT/results" | tee -a "$LOG"
 FAILED=0

@@ -16,14 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 
-import torch
-
-from bench.common import base_parser, finish_args, write_json
 from bench.isolate import exit_reason
 
 FAMILIES = {"packed": {"CORRSTEER_PACKED_STRATEGY": "fused"}, "split": {"CORRSTEER_PACKED_STRATEGY": "split"},
@@ -35,6 +33,8 @@ FAMILIES = {"packed": {"CORRSTEER_PACKED_STRATEGY": "fused"}, "split": {"CORRSTE
 # child: one family
 # ---------------------------------------------------------------------------------------------------------------
 def _inputs(args, topk: bool, n: int):
+    import torch
+
     from bench.common import random_sae
     from bench.k1_cases import SHAPES, draw_lengths
     gpu = args.device == "cuda"
@@ -69,6 +69,8 @@ def _check_op(args, topk: bool, n: int) -> None:
 
 def _check_combine(args) -> None:
     """The combine kernel on synthetic boundary slots against the torch combine (packed_kernel's)."""
+    import torch
+
     from corrsteer_kernels.combine_kernel import combine_launch
     from corrsteer_kernels.corr_stats import FEATURE_FIELDS
     from corrsteer_kernels.launch import MODE_POOL, MODE_STATS, Launch, Segments
@@ -135,17 +137,25 @@ def child(args) -> int:
 # ---------------------------------------------------------------------------------------------------------------
 # parent
 # ---------------------------------------------------------------------------------------------------------------
-def run_children(args, folder: str) -> dict:
+def resolved(args):
+    """args with the device (cuda when available) and dtype filled in (imports torch)."""
+    import torch
+
+    from bench.common import finish_args
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return finish_args(args)
+
+
+def run_children(args, folder: str, end: float) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    if args.device != "cuda":
+    if args.device == "cpu":
         env["TRITON_INTERPRET"] = "1"
     procs = {}
     for fam in args.families.split(","):
-        argv = [sys.executable, "-m", "bench.smoke", "--device", args.device, "--child", fam,
-                "--verdict", os.path.join(folder, f"{fam}.json")] + (["--dtype", args.dtype] if args.dtype else [])
+        argv = [sys.executable, "-m", "bench.smoke", "--child", fam, "--verdict", os.path.join(folder, f"{fam}.json")]
+        argv += (["--device", args.device] if args.device else []) + (["--dtype", args.dtype] if args.dtype else [])
         procs[fam] = subprocess.Popen(argv, env=env, start_new_session=True)
-    end = time.monotonic() + args.deadline
-    while time.monotonic() < end and any(p.poll() is None for p in procs.values()):
+    while time.time() < end and any(p.poll() is None for p in procs.values()):
         time.sleep(0.2)
     out = {}
     for fam, p in procs.items():
@@ -158,38 +168,54 @@ def run_children(args, folder: str) -> dict:
             out[fam] = json.load(open(path))
             out[fam]["warm"] = "stopped at the deadline" if running else exit_reason(p.returncode)
         else:
-            why = f"no verdict by the {args.deadline:.0f}s deadline" if running else \
-                f"the child died: {exit_reason(p.returncode)}"
+            why = "no verdict by the deadline" if running else f"the child died: {exit_reason(p.returncode)}"
             out[fam] = dict(family=fam, ok=False, error=why)
     return out
 
 
-def main() -> int:
-    ap = base_parser(__doc__)
-    ap.add_argument("--deadline", type=float, default=60, help="seconds for every child together")
+def parser() -> argparse.ArgumentParser:
+    """Light (no torch import): the parent starts its children before anything heavy."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available")
+    ap.add_argument("--dtype", default=None, choices=["bf16", "fp16", "fp32"],
+                    help="default: bf16 on cuda, fp32 on cpu")
+    ap.add_argument("--quick", action="store_true", help="accepted for gpu.sh's common arguments (no effect)")
+    ap.add_argument("--out-dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    ap.add_argument("--tag", default="", help="appended to the JSON's name")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--deadline", type=float, default=60, help="seconds for every child together (from now)")
+    ap.add_argument("--end-at", type=float, default=None,
+                    help="epoch seconds by which the children stop (overrides --deadline; gpu.sh: its step's end)")
     ap.add_argument("--disabled-file", default=None, help="write the failed families here, comma-separated")
     ap.add_argument("--families", default=",".join(FAMILIES), help="comma list of the families to check (all)")
     ap.add_argument("--child", default=None, choices=list(FAMILIES), help=argparse.SUPPRESS)
     ap.add_argument("--verdict", default=None, help=argparse.SUPPRESS)
-    args = finish_args(ap.parse_args())
+    return ap
+
+
+def main() -> int:
+    args = parser().parse_args()
     bad = set(args.families.split(",")) - set(FAMILIES)
     if bad:
         raise SystemExit(f"--families: unknown {sorted(bad)}; choose from {list(FAMILIES)}")
     if args.child:
-        return child(args)
-    t0 = time.monotonic()
+        return child(resolved(args))
+    t0 = time.time()
+    end = args.end_at or t0 + args.deadline
+    args.device = args.device or ("cuda" if shutil.which("nvidia-smi") else "cpu")   # cheap: no torch import yet
     with tempfile.TemporaryDirectory() as folder:
-        fams = run_children(args, folder)
+        fams = run_children(args, folder, end)
     off = [f for f, v in fams.items() if not v["ok"]]
+    if args.disabled_file:                   # first: what the later steps need
+        with open(args.disabled_file, "w") as f:
+            f.write(",".join(off))
     for f, v in fams.items():
         print(f"smoke {f:>9}: {'ok' if v['ok'] else 'FAILED: ' + v['error']} "
               f"({v.get('seconds', '-')}s; warming: {v.get('warm', '-')})", flush=True)
-    if args.disabled_file:
-        with open(args.disabled_file, "w") as f:
-            f.write(",".join(off))
-    write_json("smoke", args, dict(benchmark="compile/smoke of every kernel family (bench/smoke.py)",
-                                   families=fams, disabled=off, seconds=round(time.monotonic() - t0, 1),
-                                   deadline_s=args.deadline, fault=os.environ.get("CORRSTEER_FAULT")))
+    from bench.common import write_json
+    write_json("smoke", resolved(args), dict(
+        benchmark="compile/smoke of every kernel family (bench/smoke.py)", families=fams, disabled=off,
+        seconds=round(time.time() - t0, 1), deadline_s=round(end - t0, 1), fault=os.environ.get("CORRSTEER_FAULT")))
     return 0
 
 

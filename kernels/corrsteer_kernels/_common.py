@@ -8,6 +8,9 @@ Backends:
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import dataclasses
 import os
 import signal
 import time
@@ -79,10 +82,78 @@ def families_from_env(name: str) -> dict:
     return out
 
 
+PACKED_STRATEGIES = ("auto", "fused", "split", "fused_n")
+TOPK_STRATEGIES = ("two_pass", "one_pass", "auto")
+COMBINE_STRATEGIES = ("torch", "kernel")
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelOptions:
+    """How the triton path chooses its kernels, in one place (README "Packed tokens", "TopK", "Fail-soft choice").
+
+    packed_strategy: "auto" (the tuner's fastest enabled family), or "fused" / "split" / "fused_n" forced
+    topk_strategy:   "two_pass" (the cut from a pre-activation pass), "one_pass" (topk_kernel.py) or "auto" (both
+                     timed per shape and token count bucket on a GPU)
+    combine:         "torch" (a dozen torch ops) or "kernel" (combine_kernel.py, one launch)
+    tune_fused_n:    fused_n among the tuner's candidates under "auto"
+    autotune:        False: every shape takes the fixed default configuration (no timing)
+    disabled:        kernel families switched off from the start (KERNEL_FAMILIES names or aliases)
+    Set for a block with use_kernel_options(...); each CORRSTEER_* variable of ENV_OVERRIDES that is set overrides
+    its field (a thin override for benchmarks and tests), read by kernel_options() at every choice."""
+    packed_strategy: str = "auto"
+    topk_strategy: str = "two_pass"
+    combine: str = "torch"
+    tune_fused_n: bool = False
+    autotune: bool = True
+    disabled: frozenset = frozenset()
+
+    def __post_init__(self):
+        for name, choices in (("packed_strategy", PACKED_STRATEGIES), ("topk_strategy", TOPK_STRATEGIES),
+                              ("combine", COMBINE_STRATEGIES)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"KernelOptions.{name} must be one of {choices}, got {getattr(self, name)!r}")
+        object.__setattr__(self, "disabled", frozenset(family_name(f) for f in self.disabled))
+
+
+ENV_OVERRIDES = dict(packed_strategy="CORRSTEER_PACKED_STRATEGY", topk_strategy="CORRSTEER_TOPK_STRATEGY",
+                     combine="CORRSTEER_COMBINE", tune_fused_n="CORRSTEER_TUNE_FUSED_N",
+                     autotune="CORRSTEER_AUTOTUNE", disabled="CORRSTEER_DISABLE_KERNELS")
+_OPTIONS: contextvars.ContextVar = contextvars.ContextVar("corrsteer_kernel_options", default=KernelOptions())
+
+
+def kernel_options() -> KernelOptions:
+    """The options in force: use_kernel_options' innermost (else the defaults), with the ENV_OVERRIDES applied."""
+    base, env = _OPTIONS.get(), {}
+    for name, choices in (("packed_strategy", PACKED_STRATEGIES), ("topk_strategy", TOPK_STRATEGIES),
+                          ("combine", COMBINE_STRATEGIES)):
+        if ENV_OVERRIDES[name] in os.environ:
+            env[name] = env_choice(ENV_OVERRIDES[name], choices, getattr(base, name))
+    if "CORRSTEER_TUNE_FUSED_N" in os.environ:
+        env["tune_fused_n"] = os.environ["CORRSTEER_TUNE_FUSED_N"] == "1"
+    if "CORRSTEER_AUTOTUNE" in os.environ:
+        env["autotune"] = os.environ["CORRSTEER_AUTOTUNE"] != "0"
+    off = families_from_env("CORRSTEER_DISABLE_KERNELS")
+    if off:
+        env["disabled"] = base.disabled | set(off)
+    return dataclasses.replace(base, **env) if env else base
+
+
+@contextlib.contextmanager
+def use_kernel_options(**changes):
+    """with use_kernel_options(packed_strategy="split", disabled={"topk"}): ... — the options for this block (this
+    thread / task); fields not named keep their current values."""
+    token = _OPTIONS.set(dataclasses.replace(_OPTIONS.get(), **changes))
+    try:
+        yield _OPTIONS.get()
+    finally:
+        _OPTIONS.reset(token)
+
+
 def switched_off() -> dict:
-    """{family: reason} of every kernel family off in this process: CORRSTEER_DISABLE_KERNELS (a comma list, e.g.
-    set by bench/gpu.sh from its smoke step) and the families switched off after a failure (switch_off)."""
-    off = {f: "CORRSTEER_DISABLE_KERNELS" for f in families_from_env("CORRSTEER_DISABLE_KERNELS")}
+    """{family: reason} of every kernel family off in this process: KernelOptions.disabled (or
+    CORRSTEER_DISABLE_KERNELS, a comma list, e.g. set by bench/gpu.sh from its smoke step) and the families switched
+    off after a failure (switch_off)."""
+    off = {f: "disabled (KernelOptions.disabled / CORRSTEER_DISABLE_KERNELS)" for f in kernel_options().disabled}
     return {**off, **SWITCHED_OFF}
 
 

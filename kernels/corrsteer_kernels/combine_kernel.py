@@ -15,13 +15,12 @@ mean) and finishing it where the owner changes:
 """
 from __future__ import annotations
 
-from ._common import HAS_TRITON, env_choice, fault_point, interpreting, tl, triton
+from ._common import HAS_TRITON, fault_point, interpreting, kernel_options, tl, triton
 from .corr_stats import FEATURE_FIELDS
 from .launch import MODE_POOL, MODE_STATS, Launch, Segments
 
 COMBINE_BLOCK_N = 256
 INTERPRETER_COMBINE_BLOCK_N = 32
-COMBINE_STRATEGIES = ("torch", "kernel")
 
 if HAS_TRITON:
 
@@ -124,4 +123,4 @@ def combine_launch(launch: Launch, segs: Segments, pool: str, mode: int, y=None,
 def combine_strategy() -> str:
     """CORRSTEER_COMBINE: "torch" (default until a GPU has measured this kernel: packed_kernel.combine_boundary /
     boundary_feature_sums) or "kernel" (combine_launch)."""
-    return env_choice("CORRSTEER_COMBINE", COMBINE_STRATEGIES, "torch")
+    return kernel_options().combine

@@ -22,18 +22,17 @@ CORRSTEER_PACKED_STRATEGY=split forces it.
 """
 from __future__ import annotations
 
-import os
-
 import torch
 
 from . import split_kernel
 from ._common import (
     HAS_TRITON,
     KERNEL_FAMILIES,
+    PACKED_STRATEGIES,
     KernelUnavailable,
-    env_choice,
     fault_point,
     interpreting,
+    kernel_options,
     switch_off,
     switched_off,
     tl,
@@ -54,7 +53,7 @@ TUNE_CONFIGS = [DEFAULT_CONFIG,
                 dict(BLOCK_M=64, BLOCK_N=256, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3)]
 _TUNED: dict = {}
 _TUNE_TIMES: dict = {}
-STRATEGIES = ("auto", "fused", "split", "fused_n")
+STRATEGIES = PACKED_STRATEGIES
 
 
 if HAS_TRITON:
@@ -153,7 +152,7 @@ def strategy() -> str:
     "fused_n" (tokens on the accumulator's N axis, tokens_n_kernel.py; pooling modes only) or "auto" (default:
     whichever timed faster for the shape, see config_for; fused_n is a candidate there only with
     CORRSTEER_TUNE_FUSED_N=1 until a GPU has measured it)."""
-    return env_choice("CORRSTEER_PACKED_STRATEGY", STRATEGIES, "auto")
+    return kernel_options().packed_strategy
 
 
 def family_of(cfg: dict) -> str:
@@ -213,11 +212,10 @@ def config_for(xp, sae, pool, mode, thr_t) -> dict:
     MODE_STATS, one-token samples: the heavier epilogue), which bounds the number of compilations per shape.
     Families switched off (kernel_enabled) are skipped; a family whose every candidate failed to run in tuning is
     switched off (switch_off, reason recorded); a forced strategy that is off raises KernelUnavailable."""
-    forced = strategy()
-    pre = mode == MODE_PRE
-    tokens_n = not pre and (forced == "fused_n" or (forced == "auto" and
-                                                     os.environ.get("CORRSTEER_TUNE_FUSED_N") == "1"))
-    if interpreting() or os.environ.get("CORRSTEER_AUTOTUNE", "1") == "0" or xp.shape[0] < 1024:
+    opts = kernel_options()
+    forced, pre = opts.packed_strategy, mode == MODE_PRE
+    tokens_n = not pre and (forced == "fused_n" or (forced == "auto" and opts.tune_fused_n))
+    if interpreting() or not opts.autotune or xp.shape[0] < 1024:
         return _enabled(_fixed(forced, tokens_n, pre), forced)[0]
     key = (xp.shape[1], sae.d_sae, xp.dtype, sae.W_enc.dtype, pre, forced, tokens_n, n_bucket(xp.shape[0]),
            tuple(sorted(switched_off())))

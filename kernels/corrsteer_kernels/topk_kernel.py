@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from ._common import HAS_TRITON, env_choice, fault_point, interpreting, tl, triton
+from ._common import HAS_TRITON, fault_point, interpreting, kernel_options, tl, triton
 from .corr_stats import FEATURE_FIELDS
 from .launch import MODE_POOL, MODE_STATS, Launch, dot_settings
 from .split_kernel import chunk_rows
@@ -34,7 +34,6 @@ from .split_kernel import chunk_rows
 TOPK_CONFIG = dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, num_warps=8, num_stages=2)
 TOPK_BLOCK_M = (64, 32, 16)
 INTERPRETER_TOPK = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16)
-TOPK_STRATEGIES = ("two_pass", "one_pass", "auto")
 LOW_MASK = tl.constexpr(0xFFFFFFFF) if HAS_TRITON else None    # the low 32 bits of a key: LOW_MASK - column
 PAD_KEY = tl.constexpr(-(2 ** 63) + 1) if HAS_TRITON else None  # below every real key: padding never ranks
 
@@ -93,7 +92,7 @@ def topk_strategy() -> str:
     """CORRSTEER_TOPK_STRATEGY: "two_pass" (default until a GPU has timed this kernel: the cut from a pre-activation
     pass + torch.topk, then the packed op), "one_pass" (this kernel) or "auto" (whichever timed faster for the
     shape on a GPU: encode_pool.topk_one_pass)."""
-    return env_choice("CORRSTEER_TOPK_STRATEGY", TOPK_STRATEGIES, "two_pass")
+    return kernel_options().topk_strategy
 
 
 def topk_config(k: int, n_tok: int = 0, device=None) -> dict:

@@ -165,3 +165,23 @@ def test_fault_point_modes(monkeypatch):
         p = subprocess.run([sys.executable, "-c", code], env={**os.environ, "CORRSTEER_FAULT": f"split:{how}"},
                            capture_output=True, timeout=120)
         assert p.returncode == rc, p.stderr[-500:]
+
+
+def test_kernel_options_in_one_place(monkeypatch):
+    """use_kernel_options chooses for a block; a set CORRSTEER_* variable overrides its field; bad values: one line."""
+    from corrsteer_kernels import KernelOptions, kernel_options, use_kernel_options
+    assert kernel_options() == KernelOptions()
+    xp, L, sae = _case()
+    with use_kernel_options(packed_strategy="split", disabled={"fused_n"}) as opts:
+        assert kernel_options() == opts and opts.disabled == {"tokens_n"}
+        assert packed_kernel.config_for(xp, sae, "max", 1, None) is packed_kernel.split_kernel.INTERPRETER_SPLIT
+        monkeypatch.setenv("CORRSTEER_PACKED_STRATEGY", "fused")
+        assert kernel_options().packed_strategy == "fused" and kernel_options().disabled == {"tokens_n"}
+        monkeypatch.setenv("CORRSTEER_DISABLE_KERNELS", "topk")
+        assert kernel_options().disabled == {"tokens_n", "topk"}
+    monkeypatch.delenv("CORRSTEER_PACKED_STRATEGY")
+    assert kernel_options().packed_strategy == "auto"
+    with pytest.raises(ValueError, match=r"KernelOptions.combine must be one of \('torch', 'kernel'\), got 'gpu'"):
+        KernelOptions(combine="gpu")
+    with pytest.raises(ValueError, match="unknown kernel family 'gemm'"):
+        KernelOptions(disabled={"gemm"})
