@@ -139,7 +139,7 @@ class Collected:
         self.args, self.todo = args, todo
         self.ceiling, self.results, self.strategies, self.errors, self.state = None, [], [], [], {}
 
-    def add(self, group, i, payload):
+    def add(self, group, i, payload, save=True):
         e = self.todo[group][i]
         self.state[group] = payload.get("kernel_state", self.state.get(group))
         r = payload.get("result")
@@ -157,7 +157,8 @@ class Collected:
                 r["fused_pct_of_ceiling"] = 100 * r["fused_tflops"] / self.ceiling["tflops"]
             (self.strategies if group == "strategies" else self.results).append(r)
             show(r)
-        self.save(quiet=True)
+        if save:
+            self.save(quiet=True)
 
     def save(self, quiet=False):
         res = self.results
@@ -226,7 +227,7 @@ def main():
                             lambda i, p, g=group: got.add(g, i, p), deadline, args.entry_timeout,
                             env=worker_env(group, args.device))
         for i in never:
-            got.add(group, i, dict(error="not run: K1's deadline"))
+            got.add(group, i, dict(error="not run: K1's deadline"), save=False)
     got.save()
     print_table(got.results, [("shape", "shape", ""), ("activation", "act", ""), ("pool", "pool", ""),
                               ("pattern", "tokens", ""), ("tokens", "N", "d"), ("gemm_s", "gemm s", ".2e"),

@@ -32,8 +32,9 @@ def check(fault: str, merged: dict, order: list[str]) -> dict:
     out, problems = {}, []
     if "smoke" in order:
         fams = (merged.get("smoke") or {}).get("families", {})
-        off = sorted(f for f, v in fams.items() if not v.get("ok"))
+        off = sorted(f for f, v in fams.items() if v.get("ok") is False)
         out["smoke_off"] = {f: fams[f].get("error") for f in off}
+        out["smoke_no_verdict"] = sorted(f for f, v in fams.items() if v.get("ok") is None)
         if off != [fam]:
             problems.append(f"smoke switched off {off}, expected [{fam}]")
     if "k1" in order:

@@ -151,7 +151,8 @@ for s in ${ORDER:-smoke k1 pytest e2 e1}; do
     smoke)
       rm -f "$OUT/.disabled"
       step smoke "$T_SMOKE" python3 -m bench.smoke ${BENCH_ARGS[@]+"${BENCH_ARGS[@]}"} --out-dir "$OUT/results" \
-        --end-at "$(( $(date +%s) + $(cap "$T_SMOKE") - 12 ))" --disabled-file "$OUT/.disabled"
+        --end-at "$(( $(date +%s) + $(cap "$T_SMOKE") - 15 ))" --disabled-file "$OUT/.disabled" \
+        --meta-file "$OUT/.meta.json"
       OFF=$(cat "$OUT/.disabled" 2>/dev/null || true)
       if [ -n "$OFF" ]; then
         export CORRSTEER_DISABLE_KERNELS="${CORRSTEER_DISABLE_KERNELS:+$CORRSTEER_DISABLE_KERNELS,}$OFF"
@@ -164,7 +165,7 @@ for s in ${ORDER:-smoke k1 pytest e2 e1}; do
     k1)
       # shellcheck disable=SC2086
       step k1 "$T_K1" python3 -m bench.bench_k1 ${BENCH_ARGS[@]+"${BENCH_ARGS[@]}"} --out-dir "$OUT/results" \
-        --end-at "$(( $(date +%s) + $(cap "$T_K1") - 10 ))" ${K1_ARGS:-} ;;
+        --end-at "$(( $(date +%s) + $(cap "$T_K1") - 20 ))" ${K1_ARGS:-} ;;
     e2|e1)
       T_VAR="T_${s^^}"
       step "$s" "${!T_VAR}" python3 -m "bench.bench_$s" ${BENCH_ARGS[@]+"${BENCH_ARGS[@]}"} --out-dir "$OUT/results" ;;

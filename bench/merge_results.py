@@ -44,7 +44,9 @@ def brief(merged: dict) -> dict:
     out = {}
     smoke = merged.get("smoke") or {}
     if "families" in smoke:
-        out["kernels_switched_off"] = {f: v.get("error") for f, v in smoke["families"].items() if not v.get("ok")}
+        out["kernels_switched_off"] = {f: v.get("error") for f, v in smoke["families"].items()
+                                       if v.get("ok") is False}
+        out["kernels_no_smoke_verdict"] = [f for f, v in smoke["families"].items() if v.get("ok") is None]
     k1 = merged.get("k1") or {}
     if "summary" in k1:
         out["k1_worst_fused_over_gemm"] = k1["summary"].get("worst_fused_over_gemm")

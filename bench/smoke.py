@@ -3,10 +3,11 @@ process (all at once: one per family, over the machine's cores), checked against
 
     python3 -m bench.smoke [--device cpu] [--deadline 60] [--disabled-file F]
 
-A family whose child raises, gives a wrong answer, crashes (a Triton C++ abort, a sticky CUDA fault) or has no
-verdict by the deadline is switched off: listed in the JSON with its error, and written to --disabled-file as the
-comma list that gpu.sh exports as CORRSTEER_DISABLE_KERNELS for the later steps. After its verdict a GPU child goes
-on compiling the family's tuning candidates (the Triton cache the K1 step then finds warm) until the deadline.
+A family whose child raises, gives a wrong answer or crashes (a Triton C++ abort, a sticky CUDA fault) is switched
+off: listed in the JSON with its error, and written to --disabled-file as the comma list that gpu.sh exports as
+CORRSTEER_DISABLE_KERNELS for the later steps. One with no verdict by the deadline is recorded as such and stays on
+(slow is not broken; K1's workers have their own limits). After its verdict a GPU child goes on compiling the
+family's tuning candidates (the Triton cache the K1 step then finds warm) until the deadline.
 Families: packed (the fused kernel; also its pre-activation kernel, TopK's two-pass path), split, tokens_n (fused_n),
 topk (the one-pass kernel) and combine (fed synthetic boundary slots, so it does not depend on another family). On
 the CPU the children run the Triton interpreter at tiny shapes.
@@ -168,8 +169,10 @@ def run_children(args, folder: str, end: float) -> dict:
             out[fam] = json.load(open(path))
             out[fam]["warm"] = "stopped at the deadline" if running else exit_reason(p.returncode)
         else:
-            why = "no verdict by the deadline" if running else f"the child died: {exit_reason(p.returncode)}"
-            out[fam] = dict(family=fam, ok=False, error=why)
+            if running:           # slow, not failed: recorded, not switched off (K1's workers have their limits)
+                out[fam] = dict(family=fam, ok=None, error="no verdict by the deadline")
+            else:
+                out[fam] = dict(family=fam, ok=False, error=f"the child died: {exit_reason(p.returncode)}")
     return out
 
 
@@ -188,6 +191,7 @@ def parser() -> argparse.ArgumentParser:
                     help="epoch seconds by which the children stop (overrides --deadline; gpu.sh: its step's end)")
     ap.add_argument("--disabled-file", default=None, help="write the failed families here, comma-separated")
     ap.add_argument("--families", default=",".join(FAMILIES), help="comma list of the families to check (all)")
+    ap.add_argument("--meta-file", default=None, help="gpu.sh's meta JSON (device, date, versions) for this JSON")
     ap.add_argument("--child", default=None, choices=list(FAMILIES), help=argparse.SUPPRESS)
     ap.add_argument("--verdict", default=None, help=argparse.SUPPRESS)
     return ap
@@ -205,17 +209,26 @@ def main() -> int:
     args.device = args.device or ("cuda" if shutil.which("nvidia-smi") else "cpu")   # cheap: no torch import yet
     with tempfile.TemporaryDirectory() as folder:
         fams = run_children(args, folder, end)
-    off = [f for f, v in fams.items() if not v["ok"]]
+    off = [f for f, v in fams.items() if v["ok"] is False]
     if args.disabled_file:                   # first: what the later steps need
         with open(args.disabled_file, "w") as f:
             f.write(",".join(off))
     for f, v in fams.items():
-        print(f"smoke {f:>9}: {'ok' if v['ok'] else 'FAILED: ' + v['error']} "
+        print(f"smoke {f:>9}: {'ok' if v['ok'] else 'FAILED: ' + v['error'] if v['ok'] is False else v['error']} "
               f"({v.get('seconds', '-')}s; warming: {v.get('warm', '-')})", flush=True)
-    from bench.common import write_json
-    write_json("smoke", resolved(args), dict(
-        benchmark="compile/smoke of every kernel family (bench/smoke.py)", families=fams, disabled=off,
-        seconds=round(time.time() - t0, 1), deadline_s=round(end - t0, 1), fault=os.environ.get("CORRSTEER_FAULT")))
+    payload = dict(benchmark="compile/smoke of every kernel family (bench/smoke.py)", families=fams, disabled=off,
+                   seconds=round(time.time() - t0, 1), deadline_s=round(end - t0, 1),
+                   fault=os.environ.get("CORRSTEER_FAULT"))
+    if args.meta_file and os.path.exists(args.meta_file):     # gpu.sh's meta: no torch / transformers import here
+        meta = dict(json.load(open(args.meta_file)), argv=sys.argv[1:], time=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    git_commit=os.environ.get("CORRSTEER_GIT_COMMIT"))
+        path = os.path.join(args.out_dir, f"smoke-{meta['device_kind']}-{meta['date']}.json")
+        os.makedirs(args.out_dir, exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(dict(meta=meta, **payload), f, indent=1, default=str)
+    else:
+        from bench.common import write_json
+        write_json("smoke", resolved(args), payload)
     return 0
 
 

@@ -86,6 +86,6 @@ def test_smoke_switches_off_exactly_the_failing_families(tmp_path):
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     assert (tmp_path / "off").read_text() == "combine,split"
     fams = json.load(open(next(tmp_path.glob("smoke-cpu-*.json"))))["families"]
-    assert fams["packed"]["ok"] and not fams["split"]["ok"] and not fams["combine"]["ok"]
+    assert fams["packed"]["ok"] and fams["split"]["ok"] is False and fams["combine"]["ok"] is False
     assert "injected compile failure of the split kernel" in fams["split"]["error"]
     assert fams["combine"]["error"] == "the child died: killed by SIGABRT"
