@@ -221,6 +221,7 @@ def main():
         deadline = min(deadline, time.monotonic() + args.end_at - time.time())
     todo = entries(args)
     got = Collected(args, todo)
+    got.save(quiet=True)                  # a K1 file from the start: a kill at any point leaves one
     for group in ("main", "strategies"):
         argv = [sys.executable, "-m", "bench.bench_k1", *sys.argv[1:], "--layout", args.layout, "--worker", group]
         never = run_entries(lambda i: argv + ["--start", str(i)], len(todo[group]),
