@@ -5,47 +5,44 @@
     python3 -m bench.bench_k1 --layout padded      # x as [B, T, d_in] (the GEMM still covers only the valid tokens)
 
 Per case (SAE shape, activation, pool, token pattern), all timed in one run on the same inputs:
-  fused       = encode_pool_stats(x, lengths, y, sae, stats, pool, check=False)   (as collection calls it: no host
-                sync; stats preallocated, accumulating); fused_checked = the same with the default input checks
+  fused       = encode_pool_stats_prepared(xp, batch, sae, stats, pool) with batch = prepare_batch(lengths, y) made
+                once (what collection runs per layer; --layout padded: encode_pool_stats(x, ..., check=False));
+                unprepared = encode_pool_stats(x, lengths, y, ..., check=False); fused_checked (GPU) = with checks
   encode_pool = encode_pool(x, lengths, sae, pool, out=buf)           (pooled output preallocated)
   gemm        = torch.mm(xp, W_enc, out=buf)  xp = the N valid tokens packed [N, d_in], same dtype as W_enc
-ratio = fused / gemm (target <= 1.2 on GPU bf16, <= 1.25 on CPU fp32, TopK <= 1.5 on the CPU). Paired: each of
+Per-case targets of fused / gemm (k1_cases.target_for): GPU bf16 (Hopper) <= 1.15 ragged, <= 1.10 one token per
+sample and the Llama shape, TopK <= 3; CPU fp32 <= 1.25, TopK <= 1.5. Paired: each of
 --reps repetitions times the GEMM and then each op back to back (CPU: one call each; GPU: a short do_bench each) and
 the ratio is the median of the per-repetition ratios, with its spread (min, max) and every ratio in the JSON. Also per
-case: launches per call of the fused op (torch.profiler: CUDA kernels on the GPU, top-level aten ops on the CPU); on
+case: launches per call of the fused op (torch.profiler: CUDA kernels on the GPU, top-level aten ops on the CPU; and
+Triton launches counted by wrapping Triton's launch, against the target of 4 per prepared layer call); on
 the GPU the fused op replayed from a CUDA graph beside its plain timing (or why it cannot be captured), the checked
 call, and the GEMM rotating over input sets. N = 2048 (what collection passes per layer) and 8192 tokens.
 TFLOP/s = 2 N d_in d_sae / time, against an 8192^3 bf16 matmul measured in the same run (CPU: 1024^3 in fp32).
+
+Fail-soft: the cases run in a worker process (bench/isolate.py); a worker that crashes, hangs (--entry-timeout) or
+runs past --deadline loses only its entry, recorded with its error, and the JSON is rewritten after every entry.
+After the cases, the strategy comparison (k1_cases.STRATEGIES: fused, split, fused_n, the tuner with fused_n,
+the combine kernel, TopK two-pass / one-pass / auto) runs in a second worker with those switches set per entry (the
+only place they are set); on the CPU under the Triton interpreter at a tiny shape (code paths only, no target). A
+strategy whose kernel family is switched off (CORRSTEER_DISABLE_KERNELS, e.g. by gpu.sh's smoke step) is skipped
+with the reason.
 """
 from __future__ import annotations
 
+import argparse
+import os
 import sys
+import time
 import traceback
-import zlib
 
 import torch
 
-from bench.common import (
-    base_parser,
-    finish_args,
-    gemm_ceiling,
-    graph_time,
-    launches_per_call,
-    paired,
-    print_table,
-    random_sae,
-    time_op,
-    write_json,
-)
-from corrsteer_kernels import CorrStats, encode_pool, encode_pool_stats
-from corrsteer_kernels.launch import MODE_STATS, Segments
-from corrsteer_kernels.packed_kernel import config_for, tuned_configs, tuning_times
-from corrsteer_kernels.split_kernel import SPLIT_CONFIGS, gemm_fp32, split_encode
-
-SHAPES = {"d576-16k": (576, 16384, "jumprelu", None), "gemma2-2b": (2304, 16384, "jumprelu", None),
-          "llama3.1-8b": (4096, 32768, "jumprelu", None),
-          "topk-default": (576, 2304, "topk", 32)}
-MAX_T = 32                 # ragged pattern: lengths uniform in 1..32
+from bench.common import base_parser, finish_args, gemm_ceiling, print_table, random_sae, write_json
+from bench.isolate import announce, report, run_entries
+from bench.k1_cases import STRATEGIES, kernel_state, run_case, run_strategy
+from corrsteer_kernels import encode_pool
+from corrsteer_kernels._common import switched_off
 
 
 def cases(device, quick):
@@ -80,23 +77,14 @@ def cpu_cases():
     return out + [("llama3.1-8b", "jumprelu", "max", "ragged", 512), ("llama3.1-8b", "jumprelu", "max", "one", 512)]
 
 
-def draw_lengths(pattern, n_tokens, g):
-    if pattern == "one":
-        return torch.ones(n_tokens, dtype=torch.long)
-    B = max(1, round(n_tokens / ((1 + MAX_T) / 2)))
-    return torch.randint(1, MAX_T + 1, (B,), generator=g)
-
-
-def make_inputs(lengths, d_in, dtype, device, layout, g):
-    """(x in the benchmarked layout, xp packed [N, d_in]): random normal tokens, padding rows random too."""
-    N, B = int(lengths.sum()), lengths.numel()
-    xp = torch.randn(N, d_in, generator=g).to(dtype)
-    if layout == "packed":
-        return xp.to(device), xp.to(device)
-    T = int(lengths.max())
-    x = torch.randn(B, T, d_in, generator=g).to(dtype)
-    x[torch.arange(T)[None, :] < lengths[:, None]] = xp
-    return x.to(device), xp.to(device)
+def entries(args) -> dict:
+    """{"main": [("ceiling",), ("case", ...)...], "strategies": [("strategy", ...)...]}: the same lists in the parent
+    and its workers."""
+    main = [("ceiling",)] + [("case", *c) for c in cases(args.device, args.quick)
+                             if not ((args.only and args.only not in c[0]) or
+                                     (args.max_tokens and c[4] > args.max_tokens))]
+    strat = [] if args.no_strategies else [("strategy", *s) for s in STRATEGIES]
+    return {"main": main, "strategies": strat}
 
 
 def packed_supported() -> bool:
@@ -111,87 +99,102 @@ def packed_supported() -> bool:
         return False
 
 
-def run_case(shape, activation, pool, pattern, n_tokens, args, n_sets, ceiling):
-    d_in, d_sae, _, k = SHAPES[shape]
-    dev, dtype = args.device, args.torch_dtype
-    g = torch.Generator().manual_seed(args.seed + zlib.crc32(f"{shape}{activation}{pool}{pattern}".encode()))
-    lengths = draw_lengths(pattern, n_tokens, g)
-    N, B = int(lengths.sum()), lengths.numel()
-    sae = random_sae(d_in, d_sae, activation, k=k if activation == "topk" else None, device=dev, dtype=dtype,
-                     seed=args.seed + 7)
-    sets = []
-    for _ in range(n_sets):
-        x, xp = make_inputs(lengths, d_in, dtype, dev, args.layout, g)
-        sets.append((x, xp, (torch.rand(B, generator=g) > 0.5).float().to(dev)))
-    L = lengths.to(dev)
-    stats = CorrStats(d_sae, device=dev)
-    pooled = torch.empty(B, d_sae, device=dev, dtype=torch.float32)
-    buf = torch.empty(N, d_sae, device=dev, dtype=sae.W_enc.dtype)
-    W = sae.W_enc
-    for x, _, y in sets[:1]:          # compile / warm every path once before timing anything
-        encode_pool_stats(x, L, y, sae, stats, pool)
-        encode_pool(x, L, sae, pool, out=pooled)
-    x, xp, y = sets[0]
-    fused = lambda: encode_pool_stats(x, L, y, sae, stats, pool, check=False)      # noqa: E731
-    ratios, med = paired(lambda: torch.mm(xp, W, out=buf), {
-        "fused": fused, "encode_pool": lambda: encode_pool(x, L, sae, pool, out=pooled)}, dev, args.reps)
-    t_gemm, t_fused, t_ep = med["gemm"], med["fused"], med["encode_pool"]
-    t_checked = float("nan")
-    extra = dict(launches=launches_per_call(fused, dev))
-    if dev == "cuda":
-        t_checked = time_op([lambda x=x, y=y: encode_pool_stats(x, L, y, sae, stats, pool) for x, _, y in sets],
-                            dev, args.reps)
-        t_graph = graph_time(fused, dev)
-        extra.update(fused_graph_s=t_graph, fused_graph_over_gemm=t_graph / t_gemm if isinstance(t_graph, float)
-                     else None, gemm_rotating_s=time_op([lambda xp=xp: torch.mm(xp, W, out=buf) for _, xp, _ in sets],
-                                                        dev, args.reps))
-    flop = 2 * N * d_in * d_sae
-    target = 1.2 if dev == "cuda" else 1.25
-    r = dict(shape=shape, d_in=d_in, d_sae=d_sae, activation=activation, k=k if activation == "topk" else None,
-             pool=pool, pattern=pattern, samples=B, tokens=N, max_len=int(lengths.max()), layout=args.layout,
-             x_shape=list(sets[0][0].shape), dtype=str(dtype).replace("torch.", ""), input_sets=n_sets,
-             gemm_s=t_gemm, fused_s=t_fused, fused_checked_s=t_checked, encode_pool_s=t_ep,
-             fused_over_gemm=ratios["fused"]["median"], encode_pool_over_gemm=ratios["encode_pool"]["median"],
-             paired=ratios, **extra,
-             threads=torch.get_num_threads(), target=1.5 * target / 1.25 if (activation == "topk" and
-                                                                                dev != "cuda") else target,
-             gemm_tflops=flop / t_gemm / 1e12, fused_tflops=flop / t_fused / 1e12,
-             encode_pool_tflops=flop / t_ep / 1e12)
-    r["fused_pct_of_ceiling"] = 100 * r["fused_tflops"] / ceiling if ceiling else None
-    r["pass"] = r["fused_over_gemm"] <= r["target"]
-    if dev == "cuda" and activation != "topk":
-        r["breakdown"] = breakdown(sets[0][1], L, sets[0][2], sae, pool, args.reps, t_gemm)
-    return r
+# ---------------------------------------------------------------------------------------------------------------
+# worker: runs entries from --start on, one @@RESULT line each
+# ---------------------------------------------------------------------------------------------------------------
+def run_entry(e, args):
+    if e[0] == "ceiling":
+        return gemm_ceiling(args.device, torch.bfloat16 if args.device == "cuda" else args.torch_dtype,
+                            n=256 if args.quick else None)
+    if e[0] == "case":
+        return run_case(*e[1:], args, ceiling=None)
+    name, env, family, shape, activation = e[1:]
+    if family and family in switched_off():
+        return dict(strategy=name, switches=env, skipped=f"the {family} kernel is switched off: "
+                                                        f"{switched_off()[family]}")
+    return run_strategy(name, env, shape, activation, args, None)
 
 
-def breakdown(xp, L, y, sae, pool, reps, t_gemm):
-    """Where the split strategy's time goes (GPU): its fp32-output GEMM alone, its pooling pass alone (a no-op GEMM
-    over an uninitialised buffer: same bytes; with its allocations and launch), and one full read of the fp32
-    pre-activations by torch (the achievable bandwidth)."""
-    N, d = xp.shape[0], sae.d_sae
-    cfg = config_for(xp, sae, pool, MODE_STATS, None)          # this shape's tuned choice (cached by the timed calls)
-    cfg = cfg if cfg.get("SPLIT") else SPLIT_CONFIGS[0]
-    segs, yd = Segments.of(L, N), y.double()
-    pre = torch.empty(N, d, dtype=torch.float32, device=xp.device)
-    nogemm = lambda x, w, out: out            # noqa: E731
-    t32 = time_op(lambda: gemm_fp32(xp, sae.W_enc, pre), "cuda", reps)
-    tp32 = time_op(lambda: split_encode(xp, segs, sae, pool, MODE_STATS, yd, None, None, cfg, gemm=nogemm), "cuda",
-                   reps)
-    tread = time_op(lambda: torch.amax(pre), "cuda", reps)
-    gb = N * d * 4 / 1e9
-    return dict(config=dict(cfg), gemm_fp32_out_s=t32, gemm_fp32_over_bf16=t32 / t_gemm, pool_kernel_s=tp32,
-                pool_kernel_GBps=gb / tp32, torch_read_fp32_s=tread, torch_read_GBps=gb / tread,
-                split_floor_over_gemm=(t32 + tp32) / t_gemm)
+def worker(args) -> int:
+    todo = entries(args)[args.worker]
+    for i in range(args.start, len(todo)):
+        announce(i)
+        try:
+            payload = dict(result=run_entry(todo[i], args))
+        except Exception as e:        # noqa: BLE001  (recorded, go on with the other entries)
+            traceback.print_exc()
+            payload = dict(error=f"{type(e).__name__}: {str(e)[:500]}")
+        payload["kernel_state"] = kernel_state()
+        report(i, payload)
+        if args.device == "cuda":
+            torch.cuda.empty_cache()      # the entry's inputs and buffers are gone with its frame
+    return 0
 
 
-def save(args, ceil, results, errors, quiet=False):
-    ok = bool(results) and not errors and all(r["pass"] for r in results)
-    summary = dict(cases=len(results), errors=len(errors), all_pass=ok,
-                   worst_fused_over_gemm=max((r["fused_over_gemm"] for r in results), default=None))
-    write_json("k1", args, dict(benchmark="K1 fused encode->pool->stats / bare GEMM of the same packed tokens",
-                                layout=args.layout, gemm_ceiling=ceil, summary=summary, cases=results,
-                                tuned_configs=tuned_configs(), tuning_ms=tuning_times(),
-                                errors=errors), quiet=quiet)
+# ---------------------------------------------------------------------------------------------------------------
+# parent: runs the workers, collects, writes the JSON after every entry
+# ---------------------------------------------------------------------------------------------------------------
+class Collected:
+    def __init__(self, args, todo):
+        self.args, self.todo = args, todo
+        self.ceiling, self.results, self.strategies, self.errors, self.state = None, [], [], [], {}
+
+    def add(self, group, i, payload, save=True):
+        e = self.todo[group][i]
+        self.state[group] = payload.get("kernel_state", self.state.get(group))
+        r = payload.get("result")
+        if r is None:
+            err = dict(group=group, entry=[str(v) for v in e[1:]] or [e[0]], error=payload["error"])
+            self.errors.append(err)
+            if group == "strategies":
+                self.strategies.append(dict(strategy=e[1], switches=e[2], error=payload["error"]))
+            print(f"K1 {group} entry {i} {e[1:3] if len(e) > 1 else e[0]}: {payload['error']}", flush=True)
+        elif e[0] == "ceiling":
+            self.ceiling = r
+            print(f"GEMM ceiling: {r['n']}^3 {r['dtype']}: {r['tflops']:.3g} TFLOP/s", flush=True)
+        else:
+            if self.ceiling and "fused_tflops" in r:
+                r["fused_pct_of_ceiling"] = 100 * r["fused_tflops"] / self.ceiling["tflops"]
+            (self.strategies if group == "strategies" else self.results).append(r)
+            show(r)
+        if save:
+            self.save(quiet=True)
+
+    def save(self, quiet=False):
+        res = self.results
+        ok = bool(res) and not [e for e in self.errors if e["group"] == "main"] and all(r["pass"] for r in res)
+        summary = dict(cases=len(res), errors=len(self.errors), all_pass=ok,
+                       worst_fused_over_gemm=max((r["fused_over_gemm"] for r in res), default=None),
+                       failed_cases=[f"{r['shape']} {r['activation']} {r['pool']} {r['pattern']} N={r['tokens']}"
+                                     for r in res if not r["pass"]],
+                       most_launches=max((r["launches"]["count"] for r in res), default=None),
+                       strategies={s["strategy"]: s.get("fused_over_gemm", s.get("skipped", s.get("error")))
+                                   for s in self.strategies})
+        write_json("k1", self.args, dict(
+            benchmark="K1 encode_pool_stats_prepared (collection's per-layer call) / bare GEMM of the same packed "
+                      "tokens", layout=self.args.layout, gemm_ceiling=self.ceiling, summary=summary,
+            cases=res, strategies=self.strategies, errors=self.errors, kernel_state=self.state), quiet=quiet)
+
+
+def show(r):
+    if r.get("skipped"):
+        print(f"{r['strategy']:>14}: skipped ({r['skipped']})", flush=True)
+        return
+    name = r.get("strategy") or f"{r['shape']:>12} {r['activation']:>8} {r['pool']:>4} {r['pattern']:>6}"
+    print(f"{name} N={r['tokens']:>5}: gemm {r['gemm_s'] * 1e3:8.3f} ms  fused {r['fused_s'] * 1e3:8.3f} ms "
+          f"({r['fused_over_gemm']:.3f}x, target {r['target']})  unprepared {r['unprepared_over_gemm'] or 0:.3f}x  "
+          f"encode_pool {r['encode_pool_over_gemm'] or 0:.3f}x  launches {r['launches']['count']} "
+          f"(triton {r['triton_launches']})", flush=True)
+
+
+def worker_env(group, device) -> dict:
+    env = dict(os.environ)
+    if device != "cuda":               # the strategies run under the Triton interpreter on the CPU
+        if group == "strategies":
+            env["TRITON_INTERPRET"] = "1"
+        else:
+            env.pop("TRITON_INTERPRET", None)
+    return env
 
 
 def main():
@@ -200,41 +203,43 @@ def main():
     ap.add_argument("--reps", type=int, default=7, help="paired repetitions (GEMM, then each op)")
     ap.add_argument("--only", default=None, help="run only cases whose shape name contains this")
     ap.add_argument("--max-tokens", type=int, default=None, help="skip cases with more tokens than this")
+    ap.add_argument("--deadline", type=float, default=None,
+                    help="seconds: stop starting entries after this, kill the worker at it (JSON kept)")
+    ap.add_argument("--end-at", type=float, default=None,
+                    help="epoch seconds: the same as --deadline, as a point in time (gpu.sh: its step's end)")
+    ap.add_argument("--entry-timeout", type=float, default=150, help="seconds one entry may take in a worker")
+    ap.add_argument("--no-strategies", action="store_true", help="skip the strategy comparison")
+    ap.add_argument("--worker", default=None, choices=["main", "strategies"], help=argparse.SUPPRESS)
+    ap.add_argument("--start", type=int, default=0, help=argparse.SUPPRESS)
     args = finish_args(ap.parse_args())
     if args.layout == "auto":
         args.layout = "packed" if packed_supported() else "padded"
-    ceil = gemm_ceiling(args.device, torch.bfloat16 if args.device == "cuda" else args.torch_dtype,
-                        n=256 if args.quick else None)
-    print(f"GEMM ceiling: {ceil['n']}^3 {ceil['dtype']}: {ceil['tflops']:.3g} TFLOP/s", flush=True)
-    results, errors = [], []
-    for c in cases(args.device, args.quick):
-        if (args.only and args.only not in c[0]) or (args.max_tokens and c[4] > args.max_tokens):
-            continue
-        try:
-            r = run_case(*c, args, n_sets=3 if args.device == "cuda" else 1, ceiling=ceil["tflops"])
-            results.append(r)
-            if args.device == "cuda":
-                torch.cuda.empty_cache()      # the case's inputs and buffers are gone with run_case's frame
-            print(f"{r['shape']:>12} {r['activation']:>8} {r['pool']:>4} {r['pattern']:>6} N={r['tokens']:>5}: "
-                  f"gemm {r['gemm_s'] * 1e3:8.3f} ms  fused {r['fused_s'] * 1e3:8.3f} ms "
-                  f"({r['fused_over_gemm']:.3f}x)  checked {r['fused_checked_s'] / r['gemm_s']:.3f}x  "
-                  f"encode_pool {r['encode_pool_over_gemm']:.3f}x", flush=True)
-            if r.get("breakdown"):
-                print("    breakdown:", {k: round(v, 6) if isinstance(v, float) else v
-                                         for k, v in r["breakdown"].items()}, flush=True)
-        except Exception as e:        # noqa: BLE001  (record, go on with the other cases)
-            traceback.print_exc()
-            errors.append(dict(case=list(c), error=f"{type(e).__name__}: {e}"))
-        save(args, ceil, results, errors, quiet=True)     # after every case: a timeout keeps what was done
-    save(args, ceil, results, errors)
-    print_table(results, [("shape", "shape", ""), ("activation", "act", ""), ("pool", "pool", ""),
-                          ("pattern", "tokens", ""), ("tokens", "N", "d"), ("gemm_s", "gemm s", ".2e"),
-                          ("fused_s", "fused s", ".2e"), ("fused_over_gemm", "fused/gemm", ".3f"),
-                          ("encode_pool_over_gemm", "ep/gemm", ".3f"), ("fused_tflops", "TFLOP/s", ".3g"),
-                          ("target", "target", ""), ("pass", "pass", "")])
-    print(f"ceiling {ceil['tflops']:.3g} TFLOP/s ({ceil['n']}^3 {ceil['dtype']}); layout {args.layout}; "
-          f"errors {len(errors)}")
-    return 0 if results and not errors else 1
+    if args.worker:
+        return worker(args)
+    deadline = time.monotonic() + (args.deadline or 1e9)
+    if args.end_at:
+        deadline = min(deadline, time.monotonic() + args.end_at - time.time())
+    todo = entries(args)
+    got = Collected(args, todo)
+    got.save(quiet=True)                  # a K1 file from the start: a kill at any point leaves one
+    for group in ("main", "strategies"):
+        argv = [sys.executable, "-m", "bench.bench_k1", *sys.argv[1:], "--layout", args.layout, "--worker", group]
+        never = run_entries(lambda i: argv + ["--start", str(i)], len(todo[group]),
+                            lambda i, p, g=group: got.add(g, i, p), deadline, args.entry_timeout,
+                            env=worker_env(group, args.device))
+        for i in never:
+            got.add(group, i, dict(error="not run: K1's deadline"), save=False)
+    got.save()
+    print_table(got.results, [("shape", "shape", ""), ("activation", "act", ""), ("pool", "pool", ""),
+                              ("pattern", "tokens", ""), ("tokens", "N", "d"), ("gemm_s", "gemm s", ".2e"),
+                              ("fused_s", "fused s", ".2e"), ("fused_over_gemm", "fused/gemm", ".3f"),
+                              ("unprepared_over_gemm", "unprep", ".3f"), ("encode_pool_over_gemm", "ep/gemm", ".3f"),
+                              ("target", "target", ""), ("pass", "pass", "")])
+    for s in got.strategies:
+        print(f"strategy {s['strategy']:>14}: " + (f"{s['fused_over_gemm']:.3f}x" if "fused_over_gemm" in s else
+                                                    s.get("skipped") or s.get("error")))
+    print(f"layout {args.layout}; errors {len(got.errors)}")
+    return 0 if got.results and not [e for e in got.errors if e["group"] == "main"] else 1
 
 
 if __name__ == "__main__":

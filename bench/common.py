@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.metadata
 import json
 import os
 import platform
@@ -91,10 +92,10 @@ def meta(args) -> dict:
              date=dt.date.today().isoformat(), time=dt.datetime.now().isoformat(timespec="seconds"),
              torch=torch.__version__, python=platform.python_version(), git_commit=git_commit(),
              dtype=args.dtype_name, quick=bool(args.quick), argv=sys.argv[1:])
-    for mod in ("triton", "transformers"):
+    for mod in ("triton", "transformers"):      # from the installed metadata: importing transformers takes seconds
         try:
-            m[mod] = __import__(mod).__version__
-        except ImportError:
+            m[mod] = importlib.metadata.version(mod)
+        except importlib.metadata.PackageNotFoundError:
             m[mod] = None
     if args.device == "cuda":
         m["cuda"] = torch.version.cuda

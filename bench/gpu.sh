@@ -1,13 +1,25 @@
 #!/usr/bin/env bash
-# The one prepared GPU run: install, GPU tests compiled, then the K1, E2 and E1 benchmarks.
+# The one prepared GPU run: install, a compile/smoke step, then K1, the GPU tests compiled, E2 and E1.
 #
 #   OUT=/tmp/gpu-out bash bench/gpu.sh        # here: no CUDA -> CPU code paths at --quick sizes
 #   bash bench/gpu.sh                         # on the device machine ($OUT is the folder that comes back)
 #
-# $OUT receives at most 5 files: gpu.log (everything printed) and results/{k1,e2,e1,gpu}-<device>-<date>.json.
-# Per-step time limits in seconds (GPU defaults 150/240/150/60, CPU 300/400/600/600; timeout exit status 124) can be changed with
-# T_PYTEST, T_K1, T_E2, T_E1; PYTEST_WORKERS (default 8 where pytest-xdist imports, 0 = none) spreads the tests. Every step runs even when an earlier one failed; the exit status is 1 when any failed. A carried .gpu/tokenizer directory is used for the
-# tokenizer (the device has no network); .gpu/commit may hold the commit id when the copy has no .git.
+# $OUT receives gpu.log (everything printed), results/{smoke,k1,e2,e1,gpu}-<device>-<date>.json and
+# triton-cache.tgz. Fail-soft and budgeted: every step gets min(its limit, what is left of BUDGET seconds (default
+# 540) counted from the start); a step with under 10 s left is skipped; the merged gpu-*.json is rewritten after every
+# step, so a step that dies or times out (exit 124) leaves every earlier figure plus its own error (step_errors: the
+# last lines it printed). Steps (ORDER, default "smoke k1 pytest e2 e1") and limits in seconds (GPU / CPU defaults):
+#   smoke  T_SMOKE  60/60   bench/smoke.py: every kernel family compiled and checked in its own child process;
+#                          the failed ones are exported as CORRSTEER_DISABLE_KERNELS for every later step
+#   k1     T_K1   200/200   bench/bench_k1.py (its worker processes; the strategy comparison is the only place
+#                          the experimental switches CORRSTEER_TUNE_FUSED_N / CORRSTEER_TOPK_STRATEGY=auto are set;
+#                          K1_ARGS: extra arguments, e.g. "--only gemma --entry-timeout 60")
+#   pytest T_PYTEST 130/120 GPU_TESTS compiled; PYTEST_WORKERS (default 8 where pytest-xdist imports, 0 = none)
+#   e2     T_E2   100/150   e1 T_E1 50/150
+# Every step runs even when an earlier one failed; the exit status is 1 when any failed. A carried .gpu/tokenizer
+# directory is used for the tokenizer (the device has no network); .gpu/commit may hold the commit id when the copy
+# has no .git. Test-only: CORRSTEER_FAULT=FAMILY[:raise|abort|kill|hang] makes one kernel family fail
+# (corrsteer_kernels._common.fault_point); python3 -m bench.fault_runs runs this script so, once per family.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-out}
@@ -16,20 +28,34 @@ LOG="$OUT/gpu.log"
 : > "$LOG"
 export TQDM_DISABLE=1 PYTHONUNBUFFERED=1
 START=$(date +%s)
+BUDGET=${BUDGET:-540}
 log() { echo "[gpu.sh +$(( $(date +%s) - START ))s] $*" | tee -a "$LOG"; }
+left() { echo $(( START + BUDGET - $(date +%s) )); }
+cap() { local l; l=$(left); [ "$l" -lt "$1" ] && echo "$l" || echo "$1"; }   # min(limit, budget left)
 
 STEPS=()
-step() {   # step NAME TIMEOUT CMD...: run with a time limit, output to the terminal and the log; never aborts
+PYTEST_LINE=""
+merge() {   # the merged JSON, rewritten after every step (never aborts)
+  python3 -m bench.merge_results "$OUT/results" --steps "${STEPS[@]}" --pytest "$PYTEST_LINE" \
+    --step-logs "$OUT" --meta-file "$OUT/.meta.json" --quiet 2>&1 | tee -a "$LOG" || log "merge_results failed"
+}
+step() {   # step NAME LIMIT CMD...: run within min(LIMIT, budget left), output to the terminal and the log; never aborts
   local name=$1 limit=$2 rc; shift 2
   STEP_OUT="$OUT/.step-$name.txt"   # removed at the end (only gpu.log and results/ come back)
+  limit=$(cap "$limit")
+  if [ "$limit" -lt 10 ]; then
+    log "== $name: SKIPPED (${limit}s of the ${BUDGET}s budget left)"
+    STEPS+=("$name=skipped"); merge; return
+  fi
   log "== $name (limit ${limit}s): $*"
   set +e
-  timeout -k 10 "$limit" "$@" 2>&1 | tee -a "$LOG" "$STEP_OUT"
+  timeout -k 5 "$limit" "$@" 2>&1 | tee -a "$LOG" "$STEP_OUT"
   rc=${PIPESTATUS[0]}
   set -e
   [ "$rc" = 124 ] && log "$name: TIMED OUT after ${limit}s"
   log "== $name: exit $rc"
   STEPS+=("$name=$rc")
+  merge
 }
 
 # ---- environment --------------------------------------------------------------------------------------------
@@ -72,8 +98,8 @@ fi
 { command -v nvidia-smi >/dev/null && nvidia-smi -L && nvidia-smi --query-gpu=name,memory.total,driver_version \
     --format=csv,noheader; } 2>&1 | tee -a "$LOG" || true
 set +e
-python3 - <<'EOF' 2>&1 | tee -a "$LOG"
-import platform, torch, transformers
+python3 - "$OUT/.meta.json" <<'EOF' 2>&1 | tee -a "$LOG"
+import datetime, json, platform, sys, torch, transformers
 try:
     import triton; tv = triton.__version__
 except ImportError:
@@ -82,17 +108,28 @@ import corrsteer_kernels
 print(f"python {platform.python_version()}  torch {torch.__version__} (cuda {torch.version.cuda})  triton {tv}  "
       f"transformers {transformers.__version__}  corrsteer_kernels from {corrsteer_kernels.__file__}")
 print("cuda available:", torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else "")
+from bench.common import device_name, device_slug   # the merged JSON's meta until a step writes its own
+dev = "cuda" if torch.cuda.is_available() else "cpu"
+json.dump(dict(device=device_name(dev), device_kind=device_slug(dev), date=datetime.date.today().isoformat(),
+               torch=torch.__version__, triton=tv, transformers=transformers.__version__), open(sys.argv[1], "w"))
 EOF
 [ "${PIPESTATUS[0]}" = 0 ] || log "version check failed (see above)"
 set -e
 
-if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+has_cuda() {   # from the version check's meta file (no second torch import), else torch
+  local kind
+  kind=$(python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['device_kind'])" "$OUT/.meta.json" \
+    2>/dev/null) || kind=""
+  [ -n "$kind" ] && { [ "$kind" != cpu ]; return; }
+  python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"
+}
+if has_cuda; then
   BENCH_ARGS=()
-  T_PYTEST=${T_PYTEST:-150}; T_K1=${T_K1:-240}; T_E2=${T_E2:-150}; T_E1=${T_E1:-60}
+  T_SMOKE=${T_SMOKE:-60}; T_K1=${T_K1:-200}; T_PYTEST=${T_PYTEST:-130}; T_E2=${T_E2:-100}; T_E1=${T_E1:-50}
   log "CUDA: full GPU sizes"
 else
   BENCH_ARGS=(--device cpu --quick)
-  T_PYTEST=${T_PYTEST:-300}; T_K1=${T_K1:-400}; T_E2=${T_E2:-600}; T_E1=${T_E1:-600}
+  T_SMOKE=${T_SMOKE:-60}; T_K1=${T_K1:-200}; T_PYTEST=${T_PYTEST:-120}; T_E2=${T_E2:-150}; T_E1=${T_E1:-150}
   # the kernels' own tests run the Triton interpreter here (minutes on 2 cores, and part of the normal test run):
   # only the device tests, which skip or run their CPU half
   GPU_TESTS=${GPU_TESTS:-"tests/kernels/test_gpu.py tests/model/test_generate_device.py tests/pipeline/test_collect_device.py"}
@@ -104,30 +141,44 @@ fi
 
 # ---- tests, compiled ----------------------------------------------------------------------------------------
 GPU_TESTS=${GPU_TESTS:-"tests/kernels/test_gpu.py tests/kernels/test_packed.py tests/model/test_generate_device.py tests/pipeline/test_collect_device.py tests/kernels/test_encode_pool.py tests/kernels/test_encode_pool_stats.py tests/kernels/test_steer_add.py tests/kernels/test_topk_kernel.py tests/kernels/test_tokens_n_kernel.py tests/kernels/test_combine_kernel.py tests/kernels/test_prepared.py"}
-# the new kernels compete on the device: fused_n among the tuner's candidates, one-pass vs two-pass TopK timed per shape
-export CORRSTEER_TUNE_FUSED_N=${CORRSTEER_TUNE_FUSED_N:-1} CORRSTEER_TOPK_STRATEGY=${CORRSTEER_TOPK_STRATEGY:-auto}
 PYTEST_LINE=""
 XDIST=()   # the GPU tests are mostly Triton compiles: spread them over the device machine's cores when xdist is there
 if [ -n "${PYTEST_WORKERS:-}" ] || python3 -c "import xdist" 2>/dev/null; then
   if [ "${PYTEST_WORKERS:-8}" != 0 ]; then XDIST=(-n "${PYTEST_WORKERS:-8}"); fi
 fi
-for s in ${ORDER:-pytest k1 e2 e1}; do
+for s in ${ORDER:-smoke k1 pytest e2 e1}; do
   case $s in
+    smoke)
+      rm -f "$OUT/.disabled"
+      step smoke "$T_SMOKE" python3 -m bench.smoke ${BENCH_ARGS[@]+"${BENCH_ARGS[@]}"} --out-dir "$OUT/results" \
+        --end-at "$(( $(date +%s) + $(cap "$T_SMOKE") - 15 ))" --disabled-file "$OUT/.disabled" \
+        --meta-file "$OUT/.meta.json"
+      OFF=$(cat "$OUT/.disabled" 2>/dev/null || true)
+      if [ -n "$OFF" ]; then
+        export CORRSTEER_DISABLE_KERNELS="${CORRSTEER_DISABLE_KERNELS:+$CORRSTEER_DISABLE_KERNELS,}$OFF"
+        log "kernel families switched off for the later steps: $CORRSTEER_DISABLE_KERNELS"
+      fi ;;
     pytest)   # shellcheck disable=SC2086
       step pytest "$T_PYTEST" python3 -m pytest -q -rf --tb=short -p no:cacheprovider ${XDIST[@]+"${XDIST[@]}"} $GPU_TESTS
-      PYTEST_LINE=$(grep -E " in [0-9.]+s" "$OUT/.step-pytest.txt" | tail -n 1 || true) ;;
-    k1|e2|e1)
+      PYTEST_LINE=$(grep -E " in [0-9.]+s" "$OUT/.step-pytest.txt" | tail -n 1 || true)
+      merge ;;
+    k1)
+      # shellcheck disable=SC2086
+      step k1 "$T_K1" python3 -m bench.bench_k1 ${BENCH_ARGS[@]+"${BENCH_ARGS[@]}"} --out-dir "$OUT/results" \
+        --end-at "$(( $(date +%s) + $(cap "$T_K1") - 20 ))" ${K1_ARGS:-} ;;
+    e2|e1)
       T_VAR="T_${s^^}"
       step "$s" "${!T_VAR}" python3 -m "bench.bench_$s" ${BENCH_ARGS[@]+"${BENCH_ARGS[@]}"} --out-dir "$OUT/results" ;;
-    *) log "unknown step $s (ORDER takes pytest k1 e2 e1)" ;;
+    *) log "unknown step $s (ORDER takes smoke k1 pytest e2 e1)" ;;
   esac
 done
 
-# ---- one merged JSON, summary ---------------------------------------------------------------------------------
-python3 -m bench.merge_results "$OUT/results" --steps "${STEPS[@]}" --pytest "$PYTEST_LINE" 2>&1 | tee -a "$LOG" || true
+# ---- summary ---------------------------------------------------------------------------------------------------
+python3 -m bench.merge_results "$OUT/results" --steps "${STEPS[@]}" --pytest "$PYTEST_LINE" --step-logs "$OUT" \
+  --meta-file "$OUT/.meta.json" 2>&1 | tee -a "$LOG" || true
 log "steps: ${STEPS[*]}"
 log "pytest: $PYTEST_LINE"
-rm -f "$OUT"/.step-*.txt
+rm -f "$OUT"/.step-*.txt "$OUT/.disabled" "$OUT/.meta.json"
 tar czf "$OUT/triton-cache.tgz" -C .gpu triton-cache 2>/dev/null || true
 ls -l "$OUT" "$OUT/results" | tee -a "$LOG"
 FAILED=0

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import torch
 
-from ._common import HAS_TRITON, env_choice, interpreting, tl, triton
+from ._common import HAS_TRITON, fault_point, interpreting, kernel_options, tl, triton
 from .corr_stats import PART_FIELDS
 from .launch import MODE_POOL, MODE_STATS, Launch, Segments
 
 COMBINE_BLOCK_N = 256
 INTERPRETER_COMBINE_BLOCK_N = 32
-COMBINE_STRATEGIES = ("torch", "kernel")
 
 if HAS_TRITON:
 
@@ -112,6 +111,7 @@ def combine_launch(launch: Launch, segs: Segments, pool: str, mode: int, y=None,
     """MODE_POOL: write the crossing samples' pools into out [B, d_sae] fp32. MODE_STATS: add the batch's feature
     sums (tiles + crossing samples) relative to shift [d_sae] float64 into features [F, d_sae] float64 (both on the
     tokens' device, contiguous)."""
+    fault_point("combine")
     n_dict = launch.bnd.shape[1]
     BN = INTERPRETER_COMBINE_BLOCK_N if interpreting() else COMBINE_BLOCK_N
     if mode == MODE_STATS:
@@ -137,4 +137,4 @@ def combine_launch(launch: Launch, segs: Segments, pool: str, mode: int, y=None,
 def combine_strategy() -> str:
     """CORRSTEER_COMBINE: "torch" (default until a GPU has measured this kernel: packed_kernel.combine_boundary /
     boundary_feature_sums) or "kernel" (combine_launch)."""
-    return env_choice("CORRSTEER_COMBINE", COMBINE_STRATEGIES, "torch")
+    return kernel_options().combine

@@ -18,18 +18,33 @@ the sum by lengths[b]. The activation matrix of all tokens [N, d_sae] is never b
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 
-from ._common import check_finite, check_float, check_lengths, check_pool, interpreting, resolve_backend
+from ._common import (
+    KernelFallbackWarning,
+    KernelUnavailable,
+    check_finite,
+    check_float,
+    check_lengths,
+    check_pool,
+    interpreting,
+    kernel_enabled,
+    resolve_backend,
+    switch_off,
+    switched_off,
+)
 from .combine_kernel import combine_launch, combine_strategy
 from .launch import MODE_POOL, MODE_PRE, MODE_STATS, Launch, Segments
-from .packed_kernel import combine_boundary, packed_encode
+from .packed_kernel import combine_boundary, n_bucket, packed_encode
 from .sae_weights import SAEWeights
 from .topk_kernel import topk_encode, topk_strategy
 from .torch_path import TopKRows, pooled_blocks_torch
 
 GPU_TOPK_ELEMENTS = 1 << 26      # triton path, TopK cuts: one chunk's pre-activations [tokens, d_sae]
-_TOPK_ONE_PASS: dict = {}        # CORRSTEER_TOPK_STRATEGY=auto: (d_in, d_sae, k, dtypes) -> one pass timed faster
+_TOPK_ONE_PASS: dict = {}        # CORRSTEER_TOPK_STRATEGY=auto: (d_in, d_sae, k, dtypes, N bucket) -> one pass faster
+TORCH_FALLBACKS: list = []       # why an automatic triton backend fell back to the torch path (this process)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -146,31 +161,80 @@ def token_thresholds_for(xp: torch.Tensor, sae: SAEWeights):
 
 
 def topk_one_pass(xp: torch.Tensor, segs: Segments, sae: SAEWeights) -> bool:
-    """Whether a TopK dictionary takes the one-pass kernel: CORRSTEER_TOPK_STRATEGY=one_pass, or =auto where both
-    strategies were timed once for the shape (MODE_STATS, max-pool; CUDA, >= 1024 tokens; two_pass elsewhere)."""
+    """Whether a TopK dictionary takes the one-pass kernel: CORRSTEER_TOPK_STRATEGY=one_pass (KernelUnavailable if
+    the topk family is switched off), or =auto where both strategies were timed once for the shape and token count
+    bucket (MODE_STATS, max-pool; CUDA, >= 1024 tokens; two_pass elsewhere, and where the one-pass kernel is off)."""
     s = topk_strategy()
-    if s != "auto":
-        return s == "one_pass"
-    if interpreting() or not xp.is_cuda or xp.shape[0] < 1024:
+    if s == "one_pass":
+        if not kernel_enabled("topk"):
+            raise KernelUnavailable(f"CORRSTEER_TOPK_STRATEGY=one_pass: the topk kernel is switched off "
+                                    f"({switched_off()['topk']})")
+        return True
+    if s != "auto" or not kernel_enabled("topk") or interpreting() or not xp.is_cuda or xp.shape[0] < 1024:
         return False
-    key = (xp.shape[1], sae.d_sae, sae.k, xp.dtype, sae.W_enc.dtype)
+    key = (xp.shape[1], sae.d_sae, sae.k, xp.dtype, sae.W_enc.dtype, n_bucket(xp.shape[0]))
     if key not in _TOPK_ONE_PASS:
         from triton.testing import do_bench
-        y = torch.zeros(segs.starts.shape[0], dtype=torch.float64, device=xp.device)
-        one = do_bench(lambda: topk_encode(xp, segs, sae, "max", MODE_STATS, y=y), warmup=5, rep=20)
-        two = do_bench(lambda: packed_encode(xp, segs, sae, "max", MODE_STATS, y=y,
-                                             thr_t=token_thresholds_triton(xp, sae)), warmup=5, rep=20)
-        _TOPK_ONE_PASS[key] = one < two
+        _TOPK_ONE_PASS[key] = one_pass_faster(xp, segs, sae, lambda f: do_bench(f, warmup=5, rep=20))
     return _TOPK_ONE_PASS[key]
+
+
+def one_pass_faster(xp: torch.Tensor, segs: Segments, sae: SAEWeights, timer) -> bool:
+    """CORRSTEER_TOPK_STRATEGY=auto's choice: timer(fn) of the one-pass kernel against the two-pass path (MODE_STATS,
+    max-pool). Each timing is inside try: a one-pass kernel that fails to compile or run is switched off (reason
+    recorded) and the two-pass path (the proven one) is chosen; a two-pass failure chooses one pass."""
+    y = torch.zeros(segs.starts.shape[0], dtype=torch.float64, device=xp.device)
+    try:
+        one = timer(lambda: topk_encode(xp, segs, sae, "max", MODE_STATS, y=y))
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except Exception as e:              # noqa: BLE001  (recorded: kernel_enabled / switched_off)
+        switch_off("topk", f"{type(e).__name__}: {str(e)[:300]}")
+        return False
+    try:
+        two = timer(lambda: packed_encode(xp, segs, sae, "max", MODE_STATS, y=y,
+                                          thr_t=token_thresholds_triton(xp, sae)))
+    except (KernelUnavailable, torch.cuda.OutOfMemoryError):
+        raise
+    except Exception:                   # noqa: BLE001  (the one-pass kernel ran: take it)
+        return True
+    return one < two
 
 
 def packed_launch(xp: torch.Tensor, segs: Segments, sae: SAEWeights, pool: str, mode: int, y=None,
                   out=None) -> Launch:
     """The triton path's launch: the one-pass TopK kernel for TopK dictionaries where topk_one_pass says so, else
-    the packed op (fused, split or fused_n) with the TopK cuts of token_thresholds_for."""
+    the packed op (fused, split or fused_n) with the TopK cuts of token_thresholds_for. Chosen by
+    CORRSTEER_TOPK_STRATEGY=auto, a one-pass launch that fails switches the topk family off and takes two passes."""
     if sae.activation == "topk" and topk_one_pass(xp, segs, sae):
-        return topk_encode(xp, segs, sae, pool, mode, y=y, out=out)
+        if topk_strategy() == "one_pass":
+            return topk_encode(xp, segs, sae, pool, mode, y=y, out=out)
+        try:
+            return topk_encode(xp, segs, sae, pool, mode, y=y, out=out)
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as e:          # noqa: BLE001  (recorded; the two-pass path below)
+            switch_off("topk", f"{type(e).__name__}: {str(e)[:300]}")
     return packed_encode(xp, segs, sae, pool, mode, y=y, out=out, thr_t=token_thresholds_for(xp, sae))
+
+
+def combine_kernel_on() -> bool:
+    """CORRSTEER_COMBINE=kernel (KernelUnavailable where the combine family is switched off)."""
+    if combine_strategy() != "kernel":
+        return False
+    if not kernel_enabled("combine"):
+        raise KernelUnavailable(f"CORRSTEER_COMBINE=kernel: the combine kernel is switched off "
+                                f"({switched_off()['combine']})")
+    return True
+
+
+def torch_fallback(what: str, error: Exception) -> None:
+    """Record that an automatic triton backend fell back to the torch path (one warning per reason)."""
+    reason = f"{what}: {type(error).__name__}: {str(error)[:300]}"
+    if reason not in TORCH_FALLBACKS:
+        TORCH_FALLBACKS.append(reason)
+        warnings.warn(f"corrsteer_kernels: no Triton strategy ran ({reason[:200]}); using the torch path",
+                      KernelFallbackWarning, stacklevel=3)
 
 
 def writer(out: torch.Tensor):
@@ -190,7 +254,7 @@ def _encode_pool_triton(xp, lengths, sae, pool, out):
         return out
     segs = Segments.of(lengths, xp.shape[0])
     launch = packed_launch(xp, segs, sae, pool, MODE_POOL, out=out)
-    if combine_strategy() == "kernel":
+    if combine_kernel_on():
         return combine_launch(launch, segs, pool, MODE_POOL, out=out)
     samples, z = combine_boundary(launch, pool, lengths)
     out[samples] = z
@@ -203,7 +267,7 @@ def encode_pool(x: torch.Tensor, lengths, sae: SAEWeights, pool: str = "max", ba
 
     out: optional preallocated fp32 [B, d_sae] tensor to write into (contiguous rows)."""
     xp, lengths = check_inputs(x, lengths, sae, pool)
-    backend = resolve_backend(backend, x.device)
+    requested, backend = backend, resolve_backend(backend, x.device)
     if backend == "reference":
         ref = encode_pool_reference(xp, lengths, sae, pool)
         return ref if out is None else out.copy_(ref)
@@ -215,7 +279,12 @@ def encode_pool(x: torch.Tensor, lengths, sae: SAEWeights, pool: str = "max", ba
     if backend == "triton":
         if xp.dtype == torch.float64 or sae.W_enc.dtype == torch.float64:
             raise TypeError("the Triton backend takes fp32/fp16/bf16 x and W_enc, not fp64")
-        return _encode_pool_triton(xp, lengths, sae, pool, out)
+        if requested == "triton":
+            return _encode_pool_triton(xp, lengths, sae, pool, out)
+        try:
+            return _encode_pool_triton(xp, lengths, sae, pool, out)
+        except KernelUnavailable as e:
+            torch_fallback("encode_pool", e)
 
     pooled_blocks_torch(xp, lengths, sae, pool, writer(out))
     return out

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import torch
 
-from ._common import check_float, check_pool, resolve_backend
-from .combine_kernel import combine_launch, combine_strategy
+from ._common import KernelUnavailable, check_float, check_pool, resolve_backend
+from .combine_kernel import combine_launch
 from .corr_stats import FEATURE_FIELDS, CorrStats, column_mean, feature_sums, fold_parts, parts_shift, zero_sums
-from .encode_pool import check_inputs, encode_pool_reference, packed_launch
+from .encode_pool import check_inputs, combine_kernel_on, encode_pool_reference, packed_launch, torch_fallback
 from .launch import MODE_STATS
 from .packed_kernel import boundary_feature_sums
 from .prepared import PreparedBatch, prepare_batch
@@ -57,7 +57,7 @@ def _stats_triton(xp, batch: PreparedBatch, sae, stats, pool):
     launch = packed_launch(xp, segs, sae, pool, MODE_STATS, y=batch.y)
     c = stats.shift_for(slice(None), lambda: parts_shift(launch.part)).to(xp.device)
     empty = zero_sums(*batch.empty_samples(), c)          # length-0 samples: pooled 0, seen by no tile
-    if combine_strategy() == "kernel":     # tiles and crossing samples added in one launch
+    if combine_kernel_on():     # tiles and crossing samples added in one launch
         here = stats.features.device == xp.device
         feats = stats.features if here else torch.zeros((len(FEATURE_FIELDS), sae.d_sae), dtype=torch.float64,
                                                         device=xp.device)
@@ -68,6 +68,22 @@ def _stats_triton(xp, batch: PreparedBatch, sae, stats, pool):
         return
     sums = fold_parts(launch.part, c) + boundary_feature_sums(launch, pool, batch.lengths, batch.y, c) + empty
     stats.add_feature_sums(slice(None), sums.to(stats.device))
+
+
+def _fold(xp, batch: PreparedBatch, sae, stats, pool, backend: str, requested: str) -> None:
+    if backend == "triton":
+        try:
+            return _stats_triton(xp, batch, sae, stats, pool)
+        except KernelUnavailable as e:      # every Triton strategy is off here: the torch path (recorded) for auto
+            if requested == "triton":
+                raise
+            torch_fallback("encode_pool_stats", e)
+    if backend == "reference":
+        z = encode_pool_reference(xp, batch.lengths, sae, pool)
+        c = stats.shift_for(slice(None), lambda: column_mean(z)).to(z.device)
+        stats.add_feature_sums(slice(None), feature_sums(z, batch.y, c).to(stats.device))
+    else:
+        pooled_blocks_torch(xp, batch.lengths, sae, pool, folder(stats, batch.y), cache=batch.cache)
 
 
 def encode_pool_stats_prepared(xp: torch.Tensor, batch: PreparedBatch, sae: SAEWeights, stats: CorrStats,
@@ -84,17 +100,10 @@ def encode_pool_stats_prepared(xp: torch.Tensor, batch: PreparedBatch, sae: SAEW
                          f"{list(xp.shape)} on {xp.device}")
     if not isinstance(stats, CorrStats) or stats.d_sae != sae.d_sae:
         raise ValueError(f"stats must be a CorrStats of d_sae={sae.d_sae}")
-    backend = resolve_backend(backend, xp.device)
+    requested, backend = backend, resolve_backend(backend, xp.device)
     if batch.lengths.shape[0] == 0:
         return stats
-    if backend == "reference":
-        z = encode_pool_reference(xp, batch.lengths, sae, pool)
-        c = stats.shift_for(slice(None), lambda: column_mean(z)).to(z.device)
-        stats.add_feature_sums(slice(None), feature_sums(z, batch.y, c).to(stats.device))
-    elif backend == "triton":
-        _stats_triton(xp, batch, sae, stats, pool)
-    else:
-        pooled_blocks_torch(xp, batch.lengths, sae, pool, folder(stats, batch.y), cache=batch.cache)
+    _fold(xp, batch, sae, stats, pool, backend, requested)
     with one_thread():
         stats.scalars += batch.scalars.to(stats.device)
     return stats

@@ -22,12 +22,22 @@ CORRSTEER_PACKED_STRATEGY=split forces it.
 """
 from __future__ import annotations
 
-import os
-
 import torch
 
 from . import split_kernel
-from ._common import HAS_TRITON, env_choice, interpreting, tl, triton
+from ._common import (
+    HAS_TRITON,
+    KERNEL_FAMILIES,
+    PACKED_STRATEGIES,
+    KernelUnavailable,
+    fault_point,
+    interpreting,
+    kernel_options,
+    switch_off,
+    switched_off,
+    tl,
+    triton,
+)
 from .corr_stats import PART_FIELDS, feature_sums
 from .launch import MODE_PRE, MODE_STATS, Launch, Segments, dot_settings
 from .split_kernel import split_available, split_encode
@@ -43,7 +53,7 @@ TUNE_CONFIGS = [DEFAULT_CONFIG,
                 dict(BLOCK_M=64, BLOCK_N=256, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3)]
 _TUNED: dict = {}
 _TUNE_TIMES: dict = {}
-STRATEGIES = ("auto", "fused", "split", "fused_n")
+STRATEGIES = PACKED_STRATEGIES
 
 
 if HAS_TRITON:
@@ -103,6 +113,7 @@ if HAS_TRITON:
 
 
 def _launch(xp, segs, sae, pool, mode, y, out, thr_t, cfg) -> Launch:
+    fault_point(family_of(cfg))
     if cfg.get("SPLIT"):
         return split_encode(xp, segs, sae, pool, mode, y, out, thr_t, cfg)
     if cfg.get("TOKENS_N"):
@@ -141,53 +152,116 @@ def strategy() -> str:
     "fused_n" (tokens on the accumulator's N axis, tokens_n_kernel.py; pooling modes only) or "auto" (default:
     whichever timed faster for the shape, see config_for; fused_n is a candidate there only with
     CORRSTEER_TUNE_FUSED_N=1 until a GPU has measured it)."""
-    return env_choice("CORRSTEER_PACKED_STRATEGY", STRATEGIES, "auto")
+    return kernel_options().packed_strategy
+
+
+def family_of(cfg: dict) -> str:
+    """The kernel family a configuration runs: "split", "tokens_n" or "packed" (the fused kernel)."""
+    return "split" if cfg.get("SPLIT") else "tokens_n" if cfg.get("TOKENS_N") else "packed"
+
+
+def n_bucket(n_tok: int) -> int:
+    """The tuning key's token count: the power of two at or above n_tok (2048 and 8192 tokens tune apart)."""
+    return 1 << max(0, n_tok - 1).bit_length()
+
+
+def _fixed(forced: str, tokens_n: bool, pre: bool) -> list:
+    """The untuned configurations in order of preference (interpreter, CORRSTEER_AUTOTUNE=0, below 1024 tokens):
+    a forced strategy's own, else the fused kernel, then split, then fused_n (pooling modes) as fallbacks."""
+    interp = interpreting()
+    fused = INTERPRETER_CONFIG if interp else DEFAULT_CONFIG
+    split = split_kernel.INTERPRETER_SPLIT if interp else split_kernel.SPLIT_CONFIGS[0]
+    tok = INTERPRETER_TOKENS_N if interp else TOKENS_N_CONFIGS[0]
+    if forced == "split":
+        return [split]
+    if forced == "fused_n" and tokens_n:
+        return [tok]
+    return [fused] if forced != "auto" else [fused, split] + ([] if pre else [tok])
+
+
+def _tuned(xp, sae, forced: str, tokens_n: bool, pre: bool) -> list:
+    """The tuner's candidates for the strategy (auto: the fused kernel's, fused_n's with CORRSTEER_TUNE_FUSED_N=1,
+    split's where split_available)."""
+    if forced == "split" or (tokens_n and forced == "fused_n"):
+        cands = []
+    else:
+        cands = list(TUNE_CONFIGS)
+    cands += TOKENS_N_CONFIGS if tokens_n else []
+    if forced == "split" or (forced == "auto" and split_available(xp, sae.W_enc)):
+        cands += split_kernel.SPLIT_CONFIGS[:1] if pre else split_kernel.SPLIT_CONFIGS
+    return cands
+
+
+def _enabled(cands: list, forced: str) -> list:
+    """cands whose family is on; a forced strategy whose family is off raises KernelUnavailable (with why)."""
+    off = switched_off()
+    if forced != "auto" and family_of(cands[0]) in off:
+        fam = family_of(cands[0])
+        raise KernelUnavailable(f"CORRSTEER_PACKED_STRATEGY={forced}: the {fam} kernel is switched off ({off[fam]})")
+    keep = [c for c in cands if family_of(c) not in off]
+    if not keep:
+        raise KernelUnavailable(f"every packed-token strategy is switched off: {off}")
+    return keep
 
 
 def config_for(xp, sae, pool, mode, thr_t) -> dict:
     """The strategy and block configuration: fixed under the interpreter, with CORRSTEER_AUTOTUNE=0 or below 1024
-    tokens (the fused DEFAULT_CONFIG, or SPLIT_CONFIGS[0] when the split strategy is forced), else the fastest of
-    TUNE_CONFIGS (+ SPLIT_CONFIGS where split_available), timed once per (d_in, d_sae, dtypes, pre-only or pooling,
-    strategy) and cached. The pooling modes share one choice (timed on MODE_STATS, one-token samples: the heavier
-    epilogue), which bounds the number of compilations per shape."""
-    forced = strategy()
-    tokens_n = mode != MODE_PRE and (forced == "fused_n" or (forced == "auto" and
-                                                             os.environ.get("CORRSTEER_TUNE_FUSED_N") == "1"))
-    if interpreting():
-        return split_kernel.INTERPRETER_SPLIT if forced == "split" else \
-            INTERPRETER_TOKENS_N if tokens_n and forced == "fused_n" else INTERPRETER_CONFIG
-    if os.environ.get("CORRSTEER_AUTOTUNE", "1") == "0" or xp.shape[0] < 1024:
-        return split_kernel.SPLIT_CONFIGS[0] if forced == "split" else \
-            TOKENS_N_CONFIGS[0] if tokens_n and forced == "fused_n" else DEFAULT_CONFIG
-    key = (xp.shape[1], sae.d_sae, xp.dtype, sae.W_enc.dtype, mode == MODE_PRE, forced)
+    tokens (the fused DEFAULT_CONFIG, or the forced strategy's first), else the fastest of TUNE_CONFIGS (+
+    SPLIT_CONFIGS where split_available), timed once per (d_in, d_sae, dtypes, pre-only or pooling, strategy, token
+    count bucket n_bucket, families switched off) and cached. The pooling modes share one choice (timed on
+    MODE_STATS, one-token samples: the heavier epilogue), which bounds the number of compilations per shape.
+    Families switched off (kernel_enabled) are skipped; a family whose every candidate failed to run in tuning is
+    switched off (switch_off, reason recorded); a forced strategy that is off raises KernelUnavailable."""
+    opts = kernel_options()
+    forced, pre = opts.packed_strategy, mode == MODE_PRE
+    tokens_n = not pre and (forced == "fused_n" or (forced == "auto" and opts.tune_fused_n))
+    if interpreting() or not opts.autotune or xp.shape[0] < 1024:
+        return _enabled(_fixed(forced, tokens_n, pre), forced)[0]
+    key = (xp.shape[1], sae.d_sae, xp.dtype, sae.W_enc.dtype, pre, forced, tokens_n, n_bucket(xp.shape[0]),
+           tuple(sorted(switched_off())))
+    if key not in _TUNED:
+        cands = _enabled(_tuned(xp, sae, forced, tokens_n, pre) or _fixed(forced, tokens_n, pre), forced)
+        times, errors = _time_candidates(xp, sae, pool, mode, thr_t, cands)
+        best = min(range(len(times)), key=times.__getitem__)
+        _TUNE_TIMES[key] = [(dict(c), t, e) for c, t, e in zip(cands, times, errors)]
+        for fam in {family_of(c) for c in cands}:
+            errs = [e for c, e in zip(cands, errors) if family_of(c) == fam]
+            if all(errs):                 # every candidate of the family failed: off, with the first error
+                switch_off(fam, errs[0])
+        if times[best] == float("inf"):
+            raise KernelUnavailable(f"no packed-token configuration ran here: {errors[0]}")
+        _TUNED[key] = cands[best]
+    return _TUNED[key]
+
+
+def _time_candidates(xp, sae, pool, mode, thr_t, cands) -> tuple[list, list]:
+    """(milliseconds, error or "") of each candidate on this shape (inf where it did not compile or run)."""
+    from triton.testing import do_bench
     if mode != MODE_PRE:
         mode, pool, thr_t = MODE_STATS, "max", None
-    if key not in _TUNED:
-        from triton.testing import do_bench
-        cands = [] if forced == "split" or (tokens_n and forced == "fused_n") else list(TUNE_CONFIGS)
-        cands += TOKENS_N_CONFIGS if tokens_n else []
-        if forced == "split" or (forced == "auto" and split_available(xp, sae.W_enc)):
-            cands += split_kernel.SPLIT_CONFIGS[:1] if mode == MODE_PRE else split_kernel.SPLIT_CONFIGS
-        N = xp.shape[0]
-        segs = Segments.of(torch.full((N,), 1, dtype=torch.long, device=xp.device), N)   # one token per sample
-        y = torch.zeros(N, dtype=torch.float64, device=xp.device)
-        rows = N if mode != MODE_STATS else 0
-        scratch = torch.empty((rows, sae.d_sae), dtype=torch.float32, device=xp.device) if rows else None
-        times = []
-        for cfg in cands:
-            try:
-                times.append(do_bench(lambda: _launch(xp, segs, sae, pool, mode, y, scratch, thr_t, cfg),
-                                      warmup=5, rep=20))
-            except Exception:             # a config that does not fit (shared memory, registers): skip it
-                times.append(float("inf"))
-        _TUNED[key] = cands[min(range(len(times)), key=times.__getitem__)]
-        _TUNE_TIMES[key] = [(dict(c), t) for c, t in zip(cands, times)]
-    return _TUNED[key]
+    N = xp.shape[0]
+    segs = Segments.of(torch.full((N,), 1, dtype=torch.long, device=xp.device), N)   # one token per sample
+    y = torch.zeros(N, dtype=torch.float64, device=xp.device)
+    rows = N if mode != MODE_STATS else 0
+    scratch = torch.empty((rows, sae.d_sae), dtype=torch.float32, device=xp.device) if rows else None
+    times, errors = [], []
+    for cfg in cands:
+        try:
+            times.append(do_bench(lambda: _launch(xp, segs, sae, pool, mode, y, scratch, thr_t, cfg),
+                                  warmup=5, rep=20))
+            errors.append("")
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as e:            # a config that does not fit (shared memory, registers), or a failure
+            times.append(float("inf"))
+            errors.append(f"{type(e).__name__}: {str(e)[:300]}")
+    return times, errors
 
 
 def _key_name(k) -> str:
     return (f"{k[0]}x{k[1]} {str(k[2]).replace('torch.', '')}/{str(k[3]).replace('torch.', '')} "
-            f"{'pre' if k[4] else 'pooling'}{'' if k[5] == 'auto' else ' ' + k[5]}")
+            f"{'pre' if k[4] else 'pooling'}{'' if k[5] == 'auto' else ' ' + k[5]}{' +fused_n' if k[6] else ''}"
+            f" N<={k[7]}{' off=' + ','.join(k[8]) if k[8] else ''}")
 
 
 def tuned_configs() -> dict:
@@ -197,14 +271,29 @@ def tuned_configs() -> dict:
 
 def tuning_times() -> dict:
     """{"d_in x d_sae ...": [(configuration, milliseconds), ...]}: every candidate timed so far (for benchmarks)."""
-    return {_key_name(k): [{**c, "ms": t} for c, t in v] for k, v in _TUNE_TIMES.items()}
+    return {_key_name(k): [{**c, "ms": t, **({"error": e} if e else {})} for c, t, e in v]
+            for k, v in _TUNE_TIMES.items()}
 
 
 def packed_encode(xp: torch.Tensor, segs: Segments, sae, pool: str, mode: int, y=None, out=None,
                   thr_t=None) -> Launch:
     """Launch the kernel on packed tokens xp [N, d_in] (N >= 1). MODE_POOL writes out [B, d_sae] for samples
-    contained in a tile; MODE_STATS fills Launch.part; both leave crossing samples in (bnd, slot)."""
-    return _launch(xp, segs, sae, pool, mode, y, out, thr_t, config_for(xp, sae, pool, mode, thr_t))
+    contained in a tile; MODE_STATS fills Launch.part; both leave crossing samples in (bnd, slot).
+
+    Fail-soft where the strategy was chosen automatically (CORRSTEER_PACKED_STRATEGY=auto): a configuration that
+    fails to compile or launch switches its family off (reason recorded, one warning) and the next choice runs; a
+    forced strategy raises."""
+    for _ in range(len(KERNEL_FAMILIES)):
+        cfg = config_for(xp, sae, pool, mode, thr_t)
+        if strategy() != "auto":
+            return _launch(xp, segs, sae, pool, mode, y, out, thr_t, cfg)
+        try:
+            return _launch(xp, segs, sae, pool, mode, y, out, thr_t, cfg)
+        except (KernelUnavailable, torch.cuda.OutOfMemoryError):
+            raise
+        except Exception as e:            # noqa: BLE001  (switch the family off, then the next choice)
+            switch_off(family_of(cfg), f"{type(e).__name__}: {str(e)[:300]}")
+    raise KernelUnavailable(f"every packed-token strategy failed here: {switched_off()}")
 
 
 def _combine_slots(launch: Launch, pool: str, lengths: torch.Tensor):

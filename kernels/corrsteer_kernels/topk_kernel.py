@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from ._common import HAS_TRITON, env_choice, interpreting, tl, triton
+from ._common import HAS_TRITON, fault_point, interpreting, kernel_options, tl, triton
 from .corr_stats import PART_FIELDS
 from .launch import MODE_POOL, MODE_STATS, Launch, dot_settings
 from .split_kernel import chunk_rows
@@ -35,7 +35,6 @@ from .triton_features import require
 TOPK_CONFIG = dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, num_warps=8, num_stages=2)
 TOPK_BLOCK_M = (64, 32, 16)
 INTERPRETER_TOPK = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16)
-TOPK_STRATEGIES = ("two_pass", "one_pass", "auto")
 LOW_MASK = tl.constexpr(0xFFFFFFFF) if HAS_TRITON else None    # the low 32 bits of a key: LOW_MASK - column
 PAD_KEY = tl.constexpr(-(2 ** 63) + 1) if HAS_TRITON else None  # below every real key: padding never ranks
 
@@ -95,7 +94,7 @@ def topk_strategy() -> str:
     pass + torch.topk, then the packed op), "one_pass" (this kernel) or "auto" (whichever timed faster for the
     shape on a GPU: encode_pool.topk_one_pass). "two_pass" where this Triton has no tl.topk (one warning,
     triton_features.available_strategies)."""
-    s = env_choice("CORRSTEER_TOPK_STRATEGY", TOPK_STRATEGIES, "two_pass")
+    s = kernel_options().topk_strategy
     return s if s == "two_pass" or require("topk_one_pass") else "two_pass"
 
 
@@ -114,6 +113,7 @@ def topk_encode(xp: torch.Tensor, segs, sae, pool: str, mode: int, y=None, out=N
     """Launch the one-pass TopK kernel on packed tokens xp [N, d_in] (N >= 1); see the module docstring."""
     if mode not in (MODE_POOL, MODE_STATS):
         raise ValueError("topk_encode pools (MODE_POOL) or folds statistics (MODE_STATS)")
+    fault_point("topk")
     N, D = xp.shape
     n_dict, k = sae.d_sae, sae.k
     cfg = dict(cfg or topk_config(k, N, xp.device))
