@@ -86,22 +86,27 @@ TRAIN = ["--layers", "1", "--d-sae", "64", "--k", "4", "--train-tokens", "2000",
 
 def two_trainers(d: Path) -> Case:
     """A first `train-sae` into D/sd holding the folder; the second (the case) must refuse in one line and leave the
-    first one's activations alone; the first must then finish with its SAE."""
+    first one alone: still running, still holding its lock; the first is then stopped with SIGTERM (training to the
+    end takes over 15 min on a loaded 2-core CPU) and must end in exit 143 with its lock released."""
     sd = d / "sd"
     err = open(d / "first.err", "w")
     first = subprocess.Popen(python() + ["train-sae", "--model", "default", "--sae-dir", str(sd), *TRAIN], cwd=d,
                              env=child_env({}), stdout=subprocess.DEVNULL, stderr=err, preexec_fn=default_sigint)
-    for _ in range(1200):
+    for _ in range(3000):              # loading the model on a loaded CPU: up to 5 min
         if (sd / ".corrsteer.lock").exists() or first.poll() is not None:
             break
         time.sleep(0.1)
 
     def check():
+        running = first.poll() is None
+        owner = json.loads((sd / ".corrsteer.lock").read_text()).get("pid") if running else None
+        first.send_signal(signal.SIGTERM)
         rc = first.wait(SLOW)
         err.close()
-        done = (sd / "blocks.1.hook_resid_post" / "cfg.json").exists()
-        return rc == 0 and done, f"the first train-sae: exit {rc}, SAE saved {done} " + \
-            (d / "first.err").read_text()[-800:]
+        released = not (sd / ".corrsteer.lock").exists()
+        return running and owner == first.pid and rc == 143 and released, (
+            f"the first train-sae: running {running}, lock owner {owner} (pid {first.pid}), exit {rc} on SIGTERM, "
+            f"lock released {released} " + (d / "first.err").read_text()[-800:])
     return Case(["train-sae", "--model", "default", "--sae-dir", str(sd), *TRAIN], check=check, limit=SLOW,
                 note="a second train-sae while the first trains into the same folder")
 

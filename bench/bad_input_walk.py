@@ -98,7 +98,10 @@ def classify(row: dict | None, case: Case, rc, err: str, d: Path, before: dict |
     lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip()]
     errors = [ln for ln in lines if ln.startswith("corrsteer: error: ")]
     noise = [ln for ln in lines if not ln.startswith(("corrsteer:", "usage: corrsteer", LOADED))]
-    ok, why = case.check() if case.check and rc is not None else (True, "")
+    try:
+        ok, why = case.check() if case.check and rc is not None else (True, "")
+    except Exception as e:                      # a check that fails to run is a failed check, not a lost walk
+        ok, why = False, f"the check failed: {type(e).__name__}: {e}"
     if case.log and case.log not in err:
         ok, why = False, f"no line with {case.log!r}"
     lost = changed(before or {})

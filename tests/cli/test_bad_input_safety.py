@@ -50,7 +50,7 @@ ROWS = [
      "--out {d}/alias.json is the same file as --plan {d}/plan.json, " + EXPECT_OTHER, ["plan.json"]),
     ("export-onto-plan-hardlink", lambda d, m: EXPORT(d, m, lambda d: link(d, d / "plan.json", "hard"), "neuronpedia"),
      "--out {d}/alias.json is the same file as --plan {d}/plan.json, " + EXPECT_OTHER, ["plan.json"]),
-    ("export-onto-plan-relative", lambda d, m: EXPORT(d, m, lambda d: os.path.relpath(d / "plan.json"), "lm-eval"),
+    ("export-onto-plan-relative", lambda d, m: EXPORT(d, m, lambda d: os.path.relpath(d / "plan.json", d), "lm-eval"),
      None, ["plan.json"]),
     ("export-out-directory", lambda d, m: EXPORT(d, m, lambda d: str(d)),
      "--out {d} is a directory, expected a file path (e.g. {d}/FILE)", ["plan.json"]),
