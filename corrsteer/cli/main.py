@@ -53,9 +53,11 @@ def on_sigterm(signum, frame):
     raise Terminated()
 
 
-def handle_sigterm(handler) -> None:
-    if threading.current_thread() is threading.main_thread():      # signals reach the main thread only
-        signal.signal(signal.SIGTERM, handler)
+def handle_sigterm(handler):
+    """Set SIGTERM's handler (in the main thread, where signals arrive); returns the one it replaces."""
+    if threading.current_thread() is threading.main_thread():
+        return signal.signal(signal.SIGTERM, handler)
+    return None
 
 
 def disk_full_line(e: BaseException, argv) -> str:
@@ -78,7 +80,7 @@ def end_progress_bars() -> None:
 def main(argv=None) -> int:
     ap = build_parser()
     ok = False
-    handle_sigterm(on_sigterm)
+    previous = handle_sigterm(on_sigterm)
     try:
         cfg = parse_settings(argv, ap)
         rc = COMMANDS[cfg.command][0](cfg)
@@ -102,7 +104,8 @@ def main(argv=None) -> int:
         end_progress_bars()
         ap.error(disk_full_line(e, argv))
     finally:
-        handle_sigterm(signal.SIG_DFL)
+        if previous is not None:
+            handle_sigterm(previous)
         unprotect_all()
         dist.shutdown(ok)
 

@@ -187,12 +187,13 @@ def test_sigterm_ends_like_ctrl_c(env, monkeypatch, capsys, row):
         os.kill(os.getpid(), signal.SIGTERM)           # a real signal, delivered to this (the main) thread
         raise AssertionError("SIGTERM did not stop the command")
     monkeypatch.setattr(commands, "_run", killed)
+    before = signal.getsignal(signal.SIGTERM)
     code, line = run_line(RUN(env), capsys)
     assert (code, line) == (143, "corrsteer: error: terminated (SIGTERM), rerun the same command to resume where it "
                                  "stopped")
     assert (env / "out" / "checkpoints" / "collect.safetensors").read_bytes() == b"kept"
     assert not (env / "out" / ".corrsteer.lock").exists()
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    assert signal.getsignal(signal.SIGTERM) == before           # the caller's handler is back
 
 
 @pytest.mark.parametrize("row", ["train-sae-locked"])
