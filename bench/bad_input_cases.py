@@ -57,12 +57,14 @@ def real_model(argv: list, d: Path) -> list:
 
 class Case:
     """argv, expected exit status, check of the outcome ((ok, what) or None), environment changes, time limit, SIGINT
-    once the model has loaded, a line stderr must hold (log), whether it goes past the model on purpose."""
+    (or the signal given) once the model has loaded, a line stderr must hold (log), whether it goes past the model on
+    purpose, files that must keep their bytes (keep: else "destroyed"), argv given to python itself (raw)."""
 
     def __init__(self, argv, code=2, check=None, env=None, limit=None, interrupt=False, note="", log=None,
-                 past_model=False):
+                 past_model=False, keep=(), raw=False):
         self.argv, self.code, self.check, self.env, self.limit = argv, code, check, env or {}, limit
         self.interrupt, self.note, self.log, self.past_model = interrupt, note, log, past_model
+        self.keep, self.raw = list(keep), raw       # files that must keep their bytes; argv for python itself
 
 
 def edit(path: Path, text=None, old=None, new=None) -> list:

@@ -27,6 +27,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -46,17 +47,19 @@ from bench.bad_input_cases import (
     real_model,
     tbt,
 )
+from bench.bad_input_safety import EXTRA, safety_cases
 from bench.common import meta, write_json
 
 
 # ---------------------------------------------------------------------------------------------------------------
 def execute(case: Case, d: Path, limit: float) -> tuple[int | None, str, float]:
     t0 = time.time()
-    p = subprocess.Popen(python() + real_model(case.argv, d), cwd=d, env=child_env(case.env), stdout=subprocess.DEVNULL,
+    cmd = [sys.executable, *case.argv] if case.raw else python() + real_model(case.argv, d)
+    p = subprocess.Popen(cmd, cwd=d, env=child_env(case.env), stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=default_sigint)
     try:
         if case.interrupt:
-            err = interrupt_when_loaded(p, limit)
+            err = interrupt_when_loaded(p, limit, signal.SIGINT if case.interrupt is True else case.interrupt)
         else:
             _, err = p.communicate(timeout=limit)
     except subprocess.TimeoutExpired:
@@ -66,8 +69,8 @@ def execute(case: Case, d: Path, limit: float) -> tuple[int | None, str, float]:
     return p.returncode, err, time.time() - t0
 
 
-def interrupt_when_loaded(p: subprocess.Popen, limit: float) -> str:
-    """SIGINT a few seconds after the model has loaded (the run is then collecting or generating); stderr."""
+def interrupt_when_loaded(p: subprocess.Popen, limit: float, sig=signal.SIGINT) -> str:
+    """SIGINT (or `sig`) a few seconds after the model has loaded (the run is then collecting or generating); stderr."""
     import threading
     seen, lines = threading.Event(), []
 
@@ -80,26 +83,39 @@ def interrupt_when_loaded(p: subprocess.Popen, limit: float) -> str:
     t.start()
     if seen.wait(limit):
         time.sleep(3)
-        p.send_signal(signal.SIGINT)
+        p.send_signal(sig)
     p.wait(timeout=limit)
     t.join(5)
     return "".join(lines)
 
 
-def classify(row: dict | None, case: Case, rc, err: str, d: Path) -> dict:
+def changed(before: dict) -> list[str]:
+    """The kept files whose bytes differ now (or that are gone)."""
+    return [p.name for p, b in before.items() if not p.exists() or p.read_bytes() != b]
+
+
+def classify(row: dict | None, case: Case, rc, err: str, d: Path, before: dict | None = None) -> dict:
     lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip()]
     errors = [ln for ln in lines if ln.startswith("corrsteer: error: ")]
     noise = [ln for ln in lines if not ln.startswith(("corrsteer:", "usage: corrsteer", LOADED))]
-    ok, why = case.check() if case.check and rc is not None else (True, "")
+    try:
+        ok, why = case.check() if case.check and rc is not None else (True, "")
+    except Exception as e:                      # a check that fails to run is a failed check, not a lost walk
+        ok, why = False, f"the check failed: {type(e).__name__}: {e}"
     if case.log and case.log not in err:
         ok, why = False, f"no line with {case.log!r}"
+    lost = changed(before or {})
+    if lost:
+        ok, why = False, f"destroyed: {', '.join(lost)}"
     if rc is None:
         verdict = "hang"
+    elif lost:
+        verdict = "destroyed"
     elif "Traceback" in err:
         verdict = "traceback"
     elif rc != case.code:
         verdict = "silent" if rc == 0 else "wrong-exit"
-    elif case.code != 0 and (len(errors) != 1 or lines[-1] != errors[0]):
+    elif case.code > 0 and (len(errors) != 1 or lines[-1] != errors[0]):
         verdict = "multi-line"
     elif not ok:
         verdict = "silent"
@@ -123,13 +139,13 @@ def walk(ids: list[str] | None, limit: float, root: Path) -> list[dict]:
     if real_models.exists():
         (cache / "models").symlink_to(real_models)            # the converted default model, read only here
     os.environ["CORRSTEER_CACHE"] = str(cache)
-    names = list(rows) + list(extra_cases(root))
+    names = list(rows) + list(extra_cases(root)) + list(EXTRA)
     results = []
     for rid in names:
         if ids and rid not in ids:
             continue
         d = prepare(root / rid)
-        build = builders(d).get(rid)
+        build = {**builders(d), **safety_cases(d)}.get(rid)
         try:
             case = build() if build else None
         except Exception as e:                  # a walk bug, not the CLI's: the row is counted as not run
@@ -139,10 +155,11 @@ def walk(ids: list[str] | None, limit: float, root: Path) -> list[dict]:
             results.append(dict(id=rid, verdict="not-run", note=note))
             print(f"{rid:32s} not run: {note}", flush=True)
             continue
+        before = {p: p.read_bytes() for p in case.keep if p.exists()}
         rc, err, secs = execute(case, d, case.limit or limit)
         res = dict(id=rid, input=rows[rid]["input"] if rid in rows else "issue 29", when=rows.get(rid, {}).get("when"),
                    argv=" ".join(real_model(case.argv, d)).replace(str(d), "D")[:300], seconds=round(secs, 1),
-                   **classify(rows.get(rid), case, rc, err, d))
+                   **classify(rows.get(rid), case, rc, err, d, before))
         if res["verdict"] != "ok":
             res["stderr_tail"] = err.replace(str(d), "D")[-1500:]
         print(f"{rid:32s} {res['verdict']:10s} exit {rc} {secs:6.1f}s  {res['line'] or ''}"[:220], flush=True)
@@ -156,7 +173,8 @@ def unmount(d: Path) -> None:
         subprocess.run(["umount", str(d / "tmpfs")], capture_output=True)
 
 
-VERDICTS = dict(ok="ok", tracebacks="traceback", silent_wrong_results="silent", hangs="hang", wrong_exit="wrong-exit",
+VERDICTS = dict(ok="ok", destroyed="destroyed", tracebacks="traceback", silent_wrong_results="silent", hangs="hang",
+                wrong_exit="wrong-exit",
                 multi_line="multi-line")
 
 
@@ -167,8 +185,8 @@ def counts(results: list[dict]) -> dict:
                 readme_mismatch=sum(r.get("readme_match") is False for r in run), not_run=len(results) - len(run))
 
 
-COLUMNS = ("cases", "run", "ok", "tracebacks", "silent_wrong_results", "hangs", "wrong_exit", "multi_line", "late",
-           "readme_mismatch", "not_run")
+COLUMNS = ("cases", "run", "ok", "destroyed", "tracebacks", "silent_wrong_results", "hangs", "wrong_exit",
+           "multi_line", "late", "readme_mismatch", "not_run")
 LEGEND = ("late: a \"before the model\" row that loaded the model. README cell: whether the line matches the row's "
           "message cell, which is written for the tests' tiny model (widths, layer counts, context sizes and the "
           "model's name differ on the default model).")

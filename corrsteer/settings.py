@@ -19,6 +19,8 @@ from typing import ClassVar
 import torch
 
 from corrsteer import __version__
+from corrsteer.errors import SettingsError  # noqa: F401  (re-exported)
+from corrsteer.files import atomic_write_text
 
 CONFIG_NAME = "config.json"
 DTYPES = ("float32", "bfloat16", "float16")
@@ -27,10 +29,6 @@ DTYPES = ("float32", "bfloat16", "float16")
 # ---------------------------------------------------------------------------------------------------------------
 # errors, fields and their checks
 # ---------------------------------------------------------------------------------------------------------------
-
-
-class SettingsError(ValueError):
-    """A bad option value or input; the message is one line, "<what>, <expected>", and names the option."""
 
 
 def one_line(e: Exception, limit: int = 200) -> str:
@@ -299,5 +297,5 @@ def write_config(out_dir, cfg: Settings, **context) -> Path:
     doc = dict(command=cfg.command, corrsteer_version=__version__, settings=settings, **context)
     path = Path(out_dir) / CONFIG_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
     return path

@@ -8,13 +8,15 @@ replay one with --config (options given on the command line override the file).
 from __future__ import annotations
 
 import argparse
-import errno
+import signal
 import sys
+import threading
 from dataclasses import fields
 
 from tqdm import tqdm
 
 from corrsteer.config import COMMANDS as SETTINGS
+from corrsteer.files import disk_full, unprotect_all
 from corrsteer.pipeline import dist
 from corrsteer.pipeline.commands import COMMANDS
 from corrsteer.pipeline.stages import RunError
@@ -39,11 +41,33 @@ def parse_settings(argv=None, parser: argparse.ArgumentParser | None = None):
     return load_settings(cls, given, config)       # the folder recorded in the file
 
 
-def disk_full(e: BaseException) -> bool:
-    """A full disk or quota, as OSError (ENOSPC, EDQUOT) or as another library's error (SafetensorError) saying so."""
-    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    return "No space left on device" in str(e) or "Disk quota exceeded" in str(e)
+RESUMABLE = ("run", "select", "eval", "train-sae")      # commands that checkpoint their work
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so that it unwinds as after Ctrl-C (locks released, temporary files
+    deleted, checkpoints kept)."""
+
+
+def on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def handle_sigterm(handler):
+    """Set SIGTERM's handler (in the main thread, where signals arrive); returns the one it replaces."""
+    if threading.current_thread() is threading.main_thread():
+        return signal.signal(signal.SIGTERM, handler)
+    return None
+
+
+def disk_full_line(e: BaseException, argv) -> str:
+    """The one line for a full disk: a run's checkpoints are intact; any other command changed no file."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if next((a for a in args if not a.startswith("-")), None) in RESUMABLE:
+        return (f"no space left on device ({one_line(e, 160)}), expected free space: the checkpoints written so far "
+                "are intact, free some space and rerun the same command to resume")
+    return (f"no space left on device ({one_line(e, 160)}), expected free space: no file was changed (an existing "
+            "output keeps its old content), free some space and rerun the same command")
 
 
 def end_progress_bars() -> None:
@@ -56,6 +80,7 @@ def end_progress_bars() -> None:
 def main(argv=None) -> int:
     ap = build_parser()
     ok = False
+    previous = handle_sigterm(on_sigterm)
     try:
         cfg = parse_settings(argv, ap)
         rc = COMMANDS[cfg.command][0](cfg)
@@ -68,18 +93,20 @@ def main(argv=None) -> int:
         end_progress_bars()
         print(f"corrsteer: error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         end_progress_bars()
-        print("corrsteer: error: interrupted (Ctrl-C), rerun the same command to resume where it stopped",
-              file=sys.stderr)
-        return 130
+        how, code = ("terminated (SIGTERM)", 143) if isinstance(e, Terminated) else ("interrupted (Ctrl-C)", 130)
+        print(f"corrsteer: error: {how}, rerun the same command to resume where it stopped", file=sys.stderr)
+        return code
     except Exception as e:
         if not disk_full(e):
             raise
         end_progress_bars()
-        ap.error(f"no space left on device ({one_line(e, 160)}), expected free space: the checkpoints written so "
-                 "far are intact, free some space and rerun the same command to resume")
+        ap.error(disk_full_line(e, argv))
     finally:
+        if previous is not None:
+            handle_sigterm(previous)
+        unprotect_all()
         dist.shutdown(ok)
 
 

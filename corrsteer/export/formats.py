@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from corrsteer.export import gguf, lm_eval, neuronpedia, vllm
+from corrsteer.files import DiskFull
 from corrsteer.model.steer import SteeringPlan
 from corrsteer.settings import SettingsError, one_line, registry
 
@@ -41,5 +42,7 @@ def export_plan(plan: SteeringPlan, fmt: str, out, allow_prompt_positions: bool 
     try:
         return writer(plan, out, allow_prompt_positions=allow_prompt_positions)
     except OSError as e:
+        if isinstance(e, DiskFull):         # its own line: the old file is intact
+            raise
         raise SettingsError(f"--out {out} could not be written ({e.strerror or one_line(e)}), expected a file "
                             "path you can write to") from None

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from corrsteer.export.sites import check_positions, require_layer_outputs
+from corrsteer.files import atomic_path
 from corrsteer.model.steer import SteeringPlan
 
 ARCH = "controlvector"
@@ -30,9 +31,15 @@ FORMAT = "gguf-control-vector"
 
 def write_directions(path, directions: dict[int, np.ndarray], model_hint: str) -> Path:
     """A control-vector GGUF with `direction.{k}` for each k of `directions` (float32)."""
-    import gguf
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        _write_gguf(tmp, directions, model_hint)
+    return path
+
+
+def _write_gguf(path, directions: dict[int, np.ndarray], model_hint: str) -> None:
+    import gguf
     w = gguf.GGUFWriter(str(path), ARCH)
     w.add_string(f"{ARCH}.model_hint", model_hint)
     w.add_uint32(f"{ARCH}.layer_count", len(directions))
@@ -42,7 +49,6 @@ def write_directions(path, directions: dict[int, np.ndarray], model_hint: str) -
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    return path
 
 
 def read_directions(path) -> tuple[str, dict[int, np.ndarray]]:

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from corrsteer.export.sites import check_positions, require_layer_outputs
+from corrsteer.files import atomic_torch_save
 from corrsteer.model.steer import SteeringPlan
 from corrsteer.settings import SettingsError
 
@@ -41,6 +42,6 @@ def write(plan: SteeringPlan, out, allow_prompt_positions: bool = False) -> list
     if out.suffix not in (".pt", ".pth"):
         raise SettingsError(f"--out {out}: lm-eval's steered model reads .pt or .pth files, expected FILE.pt")
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(steer_config(plan), out)
+    atomic_torch_save(out, steer_config(plan))
     return [out]
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from corrsteer.files import atomic_write_text
 from corrsteer.model.hooks import HookPoint
 from corrsteer.model.steer import SteeringPlan
 from corrsteer.sae.presets import NEURONPEDIA
@@ -80,5 +81,5 @@ def write(plan: SteeringPlan, out, allow_prompt_positions: bool = False) -> list
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     body = neuronpedia_features(plan) if hosted_features(plan) else custom_vectors(plan)
-    out.write_text(json.dumps(body, indent=1) + "\n")
+    atomic_write_text(out, json.dumps(body, indent=1) + "\n")
     return [out]

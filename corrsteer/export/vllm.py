@@ -19,6 +19,7 @@ from pathlib import Path
 
 from corrsteer.export.gguf import write_directions
 from corrsteer.export.sites import require_layer_outputs
+from corrsteer.files import atomic_write_text
 from corrsteer.model.steer import SteeringPlan
 
 FORMAT = "vllm"
@@ -39,5 +40,5 @@ def write(plan: SteeringPlan, out, allow_prompt_positions: bool = False) -> list
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     vec = write_directions(out.with_suffix(".vectors.gguf"), require_layer_outputs(plan, FORMAT, lowest=0), plan.model)
-    out.write_text(json.dumps(vllm_spec(plan, vec.resolve()), indent=1) + "\n")
+    atomic_write_text(out, json.dumps(vllm_spec(plan, vec.resolve()), indent=1) + "\n")
     return [out, vec]

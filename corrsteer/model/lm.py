@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from corrsteer.files import atomic_dir, atomic_path
 from corrsteer.paths import cache_root
 from corrsteer.settings import SettingsError
 
@@ -162,12 +163,10 @@ def gemma3_gguf(cache: Path) -> Path:
         raise _not_installed("gemma3-270m")
     parts = [d / "data" / f"{GEMMA3_FILE}.part{i:02d}" for i, d in enumerate(dirs)]
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".partial")
-    with open(tmp, "wb") as out:
+    with atomic_path(target) as tmp, open(tmp, "wb") as out:
         for p in parts:
             with open(p, "rb") as f:
                 shutil.copyfileobj(f, out, 1 << 20)
-    tmp.rename(target)
     return target
 
 
@@ -188,17 +187,14 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     print(f"corrsteer: converting {gguf.name} to {out} (once) ...", file=sys.stderr, flush=True)
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
     # the weights are plain float tensors now: drop the "quantized with gguf" marker so it saves
     model.hf_quantizer = None
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
 
 
 def resolve_spec(spec: str, cache_dir=None) -> tuple[str, str]:

@@ -19,6 +19,7 @@ from typing import Protocol, Sequence
 
 import torch
 
+from corrsteer.files import atomic_write_text
 from corrsteer.model.hooks import HookPoint, hooked
 from corrsteer.settings import SettingsError, one_line
 from corrsteer_kernels import steer_add_, steering_vectors
@@ -74,7 +75,7 @@ class SteeringPlan:
         """{HookPoint: fp32 vector [d]} on `device` (default the CPU)."""
         missing = [e.hook for e in self.entries if e.hook not in self.vectors]
         if missing:
-            raise ValueError(f"plan {self.name!r} has no vectors for {missing}: call with_vectors(bank)")
+            raise ValueError(f"plan {self.name!r} has no vectors for {missing}")
         return {HookPoint.parse(h): torch.tensor(v, dtype=torch.float32, device=device)
                 for h, v in self.vectors.items()}
 
@@ -93,7 +94,7 @@ class SteeringPlan:
 
     def save(self, path) -> Path:
         path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=1))
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
         return path
 
     @classmethod

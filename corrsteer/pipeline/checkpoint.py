@@ -1,8 +1,7 @@
 """Checkpoints and atomic outputs: what lets a run be killed at any point and rerun into the same result.
 
-Every output file is written to a temporary file beside it, flushed to disk and renamed over the target
-(`atomic_write_*`): a reader sees the old file or the new one, never half of one. A temporary file that a killed writer
-left is deleted when its target is next written.
+Every output file is written by corrsteer.files (`atomic_write_*`: a temporary file beside it, flushed to disk and
+renamed over the target): a reader sees the old file or the new one, never half of one.
 
 A stage checkpoint (`StageCheckpoint`) is one safetensors file: tensors (the stage's running statistics, possibly none)
 and metadata "key" (a JSON object {component: digest} of everything the stage's result depends on), "done" (finished
@@ -17,102 +16,25 @@ directory until its last output is in place: a directory holding it is incomplet
 """
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import os
-import sys
 from pathlib import Path
 
 import torch
 
+from corrsteer.files import (  # noqa: F401  (re-exported: the writers every stage uses)
+    alive,
+    atomic_create_text,
+    atomic_save_tensors,
+    atomic_write_bytes,
+    atomic_write_text,
+    log,
+    remove_stale_tmp,
+)
 from corrsteer.settings import SettingsError, one_line
 
 MARKER = "IN_PROGRESS"
-
-
-def log(msg: str) -> None:
-    print(f"corrsteer: {msg}", file=sys.stderr, flush=True)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# atomic writes
-# ---------------------------------------------------------------------------------------------------------------
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
-
-
-def alive(pid: int) -> bool:
-    """Whether process `pid` runs on this host."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:          # someone else's live process
-        return True
-    return True
-
-
-def remove_stale_tmp(path: Path) -> None:
-    """Delete the temporary files of `path` that a killed writer left (their process no longer runs)."""
-    for p in path.parent.glob(f".{glob.escape(path.name)}.tmp*"):
-        pid = p.name.rsplit(".tmp", 1)[1]
-        if pid.isdigit() and int(pid) != os.getpid() and not alive(int(pid)):
-            p.unlink(missing_ok=True)
-
-
-def _commit(tmp: Path, path: Path) -> None:
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    remove_stale_tmp(path)
-
-
-def _link(tmp: Path, path: Path, text: str) -> None:
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        raise
-    except OSError:                  # a filesystem without hard links: create exclusively, then write
-        with open(path, "x") as f:
-            f.write(text)
-
-
-def atomic_create_text(path, text: str) -> bool:
-    """Create `path` holding `text` in one step, so that it is never seen empty; False when it exists already."""
-    path = Path(path)
-    tmp = _tmp(path)
-    try:
-        tmp.write_text(text)
-        _link(tmp, path, text)
-    except FileExistsError:
-        return False
-    finally:
-        tmp.unlink(missing_ok=True)
-        remove_stale_tmp(path)
-    return True
-
-
-def atomic_write_bytes(path, data: bytes) -> Path:
-    path = Path(path)
-    tmp = _tmp(path)
-    tmp.write_bytes(data)
-    _commit(tmp, path)
-    return path
-
-
-def atomic_write_text(path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_save_tensors(path, tensors: dict, metadata: dict | None = None) -> Path:
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    tmp = _tmp(path)
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    _commit(tmp, path)
-    return path
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -229,6 +151,8 @@ class StageCheckpoint:
 def writable_out(out: str) -> Path:
     """--out must be a directory this process can create and write (SettingsError otherwise)."""
     path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise SettingsError(f"--out {out} is a file, expected a directory you can create and write to")
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".corrsteer-probe-{os.getpid()}"

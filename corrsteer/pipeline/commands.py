@@ -12,6 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from corrsteer import files
 from corrsteer.config import (
     EvalConfig,
     ExportConfig,
@@ -28,10 +29,15 @@ from corrsteer.export.importers import import_plan
 from corrsteer.model.generate import generate_batch
 from corrsteer.model.lm import LM, WHEELS, load_model, pip_command, wheel_requirements
 from corrsteer.model.steer import check_plan_fits, load_plan
-from corrsteer.paths import sae_cache_dir
+from corrsteer.paths import check_cache_dirs, sae_cache_dir
 from corrsteer.pipeline import dist
-from corrsteer.pipeline.checkpoint import writable_out
-from corrsteer.pipeline.inputs import check_context, check_layers
+from corrsteer.pipeline.inputs import (
+    check_context,
+    check_layers,
+    check_prompt_text,
+    check_special_tokens,
+    check_task_tokens,
+)
 from corrsteer.pipeline.outdir import owned_out
 from corrsteer.pipeline.run import check_inputs, corrsteer_run, eval_plan
 from corrsteer.pipeline.seeds import run_seeds
@@ -40,21 +46,31 @@ from corrsteer.sae.bank import SAEBank, layers_covered, sae_layers
 from corrsteer.sae.cache import bank_for_run, quality_table, train_missing, trained_quality
 from corrsteer.sae.presets import apply_preset
 from corrsteer.settings import SettingsError, one_line
-from corrsteer.tasks.load import check_split, load_task
+from corrsteer.tasks.load import TASK_FILE_SUFFIXES, check_split, load_task
 
 
-def load_lm(cfg: ModelOptions, default: str | None = None, device=None) -> LM:
-    """The model the settings name (or `default`), on `device` (default: the settings' device); a model that is not
-    there (no such path, not installed, not cached with the hub unreachable, not a model) is a SettingsError."""
+def load_lm(cfg: ModelOptions, default: str | None = None, device=None, default_from: str = "") -> LM:
+    """The model the settings name (or `default`, which `default_from` names: "--plan F"), on `device` (default:
+    the settings' device); a model that is not there (no such path, not installed, not cached with the hub
+    unreachable, not a model) is a SettingsError naming what gave it."""
     dev, dtype = cfg.device_dtype()
     spec = cfg.model or default
+    given = f"--model {spec}" if cfg.model or not default_from else f"{default_from} (built for model {spec})"
     try:
         return load_model(spec, device=device or dev, dtype=dtype)
     except (OSError, ValueError) as e:
         if isinstance(e, SettingsError):
-            raise
-        raise SettingsError(f"--model {spec}: {one_line(e)}, expected default, gemma3-270m, a .gguf file, a HF model "
+            raise SettingsError(str(e).replace(f"--model {spec}", given, 1)) from None
+        raise SettingsError(f"{given}: {one_line(e)}, expected default, gemma3-270m, a .gguf file, a HF model "
                             "directory, or a hub id that is cached or reachable") from None
+
+
+def protect_task_file(cfg) -> None:
+    """A task file is an input: no output of the run may be written over it."""
+    if cfg.task_file:
+        files.protect("--task-file", cfg.task_file)
+    elif cfg.task.endswith(TASK_FILE_SUFFIXES):
+        files.protect("--task", cfg.task)
 
 
 def load_saes(lm: LM, cfg: RunConfig) -> SAEBank:
@@ -71,6 +87,7 @@ def _join(cfg) -> tuple[dist.Dist, object]:
 
 
 def train_sae(cfg: TrainSAEConfig) -> int:
+    check_cache_dirs(cfg.sae_dir)
     lm = load_lm(cfg)
     check_layers(lm, cfg.layer_list, cfg.layers)
     out = sae_cache_dir(lm.name, cfg.sae_dir)
@@ -88,6 +105,8 @@ def run(cfg: RunConfig) -> int:
     cfg = apply_preset(cfg)
     task = load_task(cfg)
     check_split(task, cfg)
+    protect_task_file(cfg)
+    check_cache_dirs(cfg.sae_dir if cfg.saes == "trained" else None)
     out = cfg.out or f"runs/{task.name}"
     have = sae_layers(cfg.saes)
     if have is not None:
@@ -100,6 +119,7 @@ def _run(cfg: RunConfig, task, out: str) -> int:
     d, device = _join(cfg)
     lm = load_lm(cfg, device=device)
     check_layers(lm, cfg.layer_list, cfg.layers)
+    check_task_tokens(lm, task, cfg)     # no chat control token in a task file's prompts
     check_inputs(lm, task, cfg)          # every prompt fits the context, before SAEs load or train
     bank = load_saes(lm, cfg)
     if cfg.seeds and not cfg.select_only:
@@ -125,6 +145,9 @@ def evaluate(cfg: EvalConfig) -> int:
     plan = load_plan(cfg.plan)
     task = load_task(cfg)
     check_split(task, cfg)
+    protect_task_file(cfg)
+    files.protect("--plan", cfg.plan)
+    check_cache_dirs()
     out = cfg.out or f"runs/{task.name}/eval"
     with owned_out(out, cfg.command, lock=dist.env_rank() == 0):
         return _evaluate(cfg, plan, task, out)
@@ -132,8 +155,9 @@ def evaluate(cfg: EvalConfig) -> int:
 
 def _evaluate(cfg: EvalConfig, plan, task, out: str) -> int:
     d, device = _join(cfg)
-    lm = load_lm(cfg, default=plan.model, device=device)
+    lm = load_lm(cfg, default=plan.model, device=device, default_from=f"--plan {cfg.plan}")
     check_plan_fits(plan, cfg.plan, lm)
+    check_task_tokens(lm, task, cfg)
     c = eval_plan(lm, task, plan, out, cfg, dist=d)["comparison"]
     if not d.main:
         return 0
@@ -146,8 +170,12 @@ def _evaluate(cfg: EvalConfig, plan, task, out: str) -> int:
 def generate(cfg: GenerateConfig) -> int:
     """`corrsteer generate`: baseline and steered answers side by side."""
     plan = load_plan(cfg.plan)
-    lm = load_lm(cfg, default=plan.model)
+    files.protect("--plan", cfg.plan)
+    check_prompt_text(cfg.prompt)
+    check_cache_dirs()
+    lm = load_lm(cfg, default=plan.model, default_from=f"--plan {cfg.plan}")
     check_plan_fits(plan, cfg.plan, lm)
+    check_special_tokens(lm, [("the prompt", cfg.prompt)])
     check_context(lm, [("the prompt", cfg.prompt)], cfg.max_new_tokens)
     out = generate_batch(lm, [cfg.prompt], cfg.max_new_tokens, plans=[{}, plan.hook_vectors()],
                          steer_prompt=plan.all_positions)
@@ -158,6 +186,8 @@ def generate(cfg: GenerateConfig) -> int:
 def export(cfg: ExportConfig) -> int:
     """`corrsteer export`: a plan in another runtime's format."""
     plan = load_plan(cfg.plan)
+    files.protect("--plan", cfg.plan)
+    files.writable_file(cfg.out)
     for path in export_plan(plan, cfg.format, cfg.out, cfg.allow_prompt_positions):
         print(f"{plan.name} -> {path} ({cfg.format})")
     return 0
@@ -165,8 +195,9 @@ def export(cfg: ExportConfig) -> int:
 
 def import_vectors(cfg: ImportConfig) -> int:
     """`corrsteer import`: vectors from elsewhere as a plan for eval and generate."""
+    files.protect("the input", cfg.vectors)
+    files.writable_file(cfg.out, example="plan.json")
     plan = import_plan(cfg.vectors, cfg.source, cfg.model, cfg.name, cfg.all_positions, cfg.scale)
-    writable_out(str(Path(cfg.out).parent))
     plan.save(cfg.out)
     layers = ", ".join(str(e.layer) for e in plan.entries)
     print(f"{cfg.vectors} -> {cfg.out}: plan {plan.name!r} for {plan.model}, layers {layers}")

@@ -15,53 +15,25 @@ error) leaves the folder for a rerun to resume.
 from __future__ import annotations
 
 import contextlib
-import datetime
-import json
-import os
 import shutil
-import socket
 from pathlib import Path
 
-from corrsteer.pipeline.checkpoint import MARKER, alive, atomic_create_text, log, writable_out
+from corrsteer import files
+from corrsteer.files import LOCK  # noqa: F401  (the lock's name, as the tests and the walk read it)
+from corrsteer.pipeline.checkpoint import MARKER, writable_out
 from corrsteer.settings import CONFIG_NAME, SettingsError
-
-LOCK = ".corrsteer.lock"
-
-
-def _read_lock(path: Path) -> dict:
-    try:
-        doc = json.loads(path.read_text())
-        return doc if isinstance(doc, dict) else {}
-    except (OSError, ValueError):
-        return {}
 
 
 def acquire(out: Path, command: str) -> Path:
     """Take <out>/.corrsteer.lock for this process; SettingsError naming the owner when a live run holds it."""
-    path = out / LOCK
-    me = dict(pid=os.getpid(), host=socket.gethostname(), command=command,
-              started=datetime.datetime.now().isoformat(timespec="seconds"))
-    for _ in range(2):
-        if atomic_create_text(path, json.dumps(me)):
-            return path
-        owner = _read_lock(path)
-        pid, host = owner.get("pid"), owner.get("host")
-        if isinstance(pid, int) and host == me["host"] and not alive(pid):
-            log(f"--out {out}: taking over the lock of pid {pid} (started {owner.get('started')}), which no "
-                "longer runs")
-            path.unlink(missing_ok=True)
-            continue
-        raise SettingsError(f"--out {out} is in use by another corrsteer run (pid {pid} on {host}, "
-                            f"`corrsteer {owner.get('command')}` since {owner.get('started')}), expected a "
-                            f"folder no other run writes: wait for it, choose another --out, or delete {path} "
-                            "if that run is gone") from None
-    raise SettingsError(f"--out {out}: could not take the lock {path}, expected a folder no other run writes")
+    def busy(owner: dict, path: Path) -> str:
+        return (f"--out {out} is in use by another corrsteer run ({files.owner_text(owner)}), expected a folder no "
+                f"other run writes: wait for it, choose another --out, or delete {path} if that run is gone")
+    return files.acquire(out, command, busy, f"--out {out}")
 
 
 def release(out: Path) -> None:
-    path = out / LOCK
-    if _read_lock(path).get("pid") == os.getpid():
-        path.unlink(missing_ok=True)
+    files.release(out)
 
 
 def _missing_top(path: Path) -> Path | None:

@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 from corrsteer.config import EvalConfig, RunConfig
+from corrsteer.files import refuse_input
 from corrsteer.pipeline.checkpoint import (
     atomic_save_tensors,
     atomic_write_text,
@@ -47,7 +48,7 @@ from corrsteer.pipeline.stages import (
 from corrsteer.report.render import INPUTS, render, write_inputs
 from corrsteer.report.stats import compare
 from corrsteer.sae.presets import feature_links, with_hook_site
-from corrsteer.settings import write_config
+from corrsteer.settings import CONFIG_NAME, write_config
 from corrsteer.tasks.protocols import bind
 
 # the controls' test rows, compared with the baseline like the no-SAE baselines
@@ -78,6 +79,9 @@ def _start(out: Path, cfg, d: Dist, outputs=OUTPUTS, **context) -> None:
     """Mark the directory in progress, clear the previous outputs, record the settings (rank 0)."""
     if not d.main:
         return
+    old = [out / n for n in (*outputs, CONFIG_NAME)] + sorted((out / "plans").glob("*.json"))
+    for path in old:
+        refuse_input(path, "--out's output")     # a task file or plan kept inside --out under an output's name
     mark_in_progress(out, cfg.command)
     for name in outputs:
         (out / name).unlink(missing_ok=True)

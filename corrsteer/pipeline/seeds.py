@@ -9,6 +9,7 @@ import statistics
 from pathlib import Path
 
 from corrsteer.config import parse_seeds
+from corrsteer.files import atomic_write_text
 from corrsteer.pipeline.run import corrsteer_run
 from corrsteer.report.contrasts import CONSTANT, point
 
@@ -56,6 +57,6 @@ def run_seeds(lm, bank, task, out_dir, cfg) -> dict:
     metric = "balanced accuracy" if task.has_classes else "accuracy"
     note = f"Ranking {cfg.ranking}; CorrSteer-P combines {cfg.p_combine}."
     out.mkdir(parents=True, exist_ok=True)
-    (out / "table.md").write_text(table_md(task.name, per_seed, note, metric))
-    (out / "seeds.json").write_text(json.dumps({str(k): v for k, v in per_seed.items()}, indent=1))
+    atomic_write_text(out / "table.md", table_md(task.name, per_seed, note, metric))
+    atomic_write_text(out / "seeds.json", json.dumps({str(k): v for k, v in per_seed.items()}, indent=1))
     return per_seed

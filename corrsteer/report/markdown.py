@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from corrsteer.files import atomic_write_text
 from corrsteer.report.headline import headline
 from corrsteer.report.plots import RankedFeature, feature_score, layer_order, plot_r_per_layer, plot_top_features
 from corrsteer.report.results import distribution_table, results_table
@@ -74,7 +75,7 @@ def write_report(out_dir: str | os.PathLike, *, title: str, comparisons: list[Co
               "![Top features of the best layers](top_features.png)", "",
               "[r_per_layer.png](r_per_layer.png) · [top_features.png](top_features.png)", ""]
     path = out / "report.md"
-    path.write_text("\n".join(lines), encoding="utf-8")
+    atomic_write_text(path, "\n".join(lines))
     return path
 
 

@@ -6,6 +6,8 @@ import math
 from pathlib import Path
 from typing import Protocol
 
+from corrsteer.files import atomic_path
+
 
 class RankedFeature(Protocol):
     """One ranked SAE feature as the report shows it (pipeline.rank.Candidate)."""
@@ -48,7 +50,8 @@ def _new_figure(width: float, height: float):
 
 
 def _save(fig, path: Path) -> None:
-    fig.savefig(path, format="png", metadata=_PNG_META)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", metadata=_PNG_META)
 
 
 def plot_r_per_layer(layer_r: dict[int, float], path: Path, title: str = "", ylabel: str = "best Pearson r") -> Path:

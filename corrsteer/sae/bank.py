@@ -10,12 +10,14 @@ reads the residual (blocks.L.hook_resid_post = output of decoder layer L; hook_r
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from corrsteer.files import atomic_dir
 from corrsteer.model.hooks import HookPoint
 from corrsteer.model.lm import as_dtype
 from corrsteer.paths import sae_cache_dir
@@ -85,9 +87,12 @@ class SAEBank:
 # ---------------------------------------------------------------------------------------------------------------
 def save_sae_dir(path, sae: SAEWeights, hook: HookPoint, model_name: str = "", extra: dict | None = None) -> Path:
     """Write cfg.json + sae_weights.safetensors as sae-lens 6 writes them (loadable by SAE.load_from_disk)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".partial")
-    tmp.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(path) as tmp:
+        _write_sae_dir(tmp, sae, hook, model_name, extra)
+    return Path(path)
+
+
+def _write_sae_dir(tmp: Path, sae: SAEWeights, hook: HookPoint, model_name: str, extra: dict | None) -> None:
     tensors = {"W_enc": sae.W_enc, "b_enc": sae.b_enc, "W_dec": sae.W_dec,
                "b_dec": sae.b_dec if sae.b_dec is not None else torch.zeros(sae.d_in)}
     if sae.activation == "jumprelu":
@@ -102,17 +107,33 @@ def save_sae_dir(path, sae: SAEWeights, hook: HookPoint, model_name: str = "", e
     if sae.activation == "topk":
         cfg.update(k=sae.k, rescale_acts_by_decoder_norm=False)
     (tmp / "cfg.json").write_text(json.dumps(cfg, indent=2))
-    if path.exists():
-        for f in path.iterdir():
-            f.unlink()
-        path.rmdir()
-    tmp.rename(path)
-    return path
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
 
 
 def load_sae_dir(path, device="cpu") -> BankEntry:
-    """Read a sae-lens directory (standard, jumprelu or topk architecture)."""
+    """Read a sae-lens directory (standard, jumprelu or topk architecture). A folder that a trainer swapped for a
+    new one while it was read (save_sae_dir) is read again, so cfg.json and the weights are of one SAE."""
     path = Path(path)
+    for _ in range(3):
+        before = _inode(path)
+        try:
+            entry = _load_sae_dir_once(path, device)
+        except (OSError, ValueError):
+            if _inode(path) == before:
+                raise
+            continue
+        if _inode(path) == before:
+            return entry
+    return _load_sae_dir_once(path, device)
+
+
+def _load_sae_dir_once(path: Path, device) -> BankEntry:
     if not (path / "cfg.json").exists() or not (path / "sae_weights.safetensors").exists():
         raise FileNotFoundError(f"{path} is not a sae-lens SAE directory (needs cfg.json and sae_weights.safetensors)")
     cfg = json.loads((path / "cfg.json").read_text())

@@ -16,8 +16,10 @@ import sys
 import time
 from pathlib import Path
 
+from corrsteer import files
 from corrsteer.config import RunConfig, TrainSAEConfig
-from corrsteer.paths import sae_cache_dir
+from corrsteer.files import atomic_write_text
+from corrsteer.paths import sae_cache_dir, sae_cache_label
 from corrsteer.sae.bank import SAEBank, layers_covered, load_bank
 from corrsteer.sae.train import bank_quality, train_bank
 from corrsteer.settings import SettingsError, format_layers, one_line, write_config
@@ -58,8 +60,8 @@ def _record(out: Path, lm, cfg: TrainSAEConfig, meta: dict, total: float, rows: 
     if not rows:
         return
     text = f"# SAEs for {lm.name}\n\n{quality_table(rows)}\n\n{_summary(meta, total)}\n"
-    (out / "quality.md").write_text(text)
-    (out / "quality.json").write_text(json.dumps(dict(model=lm.name, rows=rows, **meta, total_seconds=total),
+    atomic_write_text(out / "quality.md", text)
+    atomic_write_text(out / "quality.json", json.dumps(dict(model=lm.name, rows=rows, **meta, total_seconds=total),
                                                  indent=2))
     write_config(out, cfg, model=lm.context())
 
@@ -70,12 +72,29 @@ def train_missing(lm, cfg: TrainSAEConfig) -> list[dict]:
     t0 = time.time()
     out = sae_cache_dir(lm.name, cfg.sae_dir)
     layers = cfg.layer_list or list(range(lm.n_layers))
-    done = train_bank(lm, out, layers=layers, point=cfg.hook, cfg=cfg, dataset=cfg.dataset, force=cfg.force)
-    meta, rows = done.meta, done.rows
-    total = time.time() - t0
-    print(quality_table(rows) + "\n" + _summary(meta, total))
-    _record(out, lm, cfg, meta, total, bank_quality(out, point=cfg.hook))
+    with locked_cache(out, cfg.command, sae_cache_label(out, cfg.sae_dir)):
+        done = train_bank(lm, out, layers=layers, point=cfg.hook, cfg=cfg, dataset=cfg.dataset, force=cfg.force)
+        meta, rows = done.meta, done.rows
+        total = time.time() - t0
+        print(quality_table(rows) + "\n" + _summary(meta, total))
+        _record(out, lm, cfg, meta, total, bank_quality(out, point=cfg.hook))
     return rows
+
+
+@contextlib.contextmanager
+def locked_cache(out: Path, command: str, label: str):
+    """One process trains into an SAE folder at a time (its .corrsteer.lock, as an output folder's): a second one
+    gets one line naming the first, and never sees or deletes the first one's activations."""
+    def busy(owner: dict, path: Path) -> str:
+        return (f"{label} is in use by another corrsteer process ({files.owner_text(owner)}), expected one "
+                f"process training SAEs in a folder at a time: wait for it to finish, or delete {path} if that "
+                "process is gone")
+    out.mkdir(parents=True, exist_ok=True)
+    files.acquire(out, command, busy, label)
+    try:
+        yield out
+    finally:
+        files.release(out)
 
 
 def trained_quality(lm, cfg: TrainSAEConfig) -> list[dict] | None:

@@ -23,6 +23,7 @@ import time
 import torch
 from tqdm.auto import tqdm
 
+from corrsteer.files import atomic_write_text
 from corrsteer.model.generate import generate_batch
 from corrsteer.paths import cache_root
 from corrsteer.tasks.protocols import mc_prompt
@@ -313,7 +314,7 @@ def answers(lm, prompts: list[str], max_new_tokens: int | list[int], batch_size:
                 continue
             good.append(line)
             got.update({int(i): a for i, a in row["answers"]})
-        path.write_text("".join(f"{line}\n" for line in good))
+        atomic_write_text(path, "".join(f"{line}\n" for line in good))
     lens = [len(lm.tokenizer(lm.format(p), add_special_tokens=not lm.has_chat_template)["input_ids"])
             for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: (max_new_tokens[i], lens[i], i))

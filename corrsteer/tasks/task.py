@@ -250,6 +250,8 @@ def _item_from_json(obj, n: int) -> tuple[str, dict]:
 
     if "question" in obj or "choices" in obj:
         q = need("question", str, "a string")
+        if not q.strip():
+            raise ValueError("field 'question' is empty")
         choices = need("choices", list, "a list of strings")
         if not 2 <= len(choices) <= len(LETTERS):
             raise ValueError(f"'choices' must have 2 to {len(LETTERS)} entries, got {len(choices)}")
@@ -267,6 +269,8 @@ def _item_from_json(obj, n: int) -> tuple[str, dict]:
             gold = a
         return "mc", {"prompt": mc_prompt(q, choices), "gold": gold, "choices": list(choices)}
     prompt = need("prompt", str, "a string")
+    if not prompt.strip():
+        raise ValueError("field 'prompt' is empty")
     if "label" in obj:
         lab = need("label", str, "a string")
         if lab not in ("harmful", "benign"):
@@ -278,6 +282,9 @@ def _item_from_json(obj, n: int) -> tuple[str, dict]:
         labels = need("labels", list, "a list of strings")
         if not labels or not all(isinstance(l, str) and l.strip() for l in labels):
             raise ValueError("'labels' must be a non-empty list of strings")
+        if len(labels) < 2:
+            raise ValueError(f"'labels' must offer 2 or more labels, got {len(labels)}: the answer would be known "
+                             "before the model answers")
         match = [l for l in labels if l.lower() == ans.strip().lower()]
         if not match:
             raise ValueError(f"unknown label {ans!r}: answer must be one of {labels}")
@@ -363,6 +370,9 @@ def _short_or_closed_set(name: str, items: list[Item], forced: str | None) -> Ta
     labels = closed_set(golds) if forced != "short" else []
     if forced == "label" and not labels:
         labels = _distinct(golds)
+        if len(labels) < 2:
+            raise ValueError(f"every answer is {labels[0]!r}: \"scorer\": \"label\" needs 2 or more distinct answers, "
+                             "or the answer would be known before the model answers")
     if not labels:
         note = "the file asks for it" if forced == "short" else ""
         return Task(name=name, kind="short", items=items, max_new_tokens=default_max_new_tokens("short"),

@@ -14,7 +14,7 @@ rank (the K-th call of the ranking, after collection finished), report (the K-th
 predictions.jsonl and r_per_layer.png are written, before report.md), checkpoint-write (the K-th checkpoint of
 collect, half written), lock (the lock file of --out in place, its temporary file not yet removed), sae-train (the
 K-th optimiser step of the second SAE's training, the first SAE already saved), sae-partial (right after the second
-SAE's weights are written into its .partial folder, before cfg.json and the rename).
+SAE's weights are written into its temporary folder, before cfg.json and the rename).
 """
 import json
 import os
@@ -136,7 +136,7 @@ class Child:
 
         def save_(tensors, path, *a, **kw):
             save_file(tensors, path, *a, **kw)
-            if Path(path).parent.name.endswith(".partial") and self.fits == 2 and self.hit("sae-partial"):
+            if ".tmp" in Path(path).parent.name and self.fits == 2 and self.hit("sae-partial"):
                 die()
 
         train.TopKTrainer.fit, train.TopKTrainer.step, bank.save_file = fit_, step_, save_

@@ -206,8 +206,8 @@ def clean_sae(server, root):
 
 @pytest.mark.parametrize("point", ["sae-train", "sae-partial"])
 def test_sigkill_during_sae_training_then_rerun_gives_byte_identical_saes(server, root, clean_sae, tmp_path, point):
-    """Killed while the second layer trains (the first saved), or with the second layer's weights in its .partial
-    folder: the rerun trains the second layer only, leaves no .partial or scratch folder, and its SAEs equal an
+    """Killed while the second layer trains (the first saved), or with the second layer's weights in its temporary
+    folder: the rerun trains the second layer only, leaves no temporary or scratch folder, and its SAEs equal an
     uninterrupted training's."""
     env = dict(CORRSTEER_CACHE=str(tmp_path / "cache"))
     saes = tmp_path / "saes"
@@ -215,14 +215,16 @@ def test_sigkill_during_sae_training_then_rerun_gives_byte_identical_saes(server
     assert killed.rc == -signal.SIGKILL and killed.log == ["fit", "fit"], killed.stderr[-3000:]
     first = saes / "blocks.0.hook_resid_post" / "sae_weights.safetensors"
     assert first.exists() and not (saes / "blocks.1.hook_resid_post").exists()
-    partial = saes / "blocks.1.hook_resid_post.partial"
-    assert partial.exists() == (point == "sae-partial")
-    if point == "sae-partial":             # the weights are in, cfg.json is not: the layer counts as not trained
+    partials = list(saes.glob(".blocks.1.hook_resid_post.tmp*"))      # corrsteer.files.atomic_dir's folder
+    assert bool(partials) == (point == "sae-partial")
+    if point == "sae-partial":
+        partial = partials[0]             # the weights are in, cfg.json is not: the layer counts as not trained
         assert load_file(str(partial / "sae_weights.safetensors")) and not (partial / "cfg.json").exists()
     before = first.stat().st_mtime_ns
 
     again = server.run(tmp_path, train_args(root), "rerun", env=env)
     assert again.rc == 0, again.stderr[-3000:]
     assert again.log == ["fit"] and first.stat().st_mtime_ns == before       # layer 0 neither retrained nor rewritten
-    assert not list(saes.glob("*.partial")) and not (saes / ".activations").exists()
+    assert not list(saes.glob(".*.tmp*")) and not (saes / ".activations").exists()
+    assert not (saes / ".corrsteer.lock").exists()
     assert sae_files(saes) == clean_sae
