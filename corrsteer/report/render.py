@@ -8,10 +8,10 @@ classes, the ranked top features with their scores, the prompting templates and 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from corrsteer.files import atomic_write_text
 from corrsteer.report.contrasts import BASELINE, PROMPTS, STEERED_PROMPT, P
 from corrsteer.report.markdown import write_report
 from corrsteer.report.plots import feature_score
@@ -53,11 +53,7 @@ def write_inputs(out_dir, *, title: str, settings: dict, classes: bool, ranking:
     data = dict(title=title, settings=settings, classes=bool(classes), ranking=ranking,
                 top_features={str(L): [feature_dict(c) for c in cs] for L, cs in top_features.items()},
                 prompts=dict(prompts or {}), extra=list(extra or []))
-    path = Path(out_dir) / INPUTS
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(Path(out_dir) / INPUTS, json.dumps(data, indent=1) + "\n")
 
 
 def _load_json(path: Path) -> dict:
