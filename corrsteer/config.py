@@ -273,11 +273,12 @@ class ExportConfig(Settings):
 @dataclass(kw_only=True, frozen=True)
 class ImportConfig(Settings):
     command: ClassVar[str] = "import"
-    vectors: str = option(help="the vectors: a control vector of llama.cpp or repeng (.gguf), or a .pt of "
-                          "steering vectors or of lm_eval's steered model", metavar="FILE", positional=True)
-    source: str = option("auto", "what the file holds: auto (a .gguf is a control vector, a .json an EasySteer "
-                         "SteeringSpec, a .pt steering vectors), gguf-control-vector, steering-vectors, lm-eval or "
-                         "vllm", metavar="SOURCE")
+    vectors: str = option(help="the vectors: a control vector of llama.cpp or repeng (.gguf), a .pt of steering "
+                          "vectors or of lm_eval's steered model, or an EasySteer SteeringSpec (.json)", metavar="FILE",
+                          positional=True)
+    source: str = option("auto", "what the file holds: auto (a .gguf is a control vector, a .pt steering vectors, "
+                         "a .json an EasySteer SteeringSpec), gguf-control-vector, steering-vectors, lm-eval or vllm",
+                         metavar="SOURCE")
     out: str = option(help="the plan.json to write", metavar="FILE")
     model: str | None = option(None, "the model the vectors are for (default: the model the file's hint names; "
                                "required where the hint is only a model type such as llama)")

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import test_bad_input
 import test_bad_input_more
+import test_bad_input_plans
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-MODULES = (test_bad_input, test_bad_input_more)
+MODULES = (test_bad_input, test_bad_input_more, test_bad_input_plans)
 HEADER = "| id | input | message (shortened) | when |"
 
 
