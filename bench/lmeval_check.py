@@ -97,10 +97,13 @@ def main(argv=None):
     control = shifted(plan, -1 if low > 0 else 1)
     items = get_task(args.task, seed=args.seed).items[:args.n]
     ids_list = [lm.tokenizer(lm.format(it.prompt), return_tensors="pt").input_ids for it in items]
+    print(f"{len(items)} prompts, {sum(i.shape[1] for i in ids_list)} tokens", flush=True)
     base = torch.cat(our_logits(lm, None, ids_list))
     ours = torch.cat(our_logits(lm, plan, ids_list))
+    print("ours done", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         theirs = torch.cat(lm_eval_logits(model_dir, plan, ids_list, tmp))
+        print("lm-eval done", flush=True)
         theirs_control = torch.cat(lm_eval_logits(model_dir, control, ids_list, tmp))
     res = {"plan": args.plan or f"random, layers {args.layers}, norm {args.norm}, seed {args.seed}",
            "layers": sorted(HookPoint.parse(h).layer for h in plan.vectors), "task": args.task,
