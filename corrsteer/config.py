@@ -47,6 +47,18 @@ def _variant_ok(text):
     return None if ok else "one of S, A, P, N, all (or several of S, A, P, N separated by commas)"
 
 
+def check_scale(scale: float, negative_ok: bool = False) -> None:
+    """--scale of run and select (positive) and of import (nonzero: a negative scale turns an imported vector
+    around, as repeng's negative strengths do); finite, and never 0, which would make every vector vanish."""
+    if scale == 0:
+        raise SettingsError("--scale must be nonzero, got 0.0 (every steering vector would vanish)")
+    if scale < 0 and not negative_ok:
+        raise SettingsError(f"--scale must be positive, got {scale} (a negative scale would steer away from "
+                            "the features of right answers; --variant N steers away from those of wrong ones)")
+    if scale != scale or scale in (float("inf"), float("-inf")):
+        raise SettingsError(f"--scale must be a finite number, got {scale}")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # shared parts
 # ---------------------------------------------------------------------------------------------------------------
@@ -218,11 +230,7 @@ class RunConfig(PaperOptions, TaskSourceOptions, SelectOptions, LayerOptions, Sp
 
     def check(self):
         super().check()
-        if self.scale == 0:
-            raise SettingsError("--scale must be nonzero, got 0.0 (every steering vector would vanish)")
-        if self.scale < 0:
-            raise SettingsError(f"--scale must be positive, got {self.scale} (a negative scale would steer away from "
-                                "the features of right answers; --variant N steers away from those of wrong ones)")
+        check_scale(self.scale)
         if "P" in self.variants and self.n_val == 0:
             raise SettingsError(f"--n-val must be positive for CorrSteer-P (--variant {self.variant}), got 0: "
                                 "P keeps the features that beat the baseline on the validation split")
@@ -254,25 +262,35 @@ class ExportConfig(Settings):
     plan: str = option(help="a plan.json written by `corrsteer run`, `select` or `import`", metavar="FILE",
                        positional=True)
     format: str = option(help="where the plan will run: gguf-control-vector (llama.cpp), lm-eval (the steered "
-                         "model of lm_eval), vllm (EasySteer) or neuronpedia", metavar="FORMAT")
+                         "model of lm_eval >= 0.4.9.2), vllm (an EasySteer SteeringSpec) or neuronpedia",
+                         metavar="FORMAT")
     out: str = option(help="the file to write (vllm also writes FILE.vectors.gguf beside it)", metavar="FILE")
-    allow_prompt_positions: bool = option(False, "gguf-control-vector, lm-eval: accept that these runtimes steer "
-                                          "every prompt position where the plan steers only the last one")
+    allow_prompt_positions: bool = option(False, "gguf-control-vector, lm-eval, neuronpedia: accept that these "
+                                          "runtimes steer every prompt position where the plan steers only the last "
+                                          "one")
 
 
 @dataclass(kw_only=True, frozen=True)
 class ImportConfig(Settings):
     command: ClassVar[str] = "import"
-    vectors: str = option(help="the vectors: a control vector of llama.cpp or repeng (.gguf), or a .pt of "
-                          "steering vectors or of lm_eval's steered model", metavar="FILE", positional=True)
-    source: str = option("auto", "what the file holds: auto (a .gguf is a control vector, a .pt steering vectors), "
-                         "gguf-control-vector, steering-vectors or lm-eval", metavar="SOURCE")
+    vectors: str = option(help="the vectors: a control vector of llama.cpp or repeng (.gguf), a .pt of steering "
+                          "vectors or of lm_eval's steered model, or an EasySteer SteeringSpec (.json)", metavar="FILE",
+                          positional=True)
+    source: str = option("auto", "what the file holds: auto (a .gguf is a control vector, a .pt steering vectors, "
+                         "a .json an EasySteer SteeringSpec), gguf-control-vector, steering-vectors, lm-eval or vllm",
+                         metavar="SOURCE")
     out: str = option(help="the plan.json to write", metavar="FILE")
-    model: str | None = option(None, "the model the vectors are for (default: the control vector's model hint)")
+    model: str | None = option(None, "the model the vectors are for (default: the model the file's hint names; "
+                               "required where the hint is only a model type such as llama)")
     name: str | None = option(None, "the plan's name (default: the file's stem)")
-    scale: float = option(1.0, "multiplier on every imported vector")
+    scale: float = option(1.0, "multiplier on every imported vector (nonzero; negative turns them around)")
     all_positions: bool = option(True, "steer every position, as the runtimes these vectors come from do "
-                                 "(--no-all-positions: the last prompt token and the generated ones)")
+                                 "(--no-all-positions: the last prompt token and the generated ones; a "
+                                 "SteeringSpec keeps its own positions)")
+
+    def check(self):
+        super().check()
+        check_scale(self.scale, negative_ok=True)
 
 
 @dataclass(kw_only=True, frozen=True)

@@ -13,7 +13,7 @@ FLOORS = ["", "model", "tasks", "sae", "report", "export", "pipeline", "cli"]
 # imported inside functions on purpose: heavy or optional packages that only some paths need
 OPTIONAL = {"datasets", "sae_lens", "gguf", "matplotlib", "transformers", "safetensors", "torch.distributed",
             "pyarrow", "pandas", "huggingface_hub", "urllib", "socket", "copy", "importlib",
-            "sentence_transformers"}
+            "sentence_transformers", "vllm"}
 
 
 def modules(pkg: Path = PKG) -> dict[str, Path]:

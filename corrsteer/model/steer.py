@@ -21,6 +21,7 @@ import torch
 
 from corrsteer.files import atomic_write_text
 from corrsteer.model.hooks import HookPoint, hooked
+from corrsteer.model.plan_check import PlanProblem, check_plan_dict
 from corrsteer.settings import SettingsError, one_line
 from corrsteer_kernels import steer_add_, steering_vectors
 
@@ -85,12 +86,17 @@ class SteeringPlan:
 
     @classmethod
     def from_dict(cls, d: dict) -> "SteeringPlan":
+        """The plan a JSON object holds, every field checked (plan_check): PlanProblem for a wrong value,
+        ValueError for what is not a plan at all."""
+        if not isinstance(d, dict):
+            raise ValueError(f"not a steering plan: a JSON {type(d).__name__}, not an object")
         try:
+            check_plan_dict(d)
             entries = [PlanEntry(**e) for e in d["entries"]]
             return cls(d["name"], d["model"], d["sae_source"], entries, dict(d.get("vectors", {})),
-                       bool(d.get("all_positions", False)))
-        except (KeyError, TypeError) as e:
-            raise ValueError(f"not a steering plan: {e}") from e
+                       d.get("all_positions", False))
+        except KeyError as e:
+            raise ValueError(f"not a steering plan: no field {e}") from e
 
     def save(self, path) -> Path:
         path = Path(path)
@@ -139,26 +145,22 @@ class SteeringPlan:
 def load_plan(path: str) -> SteeringPlan:
     """A steering plan loaded from --plan; a missing or corrupt file is a usage error (SettingsError)."""
     try:
-        plan = SteeringPlan.load(path)
-        vectors = plan.hook_vectors()
+        return SteeringPlan.load(path)
     except FileNotFoundError:
         raise SettingsError(f"--plan {path}: no such file, expected a plan.json written by corrsteer run or "
                             "select") from None
+    except PlanProblem as e:
+        raise SettingsError(f"--plan {path}: {e}") from None
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
         raise SettingsError(f"--plan {path} is not a steering plan ({one_line(e)}), expected a plan.json "
                             "written by corrsteer run or select") from None
-    for hp, v in vectors.items():
-        if not bool(torch.isfinite(v).all()):
-            raise SettingsError(f"--plan {path}: the vector at {hp.hook_name} is not finite (NaN or inf), expected "
-                                "finite vectors as corrsteer run or select writes them")
-    return plan
 
 
 def check_plan_fits(plan: SteeringPlan, path: str, lm) -> None:
     """Every layer the plan steers exists in the model, and every vector is the model's width."""
-    for e in plan.entries:
-        if e.layer >= lm.n_layers or e.layer < 0:
-            raise SettingsError(f"--plan {path} steers layer {e.layer}, expected a layer of {lm.name} "
+    for layer in [e.layer for e in plan.entries] + [HookPoint.parse(h).layer for h in plan.vectors]:
+        if layer >= lm.n_layers or layer < 0:
+            raise SettingsError(f"--plan {path} steers layer {layer}, expected a layer of {lm.name} "
                                 f"(0..{lm.n_layers - 1})")
     for hook, v in plan.vectors.items():
         if len(v) != lm.d_model:

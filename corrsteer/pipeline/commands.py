@@ -24,7 +24,7 @@ from corrsteer.config import (
     RunConfig,
     TrainSAEConfig,
 )
-from corrsteer.export.formats import export_plan
+from corrsteer.export.formats import export_plan, get_format
 from corrsteer.export.importers import import_plan
 from corrsteer.model.generate import generate_batch
 from corrsteer.model.lm import LM, WHEELS, load_model, pip_command, wheel_requirements
@@ -189,7 +189,7 @@ def export(cfg: ExportConfig) -> int:
     files.protect("--plan", cfg.plan)
     files.writable_file(cfg.out)
     for path in export_plan(plan, cfg.format, cfg.out, cfg.allow_prompt_positions):
-        print(f"{plan.name} -> {path} ({cfg.format})")
+        print(f"{plan.name} -> {path} ({cfg.format}, for {get_format(cfg.format).needs})")
     return 0
 
 

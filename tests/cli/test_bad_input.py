@@ -152,7 +152,7 @@ def _plan(env, tiny_lm, **change):
 
 PLAN_ROWS = [(f"plan-{what}-{cmd}", cmd, change, message, early) for what, change, message, early in [
     ("not-json", dict(text="{not json"), '--plan {d}/plan.json is not a steering plan (Expecting property name enclosed in double quotes: line 1 column 2 (char 1)), expected a plan.json written by corrsteer run or select', True),
-    ("not-a-plan", dict(text='{"name": "x"}'), "--plan {d}/plan.json is not a steering plan (not a steering plan: 'entries'), expected a plan.json written by corrsteer run or select", True),
+    ("not-a-plan", dict(text='{"name": "x"}'), "--plan {d}/plan.json is not a steering plan (not a steering plan: no field 'model'), expected a plan.json written by corrsteer run or select", True),
     ("width", dict(width=True), "--plan {d}/plan.json: the vector at blocks.1.hook_resid_post is 10 wide, expected model's width 64", False),
     ("layer", dict(layer=True), '--plan {d}/plan.json steers layer 9, expected a layer of model (0..3)', False),
 ] for cmd in ("eval", "generate")]

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 import test_bad_input
 import test_bad_input_more
+import test_bad_input_plans
 import test_bad_input_safety
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-MODULES = (test_bad_input, test_bad_input_more, test_bad_input_safety)
+MODULES = (test_bad_input, test_bad_input_more, test_bad_input_plans, test_bad_input_safety)
 HEADER = "| id | input | message (shortened) | when |"
 
 

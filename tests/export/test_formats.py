@@ -36,4 +36,4 @@ def test_unknown_format_and_bad_plan_fail_in_one_line(tiny_lm, tmp_path, capsys)
 def test_a_format_name_given_twice_is_an_error():
     f = FORMATS["vllm"]
     with pytest.raises(ValueError, match="export format 'vllm' is defined twice"):
-        registry((f, Format("vllm", f.write, "again")), lambda x: x.name, "export format")
+        registry((f, Format("vllm", f.write, "again", "")), lambda x: x.name, "export format")

@@ -11,6 +11,7 @@ from corrsteer.cli import main as cli
 from corrsteer.export import gguf, lm_eval
 from corrsteer.export.importers import import_plan
 from corrsteer.model.steer import SteeringPlan, load_plan
+from corrsteer.settings import SettingsError
 
 
 @pytest.mark.parametrize("module, suffix, source", [(gguf, ".gguf", "auto"), (lm_eval, ".pt", "lm-eval")])
@@ -95,3 +96,41 @@ def test_bad_vector_files_fail_in_one_line(tmp_path, capsys, make, args, words):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert words in err[-1] and err[-1].startswith("corrsteer: error: "), err
+
+
+@pytest.mark.parametrize("hint, model", [("llama", None), ("mistral", None), ("", None),
+                                         ("tiny-llama", "tiny-llama"),
+                                         ("google--gemma-2-2b-it", "google/gemma-2-2b-it"), ("org/m", "org/m")])
+def test_a_hint_that_is_only_a_model_type_needs_model(tmp_path, hint, model):
+    """repeng and EasySteer write the model type ("llama") as the hint; our exports the plan's model."""
+    path = gguf.write_directions(tmp_path / "v.gguf", {1: np.ones(8, np.float32)}, hint)
+    if model is None:
+        with pytest.raises(SettingsError, match=r"^--model is required: .*, expected --model default, "):
+            import_plan(path)
+        assert import_plan(path, model="m").model == "m"
+    else:
+        assert import_plan(path).model == model
+
+
+def test_the_models_width_and_layers_are_checked_at_import(tiny_lm, tmp_path):
+    """With the model's config at hand (a HF directory), a vector of another width or a layer it lacks is refused
+    before the plan is written."""
+    tiny_lm.model.save_pretrained(tmp_path / "model")
+    model = str(tmp_path / "model")
+    ok = gguf.write_directions(tmp_path / "ok.gguf", {3: np.ones(tiny_lm.d_model, np.float32)}, "llama")
+    assert import_plan(ok, model=model).vectors.keys() == {"blocks.3.hook_resid_post"}
+    wide = gguf.write_directions(tmp_path / "w.gguf", {1: np.ones(tiny_lm.d_model + 3, np.float32)}, "llama")
+    with pytest.raises(SettingsError, match=rf"the vector of layer 1 is {tiny_lm.d_model + 3} wide, expected .*"
+                                            rf"width {tiny_lm.d_model}$"):
+        import_plan(wide, model=model)
+    deep = gguf.write_directions(tmp_path / "d.gguf", {tiny_lm.n_layers: np.ones(tiny_lm.d_model, np.float32)}, "x")
+    with pytest.raises(SettingsError, match=rf"steers layer {tiny_lm.n_layers}, expected a layer of "):
+        import_plan(deep, model=model)
+
+
+def test_mixed_widths_are_refused_even_without_the_model(tmp_path):
+    path = gguf.write_directions(tmp_path / "v.gguf", {1: np.ones(8, np.float32)}, "m")
+    torch.save({1: torch.ones(8), 2: torch.ones(9)}, tmp_path / "sv.pt")
+    assert import_plan(path).vectors
+    with pytest.raises(SettingsError, match="is 8 wide but the one at blocks.2.hook_resid_post 9, expected one "):
+        import_plan(tmp_path / "sv.pt", model="m")
