@@ -9,8 +9,10 @@ baseline, no-SAE baselines and controls included), validation.json, report.md an
 file per stage) lets a killed run resume. IN_PROGRESS marks the directory incomplete from the start of a run until
 its last output is written. Under torchrun every rank computes its share and rank 0 alone writes.
 
-Beside S / A / P (and N when asked for) the test stage runs the no-SAE baselines (raw-residual, mean-difference) and
-two controls (stages.control_plans): control-random-feature and control-shuffled-outcome.
+Beside S / A / P (and N when asked for) the test stage runs the no-SAE baselines (raw-residual, mean-difference; each
+chooses its own layer, and mean-difference its scale, on the validation split: baselines.py; plans/<name>.json, and
+config.json's "baselines") and two controls (stages.control_plans): control-random-feature and
+control-shuffled-outcome.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import json
 from pathlib import Path
 
 from corrsteer.config import EvalConfig, RunConfig
+from corrsteer.pipeline.baselines import baseline_stage, record_in_config
 from corrsteer.pipeline.checkpoint import (
     atomic_save_tensors,
     atomic_write_text,
@@ -29,7 +32,7 @@ from corrsteer.pipeline.dist import SINGLE, Dist
 from corrsteer.pipeline.inputs import check_context
 from corrsteer.pipeline.prompting import PROMPT_VARIANTS, PromptSet, prompt_set, prompt_stage, prompted
 from corrsteer.pipeline.rank import resolve_ranking
-from corrsteer.pipeline.select import mean_difference, raw_direction, variant_s
+from corrsteer.pipeline.select import variant_s
 from corrsteer.pipeline.stages import (
     Context,
     Validation,
@@ -130,8 +133,9 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
     prefix = prefix_stage(ctx, cands, val_items, val) if "P" in cfg.variants else None
     picks = variant_picks(ctx, cands, prefix, col)
     plans = build_plans(ctx, picks)
+    record = split_record(task.name, splits, (cfg.n_select, cfg.n_val, cfg.n_test), cfg.seed)
     for p in plans.values():
-        p.split = split_record(task.name, splits, (cfg.n_select, cfg.n_val, cfg.n_test), cfg.seed)
+        p.split = record
     if dist.main:
         _save_plans(out, plans, cfg.variants[-1])
     if cfg.select_only:
@@ -140,13 +144,16 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
         return dict(plans=plans, candidates=cands)
 
     best = variant_s(cands)[0]
-    best_L = best.layer
-    hook = bank[best_L].hook
-    raw_dim, raw_vec = raw_direction(col.raw, best_L, cfg.scale)
+    chosen = baseline_stage(ctx, col, val_items)              # raw-residual, mean-difference: their own layers
+    base_plans = chosen.plans(ctx, col)
+    for p in base_plans.values():
+        p.split = record
+    if dist.main:
+        _save_plans(out, {**plans, **base_plans}, cfg.variants[-1])
+        record_in_config(out, chosen.record())
     controls = control_plans(ctx, col, plans)
     test_plans = {"baseline": {}, **{f"CorrSteer-{n}": p.hook_vectors(lm.device) for n, p in plans.items()},
-                  "raw-residual": {hook: raw_vec.to(lm.device)},
-                  "mean-difference": {hook: mean_difference(col.raw, best_L, cfg.scale)},
+                  **{n: p.hook_vectors(lm.device) for n, p in base_plans.items()},
                   **{n: p.hook_vectors(lm.device) for n, p in controls.items()}}
     rows = test_stage(ctx, test_items, test_plans)
     rows |= prompt_stage(ctx, test_items, prompts, test_plans.get("CorrSteer-P"))
@@ -154,10 +161,12 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
                     layers=len(bank), n_select=len(sel), n_val=len(val_items), n_test=len(test_items), pool=cfg.pool,
                     coef=cfg.coef, scale=cfg.scale, world_size=dist.world,
                     select_accuracy=f"{accuracy(col.rows):.3f}", val_baseline=f"{val.baseline:.3f}",
-                    P_layers=[p.layer for p in picks.get("P", [])], S=f"layer {best_L} feature {best.feature}",
+                    P_layers=[p.layer for p in picks.get("P", [])], S=f"layer {best.layer} feature {best.feature}",
                     selection_measure="balanced accuracy" if task.has_classes else "accuracy",
                     **{n.replace("-", "_"): _features(p) for n, p in controls.items()},
-                    raw_residual=f"layer {best_L} dim {raw_dim}", mean_difference_layer=best_L,
+                    raw_residual=chosen.chosen["raw-residual"].describe(),
+                    mean_difference_layer=chosen.chosen["mean-difference"].layer,
+                    mean_difference_scale=chosen.chosen["mean-difference"].scale, baselines_chosen=chosen.how,
                     **extra_settings(task, cfg, splits.note))
     res = _report(ctx, rows, cands, settings, val, prefix, feature_links(sae_source, picks), prompts) \
         if dist.main else {}
