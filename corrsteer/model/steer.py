@@ -51,6 +51,7 @@ class SteeringPlan:
     entries: list[PlanEntry]
     vectors: dict = field(default_factory=dict)      # hook name -> list[float] (filled by with_vectors)
     all_positions: bool = False
+    split: dict = field(default_factory=dict)        # the run's split (tasks.splits.split_record); {} if unknown
 
     @classmethod
     def from_features(cls, name, model, sae_source, bank, picks: Sequence[FeaturePick],
@@ -94,9 +95,11 @@ class SteeringPlan:
             check_plan_dict(d)
             entries = [PlanEntry(**e) for e in d["entries"]]
             return cls(d["name"], d["model"], d["sae_source"], entries, dict(d.get("vectors", {})),
-                       d.get("all_positions", False))
+                       d.get("all_positions", False), dict(d.get("split") or {}))
         except KeyError as e:
             raise ValueError(f"not a steering plan: no field {e}") from e
+        except TypeError as e:
+            raise ValueError(f"not a steering plan: {e}") from e
 
     def save(self, path) -> Path:
         path = Path(path)

@@ -46,7 +46,7 @@ from corrsteer.sae.bank import SAEBank, layers_covered, sae_layers
 from corrsteer.sae.cache import bank_for_run, quality_table, train_missing, trained_quality
 from corrsteer.sae.presets import apply_preset
 from corrsteer.settings import SettingsError, one_line
-from corrsteer.tasks.load import TASK_FILE_SUFFIXES, check_split, load_task
+from corrsteer.tasks.load import TASK_FILE_SUFFIXES, check_plan_split, check_split, load_task
 
 
 def load_lm(cfg: ModelOptions, default: str | None = None, device=None, default_from: str = "") -> LM:
@@ -148,6 +148,7 @@ def evaluate(cfg: EvalConfig) -> int:
     protect_task_file(cfg)
     files.protect("--plan", cfg.plan)
     check_cache_dirs()
+    check_plan_split(task, plan.split, cfg)
     out = cfg.out or f"runs/{task.name}/eval"
     with owned_out(out, cfg.command, lock=dist.env_rank() == 0):
         return _evaluate(cfg, plan, task, out)

@@ -9,8 +9,10 @@ baseline, no-SAE baselines and controls included), validation.json, report.md an
 file per stage) lets a killed run resume. IN_PROGRESS marks the directory incomplete from the start of a run until
 its last output is written. Under torchrun every rank computes its share and rank 0 alone writes.
 
-Beside S / A / P (and N when asked for) the test stage runs the no-SAE baselines (raw-residual, mean-difference) and
-two controls (stages.control_plans): control-random-feature and control-shuffled-outcome.
+Beside S / A / P (and N when asked for) the test stage runs the no-SAE baselines (raw-residual, mean-difference; each
+chooses its own layer, and mean-difference its scale, on the validation split: baselines.py; plans/<name>.json, and
+config.json's "baselines") and two controls (stages.control_plans): control-random-feature and
+control-shuffled-outcome.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from corrsteer.config import EvalConfig, RunConfig
 from corrsteer.files import refuse_input
+from corrsteer.pipeline.baselines import baseline_stage, record_in_config
 from corrsteer.pipeline.checkpoint import (
     atomic_save_tensors,
     atomic_write_text,
@@ -30,7 +33,7 @@ from corrsteer.pipeline.dist import SINGLE, Dist
 from corrsteer.pipeline.inputs import check_context
 from corrsteer.pipeline.prompting import PromptSet, prompt_set, prompt_stage, prompted
 from corrsteer.pipeline.rank import resolve_ranking
-from corrsteer.pipeline.select import mean_difference, raw_direction, variant_s
+from corrsteer.pipeline.select import variant_s
 from corrsteer.pipeline.stages import (
     Context,
     Validation,
@@ -50,6 +53,7 @@ from corrsteer.report.stats import compare
 from corrsteer.sae.presets import feature_links, with_hook_site
 from corrsteer.settings import CONFIG_NAME, write_config
 from corrsteer.tasks.protocols import bind
+from corrsteer.tasks.splits import split_record
 
 # the controls' test rows, compared with the baseline like the no-SAE baselines
 CONTROLS = ("control-random-feature", "control-shuffled-outcome")
@@ -119,7 +123,7 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
     ctx = Context(lm, bank, task, cfg, out, sae_source, dist, model_identity(lm))
     splits = task.split(cfg.n_select, cfg.n_val, cfg.n_test, seed=cfg.seed)
     sel, val_items, test_items = splits
-    prompts = prompt_set(task, sel, cfg.few_shot, cfg.seed)
+    prompts = prompt_set(task, sel, cfg.few_shot, cfg.seed, test_items)
     fits_context(lm, task, [*sel, *val_items, *test_items], test_items, prompts)
     _start(out, cfg, dist, model=lm.context(), saes=bank.context(sae_source), task=task.name, ranking=ctx.ranking,
            prompts=prompts.to_dict())
@@ -132,6 +136,9 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
     prefix = prefix_stage(ctx, cands, val_items, val) if "P" in cfg.variants else None
     picks = variant_picks(ctx, cands, prefix, col)
     plans = build_plans(ctx, picks)
+    record = split_record(task.name, splits, (cfg.n_select, cfg.n_val, cfg.n_test), cfg.seed)
+    for p in plans.values():
+        p.split = record
     if dist.main:
         _save_plans(out, plans, cfg.variants[-1])
     if cfg.select_only:
@@ -140,13 +147,16 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
         return dict(plans=plans, candidates=cands)
 
     best = variant_s(cands)[0]
-    best_L = best.layer
-    hook = bank[best_L].hook
-    raw_dim, raw_vec = raw_direction(col.raw, best_L, cfg.scale)
+    chosen = baseline_stage(ctx, col, val_items)              # raw-residual, mean-difference: their own layers
+    base_plans = chosen.plans(ctx, col)
+    for p in base_plans.values():
+        p.split = record
+    if dist.main:
+        _save_plans(out, {**plans, **base_plans}, cfg.variants[-1])
+        record_in_config(out, chosen.record())
     controls = control_plans(ctx, col, plans)
     test_plans = {"baseline": {}, **{f"CorrSteer-{n}": p.hook_vectors(lm.device) for n, p in plans.items()},
-                  "raw-residual": {hook: raw_vec.to(lm.device)},
-                  "mean-difference": {hook: mean_difference(col.raw, best_L, cfg.scale)},
+                  **{n: p.hook_vectors(lm.device) for n, p in base_plans.items()},
                   **{n: p.hook_vectors(lm.device) for n, p in controls.items()}}
     rows = test_stage(ctx, test_items, test_plans)
     rows |= prompt_stage(ctx, test_items, prompts, test_plans.get("CorrSteer-P"))
@@ -154,10 +164,12 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
                     layers=len(bank), n_select=len(sel), n_val=len(val_items), n_test=len(test_items), pool=cfg.pool,
                     coef=cfg.coef, scale=cfg.scale, world_size=dist.world,
                     select_accuracy=f"{accuracy(col.rows):.3f}", val_baseline=f"{val.baseline:.3f}",
-                    P_layers=[p.layer for p in picks.get("P", [])], S=f"layer {best_L} feature {best.feature}",
+                    P_layers=[p.layer for p in picks.get("P", [])], S=f"layer {best.layer} feature {best.feature}",
                     selection_measure="balanced accuracy" if task.has_classes else "accuracy",
                     **{n.replace("-", "_"): _features(p) for n, p in controls.items()},
-                    raw_residual=f"layer {best_L} dim {raw_dim}", mean_difference_layer=best_L,
+                    raw_residual=chosen.chosen["raw-residual"].describe(),
+                    mean_difference_layer=chosen.chosen["mean-difference"].layer,
+                    mean_difference_scale=chosen.chosen["mean-difference"].scale, baselines_chosen=chosen.how,
                     **extra_settings(task, cfg, splits.note))
     res = _report(ctx, rows, cands, settings, val, prefix, feature_links(sae_source, picks), prompts) \
         if dist.main else {}
@@ -200,7 +212,8 @@ def check_inputs(lm, task, cfg: RunConfig) -> None:
     """The context checks of corrsteer_run, made right after the model loads (before any SAE is loaded or trained)."""
     task = bind(task, lm)
     sel, val_items, test_items = task.split(cfg.n_select, cfg.n_val, cfg.n_test, seed=cfg.seed)
-    fits_context(lm, task, [*sel, *val_items, *test_items], test_items, prompt_set(task, sel, cfg.few_shot, cfg.seed))
+    fits_context(lm, task, [*sel, *val_items, *test_items], test_items,
+                 prompt_set(task, sel, cfg.few_shot, cfg.seed, test_items))
 
 
 def eval_plan(lm, task, plan, out_dir, cfg: EvalConfig, dist: Dist = SINGLE) -> dict:
