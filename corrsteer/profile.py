@@ -4,23 +4,30 @@
     step("collect")                            # ends the innermost stage's current step, starts the next one
     end_step()                                 # ends the current step (at the end of a stage's body)
     summary()                                  # the whole process so far: machine, totals, every stage
+    start()                                    # start afresh (a command's own profile)
 
 Each record holds name, wall_s, cpu_s (user + system time of all the process's threads), peak_rss_mb (the largest
-resident set while the stage ran) and its sub-stages. The peaks are exact on Linux: entering a stage folds the
-kernel's high-water mark (VmHWM) into every open stage and resets it (writing 5 to /proc/self/clear_refs); where
-that is not possible they fall back to the process's peak so far (peak_kind says which).
+resident set seen while the stage ran: a daemon thread samples VmRSS every SAMPLE_S seconds, and every stage boundary
+reads it too, so a spike shorter than that may be missed) and its sub-stages. The whole process's peak is the
+kernel's own high-water mark (VmHWM), which is never reset, so `/usr/bin/time -v` reads the same peak.
+
+Every stage boundary also hands the heap's free memory back to the system (glibc's malloc_trim): freed tensors of a
+few MB stay in the heap otherwise, and what one stage freed (the training activations of a layer, the float32 model
+copy) would be counted again under the next one's peak (~100-250 MB a layer while training SAEs).
 """
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import resource
 import sys
+import threading
 import time
 from pathlib import Path
 
 _STATUS = Path("/proc/self/status")
-_CLEAR = Path("/proc/self/clear_refs")
+SAMPLE_S = 0.02               # the sampler's period (~0.1% of a core)
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")    # what decides the CPU kernels' speed
 
 
@@ -39,12 +46,19 @@ def _status_kb(field: str) -> int | None:
     return None
 
 
-def _reset_peak() -> bool:
-    try:
-        _CLEAR.write_text("5")
-        return True
-    except OSError:
-        return False
+def _libc_trim():
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        return ctypes.CDLL(None).malloc_trim          # the process's own C library: glibc has it, others not
+    return None
+
+
+_TRIM = _libc_trim()
+
+
+def trim_heap() -> None:
+    """Give the heap's free memory back to the system (glibc; nothing elsewhere). Takes ~1 ms."""
+    if _TRIM is not None:
+        _TRIM(0)
 
 
 def machine() -> dict:
@@ -81,27 +95,42 @@ class Profiler:
     """A stack of open stages under a root that opens with the profiler (the whole process, see summary())."""
 
     def __init__(self):
-        self.exact = _reset_peak()
+        self.lock = threading.Lock()
+        self.sampler: threading.Thread | None = None
+        self.restart()
+
+    def restart(self) -> None:
         self.stack = [_Open("process", False)]
+        self.seen_kb = self.stack[0].peak_kb       # the largest RSS sampled since the last boundary
+
+    def _sample(self) -> None:
+        while True:
+            time.sleep(SAMPLE_S)
+            kb = _status_kb("VmRSS")
+            if kb is None:
+                return
+            with self.lock:
+                self.seen_kb = max(self.seen_kb, kb)
 
     def _fold(self) -> None:
-        """Fold the high-water mark since the last reset into every open stage, then reset it."""
-        hwm = _status_kb("VmHWM")
-        if hwm is None:
-            return
-        if not self.exact:          # the process's peak so far: an upper bound of every open stage's
-            hwm = max(hwm, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        """Fold the largest RSS seen since the last boundary into every open stage, then start seeing afresh."""
+        if self.sampler is None and _status_kb("VmRSS") is not None:
+            self.sampler = threading.Thread(target=self._sample, name="corrsteer-profile", daemon=True)
+            self.sampler.start()
+        now = _status_kb("VmRSS") or 0
+        with self.lock:
+            seen, self.seen_kb = max(self.seen_kb, now), now
         for o in self.stack:
-            o.peak_kb = max(o.peak_kb, hwm)
-        if self.exact:
-            _reset_peak()
+            o.peak_kb = max(o.peak_kb, seen)
 
     def enter(self, name: str, is_step: bool = False) -> dict:
+        trim_heap()
         self._fold()
         self.stack.append(_Open(name, is_step))
         return self.stack[-1].record
 
     def exit(self) -> dict:
+        trim_heap()
         self._fold()
         o = self.stack.pop()
         o.record.update(self._figures(o))
@@ -123,12 +152,13 @@ class Profiler:
         return self.enter(name, is_step=True)
 
     def summary(self) -> dict:
-        """The process so far: machine, wall / CPU / peak RSS since the profiler opened, the stages ended so far
-        (open ones with their figures up to now)."""
+        """The process so far: machine, wall / CPU / peak RSS since the profiler (re)started, the process's own
+        peak (VmHWM: since it began), the stages ended so far (open ones with their figures up to now)."""
         self._fold()
         root = self.stack[0]
-        out = dict(machine=machine(), peak_kind="per stage" if self.exact else "process peak so far",
-                   **self._figures(root))
+        hwm = _status_kb("VmHWM")
+        out = dict(machine=machine(), **self._figures(root),
+                   process_peak_rss_mb=round(hwm / 1024, 1) if hwm else None)
         stages, open_ = list(root.children), self.stack[1:]
         if open_:
             stages.append(_snapshot(self, open_))
@@ -162,6 +192,11 @@ def stage(name: str):
         while len(PROFILE.stack) > depth:       # a step left open inside the stage
             PROFILE.exit()
         PROFILE.exit()
+
+
+def start() -> None:
+    """Start the process's profile afresh (a command's own figures, when one process runs several commands)."""
+    PROFILE.restart()
 
 
 def step(name: str) -> dict:

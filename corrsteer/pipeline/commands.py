@@ -96,6 +96,7 @@ def run(cfg: RunConfig) -> int:
 
 
 def _run(cfg: RunConfig, task, out: str) -> int:
+    profile.start()
     d, device = _join(cfg)
     profile.step("model")
     lm = load_lm(cfg, device=device)
