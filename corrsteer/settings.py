@@ -299,3 +299,17 @@ def write_config(out_dir, cfg: Settings, **context) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
     return path
+
+
+def add_to_config(out_dir, **context) -> None:
+    """Add (or replace) top-level entries of <out_dir>/config.json, written whole to a temporary file and renamed
+    (a run's profile, known only at its end); nothing when there is no config.json there."""
+    path = Path(out_dir) / CONFIG_NAME
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return
+    doc.update(context)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    tmp.replace(path)

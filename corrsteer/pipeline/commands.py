@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from corrsteer import files
+from corrsteer import files, profile
 from corrsteer.config import (
     EvalConfig,
     ExportConfig,
@@ -45,7 +45,7 @@ from corrsteer.report.render import render
 from corrsteer.sae.bank import SAEBank, layers_covered, sae_layers
 from corrsteer.sae.cache import bank_for_run, quality_table, train_missing, trained_quality
 from corrsteer.sae.presets import apply_preset
-from corrsteer.settings import SettingsError, one_line
+from corrsteer.settings import CONFIG_NAME, SettingsError, add_to_config, one_line
 from corrsteer.tasks.load import TASK_FILE_SUFFIXES, check_plan_split, check_split, load_task
 
 
@@ -116,11 +116,14 @@ def run(cfg: RunConfig) -> int:
 
 
 def _run(cfg: RunConfig, task, out: str) -> int:
+    profile.start()
     d, device = _join(cfg)
+    profile.step("model")
     lm = load_lm(cfg, device=device)
     check_layers(lm, cfg.layer_list, cfg.layers)
     check_task_tokens(lm, task, cfg)     # no chat control token in a task file's prompts
     check_inputs(lm, task, cfg)          # every prompt fits the context, before SAEs load or train
+    profile.step("SAEs")
     bank = load_saes(lm, cfg)
     if cfg.seeds and not cfg.select_only:
         if d.active:
@@ -131,6 +134,7 @@ def _run(cfg: RunConfig, task, out: str) -> int:
     res = corrsteer_run(lm, bank, task, out, cfg, sae_source=cfg.saes, dist=d)
     if not d.main:
         return 0
+    record_profile(out)
     if not cfg.select_only:
         print((Path(out) / "report.md").read_text())
         return 0
@@ -138,6 +142,15 @@ def _run(cfg: RunConfig, task, out: str) -> int:
         feats = ", ".join(f"L{e.layer}:{f}x{c:.3g}" for e in plan.entries for f, c in zip(e.features, e.coefficients))
         print(f"CorrSteer-{name}: {feats or '(nothing kept)'}  -> {out}/plans/{name}.json")
     return 0
+
+
+def record_profile(out) -> None:
+    """The process's profile (machine, wall, CPU, peak RSS per stage) into <out>/config.json, and one line."""
+    profile.end_step()
+    prof = profile.summary()
+    add_to_config(Path(out), profile=prof)
+    print(f"corrsteer: {profile.brief(prof)} on {prof['machine']['cpu']} ({prof['machine']['torch_threads']} "
+          f"threads): stages in {Path(out) / CONFIG_NAME}", file=sys.stderr)
 
 
 def evaluate(cfg: EvalConfig) -> int:

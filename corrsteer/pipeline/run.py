@@ -48,6 +48,7 @@ from corrsteer.pipeline.stages import (
     validate_stage,
     variant_picks,
 )
+from corrsteer.profile import step
 from corrsteer.report.render import INPUTS, render, write_inputs
 from corrsteer.report.stats import compare
 from corrsteer.sae.presets import feature_links, with_hook_site
@@ -119,6 +120,7 @@ def _save_plans(out: Path, plans: dict, last: str) -> None:
 
 def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "trained", dist: Dist = SINGLE) -> dict:
     out = Path(out_dir)
+    step("setup")
     bank, task = prepare(lm, bank, task, cfg)          # protocol, hook site, scorer models
     ctx = Context(lm, bank, task, cfg, out, sae_source, dist, model_identity(lm))
     splits = task.split(cfg.n_select, cfg.n_val, cfg.n_test, seed=cfg.seed)
@@ -128,11 +130,14 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
     _start(out, cfg, dist, model=lm.context(), saes=bank.context(sae_source), task=task.name, ranking=ctx.ranking,
            prompts=prompts.to_dict())
 
+    step("collect")
     col = collect_stage(ctx, sel)
     if dist.main:
         atomic_save_tensors(out / "stats.safetensors", stats_tensors(col))
     cands = rank_stage(ctx, col)
+    step("validate")
     val = validate_stage(ctx, cands, val_items)
+    step("prefix search")
     prefix = prefix_stage(ctx, cands, val_items, val) if "P" in cfg.variants else None
     picks = variant_picks(ctx, cands, prefix, col)
     plans = build_plans(ctx, picks)
@@ -158,7 +163,9 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
     test_plans = {"baseline": {}, **{f"CorrSteer-{n}": p.hook_vectors(lm.device) for n, p in plans.items()},
                   **{n: p.hook_vectors(lm.device) for n, p in base_plans.items()},
                   **{n: p.hook_vectors(lm.device) for n, p in controls.items()}}
+    step("test")
     rows = test_stage(ctx, test_items, test_plans)
+    step("prompting rows")
     rows |= prompt_stage(ctx, test_items, prompts, test_plans.get("CorrSteer-P"))
     settings = dict(model=lm.name, task=task.name, scorer=task.scorer, sae_source=sae_source,
                     layers=len(bank), n_select=len(sel), n_val=len(val_items), n_test=len(test_items), pool=cfg.pool,
@@ -171,6 +178,7 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
                     mean_difference_layer=chosen.chosen["mean-difference"].layer,
                     mean_difference_scale=chosen.chosen["mean-difference"].scale, baselines_chosen=chosen.how,
                     **extra_settings(task, cfg, splits.note))
+    step("report")
     res = _report(ctx, rows, cands, settings, val, prefix, feature_links(sae_source, picks), prompts) \
         if dist.main else {}
     return dict(res, settings=settings)

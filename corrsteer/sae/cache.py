@@ -20,6 +20,7 @@ from corrsteer import files
 from corrsteer.config import RunConfig, TrainSAEConfig
 from corrsteer.files import atomic_write_text
 from corrsteer.paths import sae_cache_dir, sae_cache_label
+from corrsteer.profile import brief, machine, stage
 from corrsteer.sae.bank import SAEBank, layers_covered, load_bank
 from corrsteer.sae.train import bank_quality, train_bank
 from corrsteer.settings import SettingsError, format_layers, one_line, write_config
@@ -55,15 +56,18 @@ def _summary(meta: dict, total: float) -> str:
             f"{meta.get('text_seconds', 0):.0f} s, activations {meta['collect_seconds']:.0f} s; total {total:.0f} s")
 
 
-def _record(out: Path, lm, cfg: TrainSAEConfig, meta: dict, total: float, rows: list[dict]) -> None:
-    """quality.md/.json (every layer in the cache, as recorded when it was trained) and config.json."""
+def _record(out: Path, lm, cfg: TrainSAEConfig, meta: dict, total: float, rows: list[dict], prof: dict) -> None:
+    """quality.md/.json (every layer in the cache, as recorded when it was trained), config.json, and the training's
+    profile (machine, wall / CPU / peak RSS per stage) in quality.json and config.json."""
     if not rows:
         return
-    text = f"# SAEs for {lm.name}\n\n{quality_table(rows)}\n\n{_summary(meta, total)}\n"
+    prof = dict(machine=machine(), **prof)
+    text = (f"# SAEs for {lm.name}\n\n{quality_table(rows)}\n\n{_summary(meta, total)}\n\ntraining: {brief(prof)} "
+            f"on {prof['machine']['cpu']} ({cfg.threads or prof['machine']['torch_threads']} threads)\n")
     atomic_write_text(out / "quality.md", text)
-    atomic_write_text(out / "quality.json", json.dumps(dict(model=lm.name, rows=rows, **meta, total_seconds=total),
-                                                 indent=2))
-    write_config(out, cfg, model=lm.context())
+    atomic_write_text(out / "quality.json", json.dumps(dict(model=lm.name, rows=rows, **meta, total_seconds=total,
+                                                            profile=prof), indent=2))
+    write_config(out, cfg, model=lm.context(), profile=prof)
 
 
 def train_missing(lm, cfg: TrainSAEConfig) -> list[dict]:
@@ -73,11 +77,12 @@ def train_missing(lm, cfg: TrainSAEConfig) -> list[dict]:
     out = sae_cache_dir(lm.name, cfg.sae_dir)
     layers = cfg.layer_list or list(range(lm.n_layers))
     with locked_cache(out, cfg.command, sae_cache_label(out, cfg.sae_dir)):
-        done = train_bank(lm, out, layers=layers, point=cfg.hook, cfg=cfg, dataset=cfg.dataset, force=cfg.force)
+        with stage("SAE training") as prof:
+            done = train_bank(lm, out, layers=layers, point=cfg.hook, cfg=cfg, dataset=cfg.dataset, force=cfg.force)
         meta, rows = done.meta, done.rows
         total = time.time() - t0
         print(quality_table(rows) + "\n" + _summary(meta, total))
-        _record(out, lm, cfg, meta, total, bank_quality(out, point=cfg.hook))
+        _record(out, lm, cfg, meta, total, bank_quality(out, point=cfg.hook), prof)
     return rows
 
 

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from corrsteer.config import TrainConfig  # the trainer's settings: defaults and help live there
 from corrsteer.model.hooks import HookPoint
 from corrsteer.model.lm import LM
+from corrsteer.profile import end_step, step
 from corrsteer.sae import chat_corpus as C
 from corrsteer.sae.activations import chat_prefix, collect_to_disk, load_layer, take_tokens, tokenize_chats
 from corrsteer.sae.bank import load_sae_dir, save_sae_dir
@@ -121,7 +122,7 @@ class TopKTrainer:
         self.cfg = cfg
         self.x = x
         self.mu = x.mean(0)
-        self.scale = float((x - self.mu).pow(2).sum(1).mean().sqrt()) or 1.0
+        self.scale = float((x - self.mu).pow_(2).sum(1).mean().sqrt()) or 1.0     # one [n, d] temporary, not two
         d = x.shape[1]
         g = torch.Generator().manual_seed(cfg.seed)
         # decoder rows = random centred inputs (unit norm); encoder tied to them, /k so the k initial activations
@@ -139,7 +140,7 @@ class TopKTrainer:
         self.mm_dtype = torch.bfloat16 if mm == "bfloat16" or (mm == "auto" and bf16_native()) else torch.float32
 
     def normalise(self, x):
-        return (x - self.mu) / self.scale
+        return (x - self.mu).div_(self.scale)          # = (x - mu) / s, without a second [n, d] temporary
 
     def step(self, xb: torch.Tensor) -> torch.Tensor:
         p, k = self.p, self.cfg.k
@@ -182,17 +183,20 @@ class TopKTrainer:
         return n
 
     def fit(self, x: torch.Tensor, desc: str = "train", progress: bool = True) -> "TopKTrainer":
-        cfg = self.cfg
-        xn = self.normalise(x)
+        return self.fit_normalised(self.normalise(x), desc, progress)
+
+    def fit_normalised(self, xn: torch.Tensor, desc: str = "train", progress: bool = True) -> "TopKTrainer":
+        """fit() on activations normalised already (self.normalise(x))."""
+        cfg, n = self.cfg, xn.shape[0]
         g = torch.Generator().manual_seed(cfg.seed + 1)
-        total = max(1, int(math.ceil(cfg.epochs * x.shape[0] / cfg.batch_size)))
+        total = max(1, int(math.ceil(cfg.epochs * n / cfg.batch_size)))
         sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, 2 * (1 - s / total) + 0.05))
-        perm = torch.randperm(x.shape[0], generator=g)
+        perm = torch.randperm(n, generator=g)
         pos = 0
         bar = tqdm(range(total), desc=desc, leave=False, disable=not progress)
         for s in bar:
-            if pos + cfg.batch_size > x.shape[0]:
-                perm, pos = torch.randperm(x.shape[0], generator=g), 0
+            if pos + cfg.batch_size > n:
+                perm, pos = torch.randperm(n, generator=g), 0
             xb = xn[perm[pos:pos + cfg.batch_size]]
             pos += cfg.batch_size
             err = self.step(xb)
@@ -204,7 +208,9 @@ class TopKTrainer:
     def fit_from_raw(self, desc: str = "train", progress: bool = True) -> "TopKTrainer":
         """fit() on the activations given at construction, then let go of them."""
         x, self.x = self.x, None
-        return self.fit(x, desc, progress)
+        xn = self.normalise(x)
+        del x           # the raw activations go before training starts (when the caller let go of them too)
+        return self.fit_normalised(xn, desc, progress)
 
     def weights(self) -> SAEWeights:
         """The SAE in raw residual units (normalisation folded in)."""
@@ -287,7 +293,19 @@ def fast_lm(lm):
     p = next(lm.model.parameters())
     if p.device.type != "cpu" or p.dtype != torch.float32 or not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return lm
-    return LM(model=copy.deepcopy(lm.model).to(torch.bfloat16), tokenizer=lm.tokenizer, name=lm.name)
+    return LM(model=bf16_copy(lm.model), tokenizer=lm.tokenizer, name=lm.name)
+
+
+def bf16_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """copy.deepcopy(model).to(torch.bfloat16) without the float32 copy in between (~2 bytes a weight at the peak
+    instead of ~6): every floating-point parameter and buffer is converted as it is copied (tied weights stay tied),
+    the rest is deep-copied; .to() then finds nothing left to convert."""
+    memo = {}
+    for t in [*model.parameters(), *model.buffers()]:
+        if id(t) not in memo and t.is_floating_point():
+            half = t.detach().to(torch.bfloat16)
+            memo[id(t)] = torch.nn.Parameter(half, t.requires_grad) if isinstance(t, torch.nn.Parameter) else half
+    return copy.deepcopy(model, memo).to(torch.bfloat16)
 
 
 def _stored_quality(path) -> dict | None:
@@ -346,9 +364,11 @@ def train_bank(lm, out_dir, layers=None, point: str = "post", cfg: TrainConfig |
                 print(f"corrsteer: training {len(todo)} SAE(s) for {lm.name} (once): answers to "
                       f"{cfg.chat_prompts} built-in instructions (cached), activations of {cfg.train_tokens} training "
                       f"+ 2 x {cfg.eval_tokens} held-out tokens, then one SAE a layer", file=sys.stderr)
+            step("answers and text")
             fast = fast_lm(lm)
             text = training_text(fast, cfg, dataset, max_len, train=bool(todo), progress=progress)
             t1 = time.time()
+            step("activations")
             kw = dict(skip=text["prefix"], progress=progress)
             meta["eval_tokens_docs"] = collect_to_disk(lm, text["eval_docs"], need_eval, cfg.eval_tokens,
                                                        scratch / "eval_docs", desc="held-out docstrings", **kw)
@@ -365,6 +385,7 @@ def train_bank(lm, out_dir, layers=None, point: str = "post", cfg: TrainConfig |
             path = out_dir / hp.hook_name
             t = time.time()
             if hp in need_eval:
+                step(f"layer {hp.layer}")
                 ev = [load_layer(scratch / s, hp, lm.d_model) for s in ("eval_docs", "eval_chat")]
             if hp in todo:
                 x = load_layer(scratch / "train", hp, lm.d_model)
@@ -392,6 +413,7 @@ def train_bank(lm, out_dir, layers=None, point: str = "post", cfg: TrainConfig |
                 d_sae, k = sae.d_sae, sae.k
             rows.append(dict(layer=hp.layer, hook=hp.hook_name, d_sae=d_sae, k=k, seconds=seconds, **q))
     finally:
+        end_step()
         torch.set_num_threads(threads)
         shutil.rmtree(scratch, ignore_errors=True)
     meta["seconds"] = time.time() - t0

@@ -156,7 +156,12 @@ def test_run_config_replays_the_run(tiny_dirs, capsys):
         assert (x / name).read_bytes() == (y / name).read_bytes(), name
     cx, cy = (json.loads((d / "config.json").read_text()) for d in (x, y))
     assert cy["settings"] == dict(cx["settings"], out=str(y)) and cx["settings"]["pool"] == "mean"
-    assert {k: v for k, v in cx.items() if k != "settings"} == {k: v for k, v in cy.items() if k != "settings"}
+    assert {k: v for k, v in cx.items() if k not in ("settings", "profile")} == \
+        {k: v for k, v in cy.items() if k not in ("settings", "profile")}
+    for c in (cx, cy):        # each run's own profile: the stages it went through, with wall, CPU and peak RSS
+        names = [st["name"] for st in c["profile"]["stages"]]
+        assert names[:2] == ["model", "SAEs"] and names[-3:] == ["test", "prompting rows", "report"], names
+        assert c["profile"]["peak_rss_mb"] > 0 and c["profile"]["machine"]["logical_cpus"] >= 1
 
 
 def test_device_and_dtype_reach_the_model_and_the_saes(tiny_dirs):
