@@ -18,7 +18,7 @@ from pathlib import Path
 
 from corrsteer.config import RunConfig, TrainSAEConfig
 from corrsteer.paths import sae_cache_dir
-from corrsteer.sae.bank import SAEBank, layers_covered, load_bank
+from corrsteer.sae.bank import SAEBank, layers_covered, load_bank, training_record
 from corrsteer.sae.train import bank_quality, train_bank
 from corrsteer.settings import SettingsError, format_layers, one_line, write_config
 
@@ -59,9 +59,10 @@ def _record(out: Path, lm, cfg: TrainSAEConfig, meta: dict, total: float, rows: 
         return
     text = f"# SAEs for {lm.name}\n\n{quality_table(rows)}\n\n{_summary(meta, total)}\n"
     (out / "quality.md").write_text(text)
-    (out / "quality.json").write_text(json.dumps(dict(model=lm.name, rows=rows, **meta, total_seconds=total),
-                                                 indent=2))
-    write_config(out, cfg, model=lm.context())
+    record = training_record([out / r["hook"] for r in rows])
+    (out / "quality.json").write_text(json.dumps(dict(model=lm.name, rows=rows, **meta, total_seconds=total,
+                                                      training=record), indent=2))
+    write_config(out, cfg, model=lm.context(), training=record)
 
 
 def train_missing(lm, cfg: TrainSAEConfig) -> list[dict]:
@@ -70,7 +71,8 @@ def train_missing(lm, cfg: TrainSAEConfig) -> list[dict]:
     t0 = time.time()
     out = sae_cache_dir(lm.name, cfg.sae_dir)
     layers = cfg.layer_list or list(range(lm.n_layers))
-    done = train_bank(lm, out, layers=layers, point=cfg.hook, cfg=cfg, dataset=cfg.dataset, force=cfg.force)
+    done = train_bank(lm, out, layers=layers, point=cfg.hook, cfg=cfg, dataset=cfg.dataset, force=cfg.force,
+                      keep_activations=cfg.keep_activations)
     meta, rows = done.meta, done.rows
     total = time.time() - t0
     print(quality_table(rows) + "\n" + _summary(meta, total))
