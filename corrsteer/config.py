@@ -151,6 +151,14 @@ class SelectOptions(Settings):
                        "where the feature is active (active)", choices=("mean", "active"))
     scale: float = option(1.0, "multiplier on every steering coefficient")
     all_positions: bool = option(False, "steer the prompt positions too, not only the generated tokens")
+    p_filter: str = option("random", "CorrSteer-P keeps a layer whose feature alone, on the validation split, "
+                           "beats: baseline (the unsteered model, the paper) or random (the unsteered model and the "
+                           "mean of --val-draws norm-matched random features at that layer: the control inside the "
+                           "selection)", choices=("baseline", "random"))
+    val_draws: int = option(3, "--p-filter random: random features drawn per layer on the validation split",
+                            check=positive)
+    random_draws: int = option(5, "random-feature controls at CorrSteer-P's layers on the test split (norm-matched "
+                               "draws, rows control-random-feature-1 ... -R)", check=positive)
 
     @property
     def variants(self) -> tuple[str, ...]:

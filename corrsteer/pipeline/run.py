@@ -10,7 +10,8 @@ file per stage) lets a killed run resume. IN_PROGRESS marks the directory incomp
 its last output is written. Under torchrun every rank computes its share and rank 0 alone writes.
 
 Beside S / A / P (and N when asked for) the test stage runs the no-SAE baselines (raw-residual, mean-difference) and
-two controls (stages.control_plans): control-random-feature and control-shuffled-outcome.
+the controls (stages.control_plans): control-random-feature-1 ... -R (norm-matched random features at P's layers)
+and control-shuffled-outcome (P's whole procedure on permuted scores).
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ from corrsteer.pipeline.stages import (
     prefix_stage,
     rank_stage,
     run_plans,
+    shuffled_candidates,
     test_stage,
     validate_stage,
     variant_picks,
@@ -50,8 +52,13 @@ from corrsteer.sae.presets import feature_links, with_hook_site
 from corrsteer.settings import write_config
 from corrsteer.tasks.protocols import bind
 
-# the controls' test rows, compared with the baseline like the no-SAE baselines
-CONTROLS = ("control-random-feature", "control-shuffled-outcome")
+
+def control_names(rows) -> list[str]:
+    """The controls among a run's rows, compared with the baseline like the no-SAE baselines:
+    control-random-feature (runs before several draws wrote one) or -1 ... -R in draw order, then
+    control-shuffled-outcome."""
+    draws = sorted((n for n in rows if n.startswith("control-random-feature-")), key=lambda n: int(n.rsplit("-", 1)[1]))
+    return [n for n in ("control-random-feature", *draws, "control-shuffled-outcome") if n in rows]
 # what a run writes (removed when a run starts, so an old report never sits beside new plans)
 OUTPUTS = ("plan.json", "stats.safetensors", "predictions.jsonl", "validation.json", "report.md", "r_per_layer.png",
            "top_features.png")
@@ -95,6 +102,8 @@ def stats_tensors(col) -> dict:
     out.update({f"class{c}.layer{L}.{k}": v for L, sts in col.by_class.items() for c, st in enumerate(sts)
                 for k, v in st.state_dict().items()})
     out.update({f"shuffled.layer{L}.{k}": v for L, st in col.shuffled.items() for k, v in st.state_dict().items()})
+    out.update({f"shuffled.class{c}.layer{L}.{k}": v for L, sts in col.shuffled_by_class.items()
+                for c, st in enumerate(sts) for k, v in st.state_dict().items()})
     return out
 
 
@@ -125,8 +134,10 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
     if dist.main:
         atomic_save_tensors(out / "stats.safetensors", stats_tensors(col))
     cands = rank_stage(ctx, col)
-    val = validate_stage(ctx, cands, val_items)
-    prefix = prefix_stage(ctx, cands, val_items, val) if "P" in cfg.variants else None
+    shuffled = shuffled_candidates(ctx, col) if "P" in cfg.variants else None
+    val = validate_stage(ctx, cands, val_items, shuffled)
+    prefix, shuffled_prefix = prefix_stage(ctx, cands, val_items, val, shuffled) if "P" in cfg.variants \
+        else (None, None)
     picks = variant_picks(ctx, cands, prefix, col)
     plans = build_plans(ctx, picks)
     if dist.main:
@@ -140,7 +151,7 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
     best_L = best.layer
     hook = bank[best_L].hook
     raw_dim, raw_vec = raw_direction(col.raw, best_L, cfg.scale)
-    controls = control_plans(ctx, col, plans)
+    controls = control_plans(ctx, col, plans, shuffled_prefix)
     test_plans = {"baseline": {}, **{f"CorrSteer-{n}": p.hook_vectors(lm.device) for n, p in plans.items()},
                   "raw-residual": {hook: raw_vec.to(lm.device)},
                   "mean-difference": {hook: mean_difference(col.raw, best_L, cfg.scale)},
@@ -152,11 +163,13 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
                     coef=cfg.coef, scale=cfg.scale, world_size=dist.world,
                     select_accuracy=f"{accuracy(col.rows):.3f}", val_baseline=f"{val.baseline:.3f}",
                     P_layers=[p.layer for p in picks.get("P", [])], S=f"layer {best_L} feature {best.feature}",
+                    P_filter=cfg.p_filter, random_draws=cfg.random_draws,
                     selection_measure="balanced accuracy" if task.has_classes else "accuracy",
                     **{n.replace("-", "_"): _features(p) for n, p in controls.items()},
                     raw_residual=f"layer {best_L} dim {raw_dim}", mean_difference_layer=best_L,
                     **extra_settings(task, cfg, splits.note))
-    res = _report(ctx, rows, cands, settings, val, prefix, feature_links(sae_source, picks), prompts) \
+    res = _report(ctx, rows, cands, settings, val, (prefix, shuffled_prefix), feature_links(sae_source, picks),
+                  prompts) \
         if dist.main else {}
     return dict(res, settings=settings)
 
@@ -166,13 +179,14 @@ def _features(plan) -> str:
     return ", ".join(f"layer {e.layer} feature {f}" for e in plan.entries for f in e.features) or "none"
 
 
-def _report(ctx: Context, rows: dict, cands: dict, settings: dict, val: Validation, prefix, extra=None,
+def _report(ctx: Context, rows: dict, cands: dict, settings: dict, val: Validation, prefixes, extra=None,
             prompts: PromptSet | None = None) -> dict:
     out = ctx.out
+    prefix, shuffled_prefix = prefixes
     write_predictions(out / "predictions.jsonl", rows)
     comps = [compare(n, rows["baseline"], rows[n]) for n in rows if n.startswith("CorrSteer")]
-    base_comps = [compare(n, rows["baseline"], rows[n]) for n in ("raw-residual", "mean-difference", *CONTROLS)
-                  if n in rows]
+    base_comps = [compare(n, rows["baseline"], rows[n])
+                  for n in ("raw-residual", "mean-difference", *control_names(rows)) if n in rows]
     prompt_comps = [compare(n, rows["baseline"], rows[n]) for n in PROMPT_VARIANTS if n in rows]
     ev = evaluate(rows, ctx.task.has_classes, seed=ctx.cfg.seed)
     vs_p = {n: compare(n, rows[P_NAME], rows[n]).p_value for n in rows if n not in ("baseline", P_NAME)} \
@@ -182,8 +196,9 @@ def _report(ctx: Context, rows: dict, cands: dict, settings: dict, val: Validati
                  outputs=rows, extra=extra, evaluation=ev, prompting=prompt_comps, vs_p=vs_p,
                  prompts=prompts.texts() if prompts else None)
     atomic_write_text(out / "validation.json", json.dumps(dict(
-        baseline=val.baseline, per_layer=val.per_layer, p_prefix_accuracy=prefix.accuracy if prefix else []),
-        indent=1))
+        val.to_dict(), p_prefix_accuracy=prefix.accuracy if prefix else [],
+        shuffled_layers=[p.layer for p in shuffled_prefix.picks] if shuffled_prefix else [],
+        shuffled_prefix_accuracy=shuffled_prefix.accuracy if shuffled_prefix else []), indent=1))
     mark_done(out)
     return dict(comparisons=comps, baselines=base_comps, prompting=prompt_comps, evaluation=ev, vs_p=vs_p)
 
