@@ -24,6 +24,7 @@ import json
 import os
 import random
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -57,10 +58,15 @@ def train(work: Path, seed: int, extra: list[str]) -> Path:
     return sae_dir
 
 
-def run(work: Path, task: str, sae_dir: Path, train_seed: int, split_seed: int, extra: list[str]) -> Path:
-    out = work / "runs" / task / f"t{train_seed}-s{split_seed}"
+def run(work: Path, task: str, sae_dir: Path, train_seed: int, split_seed: int, extra: list[str],
+        tag: str = "", start_from: Path | None = None) -> Path:
+    """One cell's run (read when finished). start_from: a finished run whose checkpoints are copied first, so the
+    stages whose inputs are unchanged (collection, validation) are read, not generated again."""
+    out = work / "runs" / task / f"t{train_seed}-s{split_seed}{tag}"
     if (out / "report.md").exists() and not (out / "IN_PROGRESS").exists():
         return out
+    if start_from is not None and not (out / "checkpoints").exists():
+        shutil.copytree(start_from / "checkpoints", out / "checkpoints")
     _sh(["corrsteer", "run", "--task", task, "--seed", str(split_seed), "--sae-dir", str(sae_dir),
          "--out", str(out), *extra], work / f"run-{task}-t{train_seed}-s{split_seed}.log")
     return out
@@ -192,6 +198,18 @@ def markdown(doc: dict) -> str:
     lines += [f"- split {o['split_seed']}, seeds {o['train_seeds']}: Jaccard {o['jaccard']:.2f}, shared "
               f"{o['shared_layers']}, decoder cosine of P's features there "
               f"{[round(x, 2) for x in o['feature_cosine']]}" for o in doc["p_overlap"]]
+    alt = doc.get("compare_p_filter")
+    if alt:
+        lines += ["", f"P's filter compared: each cell again with `--p-filter {alt}` (P and its controls only; "
+                  "collection and validation reused). P minus the mean of the random-feature draws [95%]:", "",
+                  f"| cell | run's rule: P | P − draws | --p-filter {alt}: P | P − draws | P's layers |",
+                  "|---|---:|---|---:|---|---|"]
+        for c in cells:
+            a = c.get("p_filter_" + alt)
+            if a:
+                m, o = c["P_minus_random"], a["P_minus_random"]
+                lines.append(f"| {c['out']} | {c['P']:.3f} | {m[0]:+.3f} [{m[1]:+.3f}, {m[2]:+.3f}] | {a['P']:.3f} | "
+                             f"{o[0]:+.3f} [{o[1]:+.3f}, {o[2]:+.3f}] | {c['P_layers']} vs {a['P_layers']} |")
     lines += ["", "Banks compared (median held-out FVE on task prompts; share of latents with a cos ≥ 0.9 match):",
               ""]
     lines += [f"- seeds {b['train_seeds']}: FVE {b['fve_median'][0]:.3f} vs {b['fve_median'][1]:.3f}; matched "
@@ -209,6 +227,9 @@ def main():
     ap.add_argument("--out-dir", default=os.path.join(HERE, "results"))
     ap.add_argument("--tag", default="", help="appended to the output name")
     ap.add_argument("--train-args", default="", help="extra `corrsteer train-sae` options, one string")
+    ap.add_argument("--compare-p-filter", default=None, choices=("baseline", "random"),
+                    help="also run every cell with this --p-filter (P and its controls only, the first run's "
+                    "collection and validation reused) and compare P minus the draws under both rules")
     ap.add_argument("--run-args", nargs=argparse.REMAINDER, default=[], help="extra `corrsteer run` options")
     args = ap.parse_args()
     work = Path(args.work) if args.work else cache_root() / "stability"
@@ -217,6 +238,12 @@ def main():
     banks = {t: train(work, t, train_args) for t in _seeds(args.train_seeds)}
     cells = {(t, s): cell(run(work, args.task, banks[t], t, s, args.run_args), args.reps, 1000 * t + s)
              for t in banks for s in _seeds(args.split_seeds)}
+    if args.compare_p_filter:
+        extra = [*args.run_args, "--p-filter", args.compare_p_filter, "--variant", "P", "--few-shot", "0"]
+        for (t, s), c in cells.items():
+            main_dir = work / "runs" / args.task / c["out"]
+            alt = run(work, args.task, banks[t], t, s, extra, f"-{args.compare_p_filter}", main_dir)
+            c["p_filter_" + args.compare_p_filter] = cell(alt, args.reps, 1000 * t + s)
     layers = [int(r["layer"]) for r in json.loads((banks[min(banks)] / "quality.json").read_text())["rows"]]
     pairs = [dict(train_seeds=[a, b], **bank_pair(banks[a], banks[b], layers)) for a in banks for b in banks if a < b]
     from bench.common import device_name
@@ -224,7 +251,7 @@ def main():
                command="python3 -m bench.stability " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
                train_seeds=list(banks), split_seeds=_seeds(args.split_seeds), train_args=train_args,
                run_args=args.run_args, load_average=list(os.getloadavg()), cells=list(cells.values()),
-               p_overlap=p_overlap(cells, banks), banks=pairs)
+               p_overlap=p_overlap(cells, banks), banks=pairs, compare_p_filter=args.compare_p_filter)
     name = f"stability-{args.task}-{doc['date']}{'-' + args.tag if args.tag else ''}"
     os.makedirs(args.out_dir, exist_ok=True)
     Path(args.out_dir, name + ".json").write_text(json.dumps(doc, indent=1) + "\n")

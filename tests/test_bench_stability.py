@@ -43,6 +43,9 @@ def test_cell_gives_balanced_accuracies_intervals_and_the_verdict(tmp_path):
                train_seeds=[0, 1], split_seeds=[0], cells=[gain, tie], p_overlap=[], banks=[])
     md = B.markdown(doc)
     assert "| CorrSteer-P |" in md and "Cells with that gain: 1 of 2." in md and "no gain" in md
+    gain["p_filter_baseline"] = tie
+    md = B.markdown(dict(doc, compare_p_filter="baseline"))
+    assert "--p-filter baseline: P" in md and f"| g | {gain['P']:.3f} |" in md and "[1] vs [2]" in md
 
 
 def test_old_runs_single_random_control_is_read(tmp_path):
