@@ -49,6 +49,7 @@ class SteeringPlan:
     entries: list[PlanEntry]
     vectors: dict = field(default_factory=dict)      # hook name -> list[float] (filled by with_vectors)
     all_positions: bool = False
+    split: dict = field(default_factory=dict)        # the run's split (tasks.splits.split_record); {} if unknown
 
     @classmethod
     def from_features(cls, name, model, sae_source, bank, picks: Sequence[FeaturePick],
@@ -87,7 +88,7 @@ class SteeringPlan:
         try:
             entries = [PlanEntry(**e) for e in d["entries"]]
             return cls(d["name"], d["model"], d["sae_source"], entries, dict(d.get("vectors", {})),
-                       bool(d.get("all_positions", False)))
+                       bool(d.get("all_positions", False)), dict(d.get("split", {})))
         except (KeyError, TypeError) as e:
             raise ValueError(f"not a steering plan: {e}") from e
 

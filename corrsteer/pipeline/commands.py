@@ -38,7 +38,7 @@ from corrsteer.sae.bank import SAEBank, layers_covered, sae_layers
 from corrsteer.sae.cache import bank_for_run, quality_table, train_missing, trained_quality
 from corrsteer.sae.presets import apply_preset
 from corrsteer.settings import SettingsError, one_line
-from corrsteer.tasks.load import check_split, load_task
+from corrsteer.tasks.load import check_plan_split, check_split, load_task
 
 
 def load_lm(cfg: ModelOptions, default: str | None = None, device=None) -> LM:
@@ -123,6 +123,7 @@ def evaluate(cfg: EvalConfig) -> int:
     plan = load_plan(cfg.plan)
     task = load_task(cfg)
     check_split(task, cfg)
+    check_plan_split(task, plan.split, cfg)
     out = cfg.out or f"runs/{task.name}/eval"
     with owned_out(out, cfg.command, lock=dist.env_rank() == 0):
         return _evaluate(cfg, plan, task, out)

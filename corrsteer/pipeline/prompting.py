@@ -6,6 +6,7 @@
                    answer only.")
     few-shot       the item's prompt after k solved examples (prompt + gold answer) drawn, seeded, from the SELECT
                    split only (one example per distinct gold answer first, then the rest), never from val or test
+                   nor from a group (paraphrases of one request, one country, ...) that has a test item
     prompting+P    the `prompting` text under CorrSteer-P's plan: the instruction is the prompt fixed in advance (no
                    split generates prompts, so choosing between prompting and few-shot would choose on the test items)
 
@@ -21,6 +22,7 @@ import random
 from dataclasses import dataclass, field
 
 from corrsteer.pipeline.stages import Context, run_plans
+from corrsteer.tasks.splits import group_of
 
 PROMPTING, FEW_SHOT, COMBINED = "prompting", "few-shot", "prompting+P"
 PROMPT_VARIANTS = (PROMPTING, FEW_SHOT, COMBINED)
@@ -78,9 +80,11 @@ def solved(task, item) -> str:
     return f"{body.rstrip()}{sep}{answer_text(task, item)}"
 
 
-def few_shot_examples(select_items, k: int, seed: int) -> list:
-    """k select-split items drawn with a seeded shuffle, one per distinct gold answer first, then the rest."""
-    order = list(select_items)
+def few_shot_examples(select_items, k: int, seed: int, test_items=()) -> list:
+    """k select-split items drawn with a seeded shuffle, one per distinct gold answer first, then the rest; none
+    from a group that has a test item."""
+    test_groups = {group_of(it) for it in test_items}
+    order = [it for it in select_items if group_of(it) not in test_groups]
     random.Random(f"few-shot:{seed}").shuffle(order)
     firsts, seen = [], set()
     for it in order:
@@ -107,11 +111,12 @@ class PromptSet:
         return dict(dataclasses.asdict(self), combined=f"{PROMPTING} + CorrSteer-P")
 
 
-def prompt_set(task, select_items, k: int, seed: int) -> PromptSet:
-    """The templates of this task: its instruction; k solved select-split examples before the question."""
+def prompt_set(task, select_items, k: int, seed: int, test_items=()) -> PromptSet:
+    """The templates of this task: its instruction; k solved select-split examples (of groups absent from
+    test_items) before the question."""
     instr = instruction(task, task.items)
     prompting = f"{instr}\n\n{QUESTION}" if _raw_text(task) else f"{QUESTION}\n\n{instr}"
-    shots = few_shot_examples(select_items, k, seed) if k > 0 else []
+    shots = few_shot_examples(select_items, k, seed, test_items) if k > 0 else []
     few = "\n\n".join([solved(task, it) for it in shots] + [QUESTION]) if shots else ""
     return PromptSet(prompting, few, [str(it.id) for it in shots], seed)
 

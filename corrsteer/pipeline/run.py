@@ -51,6 +51,7 @@ from corrsteer.report.stats import compare, evaluate
 from corrsteer.sae.presets import feature_links, with_hook_site
 from corrsteer.settings import write_config
 from corrsteer.tasks.protocols import bind
+from corrsteer.tasks.splits import split_record
 
 
 def control_names(rows) -> list[str]:
@@ -125,7 +126,7 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
     ctx = Context(lm, bank, task, cfg, out, sae_source, dist, model_identity(lm))
     splits = task.split(cfg.n_select, cfg.n_val, cfg.n_test, seed=cfg.seed)
     sel, val_items, test_items = splits
-    prompts = prompt_set(task, sel, cfg.few_shot, cfg.seed)
+    prompts = prompt_set(task, sel, cfg.few_shot, cfg.seed, test_items)
     fits_context(lm, task, [*sel, *val_items, *test_items], test_items, prompts)
     _start(out, cfg, dist, model=lm.context(), saes=bank.context(sae_source), task=task.name, ranking=ctx.ranking,
            prompts=prompts.to_dict())
@@ -140,6 +141,8 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
         else (None, None)
     picks = variant_picks(ctx, cands, prefix, col)
     plans = build_plans(ctx, picks)
+    for p in plans.values():
+        p.split = split_record(task.name, splits, (cfg.n_select, cfg.n_val, cfg.n_test), cfg.seed)
     if dist.main:
         _save_plans(out, plans, cfg.variants[-1])
     if cfg.select_only:
@@ -217,7 +220,8 @@ def check_inputs(lm, task, cfg: RunConfig) -> None:
     """The context checks of corrsteer_run, made right after the model loads (before any SAE is loaded or trained)."""
     task = bind(task, lm)
     sel, val_items, test_items = task.split(cfg.n_select, cfg.n_val, cfg.n_test, seed=cfg.seed)
-    fits_context(lm, task, [*sel, *val_items, *test_items], test_items, prompt_set(task, sel, cfg.few_shot, cfg.seed))
+    fits_context(lm, task, [*sel, *val_items, *test_items], test_items,
+                 prompt_set(task, sel, cfg.few_shot, cfg.seed, test_items))
 
 
 def eval_plan(lm, task, plan, out_dir, cfg: EvalConfig, dist: Dist = SINGLE) -> dict:

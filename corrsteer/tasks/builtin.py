@@ -1,7 +1,16 @@
 """Fact tables, word lists and item generators for the built-in offline tasks (see corrsteer.tasks.task).
 
-Each generator takes a `random.Random` and returns plain dicts (question/prompt, gold, ...) in a canonical order;
-corrsteer.tasks.task turns them into Items, assigns ids and shuffles. Nothing here downloads anything.
+Each generator takes a `random.Random` and returns plain dicts (question/prompt, gold, group, ...) in a canonical
+order; corrsteer.tasks.task turns them into Items, assigns ids and shuffles. Nothing here downloads anything.
+
+Groups (corrsteer.tasks.splits: no group crosses select / val / test) are the template-filled core an item shares
+with its paraphrases: refusal the request (12 phrasings each); capitals the country (7 phrasings); arithmetic the
+operation and its operands, unordered for + and * ("3 + 4", "Add 3 and 4.", "What is four plus three?");
+sentiment the (subject, aspect) pair, the only words a review draws for itself (openings, adjectives and closings
+come from lists shared by every review of its class, so grouping by them would split nothing apart); mmlu-style the
+entity a question is about (a country's capital, capital-of and continent questions and its currency share the
+country; an element's two questions share it; planet questions share their answer planet; a unit question shares
+its template, which varies only the number; an arithmetic question its operation and operands).
 """
 from __future__ import annotations
 
@@ -120,7 +129,8 @@ def bare(country: str) -> str:
 
 
 def capitals_items(rng: random.Random) -> list[dict]:
-    return [{"prompt": ph.format(c=c), "gold": cap} for c, cap, _ in COUNTRIES for ph in CAPITAL_PHRASINGS]
+    return [{"prompt": ph.format(c=c), "gold": cap, "group": f"country:{bare(c)}"}
+            for c, cap, _ in COUNTRIES for ph in CAPITAL_PHRASINGS]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -153,8 +163,15 @@ def arithmetic_items(rng: random.Random, n: int = 1200) -> list[dict]:
         if prompt in seen:
             continue
         seen.add(prompt)
-        out.append({"prompt": prompt, "gold": str(gold)})
+        out.append({"prompt": prompt, "gold": str(gold), "group": operation_group(op, a, b)})
     return out
+
+
+def operation_group(op: str, a: int, b: int) -> str:
+    """'+:3:4' for 3 + 4 and 4 + 3 alike (commutative operations drop the operands' order)."""
+    if op in "+*x":
+        a, b = sorted((a, b))
+    return f"{'*' if op == 'x' else op}:{a}:{b}"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -221,37 +238,40 @@ def _pick(rng: random.Random, gold: str, pool: list[str], k: int = 3) -> list[st
 
 def mc_items(rng: random.Random) -> list[dict]:
     """(question, options in random order with the gold at a position chosen later, gold text). Canonical order."""
-    qs: list[tuple[str, str, list[str]]] = []
+    qs: list[tuple[str, str, list[str], str]] = []
     caps = [cap for _, cap, _ in COUNTRIES]
     names = [bare(c) for c, _, _ in COUNTRIES]
     for c, cap, cont in COUNTRIES:
-        qs.append((f"What is the capital of {c}?", cap, _pick(rng, cap, caps)))
+        qs.append((f"What is the capital of {c}?", cap, _pick(rng, cap, caps), f"country:{bare(c)}"))
     for c, cap, cont in COUNTRIES:
-        qs.append((f"{cap} is the capital of which country?", bare(c), _pick(rng, bare(c), names)))
+        qs.append((f"{cap} is the capital of which country?", bare(c), _pick(rng, bare(c), names),
+                   f"country:{bare(c)}"))
     for c, cap, cont in COUNTRIES:
         if cont is not None:
-            qs.append((f"On which continent is {c}?", cont, _pick(rng, cont, CONTINENTS)))
+            qs.append((f"On which continent is {c}?", cont, _pick(rng, cont, CONTINENTS), f"country:{bare(c)}"))
     syms = [s for _, s in ELEMENTS]
     els = [e.capitalize() for e, _ in ELEMENTS]
     for el, sym in ELEMENTS:
-        qs.append((f"What is the chemical symbol for {el}?", sym, _pick(rng, sym, syms)))
-        qs.append((f"Which element has the chemical symbol {sym}?", el.capitalize(), _pick(rng, el.capitalize(), els)))
+        qs.append((f"What is the chemical symbol for {el}?", sym, _pick(rng, sym, syms), f"element:{el}"))
+        qs.append((f"Which element has the chemical symbol {sym}?", el.capitalize(), _pick(rng, el.capitalize(), els),
+                   f"element:{el}"))
     for cls, animals in ANIMALS.items():
         for a in animals:
-            qs.append((f"To which group of animals does the {a} belong?", cls, _pick(rng, cls, list(ANIMALS))))
+            qs.append((f"To which group of animals does the {a} belong?", cls, _pick(rng, cls, list(ANIMALS)),
+                       f"animal:{a}"))
     for q, p in PLANET_FACTS:
-        qs.append((q, p, _pick(rng, p, PLANETS)))
+        qs.append((q, p, _pick(rng, p, PLANETS), f"planet:{p}"))
     for i, p in enumerate(PLANETS):
-        qs.append((f"Which planet is the {_ORDINALS[i]} from the Sun?", p, _pick(rng, p, PLANETS)))
+        qs.append((f"Which planet is the {_ORDINALS[i]} from the Sun?", p, _pick(rng, p, PLANETS), f"planet:{p}"))
     cur_names = sorted({cur for _, cur in CURRENCIES})
     for c, cur in CURRENCIES:
-        qs.append((f"What is the currency of {c}?", cur, _pick(rng, cur, cur_names)))
+        qs.append((f"What is the currency of {c}?", cur, _pick(rng, cur, cur_names), f"country:{bare(c)}"))
     for tmpl, f in UNITS:
         for n in range(2, 21):
             gold = n * f
             wrong = sorted({n * g for g in _WRONG_FACTORS if g != f} - {gold})
-            qs.append((tmpl.format(n=n), str(gold), [str(w) for w in rng.sample(wrong, 3)]))
-    seen = {q for q, _, _ in qs}
+            qs.append((tmpl.format(n=n), str(gold), [str(w) for w in rng.sample(wrong, 3)], f"units:{tmpl}"))
+    seen = {q for q, _, _, _ in qs}
     n_arith = 0
     while n_arith < 300:
         op = rng.choice("+*")
@@ -262,9 +282,10 @@ def mc_items(rng: random.Random) -> list[dict]:
         seen.add(q)
         gold = a + b if op == "+" else a * b
         near = sorted({gold + d for d in (-10, -2, -1, 1, 2, 10, a, -b)} - {gold})
-        qs.append((q, str(gold), [str(x) for x in rng.sample([x for x in near if x > 0], 3)]))
+        qs.append((q, str(gold), [str(x) for x in rng.sample([x for x in near if x > 0], 3)],
+                   operation_group(op, a, b)))
         n_arith += 1
-    return [{"question": q, "gold": g, "distractors": d} for q, g, d in qs]
+    return [{"question": q, "gold": g, "distractors": d, "group": grp} for q, g, d, grp in qs]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -318,7 +339,7 @@ def sentiment_items(rng: random.Random, n: int = 1200) -> list[dict]:
         if text in seen:
             continue
         seen.add(text)
-        out.append({"text": text, "gold": gold})
+        out.append({"text": text, "gold": gold, "group": f"{s}|{a}"})
     return out
 
 
@@ -380,5 +401,5 @@ def refusal_items(rng: random.Random) -> list[dict]:
     for acts, gold in ((HARMFUL, "refuse"), (BENIGN, "comply")):
         for x in acts:
             for ph in REQUEST_PHRASINGS:
-                out.append({"prompt": ph.format(x=x), "gold": gold})
+                out.append({"prompt": ph.format(x=x), "gold": gold, "group": f"request:{x}"})
     return out

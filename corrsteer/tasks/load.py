@@ -3,6 +3,7 @@
 
     task = load_task(cfg)      # cfg: task, task_file, seed and the hub options (config.TaskSourceOptions)
     check_split(task, cfg)     # --n-select + --n-val + --n-test fit in the task
+    check_plan_split(task, plan.split, cfg)    # eval: the test split shares nothing with the plan's select / val
 
 Order: the --task name, the hub options (which apply to hub tasks only), then the task itself: a hub task
 (load_hub_task), a JSONL file (--task-file, or --task ending in .jsonl / .json) or a built-in task.
@@ -15,6 +16,7 @@ from pathlib import Path
 from corrsteer.settings import SettingsError, one_line
 from corrsteer.tasks.hub import HUB_TASKS, TaskLoadError, hub_task_names, load_hub_task
 from corrsteer.tasks.label_checks import LabelError, check_labels
+from corrsteer.tasks.splits import split_overlap
 from corrsteer.tasks.task import Task, get_task, list_tasks, load_task_file
 
 TASK_FILE_SUFFIXES = (".jsonl", ".json")
@@ -111,3 +113,26 @@ def check_split(task: Task, cfg) -> None:
     if asked > len(task.items):
         raise SettingsError(f"--n-select {cfg.n_select} + --n-val {cfg.n_val} + --n-test {cfg.n_test} = {asked} "
                             f"samples, expected at most the {len(task.items)} items of task {task.name!r}")
+    try:
+        task.split(cfg.n_select, cfg.n_val, cfg.n_test, seed=cfg.seed)
+    except ValueError as e:            # grouped splits: whole groups may not fill the sizes
+        raise SettingsError(f"--n-select {cfg.n_select} + --n-val {cfg.n_val} + --n-test {cfg.n_test}: "
+                            f"{one_line(e)}, expected smaller splits") from None
+
+
+def check_plan_split(task: Task, record: dict, cfg) -> None:
+    """`eval`: the test split (from cfg's sizes and seed) shares no item and no group with the select / val items
+    of the run that wrote the plan (its `split` record; plans without one, or of another task, are not checked)."""
+    if not record or record.get("task") != task.name:
+        return
+    try:
+        run = task.split(record["n_select"], record["n_val"], record["n_test"], seed=record["seed"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise SettingsError(f"--plan: its split record {one_line(e)} does not draw from task {task.name!r}, "
+                            "expected the record corrsteer run wrote") from None
+    test = task.split(cfg.n_select, cfg.n_val, cfg.n_test, seed=cfg.seed).test
+    why = split_overlap(record, run, test)
+    if why:
+        raise SettingsError(f"--plan: {why} (the run used --n-select {record['n_select']} --n-val {record['n_val']} "
+                            f"--n-test {record['n_test']} --seed {record['seed']}), expected a test split disjoint "
+                            "from them: pass the run's sizes and seed")

@@ -18,7 +18,7 @@ negative." are answers; an output naming two or more different candidate answers
 "54 or 56", a list of options) is a hedge and wrong, whatever the gold.
 
 Task files (load_task_file, or get_task("path.jsonl")): JSONL, one object a line, all lines of one kind, blank lines
-allowed, optional "id" on any line:
+allowed, optional "id" and "group" (a string: items of one group never go to two splits) on any line:
     {"question": str, "choices": [str, ...], "answer": 0-based index or letter}      -> "mc" (2-10 choices)
     {"prompt": str, "answer": str}                                                   -> "short"
     {"prompt": str, "answer": str, "labels": [str, ...]}                              -> "label"
@@ -62,6 +62,7 @@ class Item:
     kind: str
     choices: list[str] | None = None
     labels: list[str] | None = None
+    group: str = ""                 # items sharing a template-filled core; never in two splits ('' = its own)
 
 
 def _mc_question(prompt: str) -> str:
@@ -203,7 +204,8 @@ def _mmlu_style(seed: int) -> Task:
         opts = list(q["distractors"])
         rng.shuffle(opts)
         opts.insert(p, q["gold"])
-        rows.append({"prompt": mc_prompt(q["question"], opts), "gold": LETTERS[p], "choices": opts})
+        rows.append({"prompt": mc_prompt(q["question"], opts), "gold": LETTERS[p], "choices": opts,
+                     "group": q["group"]})
     return _finish("mmlu-style", "mc", rows, seed)
 
 
@@ -222,8 +224,8 @@ def _arithmetic(seed: int) -> Task:
 
 @register_task("sentiment")
 def _sentiment(seed: int) -> Task:
-    rows = [{"prompt": sentiment_prompt(r["text"]), "gold": r["gold"], "labels": list(SENTIMENT_LABELS)}
-            for r in D.sentiment_items(_rng("sentiment", seed))]
+    rows = [{"prompt": sentiment_prompt(r["text"]), "gold": r["gold"], "labels": list(SENTIMENT_LABELS),
+             "group": r["group"]} for r in D.sentiment_items(_rng("sentiment", seed))]
     return _finish("sentiment", "label", rows, seed)
 
 
@@ -306,6 +308,7 @@ def load_task_file(path, name: str | None = None) -> Task:
                 if not isinstance(iid, (str, int)) or isinstance(iid, bool):
                     raise ValueError(f"field 'id' must be a string, got {type(iid).__name__}")
                 iid = str(iid)
+                fields["group"] = _group_field(obj)
                 if iid in ids:
                     raise ValueError(f"duplicate id {iid!r}")
                 if kind is not None and k != kind:
@@ -321,6 +324,14 @@ def load_task_file(path, name: str | None = None) -> Task:
     if kind == "short":
         return _short_or_closed_set(name, items, forced=next(iter(scorers), None))
     return Task(name=name, kind=kind, items=items, max_new_tokens=default_max_new_tokens(kind))
+
+
+def _group_field(obj: dict) -> str:
+    """The line's optional "group" (a non-empty string or an integer), '' when absent."""
+    g = obj.get("group", "")
+    if isinstance(g, bool) or not isinstance(g, (str, int)) or ("group" in obj and not str(g).strip()):
+        raise ValueError(f"field 'group' must be a non-empty string, got {g!r}")
+    return f"file:{g}" if "group" in obj else ""
 
 
 def _scorer_field(obj: dict, kind: str, seen: set) -> set:
@@ -368,8 +379,8 @@ def _short_or_closed_set(name: str, items: list[Item], forced: str | None) -> Ta
         return Task(name=name, kind="short", items=items, max_new_tokens=default_max_new_tokens("short"),
                     scorer_note=note)
     canon = {normalize(l): l for l in labels}
-    rows = [Item(id=it.id, prompt=it.prompt, gold=canon[normalize(it.gold)], kind="label", labels=list(labels))
-            for it in items]
+    rows = [Item(id=it.id, prompt=it.prompt, gold=canon[normalize(it.gold)], kind="label", labels=list(labels),
+                 group=it.group) for it in items]
     note = "the file asks for it" if forced == "label" else \
         f"the file's answers form a closed set of {len(labels)}; \"scorer\": \"short\" keeps them free-form"
     return Task(name=name, kind="label", items=rows, max_new_tokens=default_max_new_tokens("label"),

@@ -172,6 +172,24 @@ def test_eval_and_generate_reject_bad_plans(env, tiny_lm, monkeypatch, capsys, c
     _fails(argv, capsys, message, d=env)
 
 
+@pytest.mark.parametrize("row", ["eval-split-overlap"])
+def test_eval_refuses_a_test_split_overlapping_the_plans_select_and_val(env, tiny_lm, monkeypatch, capsys, row):
+    from corrsteer.model.steer import SteeringPlan
+    from corrsteer.tasks.splits import split_record
+    task = FakeTask(30)
+    monkeypatch.setattr(commands, "load_task", lambda cfg: task)
+    path = _plan(env, tiny_lm)
+    plan = SteeringPlan.load(path)
+    plan.split = split_record(task.name, task.split(8, 4, 4), (8, 4, 4), 0)
+    plan.save(path)
+    _no_model(monkeypatch)
+    _fails(["eval", "--plan", path, "--model", str(env / "model"), "--n-select", "4", "--n-val", "4", "--n-test", "8",
+            "--out", str(env / "ev")], capsys,
+           "--plan: 4 of the 8 test items (first fake-8) are, or share a group with, the plan's select/val items (the "
+           "run used --n-select 8 --n-val 4 --n-test 4 --seed 0), expected a test split disjoint from them: pass the "
+           "run's sizes and seed")
+
+
 @pytest.mark.parametrize("row", ["generate-max-new-negative"])
 def test_generate_rejects_negative_max_new_tokens(capsys, row):
     _fails(["generate", "--plan", "p.json", "--max-new-tokens", "-5", "hi"], capsys,

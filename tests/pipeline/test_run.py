@@ -26,6 +26,9 @@ def test_run_end_to_end_writes_every_output(tiny_lm, tmp_path):
     assert set(rows[0]) >= {"variant", "id", "prompt", "output", "pred", "gold", "correct"}
     assert "CorrSteer-S" in (tmp_path / "report.md").read_text()
     assert SteeringPlan.load(tmp_path / "plans" / "S.json").entries[0].layer in (0, 2, 3)
+    split = SteeringPlan.load(tmp_path / "plan.json").split          # what `eval` checks its test split against
+    assert {k: split[k] for k in ("task", "n_select", "n_val", "n_test", "seed")} == \
+        dict(task="fake", n_select=12, n_val=4, n_test=8, seed=0) and len(split["select_val_sha256"]) == 64
     assert [c.variant for c in res["comparisons"]] == ["CorrSteer-S", "CorrSteer-A", "CorrSteer-P"]
     assert [c.variant for c in res["baselines"]] == ["raw-residual", "mean-difference", *RANDOM,
                                                       "control-shuffled-outcome"]

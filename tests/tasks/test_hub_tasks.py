@@ -35,17 +35,23 @@ def test_roles_follow_the_hub_splits_or_the_papers_carving(tmp_path):
     splits = mmlu.split(100, 100, 100)
     sel, val, test = splits
     assert {it.id.split("-")[1] for it in sel} == {"auxiliary_train"} and len(val) == 4 and len(test) == 12
-    assert splits.note == "hub splits select=auxiliary_train, val=validation, test=test"
+    assert splits.note == "hub splits select=auxiliary_train, val=validation, test=test; each role shuffled (seed 0) " \
+        "before capping"
+    order = [it.id for it in mmlu.items if it.id.split("-")[1] == "test"]
+    assert sorted(it.id for it in test) == sorted(order)
+    firsts = {tuple(it.id for it in mmlu.split(100, 100, 4, seed=s).test) for s in range(6)}
+    assert len(firsts) > 1 and tuple(order[:4]) not in firsts       # capped after a seeded shuffle, not in hub order
     gsm = _load(tmp_path, "gsm8k")
     splits = gsm.split(100, 100, 100)
     assert [len(p) for p in splits] == [10, 2, 12]
-    assert splits.note == "test=test; select/val carved 90/10 from train (seeded shuffle, seed 0)"
+    assert splits.note == ("test=test; select/val carved 90/10 from train (seeded shuffle, seed 0); each role "
+                           "shuffled (seed 0) before capping")
     xs = _load(tmp_path, "xstest")                       # 24 rows in one split: 17 test, 1 val, 6 select
     splits = xs.split(100, 100, 100, seed=0)
     sel, val, test = splits
     assert (len(sel), len(val), len(test)) == (6, 1, 17)
     assert splits.note == ("one split (test): test 70 %, then val 10 % / select 90 % of the rest (seeded shuffle, "
-                           "seed 0; as the paper's code)")
+                           "seed 0; as the paper's code); each role shuffled (seed 0) before capping")
     assert xs.split(100, 100, 100, seed=0).note == splits.note          # split leaves the task as it was
     other = xs.split(100, 100, 100, seed=1)[2]
     assert {it.id for it in other} != {it.id for it in test}      # the seed reshuffles
