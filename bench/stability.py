@@ -135,10 +135,16 @@ def _w_dec(sae_dir: Path, layer: int):
     return torch.nn.functional.normalize(w.double(), dim=1)
 
 
+def bank_layers(sae_dir: Path) -> dict[int, float]:
+    """{layer: held-out FVE on the task prompts} as each SAE's cfg.json recorded it when it was trained."""
+    from corrsteer.sae.train import bank_quality
+    return {r["layer"]: r["fve"] for r in bank_quality(sae_dir)}
+
+
 def bank_pair(a: Path, b: Path, layers: list[int]) -> dict:
-    """Held-out FVE of each bank (median over layers) and the share of a's latents whose decoder direction has a
+    """Held-out FVE of each bank (median over `layers`) and the share of a's latents whose decoder direction has a
     cosine >= 0.9 match among b's, per layer (median, min)."""
-    fve = [statistics.median(r["fve"] for r in json.loads((d / "quality.json").read_text())["rows"]) for d in (a, b)]
+    fve = [statistics.median(q[L] for L in layers) for q in (bank_layers(a), bank_layers(b))]
     matched = [float(((_w_dec(a, L) @ _w_dec(b, L).T).max(dim=1).values >= 0.9).double().mean()) for L in layers]
     return dict(fve_median=fve, matched_share_median=statistics.median(matched), matched_share_min=min(matched))
 
@@ -244,7 +250,7 @@ def main():
             main_dir = work / "runs" / args.task / c["out"]
             alt = run(work, args.task, banks[t], t, s, extra, f"-{args.compare_p_filter}", main_dir)
             c["p_filter_" + args.compare_p_filter] = cell(alt, args.reps, 1000 * t + s)
-    layers = [int(r["layer"]) for r in json.loads((banks[min(banks)] / "quality.json").read_text())["rows"]]
+    layers = sorted(set.intersection(*(set(bank_layers(d)) for d in banks.values())))
     pairs = [dict(train_seeds=[a, b], **bank_pair(banks[a], banks[b], layers)) for a in banks for b in banks if a < b]
     from bench.common import device_name
     doc = dict(task=args.task, date=dt.date.today().isoformat(), commit=git_commit(), device=device_name("cpu"),

@@ -61,7 +61,8 @@ def _bank(path, layer, w):
     d = path / f"blocks.{layer}.hook_resid_post"
     d.mkdir(parents=True)
     save_file({"W_dec": w.contiguous()}, str(d / "sae_weights.safetensors"))
-    (path / "quality.json").write_text(json.dumps(dict(rows=[dict(layer=layer, fve=0.8)])))
+    heldout = dict(fve=0.8, fve_chat=0.8, fve_docs=0.7, l0=3.0, dead=0.0)
+    (d / "cfg.json").write_text(json.dumps(dict(d_sae=w.shape[0], k=3, metadata=dict(heldout=heldout, seconds=1.0))))
 
 
 def test_overlap_and_bank_matching_use_decoder_directions(tmp_path):
