@@ -125,6 +125,15 @@ def cell(out: Path, reps: int, seed: int) -> dict:
     return c
 
 
+def rules_differ(out: Path) -> bool:
+    """Whether P's two filters keep different layers in a run's validation.json (the random filter's draws are there
+    only when the run used it; a run without them is taken to differ)."""
+    v = json.loads((out / "validation.json").read_text())
+    beat = {L for L, sc in v["per_layer"].items() if sc > v["baseline"]}
+    rnd = v.get("random_per_layer") or {}
+    return not rnd or beat != {L for L in beat if L in rnd and v["per_layer"][L] > rnd[L]}
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # how alike the banks and P's choices are
 # ---------------------------------------------------------------------------------------------------------------
@@ -215,7 +224,8 @@ def markdown(doc: dict) -> str:
             if a:
                 m, o = c["P_minus_random"], a["P_minus_random"]
                 lines.append(f"| {c['out']} | {c['P']:.3f} | {m[0]:+.3f} [{m[1]:+.3f}, {m[2]:+.3f}] | {a['P']:.3f} | "
-                             f"{o[0]:+.3f} [{o[1]:+.3f}, {o[2]:+.3f}] | {c['P_layers']} vs {a['P_layers']} |")
+                             f"{o[0]:+.3f} [{o[1]:+.3f}, {o[2]:+.3f}] | {c['P_layers']} vs {a['P_layers']}"
+                             f"{' (both rules keep the same layers: the same P)' if a.get('same_kept_layers') else ''} |")
     lines += ["", "Banks compared (median held-out FVE on task prompts; share of latents with a cos ≥ 0.9 match):",
               ""]
     lines += [f"- seeds {b['train_seeds']}: FVE {b['fve_median'][0]:.3f} vs {b['fve_median'][1]:.3f}; matched "
@@ -248,6 +258,9 @@ def main():
         extra = [*args.run_args, "--p-filter", args.compare_p_filter, "--variant", "P", "--few-shot", "0"]
         for (t, s), c in cells.items():
             main_dir = work / "runs" / args.task / c["out"]
+            if not rules_differ(main_dir):            # both rules keep the same layers: the same P
+                c["p_filter_" + args.compare_p_filter] = dict(c, same_kept_layers=True)
+                continue
             alt = run(work, args.task, banks[t], t, s, extra, f"-{args.compare_p_filter}", main_dir)
             c["p_filter_" + args.compare_p_filter] = cell(alt, args.reps, 1000 * t + s)
     layers = sorted(set.intersection(*(set(bank_layers(d)) for d in banks.values())))

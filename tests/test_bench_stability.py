@@ -80,3 +80,12 @@ def test_overlap_and_bank_matching_use_decoder_directions(tmp_path):
     assert o["jaccard"] == 0.5 and o["shared_layers"] == [1] and o["feature_cosine"] == [pytest.approx(1.0)]
     pair = B.bank_pair(banks[0], banks[1], [1])
     assert pair["matched_share_median"] == pytest.approx(5 / 6) and pair["fve_median"] == [0.8, 0.8]
+
+
+def test_rules_differ_only_when_the_random_filter_drops_a_layer(tmp_path):
+    v = dict(baseline=0.5, per_layer={"1": 0.7, "2": 0.6, "3": 0.4}, random_per_layer={"1": 0.55, "2": 0.5})
+    (tmp_path / "validation.json").write_text(json.dumps(v))
+    assert not B.rules_differ(tmp_path)
+    v["random_per_layer"]["2"] = 0.65
+    (tmp_path / "validation.json").write_text(json.dumps(v))
+    assert B.rules_differ(tmp_path)
