@@ -225,7 +225,7 @@ def markdown(doc: dict) -> str:
                 m, o = c["P_minus_random"], a["P_minus_random"]
                 lines.append(f"| {c['out']} | {c['P']:.3f} | {m[0]:+.3f} [{m[1]:+.3f}, {m[2]:+.3f}] | {a['P']:.3f} | "
                              f"{o[0]:+.3f} [{o[1]:+.3f}, {o[2]:+.3f}] | {c['P_layers']} vs {a['P_layers']}"
-                             f"{' (both rules keep the same layers: the same P)' if a.get('same_kept_layers') else ''} |")
+                             f"{' (the same layers kept: the same P)' if a.get('same_kept_layers') else ''} |")
     lines += ["", "Banks compared (median held-out FVE on task prompts; share of latents with a cos ≥ 0.9 match):",
               ""]
     lines += [f"- seeds {b['train_seeds']}: FVE {b['fve_median'][0]:.3f} vs {b['fve_median'][1]:.3f}; matched "
