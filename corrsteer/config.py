@@ -163,6 +163,14 @@ class SelectOptions(Settings):
                        "where the feature is active (active)", choices=("mean", "active"))
     scale: float = option(1.0, "multiplier on every steering coefficient")
     all_positions: bool = option(False, "steer the prompt positions too, not only the generated tokens")
+    p_filter: str = option("random", "CorrSteer-P keeps a layer whose feature alone, on the validation split, "
+                           "beats: baseline (the unsteered model, the paper) or random (the unsteered model and the "
+                           "mean of --val-draws norm-matched random features at that layer: the control inside the "
+                           "selection)", choices=("baseline", "random"))
+    val_draws: int = option(3, "--p-filter random: random features drawn per layer on the validation split",
+                            check=positive)
+    random_draws: int = option(5, "random-feature controls at CorrSteer-P's layers on the test split (norm-matched "
+                               "draws, rows control-random-feature-1 ... -R)", check=positive)
 
     @property
     def variants(self) -> tuple[str, ...]:
@@ -195,10 +203,15 @@ class TrainConfig(Settings):
     chat_fraction: float = option(0.75, "share of the training tokens taken from the instruction exchanges (the "
                                   "rest: docstring exchanges)", check=lambda v: None if 0 <= v <= 1 else "in [0, 1]")
     eval_task_prompts: int = option(40, "held-out prompts per built-in task for the quality table", check=positive)
-    matmul_dtype: str = option("auto", "inputs of the trainer's two dense matrix products (fp32 accumulation either "
-                               "way); bfloat16: ~2x faster steps on CPUs that multiply it natively (AVX512-BF16/AMX), "
-                               "FVE within 0.002 of float32's in our comparison; auto: bfloat16 where native, else "
-                               "float32", choices=("auto", "float32", "bfloat16"))
+    matmul_dtype: str = option("float32", "training arithmetic: the model copy that writes the training text and "
+                               "activations, and the trainer's two dense matrix products (fp32 accumulation either "
+                               "way). float32: the same bank on every CPU; bfloat16: ~2x faster steps and ~4x faster "
+                               "text on CPUs that multiply it natively (AVX512-BF16/AMX), but CPUs with and without "
+                               "native bf16 then train different banks; auto: bfloat16 where native, else float32",
+                               choices=("float32", "bfloat16", "auto"))
+    corpus_seed: int = option(0, "seed of the training text (which instructions, their order, the held-out task "
+                              "prompts); --seed varies only initialisation and batch order, so banks of several "
+                              "--seed values share one corpus and its cached answers", check=non_negative)
     threads: int = option(2, "torch threads while training (fixed, so the weights do not depend on the machine's "
                           "core count; 0: leave torch's setting)", check=non_negative)
 
@@ -217,6 +230,11 @@ class TrainSAEConfig(TrainConfig, LayerOptions, ModelOptions):
     dataset: str | None = option(None, "HF dataset name[:config] with a text column (online only; "
                                  "default: the built-in offline corpus)")
     force: bool = option(False, "retrain layers that are already cached")
+    keep_activations: str | None = option(None, "folder that keeps the training activations after training and "
+                                          "is read instead of collecting them again when it holds the same model, "
+                                          "corpus, layers and token counts (banks of several --seed values then "
+                                          "share one collection; default: a scratch folder, deleted)",
+                                          metavar="DIR")
 
 
 @dataclass(kw_only=True, frozen=True)

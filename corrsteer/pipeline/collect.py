@@ -60,6 +60,7 @@ class Collected:
     classes: list = field(default_factory=list)     # the items' classes (gold answers) where the task has classes
     by_class: dict = field(default_factory=dict)    # {layer: [CorrStats over SAE features, one per class]}
     shuffled: dict = field(default_factory=dict)    # {layer: CorrStats against within-batch permuted scores}
+    shuffled_by_class: dict = field(default_factory=dict)   # {layer: [the same, one per class]}
 
 
 def _mean_pool(h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -83,7 +84,7 @@ def collect_key(lm, bank, task, items, batch_size: int, pool: str, model_id: str
     """Everything the collected statistics depend on, as {component: digest}."""
     key = dict(model=model_id or model_identity(lm), items=items_identity(items), task=task_identity(task),
                batch_size=batch_size, pool=pool, layers=bank.layers, statistics="corr" if fused(ranking) else "rank",
-               classes=task_classes(task, items), shuffle_seed=seed,
+               classes=task_classes(task, items), shuffle_seed=seed, shuffle="within class and batch",
                generation=repr(sorted(task.gen_kwargs.items())))
     key.update({f"SAE of layer {L}": sae_identity(e) for L, e in bank})
     return key
@@ -100,12 +101,20 @@ def task_classes(task, items) -> list[str]:
     return sorted({str(it.gold) for it in items}) if task.has_classes else []
 
 
-def permuted_scores(y: list[float], seed: int, batch: int) -> list[float]:
-    """The shuffled-outcome control's scores of one batch: y permuted within the batch by a permutation seeded by
-    (seed, batch index) alone, so any number of processes and a resumed run draw the same one. (A permutation over
-    the whole split cannot be applied in one streaming pass: a sample's partner may not be generated yet.)"""
+def permuted_scores(y: list[float], seed: int, batch: int, cls: list[int] | None = None) -> list[float]:
+    """The shuffled-outcome control's scores of one batch: y permuted within each class of the batch (cls: the
+    samples' classes; None: one class), so each class keeps its share of right answers and the within-class ranking
+    sees no signal. Seeded by (seed, batch index) alone, so any number of processes and a resumed run draw the same
+    one. (A permutation over the whole split cannot be applied in one streaming pass: a sample's partner may not be
+    generated yet.)"""
     g = torch.Generator().manual_seed(1_000_003 * seed + batch)
-    return [y[i] for i in torch.randperm(len(y), generator=g).tolist()]
+    cls = [0] * len(y) if cls is None else cls
+    out = list(y)
+    for c in sorted(set(cls)):
+        members = [b for b, k in enumerate(cls) if k == c]
+        for b, i in zip(members, torch.randperm(len(members), generator=g).tolist()):
+            out[b] = y[members[i]]
+    return out
 
 
 def batch_groups(cls: list[int], y_perm: list[float]) -> list[tuple[int, float, list[int]]]:
@@ -195,7 +204,8 @@ def _with_score(g: CorrStats, yp: float) -> CorrStats:
 
 def layer_stats(h, lengths: list[int], y, y_perm, cls: list[int], n_classes: int, sae, pool: str, ranking: str,
                 prepared: BatchGroups | None = None):
-    """One layer of one batch: (total, [per class], shuffled) fresh statistics of pooled SAE features.
+    """One layer of one batch: (total, [per class], shuffled, [shuffled per class]) fresh statistics of pooled SAE
+    features.
 
     Fused rankings: encode_pool_stats_prepared once per (class, permuted score) group, every token encoded once; totals,
     classes and shuffled sums are added from the groups in sorted order. Other rankings: encode_pool once, then
@@ -210,11 +220,23 @@ def layer_stats(h, lengths: list[int], y, y_perm, cls: list[int], n_classes: int
         total = make_stats(ranking, d, dev).update(pooled, y)
         per_class = [CorrStats(d, device=dev).update(pooled.index_select(0, rows), y.index_select(0, rows),
                                                      check=False) for rows in prepared.class_rows]
-        return total, per_class, CorrStats(d, device=dev).update(pooled, y_perm_t, check=False)
+        shuffled_class = [CorrStats(d, device=dev).update(pooled.index_select(0, rows), y_perm_t.index_select(0, rows),
+                                                          check=False) for rows in prepared.class_rows]
+        return total, per_class, CorrStats(d, device=dev).update(pooled, y_perm_t, check=False), shuffled_class
     groups = prepared.groups
     parts = group_stats(h, prepared, sae, pool)
     per_class = [_sum([p for p, g in zip(parts, groups) if g[0] == c], d, dev) for c in range(n_classes)]
-    return _sum(parts, d, dev), per_class, shuffled_from_groups(parts, groups, y_perm_t)
+    shuffled_class = [_shuffled_class(parts, groups, y_perm_t, rows, c, d, dev)
+                      for c, rows in enumerate(prepared.class_rows)]
+    return _sum(parts, d, dev), per_class, shuffled_from_groups(parts, groups, y_perm_t), shuffled_class
+
+
+def _shuffled_class(parts, groups, y_perm_t, rows, c: int, d: int, dev) -> CorrStats:
+    """The shuffled-outcome statistics of class c's samples alone (from its groups' sums)."""
+    mine = [(p, g) for p, g in zip(parts, groups) if g[0] == c]
+    if not mine:
+        return CorrStats(d, device=dev)
+    return shuffled_from_groups([p for p, _ in mine], [g for _, g in mine], y_perm_t.index_select(0, rows))
 
 
 def _batch_stats(lm, bank, task, batch, pool: str, host: bool, ranking: str = "pearson", classes=(), seed: int = 0,
@@ -227,8 +249,8 @@ def _batch_stats(lm, bank, task, batch, pool: str, host: bool, ranking: str = "p
     rows = score_rows(task, batch, out.texts)
     ys = [r["correct"] for r in rows]
     y = torch.tensor(ys, dtype=torch.float64).to(lm.device)
-    y_perm = permuted_scores(ys, seed, index)
     cls = [classes.index(str(it.gold)) for it in batch] if classes else [0] * len(batch)
+    y_perm = permuted_scores(ys, seed, index, cls)
     lengths = out.lengths.to(lm.device)
     # the generation lengths, read once per batch (the one host sync of this loop): every layer's groups are packed
     # with them and folded without re-validating (generate_batch's lengths lie in [0, T], captures are finite)
@@ -238,11 +260,12 @@ def _batch_stats(lm, bank, task, batch, pool: str, host: bool, ranking: str = "p
     parts = {}
     for L, e in bank:
         h = out.captured[points[L]]
-        sae, per_class, shuffled = layer_stats(h, host_lengths, y, y_perm, cls, len(classes), e.sae, pool, ranking,
-                                               prepared)
+        sae, per_class, shuffled, shuffled_class = layer_stats(h, host_lengths, y, y_perm, cls, len(classes), e.sae,
+                                                               pool, ranking, prepared)
         raw = CorrStats(lm.d_model, device=lm.device).update(_mean_pool(h, lengths), y, check=False)
         named = {f"sae.{L}": sae, f"raw.{L}": raw, f"shuffled.{L}": shuffled}
         named.update({f"class.{L}.{c}": st for c, st in enumerate(per_class)})
+        named.update({f"shuffled_class.{L}.{c}": st for c, st in enumerate(shuffled_class)})
         for name, st in named.items():
             t = _raw_tensors(st)
             parts[name] = {k: v.cpu() for k, v in t.items()} if host else t
@@ -250,9 +273,11 @@ def _batch_stats(lm, bank, task, batch, pool: str, host: bool, ranking: str = "p
 
 
 def _named_stats(col: Collected) -> dict:
-    """{name: statistics} of everything collection accumulates: sae.L, raw.L, shuffled.L and class.L.c."""
+    """{name: statistics} of everything collection accumulates: sae.L, raw.L, shuffled.L, class.L.c and
+    shuffled_class.L.c."""
     out = {f"{kind}.{L}": st for kind in ("sae", "raw", "shuffled") for L, st in getattr(col, kind).items()}
     out.update({f"class.{L}.{c}": st for L, sts in col.by_class.items() for c, st in enumerate(sts)})
+    out.update({f"shuffled_class.{L}.{c}": st for L, sts in col.shuffled_by_class.items() for c, st in enumerate(sts)})
     return out
 
 
@@ -309,7 +334,8 @@ def collect(lm, bank, task, items, batch_size: int = 16, pool: str = "max", chec
     col = Collected(sae={L: make_stats(ranking, e.sae.d_sae, dev) for L, e in bank},
                     raw={L: CorrStats(lm.d_model, device=dev) for L, e in bank}, rows=[], classes=classes,
                     by_class={L: [CorrStats(e.sae.d_sae, device=dev) for _ in classes] for L, e in bank},
-                    shuffled={L: CorrStats(e.sae.d_sae, device=dev) for L, e in bank})
+                    shuffled={L: CorrStats(e.sae.d_sae, device=dev) for L, e in bank},
+                    shuffled_by_class={L: [CorrStats(e.sae.d_sae, device=dev) for _ in classes] for L, e in bank})
     ckpt = None
     if checkpoint:
         key = collect_key(lm, bank, task, items, batch_size, pool, model_id, ranking, seed)

@@ -11,8 +11,8 @@ its last output is written. Under torchrun every rank computes its share and ran
 
 Beside S / A / P (and N when asked for) the test stage runs the no-SAE baselines (raw-residual, mean-difference; each
 chooses its own layer, and mean-difference its scale, on the validation split: baselines.py; plans/<name>.json, and
-config.json's "baselines") and two controls (stages.control_plans): control-random-feature and
-control-shuffled-outcome.
+config.json's "baselines") and the controls (stages.control_plans): control-random-feature-1 ... -R (norm-matched
+random features at P's layers) and control-shuffled-outcome (P's whole procedure on permuted scores).
 """
 from __future__ import annotations
 
@@ -44,6 +44,7 @@ from corrsteer.pipeline.stages import (
     prefix_stage,
     rank_stage,
     run_plans,
+    shuffled_candidates,
     test_stage,
     validate_stage,
     variant_picks,
@@ -56,8 +57,15 @@ from corrsteer.settings import CONFIG_NAME, write_config
 from corrsteer.tasks.protocols import bind
 from corrsteer.tasks.splits import split_record
 
-# the controls' test rows, compared with the baseline like the no-SAE baselines
-CONTROLS = ("control-random-feature", "control-shuffled-outcome")
+
+def control_names(rows) -> list[str]:
+    """The controls among a run's rows, compared with the baseline like the no-SAE baselines:
+    control-random-feature (runs before several draws wrote one) or -1 ... -R in draw order, then
+    control-shuffled-outcome."""
+    draws = sorted((n for n in rows if n.startswith("control-random-feature-")), key=lambda n: int(n.rsplit("-", 1)[1]))
+    return [n for n in ("control-random-feature", *draws, "control-shuffled-outcome") if n in rows]
+
+
 # what a run writes (removed when a run starts, so an old report never sits beside new plans)
 OUTPUTS = ("plan.json", "stats.safetensors", "predictions.jsonl", "validation.json", INPUTS, "report.md",
            "r_per_layer.png", "top_features.png")
@@ -103,6 +111,8 @@ def stats_tensors(col) -> dict:
     out.update({f"class{c}.layer{L}.{k}": v for L, sts in col.by_class.items() for c, st in enumerate(sts)
                 for k, v in st.state_dict().items()})
     out.update({f"shuffled.layer{L}.{k}": v for L, st in col.shuffled.items() for k, v in st.state_dict().items()})
+    out.update({f"shuffled.class{c}.layer{L}.{k}": v for L, sts in col.shuffled_by_class.items()
+                for c, st in enumerate(sts) for k, v in st.state_dict().items()})
     return out
 
 
@@ -136,9 +146,11 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
         atomic_save_tensors(out / "stats.safetensors", stats_tensors(col))
     cands = rank_stage(ctx, col)
     step("validate")
-    val = validate_stage(ctx, cands, val_items)
+    shuffled = shuffled_candidates(ctx, col) if "P" in cfg.variants else None
+    val = validate_stage(ctx, cands, val_items, shuffled)
     step("prefix search")
-    prefix = prefix_stage(ctx, cands, val_items, val) if "P" in cfg.variants else None
+    prefix, shuffled_prefix = prefix_stage(ctx, cands, val_items, val, shuffled) if "P" in cfg.variants \
+        else (None, None)
     picks = variant_picks(ctx, cands, prefix, col)
     plans = build_plans(ctx, picks)
     record = split_record(task.name, splits, (cfg.n_select, cfg.n_val, cfg.n_test), cfg.seed)
@@ -159,7 +171,7 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
     if dist.main:
         _save_plans(out, {**plans, **base_plans}, cfg.variants[-1])
         record_in_config(out, chosen.record())
-    controls = control_plans(ctx, col, plans)
+    controls = control_plans(ctx, col, plans, shuffled_prefix)
     test_plans = {"baseline": {}, **{f"CorrSteer-{n}": p.hook_vectors(lm.device) for n, p in plans.items()},
                   **{n: p.hook_vectors(lm.device) for n, p in base_plans.items()},
                   **{n: p.hook_vectors(lm.device) for n, p in controls.items()}}
@@ -172,6 +184,7 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
                     coef=cfg.coef, scale=cfg.scale, world_size=dist.world,
                     select_accuracy=f"{accuracy(col.rows):.3f}", val_baseline=f"{val.baseline:.3f}",
                     P_layers=[p.layer for p in picks.get("P", [])], S=f"layer {best.layer} feature {best.feature}",
+                    P_filter=cfg.p_filter, random_draws=cfg.random_draws,
                     selection_measure="balanced accuracy" if task.has_classes else "accuracy",
                     **{n.replace("-", "_"): _features(p) for n, p in controls.items()},
                     raw_residual=chosen.chosen["raw-residual"].describe(),
@@ -179,7 +192,8 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
                     mean_difference_scale=chosen.chosen["mean-difference"].scale, baselines_chosen=chosen.how,
                     **extra_settings(task, cfg, splits.note))
     step("report")
-    res = _report(ctx, rows, cands, settings, val, prefix, feature_links(sae_source, picks), prompts) \
+    res = _report(ctx, rows, cands, settings, val, (prefix, shuffled_prefix), feature_links(sae_source, picks),
+                  prompts) \
         if dist.main else {}
     return dict(res, settings=settings)
 
@@ -189,15 +203,17 @@ def _features(plan) -> str:
     return ", ".join(f"layer {e.layer} feature {f}" for e in plan.entries for f in e.features) or "none"
 
 
-def _report(ctx: Context, rows: dict, cands: dict, settings: dict, val: Validation, prefix, extra=None,
+def _report(ctx: Context, rows: dict, cands: dict, settings: dict, val: Validation, prefixes, extra=None,
             prompts: PromptSet | None = None) -> dict:
     """Write predictions.jsonl, validation.json and report_inputs.json, then render report.md and the plots from
     the files alone (corrsteer.report.render: what `corrsteer report DIR` does)."""
     out = ctx.out
+    prefix, shuffled_prefix = prefixes
     write_predictions(out / "predictions.jsonl", rows)
     atomic_write_text(out / "validation.json", json.dumps(dict(
-        baseline=val.baseline, per_layer=val.per_layer, p_prefix_accuracy=prefix.accuracy if prefix else []),
-        indent=1))
+        val.to_dict(), p_prefix_accuracy=prefix.accuracy if prefix else [],
+        shuffled_layers=[p.layer for p in shuffled_prefix.picks] if shuffled_prefix else [],
+        shuffled_prefix_accuracy=shuffled_prefix.accuracy if shuffled_prefix else []), indent=1))
     write_inputs(out, title=f"CorrSteer on {ctx.task.name} ({ctx.lm.name})", settings=settings,
                  classes=ctx.task.has_classes, ranking=ctx.ranking, top_features=cands,
                  prompts=prompts.texts() if prompts else None, extra=extra)

@@ -28,10 +28,12 @@ def variant_a(cands: dict[int, list[Candidate]]) -> list[Candidate]:
     return [top[0] for _, top in sorted(cands.items())]
 
 
-def variant_p(cands: dict[int, list[Candidate]], val_acc: dict, base_acc: float) -> list[Candidate]:
-    """Keep each layer's feature whose validation accuracy alone beats the baseline's."""
+def variant_p(cands: dict[int, list[Candidate]], val_acc: dict, base_acc: float,
+              random: dict | None = None) -> list[Candidate]:
+    """Keep each layer's feature whose validation score alone beats the baseline's (random given: and the mean
+    score of the random features drawn at its layer, {layer: score})."""
     return [replace(top[0], val_acc=val_acc[L]) for L, top in sorted(cands.items())
-            if val_acc.get(L, -1.0) > base_acc]
+            if val_acc.get(L, -1.0) > base_acc and (random is None or val_acc[L] > random.get(L, float("inf")))]
 
 
 def variant_n(neg: dict[int, Candidate]) -> list[Candidate]:

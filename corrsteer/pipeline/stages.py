@@ -62,9 +62,17 @@ class Context:
 
 @dataclass
 class Validation:
-    """Validation scores: balanced accuracy where the task has classes (Context.measure), else accuracy."""
+    """Validation scores: balanced accuracy where the task has classes (Context.measure), else accuracy. P's
+    candidates and the shuffled-outcome control's go through the same validation (shuffled, shuffled_random)."""
     baseline: float = float("nan")
     per_layer: dict = field(default_factory=dict)        # {layer: score of its feature alone}
+    random: dict = field(default_factory=dict)           # {layer: mean score of --val-draws random features there}
+    shuffled: dict = field(default_factory=dict)         # {layer: score of the shuffled control's feature alone}
+    shuffled_random: dict = field(default_factory=dict)  # {layer: random features normed like that feature}
+
+    def to_dict(self) -> dict:
+        return dict(baseline=self.baseline, per_layer=self.per_layer, random_per_layer=self.random,
+                    shuffled_per_layer=self.shuffled, shuffled_random_per_layer=self.shuffled_random)
 
 
 @dataclass
@@ -169,30 +177,83 @@ def no_candidates_message(rows: list[dict], ranking: str) -> str:
             "--n-select or another task")
 
 
-def validate_stage(ctx: Context, cands: dict, val) -> Validation:
+def shuffled_candidates(ctx: Context, col: Collected) -> dict[int, list[Candidate]]:
+    """The shuffled-outcome control's candidates: every layer's features ranked by the run's ranking against the
+    scores permuted within class and batch (pearson for the rankings collection keeps no shuffled statistics of)."""
+    ranking = ctx.ranking if ctx.ranking in ("pearson", "within-class") else "pearson"
+    return layer_candidates(col.shuffled, ranking, k=1, coef=ctx.cfg.coef, scale=ctx.cfg.scale,
+                            by_class=col.shuffled_by_class if ranking == "within-class" else None)
+
+
+def validate_stage(ctx: Context, cands: dict, val, shuffled: dict | None = None) -> Validation:
     """Every layer's best feature alone, and the unsteered baseline, on the validation split (CorrSteer-P only),
     scored by Context.measure (balanced accuracy where the task has classes: a layer that only pushes one class
-    does not beat the baseline)."""
+    does not beat the baseline); the shuffled-outcome control's features in the same batches. With --p-filter
+    random, then norm-matched random features at the layers that beat the baseline (random_stage)."""
     if "P" not in ctx.cfg.variants:
         return Validation()
+    shuffled = shuffled or {}
     plans = {"baseline": {}} | {f"L{L}": _plan(ctx, f"L{L}", [cands[L][0]]).hook_vectors(
         ctx.lm.device) for L in cands}
+    plans |= {f"S{L}": _plan(ctx, f"S{L}", [shuffled[L][0]]).hook_vectors(ctx.lm.device) for L in shuffled}
     rows = _gen(ctx, val, plans, "validate")
-    return Validation(baseline=ctx.measure(rows["baseline"]), per_layer={L: ctx.measure(rows[f"L{L}"]) for L in cands})
+    v = Validation(baseline=ctx.measure(rows["baseline"]), per_layer={L: ctx.measure(rows[f"L{L}"]) for L in cands},
+                   shuffled={L: ctx.measure(rows[f"S{L}"]) for L in shuffled})
+    if ctx.cfg.p_filter == "random":
+        random_stage(ctx, cands, shuffled, val, v)
+    return v
 
 
-def prefix_stage(ctx: Context, cands: dict, val_items, val: Validation) -> PrefixSearch:
-    """P's kept features validated together as growing prefixes (by validation accuracy); the best prefix wins."""
-    picks = variant_p(cands, val.per_layer, val.baseline)
-    if len(picks) <= 1 or ctx.cfg.p_combine == "all":   # the paper: every kept layer together
-        return PrefixSearch(picks=picks)
-    prefixes = p_prefixes(picks)
-    plans = {f"P{i + 1}": _plan(ctx, "p", pre).hook_vectors(ctx.lm.device)
-             for i, pre in enumerate(prefixes[1:], start=1)}
-    rows = _gen(ctx, val_items, plans, "prefix")
-    acc = [prefixes[0][0].val_acc] + [ctx.measure(rows[f"P{i + 1}"]) for i in range(1, len(prefixes))]
-    best = max(range(len(prefixes)), key=lambda i: (acc[i], -i))
-    return PrefixSearch(picks=prefixes[best], accuracy=acc)
+def draw_seed(seed: int, draw: int, stage: int = 0) -> int:
+    """The seed of random-feature draw `draw` (0-based) of a run seeded `seed`; stage 0: the test controls (draw 0
+    is the one control of runs before several were drawn), 1: validation."""
+    return seed + 1_000_003 * draw + 7_000_003 * stage
+
+
+def random_stage(ctx: Context, cands: dict, shuffled: dict, val_items, v: Validation) -> None:
+    """--val-draws norm-matched random features at every layer whose feature beat the baseline on validation (P's
+    and the shuffled control's), in shared batches; their mean score per layer goes to v.random / v.shuffled_random."""
+    arms = (("L", cands, v.per_layer, v.random), ("S", shuffled, v.shuffled, v.shuffled_random))
+    plans = {}
+    for tag, cs, scores, _ in arms:
+        for L in (L for L in cs if scores[L] > v.baseline):
+            ref = _plan(ctx, f"{tag}{L}", [cs[L][0]])
+            for d in range(ctx.cfg.val_draws):
+                picks = random_feature_picks(ref, ctx.bank, draw_seed(ctx.cfg.seed, d, stage=1))
+                plans[f"R{tag}{L}.{d}"] = _plan(ctx, "r", picks).hook_vectors(ctx.lm.device)
+    if not plans:
+        return
+    rows = _gen(ctx, val_items, plans, "validate-random")
+    for tag, cs, scores, out in arms:
+        for L in (L for L in cs if scores[L] > v.baseline):
+            draws = [ctx.measure(rows[f"R{tag}{L}.{d}"]) for d in range(ctx.cfg.val_draws)]
+            out[L] = sum(draws) / len(draws)
+
+
+def kept_layers(ctx: Context, cands: dict, scores: dict, random: dict, baseline: float) -> list[Candidate]:
+    """P's filter: each layer's feature that beats the baseline alone on validation (--p-filter random: and the
+    mean of the random features drawn at its layer)."""
+    return variant_p(cands, scores, baseline, random if ctx.cfg.p_filter == "random" else None)
+
+
+def prefix_stage(ctx: Context, cands: dict, val_items, val: Validation,
+                 shuffled: dict | None = None) -> tuple[PrefixSearch, PrefixSearch | None]:
+    """P's kept features validated together as growing prefixes (by validation score); the best prefix wins. The
+    shuffled-outcome control's kept features (shuffled given) go through the same search in the same batches:
+    (P's search, the control's)."""
+    arms = {"P": kept_layers(ctx, cands, val.per_layer, val.random, val.baseline)}
+    if shuffled is not None:
+        arms["S"] = kept_layers(ctx, shuffled, val.shuffled, val.shuffled_random, val.baseline)
+    search = {a: p_prefixes(k) for a, k in arms.items() if len(k) > 1 and ctx.cfg.p_combine != "all"}
+    plans = {f"{a}{i + 1}": _plan(ctx, "p", pre[i]).hook_vectors(ctx.lm.device)
+             for a, pre in search.items() for i in range(1, len(pre))}
+    rows = _gen(ctx, val_items, plans, "prefix") if plans else {}
+    out = {a: PrefixSearch(picks=k) for a, k in arms.items()}    # the paper (--p-combine all), or one layer or none
+    for a, pre in search.items():
+        acc = [pre[0][0].val_acc] + [ctx.measure(rows[f"{a}{i + 1}"]) for i in range(1, len(pre))]
+        best = max(range(len(pre)), key=lambda i: (acc[i], -i))
+        out[a] = PrefixSearch(picks=pre[best], accuracy=acc)
+    return out["P"], out.get("S")
 
 
 def variant_picks(ctx: Context, cands: dict, prefix: PrefixSearch | None, col: Collected | None = None) -> dict:
@@ -206,17 +267,20 @@ def variant_picks(ctx: Context, cands: dict, prefix: PrefixSearch | None, col: C
     return {n: pickers[n]() for n in ctx.cfg.variants}
 
 
-def control_plans(ctx: Context, col: Collected, plans: dict) -> dict:
-    """The controls, as {name: SteeringPlan}: control-random-feature (the layers of P, or of the first variant
-    built, with random features of the same vector norms, seeded by --seed) and control-shuffled-outcome (every
-    layer's top feature by Pearson r against the within-batch permuted scores of the same collection pass)."""
+def control_plans(ctx: Context, col: Collected, plans: dict, shuffled: PrefixSearch | None = None) -> dict:
+    """The controls, as {name: SteeringPlan}: control-random-feature-1 ... -R (--random-draws; the layers of P, or
+    of the first variant built, with random features of the same vector norms, draw i seeded by --seed and i) and
+    control-shuffled-outcome: P's whole procedure (ranking, validation, filter, prefix search: `shuffled`, from
+    prefix_stage) on the scores permuted within class and batch; without P, every layer's top feature."""
     ref = next((plans[n] for n in ("P", "A", "S", "N") if n in plans), None)
     out = {}
     if ref is not None:
-        picks = random_feature_picks(ref, ctx.bank, ctx.cfg.seed, col.sae)
-        out["control-random-feature"] = _plan(ctx, "control-random-feature", picks, ctx.cfg.all_positions)
-    shuffled = variant_a(layer_candidates(col.shuffled, "pearson", k=1, coef=ctx.cfg.coef, scale=ctx.cfg.scale))
-    out["control-shuffled-outcome"] = _plan(ctx, "control-shuffled-outcome", shuffled, ctx.cfg.all_positions)
+        for d in range(ctx.cfg.random_draws):
+            name = f"control-random-feature-{d + 1}"
+            picks = random_feature_picks(ref, ctx.bank, draw_seed(ctx.cfg.seed, d), col.sae)
+            out[name] = _plan(ctx, name, picks, ctx.cfg.all_positions)
+    picks = shuffled.picks if shuffled is not None else variant_a(shuffled_candidates(ctx, col))
+    out["control-shuffled-outcome"] = _plan(ctx, "control-shuffled-outcome", picks, ctx.cfg.all_positions)
     return out
 
 

@@ -9,6 +9,7 @@ reads the residual (blocks.L.hook_resid_post = output of decoder layer L; hook_r
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -67,8 +68,11 @@ class SAEBank:
                        self.model_name)
 
     def context(self, source: str) -> dict:
-        """What an SAE source resolved to: {layer: SAE location}, with the hook each reads."""
-        return dict(source=source, layers={str(L): dict(sae=e.source, hook=e.hook.hook_name) for L, e in self})
+        """What an SAE source resolved to: {layer: SAE location}, with the hook each reads, and (local directories)
+        the bank's training record (training_record)."""
+        out = dict(source=source, layers={str(L): dict(sae=e.source, hook=e.hook.hook_name) for L, e in self})
+        record = training_record([e.source for _, e in self])
+        return out if record is None else dict(out, training=record)
 
     def check(self, lm) -> "SAEBank":
         """Fail clearly if an SAE does not fit the model: width or hook layer."""
@@ -226,6 +230,32 @@ def load_bank(source: str, lm=None, layers=None, id_template: str | None = None,
     if dtype is not None or any(e.sae.device != torch.device(device) for _, e in bank):
         bank = bank.to(device, dtype)
     return bank.check(lm) if lm is not None else bank
+
+
+def training_record(dirs) -> dict | None:
+    """What local sae-lens directories record of their training: digest (sha256 over their weight files in the
+    order given, first 16 hex digits: two banks with one digest hold the same weights), and the arithmetic, seed and
+    corpus seed their cfg.json metadata names (one value, or a list when the layers differ; "unrecorded" where
+    absent, as in banks trained before it was recorded). None when a source is not a local directory."""
+    paths = [Path(d) for d in dirs]
+    if not paths or not all((p / "sae_weights.safetensors").is_file() for p in paths):
+        return None
+    h = hashlib.sha256()
+    fields = {"arithmetic": "matmul_dtype", "seed": "seed", "corpus_seed": "corpus_seed"}
+    seen = {name: [] for name in fields}
+    for p in paths:
+        with open(p / "sae_weights.safetensors", "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+        try:
+            meta = json.loads((p / "cfg.json").read_text()).get("metadata") or {}
+        except (OSError, json.JSONDecodeError, AttributeError):
+            meta = {}
+        for name, key in fields.items():
+            v = meta.get(key, "unrecorded")
+            if v not in seen[name]:
+                seen[name].append(v)
+    return dict(digest=h.hexdigest()[:16], **{n: v[0] if len(v) == 1 else v for n, v in seen.items()})
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from corrsteer.config import RunConfig, TrainSAEConfig
 from corrsteer.files import atomic_write_text
 from corrsteer.paths import sae_cache_dir, sae_cache_label
 from corrsteer.profile import brief, machine, stage
-from corrsteer.sae.bank import SAEBank, layers_covered, load_bank
+from corrsteer.sae.bank import SAEBank, layers_covered, load_bank, training_record
 from corrsteer.sae.train import bank_quality, train_bank
 from corrsteer.settings import SettingsError, format_layers, one_line, write_config
 
@@ -65,9 +65,10 @@ def _record(out: Path, lm, cfg: TrainSAEConfig, meta: dict, total: float, rows: 
     text = (f"# SAEs for {lm.name}\n\n{quality_table(rows)}\n\n{_summary(meta, total)}\n\ntraining: {brief(prof)} "
             f"on {prof['machine']['cpu']} ({cfg.threads or prof['machine']['torch_threads']} threads)\n")
     atomic_write_text(out / "quality.md", text)
+    record = training_record([out / r["hook"] for r in rows])
     atomic_write_text(out / "quality.json", json.dumps(dict(model=lm.name, rows=rows, **meta, total_seconds=total,
-                                                            profile=prof), indent=2))
-    write_config(out, cfg, model=lm.context(), profile=prof)
+                                                            profile=prof, training=record), indent=2))
+    write_config(out, cfg, model=lm.context(), profile=prof, training=record)
 
 
 def train_missing(lm, cfg: TrainSAEConfig) -> list[dict]:
@@ -78,7 +79,8 @@ def train_missing(lm, cfg: TrainSAEConfig) -> list[dict]:
     layers = cfg.layer_list or list(range(lm.n_layers))
     with locked_cache(out, cfg.command, sae_cache_label(out, cfg.sae_dir)):
         with stage("SAE training") as prof:
-            done = train_bank(lm, out, layers=layers, point=cfg.hook, cfg=cfg, dataset=cfg.dataset, force=cfg.force)
+            done = train_bank(lm, out, layers=layers, point=cfg.hook, cfg=cfg, dataset=cfg.dataset, force=cfg.force,
+                              keep_activations=cfg.keep_activations)
         meta, rows = done.meta, done.rows
         total = time.time() - t0
         print(quality_table(rows) + "\n" + _summary(meta, total))

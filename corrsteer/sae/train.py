@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from corrsteer.config import TrainConfig  # the trainer's settings: defaults and help live there
+from corrsteer.files import atomic_write_text
 from corrsteer.model.hooks import HookPoint
 from corrsteer.model.lm import LM
 from corrsteer.profile import end_step, step
@@ -50,6 +51,14 @@ def _mm(a, b, dtype=None):
 def bf16_native() -> bool:
     """Whether this CPU multiplies bfloat16 matrices natively (else bf16 GEMMs are emulated and slow)."""
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def training_dtype(matmul_dtype: str) -> torch.dtype:
+    """The arithmetic a --matmul-dtype trains in: float32 (the default: the same bank on every CPU), bfloat16, or
+    auto (bfloat16 where this CPU multiplies it natively, else float32: banks then differ between CPUs)."""
+    if matmul_dtype == "bfloat16" or (matmul_dtype == "auto" and bf16_native()):
+        return torch.bfloat16
+    return torch.float32
 
 
 def _by_latent(idx: torch.Tensor, d_sae: int):
@@ -136,8 +145,7 @@ class TopKTrainer:
         self.p = {n: torch.nn.Parameter(t.float()) for n, t in init.items()}
         self.opt = torch.optim.Adam(self.p.values(), lr=cfg.lr, betas=(0.9, 0.999), fused=True)
         self.since_fired = torch.zeros(cfg.d_sae, dtype=torch.long)
-        mm = cfg.matmul_dtype
-        self.mm_dtype = torch.bfloat16 if mm == "bfloat16" or (mm == "auto" and bf16_native()) else torch.float32
+        self.mm_dtype = training_dtype(cfg.matmul_dtype)
 
     def normalise(self, x):
         return (x - self.mu).div_(self.scale)          # = (x - mu) / s, without a second [n, d] temporary
@@ -269,29 +277,29 @@ def training_text(lm, cfg: TrainConfig, dataset: str | None = None, max_len: int
     docs, _ = tokenize_chats(lm, _doc_chats(dataset), max_len)
     n_eval = max(1, len(docs) // 10)
     out = dict(prefix=prefix, eval_docs=docs[-n_eval:])
-    ev = C.task_eval_prompts(per_task=cfg.eval_task_prompts, seed=cfg.seed)
+    ev = C.task_eval_prompts(per_task=cfg.eval_task_prompts, seed=cfg.corpus_seed)
     ev_answers = C.answers(lm, [p for p, _ in ev], [m for _, m in ev], desc="answers to held-out task prompts",
                            progress=progress)
     out["eval_chat"], _ = tokenize_chats(lm, C.chats([p for p, _ in ev], ev_answers), max_len)
     if train:
-        prompts = C.instructions(cfg.chat_prompts, seed=cfg.seed)
+        prompts = C.instructions(cfg.chat_prompts, seed=cfg.corpus_seed)
         replies = C.answers(lm, prompts, cfg.answer_tokens, desc="answers to training instructions",
                             progress=progress)
         chat, _ = tokenize_chats(lm, C.chats(prompts, replies), max_len)
         n_chat = int(round(cfg.chat_fraction * cfg.train_tokens))
         mixed = take_tokens(chat, n_chat, prefix) + take_tokens(docs[:-n_eval], cfg.train_tokens - n_chat, prefix)
-        random.Random(cfg.seed).shuffle(mixed)
+        random.Random(cfg.corpus_seed).shuffle(mixed)
         out["train"] = mixed
     return out
 
 
-def fast_lm(lm):
-    """The model as training text is generated and training activations are collected: a bfloat16 copy when lm is a
-    float32 model on a CPU with native bfloat16 matmuls (AVX512-BF16/AMX: ~4x faster there; residuals differ from
-    float32's by ~0.4%, far below an SAE's reconstruction error), else lm itself. The quality table is always
-    measured on lm's own activations."""
+def fast_lm(lm, dtype: torch.dtype = torch.bfloat16):
+    """The model as training text is generated and training activations are collected: a bfloat16 copy when dtype
+    is bfloat16 and lm is a float32 model on a CPU with native bfloat16 matmuls (~4x faster there; residuals differ
+    from float32's by ~0.4%, but the greedy answers, and so the corpus, differ from a float32 CPU's), else lm
+    itself. The quality table is always measured on lm's own activations."""
     p = next(lm.model.parameters())
-    if p.device.type != "cpu" or p.dtype != torch.float32 or not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if dtype != torch.bfloat16 or p.device.type != "cpu" or p.dtype != torch.float32 or not bf16_native():
         return lm
     return LM(model=bf16_copy(lm.model), tokenizer=lm.tokenizer, name=lm.name)
 
@@ -325,6 +333,50 @@ def _quality(sae, docs, chat) -> dict:
                 dead=1 - float(fired.float().mean()))
 
 
+KEY_FILE = "key.json"
+
+
+def _activations_key(lm, cfg: TrainConfig, dataset, max_len, todo, need_eval) -> dict:
+    """Everything the collected activations depend on (not cfg.seed: banks of several seeds share them)."""
+    return dict(model=lm.name, arithmetic=str(training_dtype(cfg.matmul_dtype)), corpus_seed=cfg.corpus_seed,
+                chat_prompts=cfg.chat_prompts, answer_tokens=cfg.answer_tokens, chat_fraction=cfg.chat_fraction,
+                train_tokens=cfg.train_tokens, eval_tokens=cfg.eval_tokens, eval_task_prompts=cfg.eval_task_prompts,
+                dataset=dataset, max_len=max_len, train=[hp.hook_name for hp in todo],
+                eval=[hp.hook_name for hp in need_eval])
+
+
+def _kept_activations(folder: Path, key: dict) -> dict | None:
+    """The collection meta a kept activations folder recorded, when its key matches (else None: collect again)."""
+    try:
+        doc = json.loads((folder / KEY_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return doc.get("meta") if doc.get("key") == key else None
+
+
+def _collect(lm, cfg: TrainConfig, dataset, max_len, todo, need_eval, scratch: Path, progress) -> dict:
+    """Training text, then activations to float16 files under scratch (train: todo; held-out: need_eval)."""
+    t0 = time.time()
+    (scratch / KEY_FILE).unlink(missing_ok=True)
+    step("answers and text")
+    fast = fast_lm(lm, training_dtype(cfg.matmul_dtype))
+    text = training_text(fast, cfg, dataset, max_len, train=bool(todo), progress=progress)
+    t1 = time.time()
+    step("activations")
+    kw = dict(skip=text["prefix"], progress=progress)
+    meta = dict(text_seconds=t1 - t0)
+    meta["eval_tokens_docs"] = collect_to_disk(lm, text["eval_docs"], need_eval, cfg.eval_tokens,
+                                               scratch / "eval_docs", desc="held-out docstrings", **kw)
+    meta["eval_tokens_chat"] = collect_to_disk(lm, text["eval_chat"], need_eval, cfg.eval_tokens,
+                                               scratch / "eval_chat", desc="held-out task prompts", **kw)
+    if todo:
+        meta["train_tokens"] = collect_to_disk(fast, text["train"], todo, cfg.train_tokens, scratch / "train",
+                                               desc="training activations", **kw)
+    meta["collect_seconds"] = time.time() - t1
+    del fast
+    return meta
+
+
 @dataclass
 class BankTraining:
     """What train_bank did: one quality row per layer (layer, hook, d_sae, k, seconds, fve, fve_chat, fve_docs, l0,
@@ -334,14 +386,16 @@ class BankTraining:
 
 
 def train_bank(lm, out_dir, layers=None, point: str = "post", cfg: TrainConfig | None = None, max_len: int = 256,
-               dataset: str | None = None, force: bool = False, progress: bool = True) -> BankTraining:
+               dataset: str | None = None, force: bool = False, progress: bool = True,
+               keep_activations=None) -> BankTraining:
     """Train (or reuse) one TopK SAE per layer, save each as a sae-lens directory under out_dir as soon as it is
     done (an interrupted run resumes with the layers it had finished), and return one quality row per layer and the
     totals. A layer trained before is not re-evaluated: its quality was recorded in its cfg.json.
 
     Held-out quality: FVE on docstrings never trained on (fve_docs) and on the built-in tasks' prompts with the
     model's answers (fve_chat, = fve), cfg.eval_tokens each; L0 on the latter, dead over both.
-    Activations go through float16 files in out_dir/.activations (deleted at the end), one layer in memory at a time.
+    Activations go through float16 files in out_dir/.activations (deleted at the end), one layer in memory at a time;
+    keep_activations: a folder that keeps them instead, read again when it holds the same key (_activations_key).
     Results depend only on the inputs and cfg (seeded; torch runs on cfg.threads threads while training)."""
 
     cfg = cfg or TrainConfig()
@@ -355,7 +409,7 @@ def train_bank(lm, out_dir, layers=None, point: str = "post", cfg: TrainConfig |
     threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    scratch = out_dir / ".activations"
+    scratch = Path(keep_activations) if keep_activations else out_dir / ".activations"
     t0 = time.time()
     meta = dict(eval_tokens=cfg.eval_tokens, train_tokens=cfg.train_tokens, collect_seconds=0.0, trained=len(todo))
     try:
@@ -364,22 +418,14 @@ def train_bank(lm, out_dir, layers=None, point: str = "post", cfg: TrainConfig |
                 print(f"corrsteer: training {len(todo)} SAE(s) for {lm.name} (once): answers to "
                       f"{cfg.chat_prompts} built-in instructions (cached), activations of {cfg.train_tokens} training "
                       f"+ 2 x {cfg.eval_tokens} held-out tokens, then one SAE a layer", file=sys.stderr)
-            step("answers and text")
-            fast = fast_lm(lm)
-            text = training_text(fast, cfg, dataset, max_len, train=bool(todo), progress=progress)
-            t1 = time.time()
-            step("activations")
-            kw = dict(skip=text["prefix"], progress=progress)
-            meta["eval_tokens_docs"] = collect_to_disk(lm, text["eval_docs"], need_eval, cfg.eval_tokens,
-                                                       scratch / "eval_docs", desc="held-out docstrings", **kw)
-            meta["eval_tokens_chat"] = collect_to_disk(lm, text["eval_chat"], need_eval, cfg.eval_tokens,
-                                                       scratch / "eval_chat", desc="held-out task prompts", **kw)
-            if todo:
-                meta["train_tokens"] = collect_to_disk(fast, text["train"], todo, cfg.train_tokens, scratch / "train",
-                                                       desc="training activations", **kw)
-            meta["collect_seconds"] = time.time() - t1
-            del fast
-            meta["text_seconds"] = t1 - t0
+            key = _activations_key(lm, cfg, dataset, max_len, todo, need_eval)
+            kept = _kept_activations(scratch, key) if keep_activations else None
+            if kept is None:
+                meta.update(_collect(lm, cfg, dataset, max_len, todo, need_eval, scratch, progress))
+                if keep_activations:
+                    atomic_write_text(scratch / KEY_FILE, json.dumps(dict(key=key, meta=meta), indent=1))
+            else:
+                meta.update(kept, collect_seconds=0.0, text_seconds=0.0, reused_activations=str(scratch))
         rows = []
         for hp in tqdm(points, desc="SAEs", unit="layer", disable=not progress or not need_eval, file=sys.stderr):
             path = out_dir / hp.hook_name
@@ -395,8 +441,11 @@ def train_bank(lm, out_dir, layers=None, point: str = "post", cfg: TrainConfig |
                 q = _quality(sae, *ev)
                 save_sae_dir(path, sae, hp, lm.name, extra={"trained_by": "corrsteer", "train_tokens": cfg.train_tokens,
                                                             "epochs": cfg.epochs, "seed": cfg.seed, "heldout": q,
+                                                            "corpus_seed": cfg.corpus_seed,
+                                                            "matmul_dtype": str(trainer.mm_dtype).split(".")[-1],
                                                             "seconds": round(time.time() - t, 1)})
-                (scratch / "train" / f"{hp.hook_name}.f16").unlink()
+                if not keep_activations:
+                    (scratch / "train" / f"{hp.hook_name}.f16").unlink()
                 seconds = time.time() - t
             elif hp in need_eval:
                 sae = load_sae_dir(path).sae
@@ -415,7 +464,8 @@ def train_bank(lm, out_dir, layers=None, point: str = "post", cfg: TrainConfig |
     finally:
         end_step()
         torch.set_num_threads(threads)
-        shutil.rmtree(scratch, ignore_errors=True)
+        if not keep_activations:
+            shutil.rmtree(scratch, ignore_errors=True)
     meta["seconds"] = time.time() - t0
     return BankTraining(rows=rows, meta=meta)
 

@@ -91,7 +91,7 @@ def test_rankings_run_from_the_same_pass(tiny_lm, tmp_path, ranking):
 def test_p_combine_all_and_paper_hook_site(tiny_lm, tmp_path, monkeypatch):
     import corrsteer.pipeline.stages as S
     from corrsteer.pipeline.select import variant_p
-    monkeypatch.setattr(S, "variant_p", lambda cands, val_acc, base: variant_p(cands, val_acc, -1.0))  # keep all
+    monkeypatch.setattr(S, "variant_p", lambda cands, val_acc, base, random=None: variant_p(cands, val_acc, -1.0))
     task = _task(tmp_path, "mmlu", protocol="paper", constrain=True)
     cfg = RunConfig(task="mmlu", n_select=12, n_val=3, n_test=3, batch_size=6, p_combine="all", hook_site="paper",
                     ranking="pearson")

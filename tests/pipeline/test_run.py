@@ -6,6 +6,8 @@ from fakes import FakeTask, tiny_bank
 from corrsteer.model.steer import SteeringPlan
 from corrsteer.pipeline.run import RunConfig, corrsteer_run
 
+RANDOM = [f"control-random-feature-{i}" for i in range(1, 6)]
+
 
 def test_run_end_to_end_writes_every_output(tiny_lm, tmp_path):
     bank = tiny_bank(tiny_lm, layers=(0, 2, 3))
@@ -18,7 +20,7 @@ def test_run_end_to_end_writes_every_output(tiny_lm, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
     variants = {r["variant"] for r in rows}
     assert variants == {"baseline", "CorrSteer-S", "CorrSteer-A", "CorrSteer-P", "raw-residual", "mean-difference",
-                        "control-random-feature", "control-shuffled-outcome", "prompting", "few-shot",
+                        *RANDOM, "control-shuffled-outcome", "prompting", "few-shot",
                         "prompting+P"}
     assert all(sum(r["variant"] == v for r in rows) == 8 for v in variants)
     assert set(rows[0]) >= {"variant", "id", "prompt", "output", "pred", "gold", "correct"}
@@ -28,7 +30,7 @@ def test_run_end_to_end_writes_every_output(tiny_lm, tmp_path):
     assert {k: split[k] for k in ("task", "n_select", "n_val", "n_test", "seed")} == \
         dict(task="fake", n_select=12, n_val=4, n_test=8, seed=0) and len(split["select_val_sha256"]) == 64
     assert [c.variant for c in res["comparisons"]] == ["CorrSteer-S", "CorrSteer-A", "CorrSteer-P"]
-    assert [c.variant for c in res["baselines"]] == ["raw-residual", "mean-difference", "control-random-feature",
+    assert [c.variant for c in res["baselines"]] == ["raw-residual", "mean-difference", *RANDOM,
                                                       "control-shuffled-outcome"]
 
 
@@ -63,7 +65,7 @@ def test_run_with_classes_ranks_within_class_and_builds_n(tiny_lm, tmp_path):
     n_plan = SteeringPlan.load(tmp_path / "plans" / "N.json")
     assert n_plan.entries and all(c < 0 for e in n_plan.entries for c in e.coefficients)
     a_plan = SteeringPlan.load(tmp_path / "plans" / "A.json")
-    rand = res["settings"]["control_random_feature"]
+    rand = res["settings"]["control_random_feature_1"]
     assert [int(x.split()[1]) for x in rand.split(", ")] == [e.layer for e in a_plan.entries]   # A's layers (no P)
 
 
@@ -94,5 +96,5 @@ def test_run_prompting_rows_few_shot_from_select_only(tiny_lm, tmp_path):
     assert doc["prompting"] in report and doc["few_shot"] in report
     assert [c.variant for c in res["prompting"]] == ["prompting", "few-shot", "prompting+P"]
     assert set(res["vs_p"]) == {"CorrSteer-S", "CorrSteer-A", "raw-residual", "mean-difference", "prompting",
-                                "few-shot", "prompting+P", "control-random-feature", "control-shuffled-outcome"}
+                                "few-shot", "prompting+P", *RANDOM, "control-shuffled-outcome"}
     assert res["evaluation"].classes and set(res["evaluation"].scores) == set(res["vs_p"]) | {"CorrSteer-P"}

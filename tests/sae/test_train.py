@@ -214,3 +214,32 @@ def test_two_runs_on_a_trained_bank_give_identical_plans_and_predictions(tiny_lm
         corrsteer_run(tiny_lm, bank, FakeTask(24), tmp_path / f"run{i}", cfg, sae_source="trained")
     for name in ("plans/S.json", "plans/A.json", "plans/P.json", "predictions.jsonl", "validation.json"):
         assert (tmp_path / "run0" / name).read_bytes() == (tmp_path / "run1" / name).read_bytes(), name
+
+
+def test_banks_of_two_seeds_share_kept_activations_and_record_their_training(tiny_lm, tmp_path, monkeypatch):
+    """--keep-activations: the second seed's bank reads the first's activations (no forward pass), its weights
+    differ (seed), and equal a bank trained from a fresh collection with that seed; the training record names the
+    arithmetic (float32 by default, whatever the CPU), the seeds and a digest that tells the banks apart."""
+    from corrsteer.sae import train as T
+    from corrsteer.sae.bank import training_record
+    monkeypatch.setenv("CORRSTEER_CACHE", str(tmp_path / "cache"))
+    keep = tmp_path / "acts"
+    first = train_bank(tiny_lm, tmp_path / "s0", layers=[1, 2], cfg=TrainConfig(**TINY), progress=False,
+                       keep_activations=keep)
+    assert (keep / T.KEY_FILE).exists() and (keep / "train" / "blocks.1.hook_resid_post.f16").exists()
+    monkeypatch.setattr(T, "collect_to_disk", lambda *a, **kw: pytest.fail("collected again"))
+    again = train_bank(tiny_lm, tmp_path / "s1", layers=[1, 2], cfg=TrainConfig(**TINY, seed=1), progress=False,
+                       keep_activations=keep)
+    assert again.meta["reused_activations"] == str(keep) and again.meta["train_tokens"] == first.meta["train_tokens"]
+    monkeypatch.undo()
+    monkeypatch.setenv("CORRSTEER_CACHE", str(tmp_path / "cache"))
+    train_bank(tiny_lm, tmp_path / "fresh1", layers=[1, 2], cfg=TrainConfig(**TINY, seed=1), progress=False)
+    t0, t1, fresh = (_tensors(tmp_path / n) for n in ("s0", "s1", "fresh1"))
+    assert not torch.equal(t0["blocks.1.hook_resid_post"]["W_dec"], t1["blocks.1.hook_resid_post"]["W_dec"])
+    assert all(torch.equal(t, fresh[n][k]) for n in t1 for k, t in t1[n].items())
+    recs = [training_record([tmp_path / n / f"blocks.{L}.hook_resid_post" for L in (1, 2)])
+            for n in ("s0", "s1", "fresh1")]
+    assert recs[0]["arithmetic"] == "float32" and recs[0]["seed"] == 0 and recs[1]["seed"] == 1
+    assert recs[0]["corpus_seed"] == recs[1]["corpus_seed"] == 0
+    assert recs[0]["digest"] != recs[1]["digest"] == recs[2]["digest"]
+    assert T.training_dtype("float32") == torch.float32 and TrainConfig().matmul_dtype == "float32"
