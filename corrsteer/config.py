@@ -163,7 +163,7 @@ class SelectOptions(Settings):
                        "where the feature is active (active)", choices=("mean", "active"))
     scale: float = option(1.0, "multiplier on every steering coefficient")
     all_positions: bool = option(False, "steer the prompt positions too, not only the generated tokens")
-    p_filter: str = option("random", "CorrSteer-P keeps a layer whose feature alone, on the validation split, "
+    p_filter: str = option("baseline", "CorrSteer-P keeps a layer whose feature alone, on the validation split, "
                            "beats: baseline (the unsteered model, the paper) or random (the unsteered model and the "
                            "mean of --val-draws norm-matched random features at that layer: the control inside the "
                            "selection)", choices=("baseline", "random"))

@@ -90,7 +90,7 @@ def test_baseline_filter_draws_nothing_on_validation(tiny_lm, tmp_path):
 def test_random_stage_draws_at_every_layer_that_beat_the_baseline_for_p_and_the_shuffled_control(tiny_lm, tmp_path,
                                                                                                   monkeypatch):
     bank = tiny_bank(tiny_lm, layers=(0, 2, 3))
-    ctx = S.Context(tiny_lm, bank, FakeTask(4), RunConfig(val_draws=2), tmp_path, "random")
+    ctx = S.Context(tiny_lm, bank, FakeTask(4), RunConfig(val_draws=2, p_filter="random"), tmp_path, "random")
     cands = {L: [_cand(L, 1)] for L in (0, 2, 3)}
     shuffled = {L: [_cand(L, 4)] for L in (0, 3)}
     v = S.Validation(baseline=0.5, per_layer={0: 0.6, 2: 0.4, 3: 0.7}, shuffled={0: 0.9, 3: 0.5})
