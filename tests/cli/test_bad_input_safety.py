@@ -77,7 +77,7 @@ ROWS = [
      "--plan {d}/plan.json (built for model nonexistent): nonexistent is not in the local Hugging Face cache and the hub is unreachable, expected default, gemma3-270m, a .gguf file, a HF model directory, or a hub id that is cached or reachable",
      ["plan.json"]),
     ("plan-without-vectors", lambda d, m: _plan_without_vectors(d, m),
-     "--plan {d}/plan.json is not a steering plan (plan 'p' has no vectors for ['blocks.1.hook_resid_post']), expected a plan.json written by corrsteer run or select",
+     "--plan {d}/plan.json: entry blocks.1.hook_resid_post has no vector, expected a plan.json written by corrsteer run, select or import",
      ["plan.json"]),
     ("prompt-empty-task-file", lambda d, m: TF(d, GOOD + '{"prompt": "", "answer": "x"}\n'),
      "--task-file {d}/t.jsonl: line 31: field 'prompt' is empty, " + TASKS, ["t.jsonl"]),

@@ -122,7 +122,7 @@ class Child:
 
     # --- train-sae ---------------------------------------------------------------------------------------------
     def arm_train(self) -> None:
-        fit, step, save_file = train.TopKTrainer.fit, train.TopKTrainer.step, bank.save_file
+        fit, step, save_file = train.TopKTrainer.fit_normalised, train.TopKTrainer.step, bank.save_file
 
         def fit_(trainer, *a, **kw):
             self.fits += 1
@@ -139,7 +139,7 @@ class Child:
             if ".tmp" in Path(path).parent.name and self.fits == 2 and self.hit("sae-partial"):
                 die()
 
-        train.TopKTrainer.fit, train.TopKTrainer.step, bank.save_file = fit_, step_, save_
+        train.TopKTrainer.fit_normalised, train.TopKTrainer.step, bank.save_file = fit_, step_, save_
 
 
 def run_job(job: dict) -> int:

@@ -123,8 +123,15 @@ def tree(folder: Path) -> dict:
     """{relative path: bytes} of every file under folder (hidden files included); a checkpoint as its metadata and
     tensors' bytes (safetensors writes metadata keys in a per-process hash order, so equal checkpoints written by
     two processes differ in their header bytes)."""
-    return {str(p.relative_to(folder)): checkpoint(p) if p.parent.name == CKPT_DIR else p.read_bytes()
+    return {str(p.relative_to(folder)): checkpoint(p) if p.parent.name == CKPT_DIR else
+            without_profile(p) if p.name == "config.json" else p.read_bytes()
             for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def without_profile(path: Path) -> dict:
+    """config.json without its "profile" (wall / CPU seconds and peak memory of this process: never equal between
+    two runs); every other key compared as written."""
+    return {k: v for k, v in json.loads(path.read_text()).items() if k != "profile"}
 
 
 def checkpoint(path: Path):
@@ -190,7 +197,7 @@ def sae_files(folder: Path) -> dict:
         cfg = json.loads((p / "cfg.json").read_text())
         cfg["metadata"].pop("seconds")
         out[p.name] = ((p / "sae_weights.safetensors").read_bytes(), cfg)
-    out["config.json"] = (folder / "config.json").read_bytes()
+    out["config.json"] = without_profile(folder / "config.json")
     out["quality rows"] = [{k: v for k, v in r.items() if k != "seconds"}
                            for r in json.loads((folder / "quality.json").read_text())["rows"]]
     return out
