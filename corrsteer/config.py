@@ -169,8 +169,8 @@ class SelectOptions(Settings):
                            "selection)", choices=("baseline", "random"))
     val_draws: int = option(3, "--p-filter random: random features drawn per layer on the validation split",
                             check=positive)
-    random_draws: int = option(5, "random-feature controls at CorrSteer-P's layers on the test split (norm-matched "
-                               "draws, rows control-random-feature-1 ... -R)", check=positive)
+    random_draws: int = option(5, "how many random features to draw as controls at the layers CorrSteer P keeps, "
+                               "each norm matched and tested on the test split as its own row", check=positive)
 
     @property
     def variants(self) -> tuple[str, ...]:
