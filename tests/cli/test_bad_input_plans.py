@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 from fakes import save_tiny_dirs, tiny_bank
+from test_bad_input_more import run_line
 
 from corrsteer.cli import main as cli
 from corrsteer.export import gguf
@@ -116,17 +117,6 @@ ROWS = [
      '{d}/s.json: apply {"prompt_window": [-4, null], "generation": "all"} selects positions a plan cannot hold, '
      'expected {"prompt": "all", "generation": "all"} or {"prompt_positions": [-1], "generation": "all"}'),
 ]
-
-
-def run_line(argv, capsys):
-    try:
-        code = cli.main(argv)
-    except SystemExit as e:
-        code = e.code
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    return code, lines[-1] if lines else ""
 
 
 @pytest.mark.parametrize("case, what, argv, message", ROWS, ids=[r[0] for r in ROWS])
