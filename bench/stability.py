@@ -36,6 +36,7 @@ from corrsteer.report.stats import balanced_accuracy
 
 P = "CorrSteer-P"
 PROMPTS = ("prompting", "few-shot")
+OTHERS = ("baseline", "mean-difference", "raw-residual", "control-shuffled-outcome", *PROMPTS)
 
 
 def _seeds(text: str) -> list[int]:
@@ -48,6 +49,15 @@ def _sh(cmd: list[str], log: Path) -> None:
         rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT)
     if rc:
         raise SystemExit(f"{cmd[1]} exited with {rc}: see {log}")
+
+
+def _parallel(jobs: int, calls: list[tuple]) -> list:
+    """[f(*args) for f, *args in calls], `jobs` at a time (each call runs a corrsteer subprocess); results in order."""
+    if jobs <= 1:
+        return [f(*a) for f, *a in calls]
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(jobs) as pool:
+        return list(pool.map(lambda c: c[0](*c[1:]), calls))
 
 
 def train(work: Path, seed: int, extra: list[str]) -> Path:
@@ -88,24 +98,31 @@ def _draws(rows: dict) -> list[str]:
     return named or [v for v in rows if v == "control-random-feature"]
 
 
-def _diff(rows, idx, a: list[str], b: list[str]) -> float:
-    """mean balanced accuracy of rows a minus that of rows b on the items idx."""
+def _diff(rows, idx, a: list[str], b: list[str], classes: bool = True) -> float:
+    """mean balanced accuracy (accuracy for free-form tasks) of rows a minus that of rows b on the items idx."""
     def mean(names):
-        return statistics.fmean(balanced_accuracy([rows[n][i] for i in idx]) for n in names)
+        return statistics.fmean(balanced_accuracy([rows[n][i] for i in idx], classes) for n in names)
     return mean(a) - mean(b)
 
 
-def _boot(rows, a, b, reps: int, seed: int) -> list[float]:
+def _boot(rows, a, b, reps: int, seed: int, classes: bool = True) -> list[float]:
     """Point estimate and 95% percentile interval of _diff over item resamples."""
     n = len(rows[a[0]])
     rng = random.Random(seed)
-    samples = sorted(_diff(rows, [rng.randrange(n) for _ in range(n)], a, b) for _ in range(reps))
-    return [_diff(rows, range(n), a, b), samples[int(0.025 * reps)], samples[int(0.975 * reps) - 1]]
+    samples = sorted(_diff(rows, [rng.randrange(n) for _ in range(n)], a, b, classes) for _ in range(reps))
+    return [_diff(rows, range(n), a, b, classes), samples[int(0.025 * reps)], samples[int(0.975 * reps) - 1]]
+
+
+def _classes(out: Path) -> bool:
+    """Whether the run's task has classes (balanced accuracy) or is free-form (accuracy), as its report reads it."""
+    f = out / "report_inputs.json"
+    return bool(json.loads(f.read_text()).get("classes", True)) if f.exists() else True
 
 
 def cell(out: Path, reps: int, seed: int) -> dict:
     rows = _rows(out)
-    bacc = {v: balanced_accuracy(rs) for v, rs in rows.items()}
+    classes = _classes(out)
+    bacc = {v: balanced_accuracy(rs, classes) for v, rs in rows.items()}
     draws = _draws(rows)
     prompt = max((v for v in PROMPTS if v in rows), key=lambda v: bacc[v], default=None)
     plan = json.loads((out / "plans" / "P.json").read_text())
@@ -116,10 +133,12 @@ def cell(out: Path, reps: int, seed: int) -> dict:
              P_features=[[e["layer"], f] for e in plan["entries"] for f in e["features"]])
     if draws:
         c.update(random_draws=[bacc[v] for v in draws], random_mean=statistics.fmean(bacc[v] for v in draws),
-                 P_minus_random=_boot(rows, [P], draws, reps, seed))
+                 P_minus_random=_boot(rows, [P], draws, reps, seed, classes))
         c["share_P_beats"] = sum(bacc[P] > bacc[v] for v in draws) / len(draws)
     if prompt:
-        c["P_minus_prompt"] = _boot(rows, [P], [prompt], reps, seed + 1)
+        c["P_minus_prompt"] = _boot(rows, [P], [prompt], reps, seed + 1, classes)
+    c.update(measure="balanced accuracy" if classes else "accuracy", P_minus={
+        v: _boot(rows, [P], [v], reps, seed + 2 + i, classes) for i, v in enumerate(OTHERS) if v in rows})
     c["verdict"] = bool(draws and c["P_minus_random"][0] >= 0.05 and c["P_minus_random"][1] > 0
                         and (prompt is None or c["P_minus_prompt"][1] > 0))
     return c
@@ -206,6 +225,16 @@ def markdown(doc: dict) -> str:
                      f"({c['best_prompt_row']}) | {pp[0]:+.3f} [{pp[1]:+.3f}, {pp[2]:+.3f}] | "
                      f"{c['mean_difference'] or float('nan'):.3f} | {c['P_layers']} | "
                      f"{'gain' if c['verdict'] else 'no gain'} |")
+    names = [v for v in OTHERS if any(v in c.get("P_minus", {}) for c in cells)]
+    if names:
+        measure = cells[0].get("measure", "balanced accuracy")
+        lines += ["", f"P minus each other row ({measure}, paired bootstrap over the test items, 95%):", "",
+                  "| cell | " + " | ".join(f"P − {v}" for v in ("random draws (mean)", *names)) + " |",
+                  "|---|" + "---|" * (len(names) + 1)]
+        for c in cells:
+            got = [c.get("P_minus_random"), *(c.get("P_minus", {}).get(v) for v in names)]
+            lines.append(f"| {c['out']} | " + " | ".join(
+                f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]" if d else "-" for d in got) + " |")
     lines += ["", "Verdict per cell: P beats the mean of the random-feature draws at its layers by ≥ 0.05 with the "
               "interval above 0, and beats the best prompting row with the interval above 0.",
               f"Cells with that gain: {sum(c['verdict'] for c in cells)} of {len(cells)}.", "",
@@ -246,14 +275,21 @@ def main():
     ap.add_argument("--compare-p-filter", default=None, choices=("baseline", "random"),
                     help="also run every cell with this --p-filter (P and its controls only, the first run's "
                     "collection and validation reused) and compare P minus the draws under both rules")
+    ap.add_argument("--jobs", type=int, default=1, help="cells (and banks after the first) run this many at a "
+                    "time, each with OMP_NUM_THREADS=1 unless it is set")
     ap.add_argument("--run-args", nargs=argparse.REMAINDER, default=[], help="extra `corrsteer run` options")
     args = ap.parse_args()
     work = Path(args.work) if args.work else cache_root() / "stability"
     work.mkdir(parents=True, exist_ok=True)
     train_args = shlex.split(args.train_args)
-    banks = {t: train(work, t, train_args) for t in _seeds(args.train_seeds)}
-    cells = {(t, s): cell(run(work, args.task, banks[t], t, s, args.run_args), args.reps, 1000 * t + s)
-             for t in banks for s in _seeds(args.split_seeds)}
+    if args.jobs > 1:
+        os.environ.setdefault("OMP_NUM_THREADS", "1")       # side by side, one thread each (or they stall)
+    seeds = _seeds(args.train_seeds)
+    first = {seeds[0]: train(work, seeds[0], train_args)}   # collects the activations the other seeds read
+    banks = first | dict(zip(seeds[1:], _parallel(args.jobs, [(train, work, t, train_args) for t in seeds[1:]])))
+    keys = [(t, s) for t in banks for s in _seeds(args.split_seeds)]
+    outs = _parallel(args.jobs, [(run, work, args.task, banks[t], t, s, args.run_args) for t, s in keys])
+    cells = {(t, s): cell(out, args.reps, 1000 * t + s) for (t, s), out in zip(keys, outs)}
     if args.compare_p_filter:
         extra = [*args.run_args, "--p-filter", args.compare_p_filter, "--variant", "P", "--few-shot", "0"]
         for (t, s), c in cells.items():
@@ -269,7 +305,7 @@ def main():
     doc = dict(task=args.task, date=dt.date.today().isoformat(), commit=git_commit(), device=device_name("cpu"),
                command="python3 -m bench.stability " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
                train_seeds=list(banks), split_seeds=_seeds(args.split_seeds), train_args=train_args,
-               run_args=args.run_args, load_average=list(os.getloadavg()), cells=list(cells.values()),
+               run_args=args.run_args, jobs=args.jobs, load_average=list(os.getloadavg()), cells=list(cells.values()),
                p_overlap=p_overlap(cells, banks), banks=pairs, compare_p_filter=args.compare_p_filter)
     name = f"stability-{args.task}-{doc['date']}{'-' + args.tag if args.tag else ''}"
     os.makedirs(args.out_dir, exist_ok=True)

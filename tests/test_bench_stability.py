@@ -89,3 +89,23 @@ def test_rules_differ_only_when_the_random_filter_drops_a_layer(tmp_path):
     v["random_per_layer"]["2"] = 0.65
     (tmp_path / "validation.json").write_text(json.dumps(v))
     assert B.rules_differ(tmp_path)
+
+
+def test_cell_gives_P_minus_every_other_row_and_reads_free_form_as_accuracy(tmp_path):
+    d = _run_dir(tmp_path / "f", 60, 0.9, 0.5, 0.5, [(1, 3)])
+    c = B.cell(d, reps=100, seed=0)
+    assert set(c["P_minus"]) == {"baseline", "mean-difference", "control-shuffled-outcome", "few-shot", "prompting"}
+    assert c["measure"] == "balanced accuracy"
+    rows = [json.loads(line) for line in (d / "predictions.jsonl").read_text().splitlines()]
+    for r in rows:                       # classes of very different sizes: accuracy and balanced accuracy differ
+        r["gold"] = "a" if int(r["id"][1:]) % 6 else "b"
+    (d / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (d / "report_inputs.json").write_text(json.dumps(dict(classes=False)))
+    free = B.cell(d, reps=100, seed=0)
+    p_rows = [r for r in rows if r["variant"] == B.P]
+    assert free["measure"] == "accuracy" and free["P"] == pytest.approx(sum(r["correct"] for r in p_rows) / 60)
+    (d / "report_inputs.json").write_text(json.dumps(dict(classes=True)))
+    assert B.cell(d, reps=100, seed=0)["P"] != free["P"]
+    doc = dict(task="t", date="d", command="c", run_args=[], train_args=[], device="cpu", commit="x",
+               train_seeds=[0], split_seeds=[0], cells=[c], p_overlap=[], banks=[])
+    assert "P − mean-difference" in B.markdown(doc)
