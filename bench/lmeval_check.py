@@ -23,33 +23,10 @@ from pathlib import Path
 import torch
 
 from bench.common import base_parser, finish_args, write_json
+from bench.steer_compare import compare, control_shift, our_logits, plan_layers, random_plan, shifted, task_prompt_ids
 from corrsteer.export.formats import export_plan
-from corrsteer.model.hooks import HookPoint
 from corrsteer.model.lm import load_model, resolve_spec
-from corrsteer.model.steer import PlanEntry, SteeringPlan, load_plan
-from corrsteer.tasks.task import get_task
-
-
-def random_plan(lm, layers, norm, seed) -> SteeringPlan:
-    g = torch.Generator().manual_seed(seed)
-    entries, vecs = [], {}
-    for L in layers:
-        h = HookPoint(L, "post").hook_name
-        v = torch.randn(lm.d_model, generator=g, dtype=torch.float64)
-        entries.append(PlanEntry(L, h, [], []))
-        vecs[h] = (norm * v / v.norm()).tolist()
-    return SteeringPlan("random", lm.name, "random", entries, vecs, all_positions=True)
-
-
-def shifted(plan: SteeringPlan, by: int) -> SteeringPlan:
-    """The plan's vectors at the output of layer L + by (the control)."""
-    entries, vecs = [], {}
-    for h, v in plan.vectors.items():
-        hp = HookPoint.parse(h)
-        new = HookPoint(hp.layer + by, hp.point).hook_name
-        entries.append(PlanEntry(hp.layer + by, new, [], []))
-        vecs[new] = v
-    return SteeringPlan(plan.name + f"-shift{by}", plan.model, plan.sae_source, entries, vecs, all_positions=True)
+from corrsteer.model.steer import load_plan
 
 
 def lm_eval_logits(model_dir, plan, ids_list, tmp) -> list[torch.Tensor]:
@@ -60,22 +37,6 @@ def lm_eval_logits(model_dir, plan, ids_list, tmp) -> list[torch.Tensor]:
     lm = SteeredModel(pretrained=model_dir, steer_path=str(path), device="cpu", dtype="float32", batch_size=1)
     with torch.no_grad():
         return [lm._model_call(ids)[0].double() for ids in ids_list]
-
-
-def our_logits(lm, plan, ids_list) -> list[torch.Tensor]:
-    with torch.no_grad():
-        if plan is None:
-            return [lm.model(ids).logits[0].double() for ids in ids_list]
-        with plan.apply(lm):
-            return [lm.model(ids).logits[0].double() for ids in ids_list]
-
-
-def compare(ours_delta: torch.Tensor, theirs_delta: torch.Tensor, ours_steered, theirs_steered) -> dict:
-    a, b = ours_delta.flatten(), theirs_delta.flatten()
-    corr = torch.corrcoef(torch.stack([a, b]))[0, 1].item()
-    top = (ours_steered.argmax(-1) == theirs_steered.argmax(-1)).double().mean().item()
-    return {"pearson of logit changes": corr, "max abs difference of logit changes": (a - b).abs().max().item(),
-            "mean abs logit change (ours)": a.abs().mean().item(), "top token agrees": top}
 
 
 def main(argv=None):
@@ -93,11 +54,9 @@ def main(argv=None):
     plan = load_plan(args.plan) if args.plan else random_plan(lm, [int(x) for x in args.layers.split(",")],
                                                                args.norm, args.seed)
     plan.all_positions = True
-    low = min(HookPoint.parse(h).layer for h in plan.vectors)
-    control = shifted(plan, -1 if low > 0 else 1)
-    items = get_task(args.task, seed=args.seed).items[:args.n]
-    ids_list = [lm.tokenizer(lm.format(it.prompt), return_tensors="pt").input_ids for it in items]
-    print(f"{len(items)} prompts, {sum(i.shape[1] for i in ids_list)} tokens", flush=True)
+    control = shifted(plan, control_shift(plan))
+    ids_list = task_prompt_ids(lm, args.task, args.n, args.seed)
+    print(f"{len(ids_list)} prompts, {sum(i.shape[1] for i in ids_list)} tokens", flush=True)
     base = torch.cat(our_logits(lm, None, ids_list))
     ours = torch.cat(our_logits(lm, plan, ids_list))
     print("ours done", flush=True)
@@ -106,8 +65,8 @@ def main(argv=None):
         print("lm-eval done", flush=True)
         theirs_control = torch.cat(lm_eval_logits(model_dir, control, ids_list, tmp))
     res = {"plan": args.plan or f"random, layers {args.layers}, norm {args.norm}, seed {args.seed}",
-           "layers": sorted(HookPoint.parse(h).layer for h in plan.vectors), "task": args.task,
-           "prompts": len(items), "tokens": int(base.shape[0]), "model": lm.name, "lm_eval": lm_eval.__version__,
+           "layers": plan_layers(plan), "task": args.task,
+           "prompts": len(ids_list), "tokens": int(base.shape[0]), "model": lm.name, "lm_eval": lm_eval.__version__,
            "path": "lm_eval.models.hf_steered.SteeredModel._model_call (lm-eval's own loader and hooks)",
            "command": "python -m bench.lmeval_check " + " ".join(sys.argv[1:]),
            "lm-eval vs ours": compare(ours - base, theirs - base, ours, theirs),
