@@ -11,7 +11,7 @@ own loader and hooks (`steer`, `SteeredModel.add`) steer. For N chat-formatted p
 the per-token logits of our model unsteered and steered (SteeringPlan.apply, every position) and of SteeredModel
 (`_model_call`), and compares the logit changes (steered - unsteered) of the two runtimes over every token: Pearson
 correlation, max abs difference and the share of positions whose top token agrees. The control exports the plan with
-every vector moved one layer down (layers.k -> layers.k-1) and must not match. Writes
+every vector moved one layer down (layers.k -> layers.k-1) and must not match (verdict: bench/steer_compare.py). Writes
 bench/results/lmeval-check-<device>-<date>.json.
 """
 from __future__ import annotations
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
+from bench import steer_compare as C
 from bench.common import base_parser, finish_args, write_json
-from bench.steer_compare import compare, control_shift, our_logits, plan_layers, random_plan, shifted, task_prompt_ids
 from corrsteer.export.formats import export_plan
 from corrsteer.model.lm import load_model, resolve_spec
 from corrsteer.model.steer import load_plan
@@ -51,29 +51,30 @@ def main(argv=None):
 
     lm = load_model("default")
     model_dir = resolve_spec("default")[1]
-    plan = load_plan(args.plan) if args.plan else random_plan(lm, [int(x) for x in args.layers.split(",")],
+    plan = load_plan(args.plan) if args.plan else C.random_plan(lm, [int(x) for x in args.layers.split(",")],
                                                                args.norm, args.seed)
     plan.all_positions = True
-    control = shifted(plan, control_shift(plan))
-    ids_list = task_prompt_ids(lm, args.task, args.n, args.seed)
+    control = C.shifted(plan, C.control_shift(plan))
+    ids_list = C.task_prompt_ids(lm, args.task, args.n, args.seed)
     print(f"{len(ids_list)} prompts, {sum(i.shape[1] for i in ids_list)} tokens", flush=True)
-    base = torch.cat(our_logits(lm, None, ids_list))
-    ours = torch.cat(our_logits(lm, plan, ids_list))
+    base = torch.cat(C.our_logits(lm, None, ids_list))
+    ours = torch.cat(C.our_logits(lm, plan, ids_list))
     print("ours done", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         theirs = torch.cat(lm_eval_logits(model_dir, plan, ids_list, tmp))
         print("lm-eval done", flush=True)
         theirs_control = torch.cat(lm_eval_logits(model_dir, control, ids_list, tmp))
     res = {"plan": args.plan or f"random, layers {args.layers}, norm {args.norm}, seed {args.seed}",
-           "layers": plan_layers(plan), "task": args.task,
+           "layers": C.plan_layers(plan), "task": args.task,
            "prompts": len(ids_list), "tokens": int(base.shape[0]), "model": lm.name, "lm_eval": lm_eval.__version__,
            "path": "lm_eval.models.hf_steered.SteeredModel._model_call (lm-eval's own loader and hooks)",
            "command": "python -m bench.lmeval_check " + " ".join(sys.argv[1:]),
-           "lm-eval vs ours": compare(ours - base, theirs - base, ours, theirs),
-           "control (vectors one layer off) vs ours": compare(ours - base, theirs_control - base, ours,
+           "lm-eval vs ours": C.compare(ours - base, theirs - base, ours, theirs),
+           "control (vectors one layer off) vs ours": C.compare(ours - base, theirs_control - base, ours,
                                                               theirs_control)}
-    for k in ("lm-eval vs ours", "control (vectors one layer off) vs ours"):
-        print(k, {n: round(v, 6) for n, v in res[k].items()})
+    res["verdict"] = C.verdict(res["lm-eval vs ours"], res["control (vectors one layer off) vs ours"])
+    for k in ("lm-eval vs ours", "control (vectors one layer off) vs ours", "verdict"):
+        print(k, {n: (round(v, 6) if isinstance(v, float) else v) for n, v in res[k].items()})
     write_json("lmeval-check", args, res)
 
 
