@@ -11,7 +11,7 @@ own loader and hooks (`steer`, `SteeredModel.add`) steer. For N chat-formatted p
 the per-token logits of our model unsteered and steered (SteeringPlan.apply, every position) and of SteeredModel
 (`_model_call`), and compares the logit changes (steered - unsteered) of the two runtimes over every token: Pearson
 correlation, max abs difference and the share of positions whose top token agrees. The control exports the plan with
-every vector moved one layer down (layers.k -> layers.k-1) and must not match. Writes
+every vector moved one layer down (layers.k -> layers.k-1) and must not match (verdict: bench/steer_compare.py). Writes
 bench/results/lmeval-check-<device>-<date>.json.
 """
 from __future__ import annotations
@@ -22,34 +22,11 @@ from pathlib import Path
 
 import torch
 
+from bench import steer_compare as C
 from bench.common import base_parser, finish_args, write_json
 from corrsteer.export.formats import export_plan
-from corrsteer.model.hooks import HookPoint
 from corrsteer.model.lm import load_model, resolve_spec
-from corrsteer.model.steer import PlanEntry, SteeringPlan, load_plan
-from corrsteer.tasks.task import get_task
-
-
-def random_plan(lm, layers, norm, seed) -> SteeringPlan:
-    g = torch.Generator().manual_seed(seed)
-    entries, vecs = [], {}
-    for L in layers:
-        h = HookPoint(L, "post").hook_name
-        v = torch.randn(lm.d_model, generator=g, dtype=torch.float64)
-        entries.append(PlanEntry(L, h, [], []))
-        vecs[h] = (norm * v / v.norm()).tolist()
-    return SteeringPlan("random", lm.name, "random", entries, vecs, all_positions=True)
-
-
-def shifted(plan: SteeringPlan, by: int) -> SteeringPlan:
-    """The plan's vectors at the output of layer L + by (the control)."""
-    entries, vecs = [], {}
-    for h, v in plan.vectors.items():
-        hp = HookPoint.parse(h)
-        new = HookPoint(hp.layer + by, hp.point).hook_name
-        entries.append(PlanEntry(hp.layer + by, new, [], []))
-        vecs[new] = v
-    return SteeringPlan(plan.name + f"-shift{by}", plan.model, plan.sae_source, entries, vecs, all_positions=True)
+from corrsteer.model.steer import load_plan
 
 
 def lm_eval_logits(model_dir, plan, ids_list, tmp) -> list[torch.Tensor]:
@@ -60,22 +37,6 @@ def lm_eval_logits(model_dir, plan, ids_list, tmp) -> list[torch.Tensor]:
     lm = SteeredModel(pretrained=model_dir, steer_path=str(path), device="cpu", dtype="float32", batch_size=1)
     with torch.no_grad():
         return [lm._model_call(ids)[0].double() for ids in ids_list]
-
-
-def our_logits(lm, plan, ids_list) -> list[torch.Tensor]:
-    with torch.no_grad():
-        if plan is None:
-            return [lm.model(ids).logits[0].double() for ids in ids_list]
-        with plan.apply(lm):
-            return [lm.model(ids).logits[0].double() for ids in ids_list]
-
-
-def compare(ours_delta: torch.Tensor, theirs_delta: torch.Tensor, ours_steered, theirs_steered) -> dict:
-    a, b = ours_delta.flatten(), theirs_delta.flatten()
-    corr = torch.corrcoef(torch.stack([a, b]))[0, 1].item()
-    top = (ours_steered.argmax(-1) == theirs_steered.argmax(-1)).double().mean().item()
-    return {"pearson of logit changes": corr, "max abs difference of logit changes": (a - b).abs().max().item(),
-            "mean abs logit change (ours)": a.abs().mean().item(), "top token agrees": top}
 
 
 def main(argv=None):
@@ -90,31 +51,30 @@ def main(argv=None):
 
     lm = load_model("default")
     model_dir = resolve_spec("default")[1]
-    plan = load_plan(args.plan) if args.plan else random_plan(lm, [int(x) for x in args.layers.split(",")],
+    plan = load_plan(args.plan) if args.plan else C.random_plan(lm, [int(x) for x in args.layers.split(",")],
                                                                args.norm, args.seed)
     plan.all_positions = True
-    low = min(HookPoint.parse(h).layer for h in plan.vectors)
-    control = shifted(plan, -1 if low > 0 else 1)
-    items = get_task(args.task, seed=args.seed).items[:args.n]
-    ids_list = [lm.tokenizer(lm.format(it.prompt), return_tensors="pt").input_ids for it in items]
-    print(f"{len(items)} prompts, {sum(i.shape[1] for i in ids_list)} tokens", flush=True)
-    base = torch.cat(our_logits(lm, None, ids_list))
-    ours = torch.cat(our_logits(lm, plan, ids_list))
+    control = C.shifted(plan, C.control_shift(plan))
+    ids_list = C.task_prompt_ids(lm, args.task, args.n, args.seed)
+    print(f"{len(ids_list)} prompts, {sum(i.shape[1] for i in ids_list)} tokens", flush=True)
+    base = torch.cat(C.our_logits(lm, None, ids_list))
+    ours = torch.cat(C.our_logits(lm, plan, ids_list))
     print("ours done", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         theirs = torch.cat(lm_eval_logits(model_dir, plan, ids_list, tmp))
         print("lm-eval done", flush=True)
         theirs_control = torch.cat(lm_eval_logits(model_dir, control, ids_list, tmp))
     res = {"plan": args.plan or f"random, layers {args.layers}, norm {args.norm}, seed {args.seed}",
-           "layers": sorted(HookPoint.parse(h).layer for h in plan.vectors), "task": args.task,
-           "prompts": len(items), "tokens": int(base.shape[0]), "model": lm.name, "lm_eval": lm_eval.__version__,
+           "layers": C.plan_layers(plan), "task": args.task,
+           "prompts": len(ids_list), "tokens": int(base.shape[0]), "model": lm.name, "lm_eval": lm_eval.__version__,
            "path": "lm_eval.models.hf_steered.SteeredModel._model_call (lm-eval's own loader and hooks)",
            "command": "python -m bench.lmeval_check " + " ".join(sys.argv[1:]),
-           "lm-eval vs ours": compare(ours - base, theirs - base, ours, theirs),
-           "control (vectors one layer off) vs ours": compare(ours - base, theirs_control - base, ours,
+           "lm-eval vs ours": C.compare(ours - base, theirs - base, ours, theirs),
+           "control (vectors one layer off) vs ours": C.compare(ours - base, theirs_control - base, ours,
                                                               theirs_control)}
-    for k in ("lm-eval vs ours", "control (vectors one layer off) vs ours"):
-        print(k, {n: round(v, 6) for n, v in res[k].items()})
+    res["verdict"] = C.verdict(res["lm-eval vs ours"], res["control (vectors one layer off) vs ours"])
+    for k in ("lm-eval vs ours", "control (vectors one layer off) vs ours", "verdict"):
+        print(k, {n: (round(v, 6) if isinstance(v, float) else v) for n, v in res[k].items()})
     write_json("lmeval-check", args, res)
 
 
