@@ -113,8 +113,15 @@ def read_control_vector(path) -> tuple[str, dict[int, np.ndarray]]:
 
 
 def guess_source(path) -> str:
+    """The source `--source auto` reads `path` as: by suffix (.gguf, .json), and a .pt by its keys (lm-eval's
+    hookpoints `layers.N`, else steering-vectors data)."""
     suffix = Path(path).suffix
-    return {".gguf": "gguf-control-vector", ".json": "vllm"}.get(suffix, "steering-vectors")
+    if suffix in (".gguf", ".json"):
+        return {".gguf": "gguf-control-vector", ".json": "vllm"}[suffix]
+    d = _torch_file(path)
+    if isinstance(d, dict) and d and all(isinstance(k, str) and k.startswith("layers.") for k in d):
+        return "lm-eval"
+    return "steering-vectors"
 
 
 def model_of_hint(hint: str) -> str | None:

@@ -51,7 +51,11 @@ def steering_spec(plan: SteeringPlan, vector_path) -> dict:
 def easysteer_spec(path):
     """The file written by `corrsteer export --format vllm` as EasySteer's SteeringSpec object (needs its vLLM
     fork installed: `from vllm.steer_vectors import SteeringSpec`)."""
-    from vllm.steer_vectors import SteeringSpec
+    try:
+        from vllm.steer_vectors import SteeringSpec
+    except ImportError:
+        raise ImportError("easysteer_spec needs EasySteer's vLLM fork (vllm.steer_vectors.SteeringSpec), which is not "
+                          f"installed here; {path} is plain JSON: json.load gives the same fields") from None
     return SteeringSpec.model_validate_json(Path(path).read_text())
 
 

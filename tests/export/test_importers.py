@@ -14,7 +14,8 @@ from corrsteer.model.steer import SteeringPlan, load_plan
 from corrsteer.settings import SettingsError
 
 
-@pytest.mark.parametrize("module, suffix, source", [(gguf, ".gguf", "auto"), (lm_eval, ".pt", "lm-eval")])
+@pytest.mark.parametrize("module, suffix, source", [(gguf, ".gguf", "auto"), (lm_eval, ".pt", "lm-eval"),
+                                                 (lm_eval, ".pt", "auto")])   # auto: a .pt read by its keys
 def test_export_then_import_steers_the_same(tiny_lm, tmp_path, module, suffix, source):
     plan = random_plan(tiny_lm, ["blocks.1.hook_resid_post", "blocks.3.hook_resid_pre", "blocks.3.hook_resid_post"])
     path, = module.write(plan, tmp_path / f"v{suffix}")

@@ -5,6 +5,7 @@ The upstream facts below were read in ZJU-REAL/EasySteer-vllm-v1 at 6267ca0cfc9c
 (the vllm-steer submodule of ZJU-REAL/EasySteer 312c6d87166221ef54e372cf0c31d545d6b2a176),
 `vllm/steer_vectors/api.py`: pydantic models with extra="forbid"; REQUIRED marks a field without a default."""
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from export_plans import random_plan
 
 from corrsteer.export.gguf import read_directions
 from corrsteer.export.importers import import_plan
-from corrsteer.export.vllm import steering_spec, write
+from corrsteer.export.vllm import easysteer_spec, steering_spec, write
 from corrsteer.settings import SettingsError
 
 REQUIRED = object()
@@ -129,3 +130,9 @@ def test_import_keeps_the_specs_scale_and_layers_and_refuses_other_positions(tin
     spec_path.write_text(json.dumps(spec))
     with pytest.raises(SettingsError, match="selects positions a plan cannot hold"):
         import_plan(spec_path, model="m")
+
+
+def test_without_easysteer_the_helper_says_what_is_missing(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "vllm", None)          # not importable, whatever this machine has
+    with pytest.raises(ImportError, match="^easysteer_spec needs EasySteer's vLLM fork"):
+        easysteer_spec(tmp_path / "steer.json")
