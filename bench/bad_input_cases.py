@@ -1,7 +1,8 @@
-"""The cases of bench/bad_input_walk.py: every README "Bad input" row built by the builder of the test that backs it
-(tests/cli/test_bad_input.py, test_bad_input_more.py: the tests are not a package, so their folders go on sys.path
-here), with the tiny test model swapped for the default one, and the faults the tests fake made real (a full tmpfs,
-SIGINT, a live lock, pip without an index, a shadow package without the GGUF file)."""
+"""The cases of bench/bad_input_walk.py: every row of the bad-input table (docs/bad-input.md) built by the builder
+of the test that backs it (tests/cli/test_bad_input.py, test_bad_input_more.py: the tests are not a package, so
+their folders go on sys.path here), with the tiny test model swapped for the default one, and the faults the
+tests fake made real (a full tmpfs, SIGINT, a live lock, pip without an index, a shadow package without the GGUF
+file)."""
 from __future__ import annotations
 
 import json
@@ -19,7 +20,7 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "cli")]
 
 import test_bad_input as tbi  # noqa: E402
 import test_bad_input_more as tbm  # noqa: E402
-import test_bad_input_table as tbt  # noqa: E402, F401  (the walk reads the README table through it)
+import test_bad_input_table as tbt  # noqa: E402, F401  (the walk reads the table through it)
 from fakes import tiny_bank  # noqa: E402
 
 from corrsteer.sae.bank import save_sae_dir  # noqa: E402

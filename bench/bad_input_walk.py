@@ -1,4 +1,4 @@
-"""Walk-through of README "Bad input" with real processes (opt-in, not in CI; issue 29).
+"""Walk-through of the bad-input table (docs/bad-input.md) with real processes (opt-in, not in CI; issue 29).
 
 Every row of the table (and the issue's own cases, one extra: a 1 MB prompt) runs as a real `python -m corrsteer`
 process with the real default model (SmolLM2-135M-Instruct, the offline GGUF wheel) where the row gets that far,
@@ -132,7 +132,7 @@ def classify(row: dict | None, case: Case, rc, err: str, d: Path, before: dict |
 
 
 def walk(ids: list[str] | None, limit: float, root: Path) -> list[dict]:
-    rows = {r["id"]: r for r in tbt.table_rows((ROOT / "README.md").read_text(encoding="utf-8"))}
+    rows = {r["id"]: r for r in tbt.table_rows(tbt.TABLE.read_text(encoding="utf-8"))}
     cache = root / "cache"                                    # SAEs never trained into the user's cache
     (cache).mkdir()
     real_models = Path(os.environ.get("CORRSTEER_CACHE", Path.home() / ".cache" / "corrsteer")) / "models"
@@ -194,7 +194,7 @@ LEGEND = ("late: a \"before the model\" row that loaded the model. README cell: 
 
 def write_md(path: Path, info: dict, c: dict, results: list[dict]) -> None:
     out = [f"# Bad-input walk-through ({info['date']}, {info['device']}, commit {info['git_commit']})", "",
-           f"`{info['command']}`: every README \"Bad input\" row and the issue's own cases as real `python -m "
+           f"`{info['command']}`: every row of docs/bad-input.md and the issue's own cases as real `python -m "
            f"corrsteer` processes with the default model ({MODEL}), {info['timeout_s']:.0f} s a row "
            f"({SLOW} s for the rows that run the model on data).", "",
            "| " + " | ".join(k.replace("_", " ") for k in COLUMNS) + " |", "|" + "---:|" * len(COLUMNS),

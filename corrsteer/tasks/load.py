@@ -1,5 +1,5 @@
 """The task the settings name, and the checks on it: every bad input is a SettingsError with one line
-"<what>, <expected>" (the CLI prints `corrsteer: error: <line>` and exits 2; README, Bad input).
+"<what>, <expected>" (the CLI prints `corrsteer: error: <line>` and exits 2; docs/bad-input.md).
 
     task = load_task(cfg)      # cfg: task, task_file, seed and the hub options (config.TaskSourceOptions)
     check_split(task, cfg)     # --n-select + --n-val + --n-test fit in the task

@@ -89,7 +89,8 @@ COMBINE_STRATEGIES = ("torch", "kernel")
 
 @dataclasses.dataclass(frozen=True)
 class KernelOptions:
-    """How the triton path chooses its kernels, in one place (README "Packed tokens", "TopK", "Fail-soft choice").
+    """How the triton path chooses its kernels, in one place (docs/kernels.md "Packed tokens", "TopK",
+    "Fail-soft choice").
 
     packed_strategy: "auto" (the tuner's fastest enabled family), or "fused" / "split" / "fused_n" forced
     topk_strategy:   "two_pass" (the cut from a pre-activation pass), "one_pass" (topk_kernel.py) or "auto" (both

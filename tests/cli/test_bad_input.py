@@ -1,5 +1,5 @@
 # ruff: noqa: E501
-"""Bad input (README, "Bad input"): every row ends in one line `corrsteer: error: <what>, <expected>` with exit
+"""Bad input (docs/bad-input.md): every row ends in one line `corrsteer: error: <what>, <expected>` with exit
 status 2 (1 for a run whose data gives no result), never a traceback; rows marked "before the model loads" fail
 with the model loader disabled."""
 import json

@@ -1,5 +1,5 @@
 # ruff: noqa: E501
-"""Bad input, second pass (README, "Bad input"): every row of ROWS ends in exactly the line it names (after
+"""Bad input, second pass (docs/bad-input.md): every row of ROWS ends in exactly the line it names (after
 `corrsteer: error: `; {d} is the test's folder) and its exit status, never a traceback, a hang or a silent result.
 Rows marked early fail with the model loader disabled; the others load the tiny model (conftest), never a real one."""
 import errno

@@ -1,6 +1,6 @@
 """Bad plans and vector files for export, import, eval and generate (issues 39, 40): each refused in one line before
 the model loads, by the one validation of plans (corrsteer.model.plan_check) or the importers' checks. Each row id
-is a row of README's bad-input table (tests/cli/test_bad_input_table.py)."""
+is a row of the bad-input table in docs/bad-input.md (tests/cli/test_bad_input_table.py)."""
 import json
 
 import numpy as np

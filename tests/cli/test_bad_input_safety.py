@@ -1,5 +1,5 @@
 # ruff: noqa: E501, F811
-"""Bad input, third pass (README, "Bad input"; issue 40): no command writes over one of its inputs or leaves a
+"""Bad input, third pass (docs/bad-input.md; issue 40): no command writes over one of its inputs or leaves a
 truncated file, prompts that ask nothing or hold chat control tokens are refused, every line names the option or
 variable the user gave, SIGTERM ends like Ctrl-C. Each row asserts its exact line (after `corrsteer: error: `; {d} is
 the test's folder), its exit status and that the inputs it names are byte for byte as they were."""

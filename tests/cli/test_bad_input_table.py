@@ -1,6 +1,7 @@
-"""README "Bad input": every row of the table is backed by a test that carries the row's id (its parametrize id), and
-every test of the bad-input files backs a row; where a test asserts the exact line, the row's message cell
-(shortened with "...", F a file, M the model, D the test's folder) matches it."""
+"""The bad-input table (docs/bad-input.md, linked from README "Bad input"): every row of the table is backed by a test
+that carries the row's id (its parametrize id), and every test of the bad-input files backs a row; where a test
+asserts the exact line, the row's message cell (shortened with "...", F a file, M the model, D the test's folder)
+matches it."""
 import re
 from pathlib import Path
 
@@ -10,13 +11,13 @@ import test_bad_input_more
 import test_bad_input_plans
 import test_bad_input_safety
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+TABLE = Path(__file__).resolve().parents[2] / "docs" / "bad-input.md"
 MODULES = (test_bad_input, test_bad_input_more, test_bad_input_plans, test_bad_input_safety)
 HEADER = "| id | input | message (shortened) | when |"
 
 
 def table_rows(text: str) -> list[dict]:
-    """The rows of README's bad-input table: {id, input, message, when}."""
+    """The rows of the bad-input table (docs/bad-input.md): {id, input, message, when}."""
     lines = text[text.index(HEADER):].split("\n")
     rows = []
     for line in lines[2:]:
@@ -30,13 +31,13 @@ def table_rows(text: str) -> list[dict]:
 
 def backing_tests(module) -> dict[str, tuple[str, str | None]]:
     """{row id: (test name, exact message or None)} of the parametrized tests of a bad-input test module: each test
-    carries one parametrize mark whose ids are README row ids (a lone `row` argument: its values)."""
+    carries one parametrize mark whose ids are the table's row ids (a lone `row` argument: its values)."""
     out = {}
     for name, fn in vars(module).items():
         if not (name.startswith("test_") and callable(fn)):
             continue
         marks = [m for m in getattr(fn, "pytestmark", []) if m.name == "parametrize"]
-        assert len(marks) == 1, f"{module.__name__}.{name} must carry one parametrize mark with README row ids"
+        assert len(marks) == 1, f"{module.__name__}.{name} must carry one parametrize mark with table row ids"
         argnames, values = marks[0].args[:2]
         argnames = [a.strip() for a in argnames.split(",")] if isinstance(argnames, str) else list(argnames)
         ids = marks[0].kwargs.get("ids") or (list(values) if argnames == ["row"] else None)
@@ -60,7 +61,7 @@ def cell_pattern(cell: str) -> re.Pattern | None:
 
 @pytest.fixture(scope="module")
 def rows():
-    return table_rows(README.read_text(encoding="utf-8"))
+    return table_rows(TABLE.read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +78,8 @@ def test_every_row_has_a_test_and_every_test_a_row(rows, backed):
     ids = [r["id"] for r in rows]
     assert len(ids) == len(set(ids)), sorted({i for i in ids if ids.count(i) > 1})
     assert all(re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", i) for i in ids), ids
-    assert sorted(set(ids) - set(backed)) == [], "README rows without a test"
-    assert sorted(set(backed) - set(ids)) == [], "tests without a README row"
+    assert sorted(set(ids) - set(backed)) == [], "table rows without a test"
+    assert sorted(set(backed) - set(ids)) == [], "tests without a table row"
     assert len(rows) >= 100                          # issue 29: a table of at least 100 cases
 
 

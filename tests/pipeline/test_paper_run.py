@@ -60,7 +60,7 @@ def test_run_each_task_end_to_end_offline(tiny_lm, tmp_path, monkeypatch, name, 
         monkeypatch.setattr(P, "final_number", lambda text: "1" if alt([text])[0] else "2")
         monkeypatch.setattr(P, "_canon", lambda g: "1")             # every other answer counts as right
     # 10 items over 4 letters: too few per class; MMLU-Pro's 10-option items in 3 shots exceed the tiny model's
-    # 512-token context, which a run refuses before generating (README bad-input row prompt-too-long-few-shot)
+    # 512-token context, which a run refuses before generating (docs/bad-input.md row prompt-too-long-few-shot)
     cfg = RunConfig(task=name, protocol=protocol, n_select=10, n_val=2, n_test=4, batch_size=5, layers="0,2",
                     scorer_models="builtin", ranking="pearson", few_shot=1 if name == "mmlu-pro" else 3)
     corrsteer_run(tiny_lm, tiny_bank(tiny_lm, layers=(0, 2)), task, tmp_path / "out", cfg, sae_source="random")
