@@ -68,12 +68,17 @@ def train(work: Path, seed: int, extra: list[str]) -> Path:
     return sae_dir
 
 
+def finished(out: Path) -> bool:
+    """Whether a cell's run has finished (its report written, no run in progress)."""
+    return (out / "report.md").exists() and not (out / "IN_PROGRESS").exists()
+
+
 def run(work: Path, task: str, sae_dir: Path, train_seed: int, split_seed: int, extra: list[str],
         tag: str = "", start_from: Path | None = None) -> Path:
     """One cell's run (read when finished). start_from: a finished run whose checkpoints are copied first, so the
     stages whose inputs are unchanged (collection, validation) are read, not generated again."""
     out = work / "runs" / task / f"t{train_seed}-s{split_seed}{tag}"
-    if (out / "report.md").exists() and not (out / "IN_PROGRESS").exists():
+    if finished(out):
         return out
     if start_from is not None and not (out / "checkpoints").exists():
         shutil.copytree(start_from / "checkpoints", out / "checkpoints")
@@ -177,6 +182,21 @@ def bank_pair(a: Path, b: Path, layers: list[int]) -> dict:
     return dict(fve_median=fve, matched_share_median=statistics.median(matched), matched_share_min=min(matched))
 
 
+def cached_pair(work: Path, a: Path, b: Path, layers: list[int]) -> dict:
+    """bank_pair, kept in work/bank-pairs.json by the banks' digests and layers (the same banks for every task)."""
+    from corrsteer.sae.bank import training_record
+
+    def digest(d: Path) -> str:
+        return training_record(sorted(d.glob("blocks.*.hook_resid_post")))["digest"]
+    f = work / "bank-pairs.json"
+    got = json.loads(f.read_text()) if f.exists() else {}
+    key = f"{digest(a)} {digest(b)} {layers}"
+    if key not in got:
+        got[key] = bank_pair(a, b, layers)
+        f.write_text(json.dumps(got, indent=1) + "\n")
+    return got[key]
+
+
 def p_overlap(cells: dict, banks: dict) -> list[dict]:
     """Per split seed and pair of training seeds: Jaccard of P's kept layers, and at shared layers the best cosine
     between the decoder directions of the two P's features there."""
@@ -206,13 +226,15 @@ def markdown(doc: dict) -> str:
     rows = [("unsteered", "baseline"), ("CorrSteer-P", "P"), ("random features at P's layers (mean of draws)",
             "random_mean"), ("best prompting row", "best_prompt"), ("mean-difference steering", "mean_difference"),
             ("shuffled-outcome control", "shuffled")]
+    measure = cells[0].get("measure", "balanced accuracy") if cells else "balanced accuracy"
     lines = [f"# Stability of `corrsteer run --task {doc['task']}` ({doc['date']})", "",
              f"Command: `{doc['command']}`; runs: `corrsteer run --task {doc['task']} --seed K --sae-dir <bank> "
              f"{' '.join(doc['run_args'])}`; banks: `corrsteer train-sae --seed S {' '.join(doc['train_args'])}`. "
              f"{doc['device']}, commit {doc['commit']}.", "",
-             f"Balanced accuracy on the test items over {len(cells)} cells (training seeds "
-             f"{doc['train_seeds']} x split seeds {doc['split_seeds']}): median [min, max].", "",
-             "| row | balanced accuracy |", "|---|---:|"]
+             f"{measure.capitalize()} on the test items over {len(cells)} cells ({', '.join(c['out'] for c in cells)}"
+             f" of training seeds {doc['train_seeds']} x split seeds {doc['split_seeds']}"
+             f"{'; only the cells finished' if doc.get('finished_only') else ''}): median [min, max].", "",
+             f"| row | {measure} |", "|---|---:|"]
     lines += [f"| {name} | {_med_range(c[k] for c in cells)} |" for name, k in rows]
     lines += ["", "| cell | P | draws (mean; each) | share P beats | P − draws [95%] | best prompt | P − prompt [95%] "
               "| mean-diff | P's layers | verdict |", "|---|---:|---|---:|---|---:|---|---:|---|---|"]
@@ -227,7 +249,6 @@ def markdown(doc: dict) -> str:
                      f"{'gain' if c['verdict'] else 'no gain'} |")
     names = [v for v in OTHERS if any(v in c.get("P_minus", {}) for c in cells)]
     if names:
-        measure = cells[0].get("measure", "balanced accuracy")
         lines += ["", f"P minus each other row ({measure}, paired bootstrap over the test items, 95%):", "",
                   "| cell | " + " | ".join(f"P − {v}" for v in ("random draws (mean)", *names)) + " |",
                   "|---|" + "---|" * (len(names) + 1)]
@@ -277,6 +298,8 @@ def main():
                     "collection and validation reused) and compare P minus the draws under both rules")
     ap.add_argument("--jobs", type=int, default=1, help="cells (and banks after the first) run this many at a "
                     "time, each with OMP_NUM_THREADS=1 unless it is set")
+    ap.add_argument("--finished-only", action="store_true", help="tabulate the cells already finished under --work "
+                    "(banks must be there); run nothing")
     ap.add_argument("--run-args", nargs=argparse.REMAINDER, default=[], help="extra `corrsteer run` options")
     args = ap.parse_args()
     work = Path(args.work) if args.work else cache_root() / "stability"
@@ -285,10 +308,17 @@ def main():
     if args.jobs > 1:
         os.environ.setdefault("OMP_NUM_THREADS", "1")       # side by side, one thread each (or they stall)
     seeds = _seeds(args.train_seeds)
-    first = {seeds[0]: train(work, seeds[0], train_args)}   # collects the activations the other seeds read
-    banks = first | dict(zip(seeds[1:], _parallel(args.jobs, [(train, work, t, train_args) for t in seeds[1:]])))
+    if args.finished_only:
+        banks = {t: work / "saes" / f"seed-{t}" for t in seeds}
+    else:
+        first = {seeds[0]: train(work, seeds[0], train_args)}   # collects the activations the other seeds read
+        banks = first | dict(zip(seeds[1:], _parallel(args.jobs, [(train, work, t, train_args) for t in seeds[1:]])))
     keys = [(t, s) for t in banks for s in _seeds(args.split_seeds)]
-    outs = _parallel(args.jobs, [(run, work, args.task, banks[t], t, s, args.run_args) for t, s in keys])
+    if args.finished_only:                                   # the table of what is there; nothing is run
+        keys = [k for k in keys if finished(work / "runs" / args.task / f"t{k[0]}-s{k[1]}")]
+        outs = [work / "runs" / args.task / f"t{t}-s{s}" for t, s in keys]
+    else:
+        outs = _parallel(args.jobs, [(run, work, args.task, banks[t], t, s, args.run_args) for t, s in keys])
     cells = {(t, s): cell(out, args.reps, 1000 * t + s) for (t, s), out in zip(keys, outs)}
     if args.compare_p_filter:
         extra = [*args.run_args, "--p-filter", args.compare_p_filter, "--variant", "P", "--few-shot", "0"]
@@ -300,12 +330,14 @@ def main():
             alt = run(work, args.task, banks[t], t, s, extra, f"-{args.compare_p_filter}", main_dir)
             c["p_filter_" + args.compare_p_filter] = cell(alt, args.reps, 1000 * t + s)
     layers = sorted(set.intersection(*(set(bank_layers(d)) for d in banks.values())))
-    pairs = [dict(train_seeds=[a, b], **bank_pair(banks[a], banks[b], layers)) for a in banks for b in banks if a < b]
+    pairs = [dict(train_seeds=[a, b], **cached_pair(work, banks[a], banks[b], layers)) for a in banks for b in banks
+             if a < b]
     from bench.common import device_name
     doc = dict(task=args.task, date=dt.date.today().isoformat(), commit=git_commit(), device=device_name("cpu"),
                command="python3 -m bench.stability " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
                train_seeds=list(banks), split_seeds=_seeds(args.split_seeds), train_args=train_args,
-               run_args=args.run_args, jobs=args.jobs, load_average=list(os.getloadavg()), cells=list(cells.values()),
+               run_args=args.run_args, jobs=args.jobs, finished_only=args.finished_only,
+               load_average=list(os.getloadavg()), cells=list(cells.values()),
                p_overlap=p_overlap(cells, banks), banks=pairs, compare_p_filter=args.compare_p_filter)
     name = f"stability-{args.task}-{doc['date']}{'-' + args.tag if args.tag else ''}"
     os.makedirs(args.out_dir, exist_ok=True)

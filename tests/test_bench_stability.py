@@ -109,3 +109,17 @@ def test_cell_gives_P_minus_every_other_row_and_reads_free_form_as_accuracy(tmp_
     doc = dict(task="t", date="d", command="c", run_args=[], train_args=[], device="cpu", commit="x",
                train_seeds=[0], split_seeds=[0], cells=[c], p_overlap=[], banks=[])
     assert "P − mean-difference" in B.markdown(doc)
+
+
+def test_finished_only_lists_the_cells_it_read_and_a_run_in_progress_is_not_finished(tmp_path):
+    d = _run_dir(tmp_path / "t0-s0", 40, 0.9, 0.5, 0.5, [(1, 3)])
+    assert not B.finished(d)                            # no report.md yet
+    (d / "report.md").write_text("r")
+    assert B.finished(d)
+    (d / "IN_PROGRESS").write_text("")
+    assert not B.finished(d)
+    c = B.cell(d, reps=50, seed=0)
+    doc = dict(task="t", date="d", command="c", run_args=[], train_args=[], device="cpu", commit="x",
+               train_seeds=[0, 1, 2], split_seeds=[0, 1], cells=[c], p_overlap=[], banks=[], finished_only=True)
+    md = B.markdown(doc)
+    assert "over 1 cells (t0-s0 of training seeds [0, 1, 2] x split seeds [0, 1]; only the cells finished)" in md
