@@ -325,6 +325,6 @@ class ReportConfig(Settings):
                       "config.json, predictions.jsonl and report_inputs.json alone", metavar="DIR", positional=True)
 
 
-COMMANDS: dict[str, type[Settings]] = registry((TrainSAEConfig, RunConfig, SelectConfig, EvalConfig, GenerateConfig,
+SETTINGS: dict[str, type[Settings]] = registry((TrainSAEConfig, RunConfig, SelectConfig, EvalConfig, GenerateConfig,
                                                 ExportConfig, ImportConfig, FetchModelConfig, ReportConfig),
                                                lambda c: c.command, "command")

@@ -15,7 +15,7 @@ from dataclasses import fields
 
 from tqdm import tqdm
 
-from corrsteer.config import COMMANDS as SETTINGS
+from corrsteer.config import SETTINGS
 from corrsteer.files import disk_full, unprotect_all
 from corrsteer.pipeline import dist
 from corrsteer.pipeline.commands import COMMANDS

@@ -173,7 +173,3 @@ def mark_in_progress(out: Path, command: str) -> None:
 
 def mark_done(out: Path) -> None:
     (out / MARKER).unlink(missing_ok=True)
-
-
-def in_progress(out) -> bool:
-    return (Path(out) / MARKER).exists()

@@ -71,7 +71,7 @@ def _mean_pool(h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return (h.float() * valid[:, :, None]).sum(1) / lengths.clamp(min=1)[:, None].float()
 
 
-def score_rows(task, items, texts) -> list[dict]:
+def prediction_rows(task, items, texts) -> list[dict]:
     rows = []
     for it, text in zip(items, texts):
         pred, y = task.score(it, text)
@@ -246,7 +246,7 @@ def _batch_stats(lm, bank, task, batch, pool: str, host: bool, ranking: str = "p
     points = {L: e.hook for L, e in bank}
     out = generate_batch(lm, [it.prompt for it in batch], task.max_new_tokens, capture=list(points.values()),
                          **task.gen_kwargs)
-    rows = score_rows(task, batch, out.texts)
+    rows = prediction_rows(task, batch, out.texts)
     ys = [r["correct"] for r in rows]
     y = torch.tensor(ys, dtype=torch.float64).to(lm.device)
     cls = [classes.index(str(it.gold)) for it in batch] if classes else [0] * len(batch)

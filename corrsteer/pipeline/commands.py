@@ -1,6 +1,7 @@
 """What each command does, given its checked settings: the CLI parses and dispatches here.
 
-    train_sae | run (also `select`) | evaluate | generate | export | import_vectors | fetch_model (cfg) -> exit status
+    train_sae | run (also `select`) | eval_saved_plan | generate | export | import_vectors | fetch_model
+        (cfg) -> exit status
 
 Inputs are loaded in the order that fails fastest: the task and the output folder before the model, the model
 before the SAEs; every input error is a SettingsError with one line.
@@ -39,7 +40,7 @@ from corrsteer.pipeline.inputs import (
     check_task_tokens,
 )
 from corrsteer.pipeline.outdir import owned_out
-from corrsteer.pipeline.run import check_inputs, corrsteer_run, eval_plan
+from corrsteer.pipeline.run import check_run_inputs, corrsteer_run, eval_plan
 from corrsteer.pipeline.seeds import run_seeds
 from corrsteer.report.render import render
 from corrsteer.sae.bank import SAEBank, layers_covered, sae_layers
@@ -122,7 +123,7 @@ def _run(cfg: RunConfig, task, out: str) -> int:
     lm = load_lm(cfg, device=device)
     check_layers(lm, cfg.layer_list, cfg.layers)
     check_task_tokens(lm, task, cfg)     # no chat control token in a task file's prompts
-    check_inputs(lm, task, cfg)          # every prompt fits the context, before SAEs load or train
+    check_run_inputs(lm, task, cfg)          # every prompt fits the context, before SAEs load or train
     profile.step("SAEs")
     bank = load_saes(lm, cfg)
     if cfg.seeds and not cfg.select_only:
@@ -153,7 +154,7 @@ def record_profile(out) -> None:
           f"threads): stages in {Path(out) / CONFIG_NAME}", file=sys.stderr)
 
 
-def evaluate(cfg: EvalConfig) -> int:
+def eval_saved_plan(cfg: EvalConfig) -> int:
     """`corrsteer eval`: a saved plan against the unsteered model on the task's test split."""
     plan = load_plan(cfg.plan)
     task = load_task(cfg)
@@ -164,10 +165,10 @@ def evaluate(cfg: EvalConfig) -> int:
     check_plan_split(task, plan.split, cfg)
     out = cfg.out or f"runs/{task.name}/eval"
     with owned_out(out, cfg.command, lock=dist.env_rank() == 0):
-        return _evaluate(cfg, plan, task, out)
+        return _eval_saved_plan(cfg, plan, task, out)
 
 
-def _evaluate(cfg: EvalConfig, plan, task, out: str) -> int:
+def _eval_saved_plan(cfg: EvalConfig, plan, task, out: str) -> int:
     d, device = _join(cfg)
     lm = load_lm(cfg, default=plan.model, device=device, default_from=f"--plan {cfg.plan}")
     check_plan_fits(plan, cfg.plan, lm)
@@ -243,7 +244,7 @@ COMMANDS = {
     "train-sae": (train_sae, "train TopK SAEs for a model's layers and cache them (sae-lens format)"),
     "run": (run, "select -> validate -> test CorrSteer S/A/P on a task and write a report"),
     "select": (run, "collect and select only: write statistics and plans, no test"),
-    "eval": (evaluate, "a saved plan vs the unsteered model on the task's test split"),
+    "eval": (eval_saved_plan, "a saved plan vs the unsteered model on the task's test split"),
     "generate": (generate, "baseline and steered answers side by side"),
     "export": (export, "a plan as a llama.cpp control vector, lm-eval steer file, EasySteer/vLLM spec or "
                        "Neuronpedia features"),

@@ -35,7 +35,6 @@ from corrsteer.tasks.task import CLASS_KINDS, Task
 from corrsteer_kernels import CorrStats, RankStats
 
 COEFS = ("mean", "active")
-RANKINGS = ("pearson", "within-class", "mi", "fisher", "caa")
 
 
 def resolve_ranking(ranking: str, task: Task) -> str:

@@ -32,7 +32,6 @@ from corrsteer.pipeline.checkpoint import (
 from corrsteer.pipeline.dist import SINGLE, Dist
 from corrsteer.pipeline.inputs import check_context
 from corrsteer.pipeline.prompting import PromptSet, prompt_set, prompt_stage, prompted
-from corrsteer.pipeline.rank import resolve_ranking
 from corrsteer.pipeline.select import variant_s
 from corrsteer.pipeline.stages import (
     Context,
@@ -71,16 +70,11 @@ OUTPUTS = ("plan.json", "stats.safetensors", "predictions.jsonl", "validation.js
            "r_per_layer.png", "top_features.png")
 
 
-def prepare(lm, bank, task, cfg):
-    """(bank, task) for this run: SAEs at cfg.hook_site, the task bound to lm (its protocol's generation args)."""
-    return with_hook_site(bank, getattr(cfg, "hook_site", "sae")), bind(task, lm)
-
-
-def extra_settings(task, cfg, split_note: str) -> dict:
-    """Report settings for the paper's options (only those that apply); split_note: how task.split drew the splits."""
-    out = dict(ranking=resolve_ranking(getattr(cfg, "ranking", "pearson"), task),
-               hook_site=getattr(cfg, "hook_site", "sae"),
-               P_combine=("all kept layers together (the paper)" if getattr(cfg, "p_combine", "prefix") == "all"
+def extra_settings(task, cfg: RunConfig, ranking: str, split_note: str) -> dict:
+    """Report settings for the paper's options (only those that apply); ranking: --ranking as resolved for the task;
+    split_note: how task.split drew the splits."""
+    out = dict(ranking=ranking, hook_site=cfg.hook_site,
+               P_combine=("all kept layers together (the paper)" if cfg.p_combine == "all"
                           else "the best-validated prefix of the kept layers (ours)"))
     if task.protocol:
         out.update(protocol=task.protocol, hub_id=task.hub_id, splits=split_note,
@@ -131,7 +125,7 @@ def _save_plans(out: Path, plans: dict, last: str) -> None:
 def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "trained", dist: Dist = SINGLE) -> dict:
     out = Path(out_dir)
     step("setup")
-    bank, task = prepare(lm, bank, task, cfg)          # protocol, hook site, scorer models
+    bank, task = with_hook_site(bank, cfg.hook_site), bind(task, lm)    # hook site; protocol, scorer models
     ctx = Context(lm, bank, task, cfg, out, sae_source, dist, model_identity(lm))
     splits = task.split(cfg.n_select, cfg.n_val, cfg.n_test, seed=cfg.seed)
     sel, val_items, test_items = splits
@@ -190,7 +184,7 @@ def corrsteer_run(lm, bank, task, out_dir, cfg: RunConfig, sae_source: str = "tr
                     raw_residual=chosen.chosen["raw-residual"].describe(),
                     mean_difference_layer=chosen.chosen["mean-difference"].layer,
                     mean_difference_scale=chosen.chosen["mean-difference"].scale, baselines_chosen=chosen.how,
-                    **extra_settings(task, cfg, splits.note))
+                    **extra_settings(task, cfg, ctx.ranking, splits.note))
     step("report")
     res = _report(ctx, rows, cands, settings, val, (prefix, shuffled_prefix), feature_links(sae_source, picks),
                   prompts) \
@@ -232,7 +226,7 @@ def fits_context(lm, task, items, test_items=(), prompts: PromptSet | None = Non
                            for it in test_items], task.max_new_tokens, chat)
 
 
-def check_inputs(lm, task, cfg: RunConfig) -> None:
+def check_run_inputs(lm, task, cfg: RunConfig) -> None:
     """The context checks of corrsteer_run, made right after the model loads (before any SAE is loaded or trained)."""
     task = bind(task, lm)
     sel, val_items, test_items = task.split(cfg.n_select, cfg.n_val, cfg.n_test, seed=cfg.seed)
@@ -243,7 +237,7 @@ def check_inputs(lm, task, cfg: RunConfig) -> None:
 def eval_plan(lm, task, plan, out_dir, cfg: EvalConfig, dist: Dist = SINGLE) -> dict:
     """`corrsteer eval`: a saved plan against the unsteered model on the test split (disjoint from select/val)."""
     out = Path(out_dir)
-    _, task = prepare(lm, None, task, cfg)
+    task = bind(task, lm)              # the protocol's generation args, scorer models
     _, _, test = task.split(cfg.n_select, cfg.n_val, cfg.n_test, seed=cfg.seed)
     fits_context(lm, task, test)
     _start(out, cfg, dist, ("predictions.jsonl",), model=lm.context(),

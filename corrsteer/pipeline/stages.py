@@ -20,7 +20,7 @@ from corrsteer.model.generate import generate_batch
 from corrsteer.model.lm import LM
 from corrsteer.model.steer import SteeringPlan
 from corrsteer.pipeline.checkpoint import StageCheckpoint, items_identity, log, task_identity, vectors_identity
-from corrsteer.pipeline.collect import Collected, collect, score_rows
+from corrsteer.pipeline.collect import Collected, collect, prediction_rows
 from corrsteer.pipeline.dist import SINGLE, Dist, my_batches, n_batches, rounds
 from corrsteer.pipeline.rank import Candidate, layer_candidates, negative_candidates, resolve_ranking
 from corrsteer.pipeline.select import p_prefixes, random_feature_picks, variant_a, variant_n, variant_p, variant_s
@@ -46,14 +46,14 @@ class Context:
     sae_source: str = "trained"
     dist: Dist = SINGLE
     model_id: str = ""
+    ranking: str = field(init=False)      # --ranking resolved once for this task (auto: within-class where the
+                                          # task has classes, else pearson): what every stage and the record read
+
+    def __post_init__(self):
+        self.ranking = resolve_ranking(self.cfg.ranking, self.task)
 
     def ckpt(self, stage: str) -> Path:
         return self.out / CKPT_DIR / f"{stage}.safetensors"
-
-    @property
-    def ranking(self) -> str:
-        """--ranking resolved for this task (auto: within-class where the task has classes, else pearson)."""
-        return resolve_ranking(self.cfg.ranking, self.task)
 
     def measure(self, rows) -> float:
         """What selection compares: balanced accuracy where the task has classes, else accuracy."""
@@ -93,7 +93,7 @@ def _plan_batch(lm, task, batch, plans: dict, steer_prompt: bool) -> dict:
     out = generate_batch(lm, [it.prompt for it in batch], task.max_new_tokens, plans=[plans[n] for n in names],
                          steer_prompt=steer_prompt, **task.gen_kwargs)
     C = len(names)
-    return {n: score_rows(task, batch, out.texts[c::C]) for c, n in enumerate(names)}
+    return {n: prediction_rows(task, batch, out.texts[c::C]) for c, n in enumerate(names)}
 
 
 def plans_key(ctx_model: str, task, items, plans: dict, per_batch: int, steer_prompt: bool) -> dict:
