@@ -9,7 +9,7 @@ import pytest
 
 PKG = Path(__file__).resolve().parent.parent / "corrsteer"
 # the floors, from the ground up: a module may import its own floor's siblings and any lower floor
-FLOORS = ["", "model", "tasks", "sae", "report", "export", "pipeline", "cli"]
+FLOORS = ["", "model", "tasks", "sae", "report", "export", "runtime", "method", "pipeline", "cli"]
 # imported inside functions on purpose: heavy or optional packages that only some paths need
 OPTIONAL = {"datasets", "sae_lens", "gguf", "matplotlib", "transformers", "safetensors", "torch.distributed",
             "pyarrow", "pandas", "huggingface_hub", "urllib", "socket", "copy", "importlib",

@@ -18,11 +18,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from corrsteer.method.variants import mean_difference, raw_direction
 from corrsteer.model.steer import PlanEntry, SteeringPlan
-from corrsteer.pipeline.checkpoint import atomic_write_text
 from corrsteer.pipeline.collect import Collected
-from corrsteer.pipeline.select import mean_difference, raw_direction
 from corrsteer.pipeline.stages import Context, run_plans
+from corrsteer.runtime.checkpoint import atomic_write_text
 
 RAW, MD = "raw-residual", "mean-difference"
 MD_SCALES = (1.0, 0.5, 2.0, 4.0)          # multiples of --scale that mean-difference validates at its chosen layer

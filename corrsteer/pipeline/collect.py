@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from corrsteer.method.rank import fused, make_stats
 from corrsteer.model.generate import generate_batch
-from corrsteer.pipeline.checkpoint import (
+from corrsteer.runtime.checkpoint import (
     StageCheckpoint,
     items_identity,
     log,
@@ -40,8 +41,7 @@ from corrsteer.pipeline.checkpoint import (
     sae_identity,
     task_identity,
 )
-from corrsteer.pipeline.dist import SINGLE, Dist, my_batches, n_batches, rounds
-from corrsteer.pipeline.rank import fused, make_stats
+from corrsteer.runtime.dist import SINGLE, Dist, my_batches, n_batches, rounds
 from corrsteer_kernels import (
     CorrStats,
     PreparedBatch,

@@ -21,18 +21,10 @@ from pathlib import Path
 
 from corrsteer.config import EvalConfig, RunConfig
 from corrsteer.files import refuse_input
+from corrsteer.method.variants import variant_s
 from corrsteer.pipeline.baselines import baseline_stage, record_in_config
-from corrsteer.pipeline.checkpoint import (
-    atomic_save_tensors,
-    atomic_write_text,
-    mark_done,
-    mark_in_progress,
-    model_identity,
-)
-from corrsteer.pipeline.dist import SINGLE, Dist
-from corrsteer.pipeline.inputs import check_context
+from corrsteer.pipeline.load import check_context
 from corrsteer.pipeline.prompting import PromptSet, prompt_set, prompt_stage, prompted
-from corrsteer.pipeline.select import variant_s
 from corrsteer.pipeline.stages import (
     Context,
     Validation,
@@ -51,6 +43,14 @@ from corrsteer.pipeline.stages import (
 from corrsteer.profile import step
 from corrsteer.report.render import INPUTS, render, write_inputs
 from corrsteer.report.stats import compare
+from corrsteer.runtime.checkpoint import (
+    atomic_save_tensors,
+    atomic_write_text,
+    mark_done,
+    mark_in_progress,
+    model_identity,
+)
+from corrsteer.runtime.dist import SINGLE, Dist
 from corrsteer.sae.presets import feature_links, with_hook_site
 from corrsteer.settings import CONFIG_NAME, write_config
 from corrsteer.tasks.protocols import bind

@@ -16,15 +16,15 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from corrsteer.config import RunConfig
+from corrsteer.method.rank import Candidate, layer_candidates, negative_candidates, resolve_ranking
+from corrsteer.method.variants import p_prefixes, random_feature_picks, variant_a, variant_n, variant_p, variant_s
 from corrsteer.model.generate import generate_batch
 from corrsteer.model.lm import LM
 from corrsteer.model.steer import SteeringPlan
-from corrsteer.pipeline.checkpoint import StageCheckpoint, items_identity, log, task_identity, vectors_identity
 from corrsteer.pipeline.collect import Collected, collect, prediction_rows
-from corrsteer.pipeline.dist import SINGLE, Dist, my_batches, n_batches, rounds
-from corrsteer.pipeline.rank import Candidate, layer_candidates, negative_candidates, resolve_ranking
-from corrsteer.pipeline.select import p_prefixes, random_feature_picks, variant_a, variant_n, variant_p, variant_s
 from corrsteer.report.stats import balanced_accuracy
+from corrsteer.runtime.checkpoint import StageCheckpoint, items_identity, log, task_identity, vectors_identity
+from corrsteer.runtime.dist import SINGLE, Dist, my_batches, n_batches, rounds
 from corrsteer.sae.bank import SAEBank
 from corrsteer.tasks.task import Task
 

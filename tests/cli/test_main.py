@@ -7,9 +7,9 @@ import pytest
 import torch
 from fakes import FakeTask, save_tiny_dirs
 
+from corrsteer.cli import commands
 from corrsteer.cli import main as cli
 from corrsteer.config import SETTINGS, EvalConfig, GenerateConfig, RunConfig
-from corrsteer.pipeline import commands
 
 REQUIRED = {"eval": dict(plan="p.json"), "generate": dict(plan="p.json", prompt="hi"),
             "export": dict(plan="p.json", format="vllm", out="o.json"), "import": dict(vectors="v.gguf", out="p.json"),

@@ -28,17 +28,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))          # tests/: 
 
 from fakes import FakeTask  # noqa: E402
 
-import corrsteer.pipeline.checkpoint as checkpoint  # noqa: E402
+import corrsteer.cli.commands as commands  # noqa: E402
 import corrsteer.pipeline.collect as collect  # noqa: E402
-import corrsteer.pipeline.commands as commands  # noqa: E402
 import corrsteer.pipeline.prompting as prompting  # noqa: E402
 import corrsteer.pipeline.stages as stages  # noqa: E402
 import corrsteer.report.markdown as markdown  # noqa: E402
+import corrsteer.runtime.checkpoint as checkpoint  # noqa: E402
 import corrsteer.sae.bank as bank  # noqa: E402
 import corrsteer.sae.corpus as corpus  # noqa: E402
 import corrsteer.sae.train as train  # noqa: E402
 from corrsteer.cli.main import main  # noqa: E402
-from corrsteer.pipeline.outdir import LOCK  # noqa: E402
+from corrsteer.runtime.outdir import LOCK  # noqa: E402
 
 GENERATING = ("collect", "validate", "prefix", "test", "test-prompting", "test-few-shot")
 

@@ -7,10 +7,10 @@ import torch
 from fakes import FakeTask, tiny_bank
 
 import corrsteer.pipeline.stages as S
+from corrsteer.method.rank import Candidate
+from corrsteer.method.variants import random_feature_picks, variant_p
 from corrsteer.model.steer import SteeringPlan
-from corrsteer.pipeline.rank import Candidate
 from corrsteer.pipeline.run import RunConfig, control_names, corrsteer_run
-from corrsteer.pipeline.select import random_feature_picks, variant_p
 
 
 def _cand(L, f=0, coef=1.0):

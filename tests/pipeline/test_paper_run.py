@@ -90,7 +90,7 @@ def test_rankings_run_from_the_same_pass(tiny_lm, tmp_path, ranking):
 
 def test_p_combine_all_and_paper_hook_site(tiny_lm, tmp_path, monkeypatch):
     import corrsteer.pipeline.stages as S
-    from corrsteer.pipeline.select import variant_p
+    from corrsteer.method.variants import variant_p
     monkeypatch.setattr(S, "variant_p", lambda cands, val_acc, base, random=None: variant_p(cands, val_acc, -1.0))
     task = _task(tmp_path, "mmlu", protocol="paper", constrain=True)
     cfg = RunConfig(task="mmlu", n_select=12, n_val=3, n_test=3, batch_size=6, p_combine="all", hook_site="paper",
@@ -121,7 +121,7 @@ def test_seeds_write_the_table(tiny_lm, tmp_path):
 
 
 def test_presets_and_neuronpedia_links():
-    from corrsteer.pipeline.rank import Candidate
+    from corrsteer.method.rank import Candidate
     from corrsteer.sae.presets import apply_preset, feature_links, neuronpedia_url
     cfg = apply_preset(RunConfig(preset="gemma-2-2b"))
     assert (cfg.model, cfg.saes, cfg.layers) == ("google/gemma-2-2b-it", "release:gemma-scope-2b-pt-res-canonical",
@@ -141,7 +141,7 @@ def test_cli_run_on_a_task_path(tiny_lm, tmp_path, monkeypatch, capsys):
     """`corrsteer run --task xstest --task-path DIR` through the CLI (model and SAEs swapped for the tiny ones)."""
     import corrsteer.cli.main as cli
     import corrsteer.tasks.hub_scorers as hs
-    from corrsteer.pipeline import commands
+    from corrsteer.cli import commands
     monkeypatch.setattr(commands, "load_lm", lambda cfg, default=None, device=None: tiny_lm)
     monkeypatch.setattr(commands, "load_saes", lambda lm, cfg: tiny_bank(tiny_lm, layers=(1, 3)))
     alt = _alternating()

@@ -8,8 +8,8 @@ from fakes import FakeTask, tiny_bank
 import corrsteer.pipeline.collect
 import corrsteer.pipeline.run
 import corrsteer.pipeline.stages
-from corrsteer.pipeline.checkpoint import MARKER
 from corrsteer.pipeline.run import RunConfig, corrsteer_run
+from corrsteer.runtime.checkpoint import MARKER
 
 FILES = ("plan.json", "plans/S.json", "plans/A.json", "plans/P.json", "stats.safetensors", "predictions.jsonl",
          "validation.json", "report.md")

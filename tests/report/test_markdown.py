@@ -1,7 +1,7 @@
 """The report: markdown tables and plots from comparisons and features."""
 from fakes import paired_rows
 
-from corrsteer.pipeline.rank import Candidate
+from corrsteer.method.rank import Candidate
 from corrsteer.report.markdown import write_report
 from corrsteer.report.stats import compare
 from corrsteer.report.tables import fmt_p

@@ -2,7 +2,7 @@
 warnings."""
 import pytest
 
-from corrsteer.pipeline.rank import Candidate
+from corrsteer.method.rank import Candidate
 from corrsteer.report.markdown import write_report
 from corrsteer.report.stats import compare
 from corrsteer.report.text_checks import answer_format, text_section, text_stats

@@ -160,8 +160,8 @@ def test_run_trains_only_missing_layers_and_never_re_evaluates(tiny_lm, tmp_path
     training writes quality.json/.md (every cached layer) and config.json as `corrsteer train-sae` does."""
     import functools
 
+    from corrsteer.cli import commands
     from corrsteer.config import RunConfig
-    from corrsteer.pipeline import commands
     from corrsteer.sae import cache
 
     monkeypatch.setenv("CORRSTEER_CACHE", str(tmp_path / "cache"))

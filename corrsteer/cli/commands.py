@@ -31,18 +31,18 @@ from corrsteer.model.generate import generate_batch
 from corrsteer.model.lm import LM, WHEELS, load_model, pip_command, wheel_requirements
 from corrsteer.model.steer import check_plan_fits, load_plan
 from corrsteer.paths import check_cache_dirs, sae_cache_dir
-from corrsteer.pipeline import dist
-from corrsteer.pipeline.inputs import (
+from corrsteer.pipeline.load import (
     check_context,
     check_layers,
     check_prompt_text,
     check_special_tokens,
     check_task_tokens,
 )
-from corrsteer.pipeline.outdir import owned_out
 from corrsteer.pipeline.run import check_run_inputs, corrsteer_run, eval_plan
 from corrsteer.pipeline.seeds import run_seeds
 from corrsteer.report.render import render
+from corrsteer.runtime import dist
+from corrsteer.runtime.outdir import owned_out
 from corrsteer.sae.bank import SAEBank, layers_covered, sae_layers
 from corrsteer.sae.cache import bank_for_run, quality_table, train_missing, trained_quality
 from corrsteer.sae.presets import apply_preset

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from corrsteer import files
 from corrsteer.files import LOCK  # noqa: F401  (the lock's name, as the tests and the walk read it)
-from corrsteer.pipeline.checkpoint import MARKER, writable_out
+from corrsteer.runtime.checkpoint import MARKER, writable_out
 from corrsteer.settings import CONFIG_NAME, SettingsError
 
 

@@ -144,7 +144,7 @@ def test_rounds_fold_in_batch_order_bit_for_bit(world):
 
     import torch
 
-    from corrsteer.pipeline.dist import SINGLE, rounds
+    from corrsteer.runtime.dist import SINGLE, rounds
     parts = _partials(7)
     want = _fold_all([r for _, got in rounds(7, 0, SINGLE, lambda b: parts[b]) for r in got])
     shared, barrier, out = [None] * world, threading.Barrier(world), {}
@@ -184,8 +184,8 @@ def fake_pg(monkeypatch):
     (None, "crash", ["destroy"]),                       # any other exception: it propagates, no barrier
 ])
 def test_main_leaves_the_job_with_a_barrier_only_after_success(fake_pg, monkeypatch, rc, raises, want):
+    from corrsteer.cli import commands
     from corrsteer.cli import main as cli
-    from corrsteer.pipeline import commands
     from corrsteer.pipeline.stages import RunError
 
     def handler(cfg):
