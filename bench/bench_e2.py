@@ -44,7 +44,8 @@ from bench.common import (
     write_json,
 )
 from corrsteer.model.generate import generate_batch
-from corrsteer.pipeline.collect import collect, prediction_rows
+from corrsteer.pipeline.collect import collect
+from corrsteer.pipeline.runner import prediction_rows
 from corrsteer_kernels import CorrStats, encode_pool_stats
 
 GEMMA_CFG = os.path.join(HERE, "configs", "gemma-2-2b.json")

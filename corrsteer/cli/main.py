@@ -17,8 +17,8 @@ from tqdm import tqdm
 
 from corrsteer.cli.commands import COMMANDS
 from corrsteer.config import SETTINGS
+from corrsteer.errors import RunError
 from corrsteer.files import disk_full, unprotect_all
-from corrsteer.pipeline.stages import RunError
 from corrsteer.runtime import dist
 from corrsteer.settings import SettingsError, add_options, load_settings, one_line
 

@@ -17,31 +17,36 @@ Each batch's statistics are computed into fresh CorrStats and then added to the 
 makes a torchrun job (rank r computes batches r, r + N, ...; see dist.py) equal bit for bit to one process, and a
 resumed run equal to an uninterrupted one.
 
-The totals and rows are checkpointed after every round of batches (one batch in one process); the key covers the
-model, every SAE (config and weights), every item (id, prompt, gold), the task's scorer, the generation settings,
-batch size, pool, the classes and the permutation seed. A rerun under the same key resumes after the last finished
-batch.
+The batches go through the stage runner's one loop (runner.run_batches): the totals and rows are checkpointed after
+every round of batches (one batch in one process); the key covers the model, every SAE (config and weights), every
+item (id, prompt, gold), the task's scorer, the generation settings, batch size, pool, the classes and the
+permutation seed. A rerun under the same key resumes after the last finished batch.
+
+The statistics have one naming scheme, in stats.safetensors and in the checkpoint alike (stat_names): layer<L> (SAE
+features), class<c>.layer<L>, shuffled.layer<L>, shuffled.class<c>.layer<L>, and raw.layer<L> (the residual's, in
+the checkpoint only). A checkpoint written under the older names (sae.<L>, class.<L>.<c>, ...) is read as well.
 Everything stays on the model's device in one process; with several, each batch's statistics go to the host to be
 gathered.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
-from tqdm.auto import tqdm
 
 from corrsteer.method.rank import fused, make_stats
 from corrsteer.model.generate import generate_batch
+from corrsteer.pipeline.runner import Context, prediction_rows, run_batches
 from corrsteer.runtime.checkpoint import (
     StageCheckpoint,
     items_identity,
-    log,
     model_identity,
     sae_identity,
     task_identity,
 )
-from corrsteer.runtime.dist import SINGLE, Dist, my_batches, n_batches, rounds
+from corrsteer.runtime.dist import SINGLE, Dist, n_batches
 from corrsteer_kernels import (
     CorrStats,
     PreparedBatch,
@@ -69,14 +74,6 @@ def _mean_pool(h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     lengths = lengths.to(h.device)
     valid = (torch.arange(T, device=h.device)[None, :] < lengths[:, None]).float()
     return (h.float() * valid[:, :, None]).sum(1) / lengths.clamp(min=1)[:, None].float()
-
-
-def prediction_rows(task, items, texts) -> list[dict]:
-    rows = []
-    for it, text in zip(items, texts):
-        pred, y = task.score(it, text)
-        rows.append(dict(id=it.id, prompt=it.prompt, output=text, pred=pred, gold=it.gold, correct=float(y)))
-    return rows
 
 
 def collect_key(lm, bank, task, items, batch_size: int, pool: str, model_id: str | None = None,
@@ -133,13 +130,21 @@ def _token_index(lengths: list[int], T: int, members: list[int]) -> torch.Tensor
     return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
 
 
+class Group(NamedTuple):
+    """One (class, permuted score) group of a batch's samples: its class, permuted score, token rows of the
+    flattened [B * T, d] residuals and its PreparedBatch (lengths, scores, their sums and the fused op's segments,
+    on the model's device)."""
+    cls: int
+    score: float
+    tokens: torch.Tensor
+    batch: PreparedBatch
+
+
 @dataclass
 class BatchGroups:
-    """What every layer of one batch reads, found once per batch: for each (class, permuted score) group its class,
-    score, token rows of the flattened [B * T, d] residuals and its PreparedBatch (lengths, scores, their sums and
-    the fused op's segments, on the model's device), and each class's sample rows (the unfused rankings' per-class
-    updates)."""
-    groups: list[tuple[int, float, torch.Tensor, PreparedBatch]]
+    """What every layer of one batch reads, found once per batch: its groups, and each class's sample rows (the
+    unfused rankings' per-class updates)."""
+    groups: list[Group]
     class_rows: list[torch.Tensor]
 
     @classmethod
@@ -151,8 +156,8 @@ class BatchGroups:
         for c, yp, members in batch_groups(classes, y_perm):
             sel = torch.tensor(members, dtype=torch.long)
             tokens = _token_index(lengths, T, members)
-            groups.append((c, yp, tokens.to(dev), prepare_batch(lens[sel].to(dev), y.index_select(0, sel.to(dev)),
-                                                                n_tokens=tokens.shape[0], check=False)))
+            groups.append(Group(c, yp, tokens.to(dev), prepare_batch(lens[sel].to(dev), y.index_select(0, sel.to(dev)),
+                                                                     n_tokens=tokens.shape[0], check=False)))
         rows = [torch.tensor([b for b, k in enumerate(classes) if k == c], dtype=torch.long, device=dev)
                 for c in range(n_classes)]
         return cls(groups, rows)
@@ -163,9 +168,9 @@ def group_stats(h: torch.Tensor, prepared: BatchGroups, sae, pool: str) -> list[
     PreparedBatch was built once for all layers)."""
     flat = h.reshape(-1, h.shape[-1])
     out = []
-    for _, _, tokens, batch in prepared.groups:
+    for g in prepared.groups:
         st = CorrStats(sae.d_sae, device=h.device)
-        encode_pool_stats_prepared(flat.index_select(0, tokens), batch, sae, st, pool=pool)
+        encode_pool_stats_prepared(flat.index_select(0, g.tokens), g.batch, sae, st, pool=pool)
         out.append(st)
     return out
 
@@ -181,8 +186,8 @@ def shuffled_from_groups(parts: list[CorrStats], groups, y_perm: torch.Tensor) -
     """Statistics against the permuted scores from the groups' sums (every sample of a group has the same permuted
     score), merged in group order."""
     st = CorrStats(parts[0].d_sae, device=parts[0].device)
-    for g, (_, yp, *_) in zip(parts, groups):
-        st.merge(_with_score(g, yp))
+    for part, g in zip(parts, groups):
+        st.merge(_with_score(part, g.score))
     return st
 
 
@@ -225,7 +230,7 @@ def layer_stats(h, lengths: list[int], y, y_perm, cls: list[int], n_classes: int
         return total, per_class, CorrStats(d, device=dev).update(pooled, y_perm_t, check=False), shuffled_class
     groups = prepared.groups
     parts = group_stats(h, prepared, sae, pool)
-    per_class = [_sum([p for p, g in zip(parts, groups) if g[0] == c], d, dev) for c in range(n_classes)]
+    per_class = [_sum([p for p, g in zip(parts, groups) if g.cls == c], d, dev) for c in range(n_classes)]
     shuffled_class = [_shuffled_class(parts, groups, y_perm_t, rows, c, d, dev)
                       for c, rows in enumerate(prepared.class_rows)]
     return _sum(parts, d, dev), per_class, shuffled_from_groups(parts, groups, y_perm_t), shuffled_class
@@ -233,7 +238,7 @@ def layer_stats(h, lengths: list[int], y, y_perm, cls: list[int], n_classes: int
 
 def _shuffled_class(parts, groups, y_perm_t, rows, c: int, d: int, dev) -> CorrStats:
     """The shuffled-outcome statistics of class c's samples alone (from its groups' sums)."""
-    mine = [(p, g) for p, g in zip(parts, groups) if g[0] == c]
+    mine = [(p, g) for p, g in zip(parts, groups) if g.cls == c]
     if not mine:
         return CorrStats(d, device=dev)
     return shuffled_from_groups([p for p, _ in mine], [g for _, g in mine], y_perm_t.index_select(0, rows))
@@ -242,7 +247,7 @@ def _shuffled_class(parts, groups, y_perm_t, rows, c: int, d: int, dev) -> CorrS
 def _batch_stats(lm, bank, task, batch, pool: str, host: bool, ranking: str = "pearson", classes=(), seed: int = 0,
                  index: int = 0):
     """One batch: (rows, {name: {accumulator: tensor}}) of fresh statistics (on the host when `host`); names as in
-    _named_stats."""
+    stat_names."""
     points = {L: e.hook for L, e in bank}
     out = generate_batch(lm, [it.prompt for it in batch], task.max_new_tokens, capture=list(points.values()),
                          **task.gen_kwargs)
@@ -263,27 +268,41 @@ def _batch_stats(lm, bank, task, batch, pool: str, host: bool, ranking: str = "p
         sae, per_class, shuffled, shuffled_class = layer_stats(h, host_lengths, y, y_perm, cls, len(classes), e.sae,
                                                                pool, ranking, prepared)
         raw = CorrStats(lm.d_model, device=lm.device).update(_mean_pool(h, lengths), y, check=False)
-        named = {f"sae.{L}": sae, f"raw.{L}": raw, f"shuffled.{L}": shuffled}
-        named.update({f"class.{L}.{c}": st for c, st in enumerate(per_class)})
-        named.update({f"shuffled_class.{L}.{c}": st for c, st in enumerate(shuffled_class)})
-        for name, st in named.items():
+        for name, st in layer_names(L, sae, raw, shuffled, per_class, shuffled_class).items():
             t = _raw_tensors(st)
             parts[name] = {k: v.cpu() for k, v in t.items()} if host else t
     return rows, parts
 
 
-def _named_stats(col: Collected) -> dict:
-    """{name: statistics} of everything collection accumulates: sae.L, raw.L, shuffled.L, class.L.c and
-    shuffled_class.L.c."""
-    out = {f"{kind}.{L}": st for kind in ("sae", "raw", "shuffled") for L, st in getattr(col, kind).items()}
-    out.update({f"class.{L}.{c}": st for L, sts in col.by_class.items() for c, st in enumerate(sts)})
-    out.update({f"shuffled_class.{L}.{c}": st for L, sts in col.shuffled_by_class.items() for c, st in enumerate(sts)})
+def layer_names(L: int, sae, raw, shuffled, per_class, shuffled_class) -> dict:
+    """{name: statistics} of one layer under the one naming scheme (module docstring)."""
+    out = {f"layer{L}": sae, f"raw.layer{L}": raw, f"shuffled.layer{L}": shuffled}
+    out.update({f"class{c}.layer{L}": st for c, st in enumerate(per_class)})
+    out.update({f"shuffled.class{c}.layer{L}": st for c, st in enumerate(shuffled_class)})
     return out
+
+
+def stat_names(col: Collected) -> dict:
+    """{name: statistics} of everything collection accumulates, by kind: layer<L>, class<c>.layer<L>,
+    shuffled.layer<L>, shuffled.class<c>.layer<L>, raw.layer<L>."""
+    out = {f"layer{L}": st for L, st in col.sae.items()}
+    out.update({f"class{c}.layer{L}": st for L, sts in col.by_class.items() for c, st in enumerate(sts)})
+    out.update({f"shuffled.layer{L}": st for L, st in col.shuffled.items()})
+    out.update({f"shuffled.class{c}.layer{L}": st for L, sts in col.shuffled_by_class.items()
+                for c, st in enumerate(sts)})
+    out.update({f"raw.layer{L}": st for L, st in col.raw.items()})
+    return out
+
+
+def stats_tensors(col: Collected) -> dict:
+    """stats.safetensors: <name>.<sum> of every statistic but the residual's (stat_names)."""
+    return {f"{name}.{k}": v for name, st in stat_names(col).items() if not name.startswith("raw.")
+            for k, v in st.state_dict().items()}
 
 
 def fold_batch(col: Collected, parts: dict) -> None:
     """Add one batch's statistics to the totals (CorrStats.merge: float64, in a fixed order, the same on any device)."""
-    named = _named_stats(col)
+    named = stat_names(col)
     for name, tensors in parts.items():
         total = named[name]
         part = type(total)(total.d_sae, device=total.device)
@@ -293,73 +312,91 @@ def fold_batch(col: Collected, parts: dict) -> None:
 
 
 def _tensors(col: Collected) -> dict:
-    return {f"{name}.{k}": v for name, st in _named_stats(col).items() for k, v in st.state_dict().items()}
+    return {f"{name}.{k}": v for name, st in stat_names(col).items() for k, v in st.state_dict().items()}
+
+
+# the checkpoint names of runs before the one scheme -> today's
+LEGACY_NAMES = ((r"^sae\.(\d+)\.", r"layer\1."), (r"^raw\.(\d+)\.", r"raw.layer\1."),
+                (r"^shuffled\.(\d+)\.", r"shuffled.layer\1."), (r"^class\.(\d+)\.(\d+)\.", r"class\2.layer\1."),
+                (r"^shuffled_class\.(\d+)\.(\d+)\.", r"shuffled.class\2.layer\1."))
+
+
+def renamed_legacy(tensors: dict) -> dict:
+    """A collect checkpoint's tensors under today's names (an older checkpoint's sae.<L>.*, class.<L>.<c>.*, ...
+    renamed; today's names pass unchanged)."""
+    out = {}
+    for k, v in tensors.items():
+        for old, new in LEGACY_NAMES:
+            k = re.sub(old, new, k)
+        out[k] = v
+    return out
 
 
 def _restore(col: Collected, tensors: dict) -> None:
-    for name, st in _named_stats(col).items():
+    tensors = renamed_legacy(tensors)
+    for name, st in stat_names(col).items():
         prefix = f"{name}."
         st.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
 
 
-def _resume(ckpt: StageCheckpoint | None, col: Collected, d: Dist) -> int:
-    """Batches already done (rank 0 reads the checkpoint and hands it to the others)."""
-    found = ckpt.load() if (ckpt and d.main) else None
-    found = d.broadcast(found)
-    if found is None:
-        return 0
-    done, rows, tensors = found
-    try:
-        _restore(col, tensors)
-    except (KeyError, ValueError) as e:          # a well-formed file with the wrong tensors: not trusted either
-        if d.main:
-            ckpt.set_aside(e)
-        col.rows = []
-        for st in _named_stats(col).values():
-            st.clear()
-        return 0
-    col.rows = rows
-    return done
+def _restorer(ckpt: StageCheckpoint | None, col: Collected, d: Dist):
+    """restore(found) for run_batches: the checkpoint's rows and totals into col; batches already done."""
+    def restore(found) -> int:
+        done, rows, tensors = found
+        try:
+            _restore(col, tensors)
+        except (KeyError, ValueError) as e:          # a well-formed file with the wrong tensors: not trusted either
+            if d.main:
+                ckpt.set_aside(e)
+            col.rows = []
+            for st in stat_names(col).values():
+                st.clear()
+            return 0
+        col.rows = rows
+        return done
+    return restore
+
+
+def empty_collected(lm, bank, classes: list[str], ranking: str) -> Collected:
+    dev = lm.device
+    return Collected(sae={L: make_stats(ranking, e.sae.d_sae, dev) for L, e in bank},
+                     raw={L: CorrStats(lm.d_model, device=dev) for L, e in bank}, rows=[], classes=classes,
+                     by_class={L: [CorrStats(e.sae.d_sae, device=dev) for _ in classes] for L, e in bank},
+                     shuffled={L: CorrStats(e.sae.d_sae, device=dev) for L, e in bank},
+                     shuffled_by_class={L: [CorrStats(e.sae.d_sae, device=dev) for _ in classes] for L, e in bank})
 
 
 def collect(lm, bank, task, items, batch_size: int = 16, pool: str = "max", checkpoint=None,
             progress: bool = True, dist: Dist = SINGLE, model_id: str | None = None,
             ranking: str = "pearson", seed: int = 0) -> Collected:
-    dev = lm.device
     for L, e in bank:
-        if e.sae.device != dev:
-            raise ValueError(f"the SAE for layer {L} is on {e.sae.device} but the model is on {dev}: "
+        if e.sae.device != lm.device:
+            raise ValueError(f"the SAE for layer {L} is on {e.sae.device} but the model is on {lm.device}: "
                              "load the bank with device=lm.device (or bank.to(lm.device))")
     classes = task_classes(task, items)
-    col = Collected(sae={L: make_stats(ranking, e.sae.d_sae, dev) for L, e in bank},
-                    raw={L: CorrStats(lm.d_model, device=dev) for L, e in bank}, rows=[], classes=classes,
-                    by_class={L: [CorrStats(e.sae.d_sae, device=dev) for _ in classes] for L, e in bank},
-                    shuffled={L: CorrStats(e.sae.d_sae, device=dev) for L, e in bank},
-                    shuffled_by_class={L: [CorrStats(e.sae.d_sae, device=dev) for _ in classes] for L, e in bank})
-    ckpt = None
-    if checkpoint:
-        key = collect_key(lm, bank, task, items, batch_size, pool, model_id, ranking, seed)
-        ckpt = StageCheckpoint(checkpoint, "collect", key)
-    n = n_batches(len(items), batch_size)
-    start = _resume(ckpt, col, dist)
-    if dist.active:
-        mine = my_batches(n, dist, start)
-        log(f"rank {dist.rank}/{dist.world}: collect batches {mine} of {n} "
-            f"({sum(len(items[b * batch_size:(b + 1) * batch_size]) for b in mine)} samples)")
-    bar = tqdm(total=len(items), initial=min(len(items), start * batch_size), desc="collect", unit="sample",
-               disable=not (progress and dist.main))
+    col = empty_collected(lm, bank, classes, ranking)
+    ckpt = StageCheckpoint(checkpoint, "collect", collect_key(lm, bank, task, items, batch_size, pool, model_id,
+                                                              ranking, seed)) if checkpoint else None
 
     def work(b):
         return _batch_stats(lm, bank, task, items[b * batch_size:(b + 1) * batch_size], pool, host=dist.active,
                             ranking=ranking, classes=classes, seed=seed, index=b)
 
-    for done, results in rounds(n, start, dist, work):
-        for rows, parts in results:
-            fold_batch(col, parts)
-            col.rows.extend(rows)
-            bar.update(len(rows))
-        if ckpt and dist.main:
-            ckpt.save(done, col.rows, _tensors(col))
-        bar.set_postfix(acc=f"{sum(r['correct'] for r in col.rows) / max(1, len(col.rows)):.2f}")
-    bar.close()
+    def fold(res) -> int:
+        rows, parts = res
+        fold_batch(col, parts)
+        col.rows.extend(rows)
+        return len(rows)
+
+    run_batches("collect", n_batches(len(items), batch_size), work, fold, dist=dist, ckpt=ckpt,
+                restore=_restorer(ckpt, col, dist), snapshot=lambda: (col.rows, _tensors(col)),
+                size=lambda b: len(items[b * batch_size:(b + 1) * batch_size]), unit="sample",
+                postfix=lambda: dict(acc=f"{sum(r['correct'] for r in col.rows) / max(1, len(col.rows)):.2f}"),
+                progress=progress)
     return col
+
+
+def collect_stage(ctx: Context, items) -> Collected:
+    """The collect stage of a run: the select split's statistics, checkpointed under checkpoints/collect."""
+    return collect(ctx.lm, ctx.bank, ctx.task, items, ctx.cfg.batch_size, ctx.cfg.pool, checkpoint=ctx.ckpt("collect"),
+                   dist=ctx.dist, model_id=ctx.model_id, ranking=ctx.ranking, seed=ctx.cfg.seed)

@@ -138,3 +138,34 @@ def test_pearson_takes_the_fused_path_and_other_rankings_rank_stats():
     ranked, _, _, _ = layer_stats(x, lengths, y, [1.0, 0, 0, 1], [0] * 4, 0, sae, "max", "caa")
     assert type(fused) is CorrStats and isinstance(ranked, RankStats)
     torch.testing.assert_close(fused.sums_at(ranked.shift), ranked.features, rtol=1e-6, atol=1e-6)
+
+
+def _legacy(name: str) -> str:
+    """A statistic's checkpoint name as runs before the one naming scheme wrote it."""
+    import re
+    for new, old in ((r"^shuffled\.class(\d+)\.layer(\d+)\.", r"shuffled_class.\2.\1."),
+                     (r"^class(\d+)\.layer(\d+)\.", r"class.\2.\1."), (r"^shuffled\.layer(\d+)\.", r"shuffled.\1."),
+                     (r"^raw\.layer(\d+)\.", r"raw.\1."), (r"^layer(\d+)\.", r"sae.\1.")):
+        name, n = re.subn(new, old, name)
+        if n:
+            return name
+    return name
+
+
+def test_a_checkpoint_under_the_older_names_still_resumes(tiny_lm, tmp_path, monkeypatch):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    import corrsteer.pipeline.collect as C
+    bank, task, ck = tiny_bank(tiny_lm), TwoClassTask(10), tmp_path / "ck.safetensors"
+    col = collect(tiny_lm, bank, task, task.items, batch_size=4, checkpoint=ck, progress=False, ranking="within-class")
+    with safe_open(str(ck), "pt") as f:
+        meta, tensors = f.metadata(), {_legacy(k): f.get_tensor(k) for k in f.keys()}
+    assert any(k.startswith("sae.") for k in tensors) and any(k.startswith("shuffled_class.") for k in tensors)
+    save_file(tensors, str(ck), metadata=meta)
+    monkeypatch.setattr(C, "generate_batch", lambda *a, **kw: pytest.fail("generated again instead of resuming"))
+    again = collect(tiny_lm, bank, task, task.items, batch_size=4, checkpoint=ck, progress=False,
+                    ranking="within-class")
+    assert again.rows == col.rows
+    for name, st in C.stat_names(col).items():
+        assert torch.equal(C.stat_names(again)[name].features, st.features), name

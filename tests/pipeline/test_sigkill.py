@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 
 import corrsteer
 import corrsteer_kernels
-from corrsteer.pipeline.stages import CKPT_DIR
+from corrsteer.pipeline.runner import CKPT_DIR
 from corrsteer.runtime.checkpoint import MARKER
 from corrsteer.runtime.outdir import LOCK
 from corrsteer.sae.bank import save_sae_dir

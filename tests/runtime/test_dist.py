@@ -134,7 +134,7 @@ def _fold_all(results):
     from corrsteer_kernels import CorrStats
     col = Collected(sae={0: CorrStats(64)}, raw={}, rows=[])
     for parts in results:
-        fold_batch(col, {"sae.0": parts})
+        fold_batch(col, {"layer0": parts})
     return torch.cat([col.sae[0].features.flatten(), col.sae[0].scalars])
 
 
@@ -186,7 +186,7 @@ def fake_pg(monkeypatch):
 def test_main_leaves_the_job_with_a_barrier_only_after_success(fake_pg, monkeypatch, rc, raises, want):
     from corrsteer.cli import commands
     from corrsteer.cli import main as cli
-    from corrsteer.pipeline.stages import RunError
+    from corrsteer.errors import RunError
 
     def handler(cfg):
         if raises == "run":
