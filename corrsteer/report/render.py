@@ -13,7 +13,7 @@ from pathlib import Path
 
 from corrsteer.files import atomic_write_text
 from corrsteer.report.contrasts import BASELINE, PROMPTS, STEERED_PROMPT, P
-from corrsteer.report.markdown import write_report
+from corrsteer.report.markdown import Report, write_report
 from corrsteer.report.plots import feature_score
 from corrsteer.report.stats import Comparison, Evaluation, compare, evaluate
 from corrsteer.settings import SettingsError
@@ -126,8 +126,8 @@ def render(run_dir, out_dir=None, plots: bool = True) -> Rendered:
     top = {int(L): [Feature(**f) for f in fs] for L, fs in inp["top_features"].items()}
     score_name, note = _score_name(inp.get("ranking"), top)
     layer_r = {L: feature_score(fs[0]) for L, fs in top.items() if fs}
-    write_report(out_dir or run, title=inp["title"], comparisons=comps, top_features=top, layer_r=layer_r,
+    write_report(out_dir or run, Report(title=inp["title"], comparisons=comps, top_features=top, layer_r=layer_r,
                  settings=inp["settings"], baselines=base_comps, outputs=rows, extra=note + inp.get("extra", []),
                  evaluation=ev, prompting=prompt_comps, vs_p=mc_vs_p, prompts=inp.get("prompts") or None,
-                 score_name=score_name, plots=plots)
+                 score_name=score_name), plots=plots)
     return Rendered(comps, base_comps, prompt_comps, ev, mc_vs_p)
