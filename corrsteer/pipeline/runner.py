@@ -23,7 +23,7 @@ from corrsteer.model.generate import generate_batch
 from corrsteer.model.lm import LM
 from corrsteer.model.steer import SteeringPlan
 from corrsteer.report.stats import balanced_accuracy
-from corrsteer.runtime.checkpoint import StageCheckpoint, items_identity, log, task_identity, vectors_identity
+from corrsteer.runtime.checkpoint import StageCheckpoint, log, plans_key
 from corrsteer.runtime.dist import SINGLE, Dist, my_batches, n_batches, rounds
 from corrsteer.sae.bank import SAEBank
 from corrsteer.tasks.task import Task
@@ -112,12 +112,6 @@ def _plan_batch(lm, task, batch, plans: dict, steer_prompt: bool) -> dict:
                          steer_prompt=steer_prompt, **task.gen_kwargs)
     C = len(names)
     return {n: prediction_rows(task, batch, out.texts[c::C]) for c, n in enumerate(names)}
-
-
-def plans_key(ctx_model: str, task, items, plans: dict, per_batch: int, steer_prompt: bool) -> dict:
-    return dict(model=ctx_model, items=items_identity(items), task=task_identity(task), batch_size=per_batch,
-                all_positions=steer_prompt, variants=sorted(plans), **{f"plan {n}": v for n, v in
-                                                                       vectors_identity(plans).items()})
 
 
 def run_plans(lm, task, items, plans: dict, batch_size: int, desc: str, steer_prompt: bool = False,
