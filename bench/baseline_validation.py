@@ -52,7 +52,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as out:
         res = R.corrsteer_run(lm, bank, get_task(args.task), out, cfg, sae_source="random")
     total = time.perf_counter() - t0
-    s = res["settings"]
+    s = res.settings
     L = len(layers)
     write_json("baseline-validation", args, dict(
         model=model_desc, task=args.task, sizes=[args.n_select, args.n_val, args.n_test], layers=layers,

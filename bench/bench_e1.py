@@ -6,8 +6,8 @@
 
 Plans: {"baseline": {}, "L<l>": {blocks.l.hook_resid_post: coef * W_dec[f]}} for --layers layers (one random feature
 of a random 16k SAE each, built with SteeringPlan.from_features as `corrsteer run` does).
-  batched = corrsteer.pipeline.run.run_plans(lm, task, items, plans, batch_size, "validate")  (every plan in one pass,
-            one prefill per prompt shared by its copies)
+  batched = corrsteer.pipeline.runner.run_plans(lm, task, items, plans, batch_size, "validate")  (every plan in one
+            pass, one prefill per prompt shared by its copies)
   anchor  = the paper code's method: HF model.generate, greedy, batch 1, one plan at a time, the vector added by a
             plain forward hook at the layer output (last prompt position in the prefill, every decode step)
   hf_batched = HF model.generate per plan as the anchor, but --batch-size prompts at a time (left padded): what
@@ -31,7 +31,7 @@ from bench import eos_schedule as eos
 from bench.common import HERE, base_parser, bench_task, finish_args, load_lm, random_bank, wall, write_json
 from corrsteer.model.hooks import hooked
 from corrsteer.model.steer import SteeringPlan
-from corrsteer.pipeline.run import run_plans
+from corrsteer.pipeline.runner import run_plans
 
 GEMMA_CFG = os.path.join(HERE, "configs", "gemma-2-2b.json")
 

@@ -44,7 +44,8 @@ from bench.common import (
     write_json,
 )
 from corrsteer.model.generate import generate_batch
-from corrsteer.pipeline.collect import collect, score_rows
+from corrsteer.pipeline.collect import collect
+from corrsteer.pipeline.runner import prediction_rows
 from corrsteer_kernels import CorrStats, encode_pool_stats
 
 GEMMA_CFG = os.path.join(HERE, "configs", "gemma-2-2b.json")
@@ -64,7 +65,7 @@ def run_lowlevel(lm, bank, task, items, bs, pool):
     stats = {L: CorrStats(e.sae.d_sae, device=e.sae.device) for L, e in bank}
     for b in batches(items, bs):
         out = generate_batch(lm, [it.prompt for it in b], task.max_new_tokens, capture=[e.hook for _, e in bank])
-        y = torch.tensor([r["correct"] for r in score_rows(task, b, out.texts)])
+        y = torch.tensor([r["correct"] for r in prediction_rows(task, b, out.texts)])
         for L, e in bank:
             dev = e.sae.device
             encode_pool_stats(out.captured[e.hook].to(dev, e.sae.W_enc.dtype), out.lengths.to(dev), y.to(dev),

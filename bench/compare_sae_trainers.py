@@ -2,7 +2,7 @@
 
 Both train a 576 -> 2304, k = 32 TopK SAE per layer on the same in-memory training activations of the default model
 (the `corrsteer train-sae` training text), for the same number of tokens (epochs x train tokens) and batch size, on
-the same CPU threads; both are scored by corrsteer.sae.train.evaluate on the same held-out activations (the built-in
+the same CPU threads; both are scored by corrsteer.sae.train.sae_quality on the same held-out activations (the built-in
 tasks' prompts with the model's answers, and held-out docstrings): FVE, L0, dead fraction, seconds per layer.
 
     CORRSTEER_CACHE=... python3 -m bench.compare_sae_trainers --layers 3,10,17,24,28 \
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     from corrsteer.model.hooks import HookPoint
     from corrsteer.model.lm import load_model
     from corrsteer.sae.activations import collect_to_disk, load_layer
-    from corrsteer.sae.train import TopKTrainer, evaluate, fast_lm, training_text
+    from corrsteer.sae.train import TopKTrainer, fast_lm, sae_quality, training_text
     from corrsteer.settings import parse_layers
 
     torch.set_num_threads(args.threads)
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
                 t = time.time()
                 sae = fit()
                 sec = time.time() - t
-                qc, qd, both = evaluate(sae, chat), evaluate(sae, docs), evaluate(sae, torch.cat([docs, chat]))
+                qc, qd, both = sae_quality(sae, chat), sae_quality(sae, docs), sae_quality(sae, torch.cat([docs, chat]))
                 row = dict(layer=hp.layer, trainer=name, fve_chat=qc["fve"], fve_docs=qd["fve"], l0=qc["l0"],
                            dead=both["dead"], seconds=sec, load_avg=os.getloadavg()[0])
                 rows.append(row)

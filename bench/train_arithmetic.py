@@ -23,7 +23,7 @@ import torch
 
 from bench.common import base_parser, finish_args, print_table, write_json
 from corrsteer.config import TrainConfig
-from corrsteer.sae.train import TopKTrainer, bf16_native, evaluate
+from corrsteer.sae.train import TopKTrainer, bf16_native, sae_quality
 
 ARITH = ("float32", "bfloat16")
 
@@ -71,7 +71,7 @@ def real_layers(folder, layers: list[int], threads: int) -> list[dict]:
             t0 = time.process_time()
             saes[name] = TopKTrainer(x, TrainConfig(matmul_dtype=arith, seed=seed, threads=threads)).fit(
                 x, progress=False).weights()
-            row[name] = dict(evaluate(saes[name], chat), cpu_s=time.process_time() - t0)
+            row[name] = dict(sae_quality(saes[name], chat), cpu_s=time.process_time() - t0)
         row["matched_bf16_vs_fp32"] = _matched(saes["bf16"], saes["fp32"])
         row["matched_seed1_vs_seed0"] = _matched(saes["fp32_seed1"], saes["fp32"])
         out.append(row)
@@ -120,7 +120,7 @@ def main():
         for a in ARITH:
             t0 = time.process_time()
             sae = TopKTrainer(x, TrainConfig(**{**cfg, "matmul_dtype": a})).fit_from_raw(progress=False).weights()
-            payload["fit"][a] = dict(evaluate(sae, held), cpu_s=time.process_time() - t0)
+            payload["fit"][a] = dict(sae_quality(sae, held), cpu_s=time.process_time() - t0)
     print_table(rows, [("arithmetic", "arithmetic", ""), ("wall_ms", "wall ms/step", ".1f"),
                        ("cpu_ms", "CPU ms/step", ".1f"), ("layer_cpu_s", "CPU s/layer", ".1f")])
     print("fp32 / bf16 CPU time per step:", payload["fp32_over_bf16_cpu"])

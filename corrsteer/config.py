@@ -26,6 +26,7 @@ from corrsteer.settings import (
     registry,
     resolve_device_dtype,
 )
+from corrsteer_kernels import RANKINGS
 
 # ---------------------------------------------------------------------------------------------------------------
 # choices
@@ -142,7 +143,7 @@ class PaperOptions(Settings):
                           "within the classes: features that predict being right inside each class) | pearson "
                           "(CorrSteer, the paper) | mi (SPARE-style mutual information) | fisher (DSG-style "
                           "E[x^2|correct]/E[x^2|wrong]) | caa (mean difference)",
-                          choices=("auto", "within-class", "pearson", "mi", "fisher", "caa"))
+                          choices=("auto", "within-class", *RANKINGS))     # the kernels' statistics' rankings
     p_combine: str = option("prefix", "CorrSteer-P: prefix (the best-validated prefix of the kept layers) or all "
                             "(every kept layer together, the paper)", choices=("prefix", "all"))
     seeds: str | None = option(None, "repeat split -> select -> test for each seed (e.g. 0,1,2,3,4) and write "
@@ -325,6 +326,6 @@ class ReportConfig(Settings):
                       "config.json, predictions.jsonl and report_inputs.json alone", metavar="DIR", positional=True)
 
 
-COMMANDS: dict[str, type[Settings]] = registry((TrainSAEConfig, RunConfig, SelectConfig, EvalConfig, GenerateConfig,
+SETTINGS: dict[str, type[Settings]] = registry((TrainSAEConfig, RunConfig, SelectConfig, EvalConfig, GenerateConfig,
                                                 ExportConfig, ImportConfig, FetchModelConfig, ReportConfig),
                                                lambda c: c.command, "command")

@@ -8,8 +8,14 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parent.parent / "corrsteer"
-# the floors, from the ground up: a module may import its own floor's siblings and any lower floor
-FLOORS = ["", "model", "tasks", "sae", "report", "export", "pipeline", "cli"]
+# the floors, from the ground up: a module may import its own floor's siblings and any lower floor. runtime: what
+# every stage runs on (checkpoints, torchrun, the output folder); method: ranking, statistics, the variants' picks;
+# pipeline: one module per stage over the stage runner; cli: the command line and the command bodies
+FLOORS = ["", "model", "tasks", "sae", "report", "export", "runtime", "method", "pipeline", "cli"]
+# README's data flow of `corrsteer run`, each step one file under a folder named for its idea
+DATA_FLOW = {"load": "pipeline/load.py", "generate": "model/generate.py", "collect": "pipeline/collect.py",
+             "rank": "method/rank.py", "validate": "pipeline/validate.py", "steer": "model/steer.py",
+             "evaluate": "pipeline/evaluate.py", "report": "pipeline/report.py"}
 # imported inside functions on purpose: heavy or optional packages that only some paths need
 OPTIONAL = {"datasets", "sae_lens", "gguf", "matplotlib", "transformers", "safetensors", "torch.distributed",
             "pyarrow", "pandas", "huggingface_hub", "urllib", "socket", "copy", "importlib",
@@ -98,6 +104,12 @@ def circles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_imports_point_down_without_circles_or_private_names():
     assert violations() == []
+
+
+def test_each_step_of_the_data_flow_is_one_file_named_for_it():
+    for step, path in DATA_FLOW.items():
+        assert (PKG / path).is_file() and Path(path).stem == step, step
+    assert set(DATA_FLOW) == {"load", "generate", "collect", "rank", "validate", "steer", "evaluate", "report"}
 
 
 @pytest.mark.parametrize("planted, expect", [

@@ -1,5 +1,5 @@
 """corrsteer command line: train-sae | run | select | eval | generate. It parses, dispatches and turns errors into
-one line; what each command does lives in corrsteer.pipeline.commands.
+one line; what each command does lives in corrsteer.cli.commands.
 
 Each command's options are generated from its settings dataclass in corrsteer.config (defaults, types, allowed
 values and help live there only); run, select, eval and train-sae record their settings in <out>/config.json and
@@ -15,11 +15,11 @@ from dataclasses import fields
 
 from tqdm import tqdm
 
-from corrsteer.config import COMMANDS as SETTINGS
+from corrsteer.cli.commands import COMMANDS
+from corrsteer.config import SETTINGS
+from corrsteer.errors import RunError
 from corrsteer.files import disk_full, unprotect_all
-from corrsteer.pipeline import dist
-from corrsteer.pipeline.commands import COMMANDS
-from corrsteer.pipeline.stages import RunError
+from corrsteer.runtime import dist
 from corrsteer.settings import SettingsError, add_options, load_settings, one_line
 
 

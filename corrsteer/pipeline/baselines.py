@@ -18,11 +18,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from corrsteer.method.variants import mean_difference, raw_direction
 from corrsteer.model.steer import PlanEntry, SteeringPlan
-from corrsteer.pipeline.checkpoint import atomic_write_text
 from corrsteer.pipeline.collect import Collected
-from corrsteer.pipeline.select import mean_difference, raw_direction
-from corrsteer.pipeline.stages import Context, run_plans
+from corrsteer.pipeline.runner import Context
+from corrsteer.runtime.checkpoint import atomic_write_text
 
 RAW, MD = "raw-residual", "mean-difference"
 MD_SCALES = (1.0, 0.5, 2.0, 4.0)          # multiples of --scale that mean-difference validates at its chosen layer
@@ -78,8 +78,7 @@ def _best(scores: dict) -> str:
 
 def _gen(ctx: Context, items, candidates: dict, stage: str) -> dict:
     plans = {n: {ctx.bank[L].hook: v.to(ctx.lm.device)} for n, (L, v) in candidates.items()}
-    rows = run_plans(ctx.lm, ctx.task, items, plans, ctx.cfg.batch_size, stage, ctx.cfg.all_positions,
-                     dist=ctx.dist, checkpoint=ctx.ckpt(stage), model_id=ctx.model_id)
+    rows = ctx.generate(items, plans, stage)
     return {n: ctx.measure(r) for n, r in rows.items()}
 
 

@@ -6,50 +6,45 @@ PreparedBatch built once per batch) and the raw residual's statistics (mean-pool
 raw-residual correlation and mean-difference steering).
 Memory does not grow with the number of samples.
 
-In the same pass, from the same encoded tokens: per-class statistics (one CorrStats per class and layer; the
-classes are the items' gold answers where the task has classes: labels, MC letters, refusal's harmful/benign), which
-the within-class ranking reads, and statistics against permuted scores (the shuffled-outcome control). The fused op
-is called once per (class, permuted score) group of a batch's samples, so every token is still encoded once; the
-totals, the per-class sums and the shuffled sums are added from the groups' sums in a fixed order.
+In the same pass, from the same encoded tokens: per-class statistics and statistics against permuted scores (the
+shuffled-outcome control), as corrsteer.method.statistics computes them for one batch.
 
 Each batch's statistics are computed into fresh CorrStats and then added to the running totals in batch order
 (0, 1, 2, ...), whatever the number of processes: float64 addition is not associative, so this fixed order is what
 makes a torchrun job (rank r computes batches r, r + N, ...; see dist.py) equal bit for bit to one process, and a
 resumed run equal to an uninterrupted one.
 
-The totals and rows are checkpointed after every round of batches (one batch in one process); the key covers the
-model, every SAE (config and weights), every item (id, prompt, gold), the task's scorer, the generation settings,
-batch size, pool, the classes and the permutation seed. A rerun under the same key resumes after the last finished
-batch.
+The batches go through the stage runner's one loop (runner.run_batches): the totals and rows are checkpointed after
+every round of batches (one batch in one process); the key covers the model, every SAE (config and weights), every
+item (id, prompt, gold), the task's scorer, the generation settings, batch size, pool, the classes and the
+permutation seed. A rerun under the same key resumes after the last finished batch.
+
+The statistics have one naming scheme, in stats.safetensors and in the checkpoint alike (stat_names): layer<L> (SAE
+features), class<c>.layer<L>, shuffled.layer<L>, shuffled.class<c>.layer<L>, and raw.layer<L> (the residual's, in
+the checkpoint only). A checkpoint written under the older names (sae.<L>, class.<L>.<c>, ...) is read as well.
 Everything stays on the model's device in one process; with several, each batch's statistics go to the host to be
 gathered.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
 
+from corrsteer.method.rank import fused, make_stats
+from corrsteer.method.statistics import BatchGroups, layer_stats, mean_pool, permuted_scores
 from corrsteer.model.generate import generate_batch
-from corrsteer.pipeline.checkpoint import (
+from corrsteer.pipeline.runner import Context, prediction_rows, run_batches
+from corrsteer.runtime.checkpoint import (
     StageCheckpoint,
     items_identity,
-    log,
     model_identity,
     sae_identity,
     task_identity,
 )
-from corrsteer.pipeline.dist import SINGLE, Dist, my_batches, n_batches, rounds
-from corrsteer.pipeline.rank import fused, make_stats
-from corrsteer_kernels import (
-    CorrStats,
-    PreparedBatch,
-    RankStats,
-    encode_pool,
-    encode_pool_stats_prepared,
-    prepare_batch,
-)
+from corrsteer.runtime.dist import SINGLE, Dist, n_batches
+from corrsteer_kernels import CorrStats, RankStats
 
 
 @dataclass
@@ -61,22 +56,6 @@ class Collected:
     by_class: dict = field(default_factory=dict)    # {layer: [CorrStats over SAE features, one per class]}
     shuffled: dict = field(default_factory=dict)    # {layer: CorrStats against within-batch permuted scores}
     shuffled_by_class: dict = field(default_factory=dict)   # {layer: [the same, one per class]}
-
-
-def _mean_pool(h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """fp32 [B, d]: the mean of h [B, T, d] over each row's first lengths[b] positions (on h's device)."""
-    T = h.shape[1]
-    lengths = lengths.to(h.device)
-    valid = (torch.arange(T, device=h.device)[None, :] < lengths[:, None]).float()
-    return (h.float() * valid[:, :, None]).sum(1) / lengths.clamp(min=1)[:, None].float()
-
-
-def score_rows(task, items, texts) -> list[dict]:
-    rows = []
-    for it, text in zip(items, texts):
-        pred, y = task.score(it, text)
-        rows.append(dict(id=it.id, prompt=it.prompt, output=text, pred=pred, gold=it.gold, correct=float(y)))
-    return rows
 
 
 def collect_key(lm, bank, task, items, batch_size: int, pool: str, model_id: str | None = None,
@@ -101,152 +80,14 @@ def task_classes(task, items) -> list[str]:
     return sorted({str(it.gold) for it in items}) if task.has_classes else []
 
 
-def permuted_scores(y: list[float], seed: int, batch: int, cls: list[int] | None = None) -> list[float]:
-    """The shuffled-outcome control's scores of one batch: y permuted within each class of the batch (cls: the
-    samples' classes; None: one class), so each class keeps its share of right answers and the within-class ranking
-    sees no signal. Seeded by (seed, batch index) alone, so any number of processes and a resumed run draw the same
-    one. (A permutation over the whole split cannot be applied in one streaming pass: a sample's partner may not be
-    generated yet.)"""
-    g = torch.Generator().manual_seed(1_000_003 * seed + batch)
-    cls = [0] * len(y) if cls is None else cls
-    out = list(y)
-    for c in sorted(set(cls)):
-        members = [b for b, k in enumerate(cls) if k == c]
-        for b, i in zip(members, torch.randperm(len(members), generator=g).tolist()):
-            out[b] = y[members[i]]
-    return out
-
-
-def batch_groups(cls: list[int], y_perm: list[float]) -> list[tuple[int, float, list[int]]]:
-    """(class, permuted score, samples) for each distinct (class, permuted score) of a batch, in sorted order: the
-    sample sets the fused op is called on, so every token is encoded once and both the per-class and the
-    shuffled-outcome sums follow from the groups' sums."""
-    groups: dict = {}
-    for b, key in enumerate(zip(cls, y_perm)):
-        groups.setdefault(key, []).append(b)
-    return [(c, yp, members) for (c, yp), members in sorted(groups.items())]
-
-
-def _token_index(lengths: list[int], T: int, members: list[int]) -> torch.Tensor:
-    """Rows of the flattened [B * T, d] residuals holding the generated tokens of `members`, in order."""
-    parts = [torch.arange(b * T, b * T + lengths[b]) for b in members]
-    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
-
-
-@dataclass
-class BatchGroups:
-    """What every layer of one batch reads, found once per batch: for each (class, permuted score) group its class,
-    score, token rows of the flattened [B * T, d] residuals and its PreparedBatch (lengths, scores, their sums and
-    the fused op's segments, on the model's device), and each class's sample rows (the unfused rankings' per-class
-    updates)."""
-    groups: list[tuple[int, float, torch.Tensor, PreparedBatch]]
-    class_rows: list[torch.Tensor]
-
-    @classmethod
-    def of(cls, lengths: list[int], T: int, y: torch.Tensor, classes: list[int], n_classes: int,
-           y_perm: list[float]) -> "BatchGroups":
-        dev = y.device
-        lens = torch.tensor(lengths, dtype=torch.long)
-        groups = []
-        for c, yp, members in batch_groups(classes, y_perm):
-            sel = torch.tensor(members, dtype=torch.long)
-            tokens = _token_index(lengths, T, members)
-            groups.append((c, yp, tokens.to(dev), prepare_batch(lens[sel].to(dev), y.index_select(0, sel.to(dev)),
-                                                                n_tokens=tokens.shape[0], check=False)))
-        rows = [torch.tensor([b for b, k in enumerate(classes) if k == c], dtype=torch.long, device=dev)
-                for c in range(n_classes)]
-        return cls(groups, rows)
-
-
-def group_stats(h: torch.Tensor, prepared: BatchGroups, sae, pool: str) -> list[CorrStats]:
-    """One fresh CorrStats per group (the per-layer fused op on the group's samples of h [B, T, d]: the group's
-    PreparedBatch was built once for all layers)."""
-    flat = h.reshape(-1, h.shape[-1])
-    out = []
-    for _, _, tokens, batch in prepared.groups:
-        st = CorrStats(sae.d_sae, device=h.device)
-        encode_pool_stats_prepared(flat.index_select(0, tokens), batch, sae, st, pool=pool)
-        out.append(st)
-    return out
-
-
-def _sum(parts: list[CorrStats], d: int, device) -> CorrStats:
-    total = CorrStats(d, device=device)
-    for st in parts:                      # a fixed order: the same float64 sums in any process
-        total.merge(st)
-    return total
-
-
-def shuffled_from_groups(parts: list[CorrStats], groups, y_perm: torch.Tensor) -> CorrStats:
-    """Statistics against the permuted scores from the groups' sums (every sample of a group has the same permuted
-    score), merged in group order."""
-    st = CorrStats(parts[0].d_sae, device=parts[0].device)
-    for g, (_, yp, *_) in zip(parts, groups):
-        st.merge(_with_score(g, yp))
-    return st
-
-
-def _with_score(g: CorrStats, yp: float) -> CorrStats:
-    """g's statistics as if every one of its samples had score yp (pooled SAE activations are never negative, so
-    sum_z_active_pos = sum_z_pos)."""
-    out = CorrStats(g.d_sae, device=g.device)
-    out.shift.copy_(g.shift)
-    out.has_shift.copy_(g.has_shift)
-    out.features.copy_(g.features)
-    out.sum_dzy.copy_(g.sum_dz * yp)
-    pos = float(yp > 0)
-    for name, v in (("sum_z_pos", g.sum_z), ("sum_z_active_pos", g.sum_z), ("n_active_pos", g.n_active)):
-        getattr(out, name).copy_(v * pos)
-    n = g.n
-    out.scalars.copy_(torch.stack([n, n * yp, n * yp * yp, n * pos]))
-    return out
-
-
-def layer_stats(h, lengths: list[int], y, y_perm, cls: list[int], n_classes: int, sae, pool: str, ranking: str,
-                prepared: BatchGroups | None = None):
-    """One layer of one batch: (total, [per class], shuffled, [shuffled per class]) fresh statistics of pooled SAE
-    features.
-
-    Fused rankings: encode_pool_stats_prepared once per (class, permuted score) group, every token encoded once; totals,
-    classes and shuffled sums are added from the groups in sorted order. Other rankings: encode_pool once, then
-    RankStats and CorrStats updates on row subsets. `prepared`: the batch's groups, found once for all its layers
-    (built here when not given)."""
-    dev, d = h.device, sae.d_sae
-    if prepared is None:
-        prepared = BatchGroups.of(lengths, h.shape[1], y, cls, n_classes, y_perm)
-    y_perm_t = torch.tensor(y_perm, dtype=torch.float64, device=dev)
-    if not fused(ranking):
-        pooled = encode_pool(h, torch.tensor(lengths, device=dev), sae, pool)
-        total = make_stats(ranking, d, dev).update(pooled, y)
-        per_class = [CorrStats(d, device=dev).update(pooled.index_select(0, rows), y.index_select(0, rows),
-                                                     check=False) for rows in prepared.class_rows]
-        shuffled_class = [CorrStats(d, device=dev).update(pooled.index_select(0, rows), y_perm_t.index_select(0, rows),
-                                                          check=False) for rows in prepared.class_rows]
-        return total, per_class, CorrStats(d, device=dev).update(pooled, y_perm_t, check=False), shuffled_class
-    groups = prepared.groups
-    parts = group_stats(h, prepared, sae, pool)
-    per_class = [_sum([p for p, g in zip(parts, groups) if g[0] == c], d, dev) for c in range(n_classes)]
-    shuffled_class = [_shuffled_class(parts, groups, y_perm_t, rows, c, d, dev)
-                      for c, rows in enumerate(prepared.class_rows)]
-    return _sum(parts, d, dev), per_class, shuffled_from_groups(parts, groups, y_perm_t), shuffled_class
-
-
-def _shuffled_class(parts, groups, y_perm_t, rows, c: int, d: int, dev) -> CorrStats:
-    """The shuffled-outcome statistics of class c's samples alone (from its groups' sums)."""
-    mine = [(p, g) for p, g in zip(parts, groups) if g[0] == c]
-    if not mine:
-        return CorrStats(d, device=dev)
-    return shuffled_from_groups([p for p, _ in mine], [g for _, g in mine], y_perm_t.index_select(0, rows))
-
-
 def _batch_stats(lm, bank, task, batch, pool: str, host: bool, ranking: str = "pearson", classes=(), seed: int = 0,
                  index: int = 0):
     """One batch: (rows, {name: {accumulator: tensor}}) of fresh statistics (on the host when `host`); names as in
-    _named_stats."""
+    stat_names."""
     points = {L: e.hook for L, e in bank}
     out = generate_batch(lm, [it.prompt for it in batch], task.max_new_tokens, capture=list(points.values()),
                          **task.gen_kwargs)
-    rows = score_rows(task, batch, out.texts)
+    rows = prediction_rows(task, batch, out.texts)
     ys = [r["correct"] for r in rows]
     y = torch.tensor(ys, dtype=torch.float64).to(lm.device)
     cls = [classes.index(str(it.gold)) for it in batch] if classes else [0] * len(batch)
@@ -262,28 +103,42 @@ def _batch_stats(lm, bank, task, batch, pool: str, host: bool, ranking: str = "p
         h = out.captured[points[L]]
         sae, per_class, shuffled, shuffled_class = layer_stats(h, host_lengths, y, y_perm, cls, len(classes), e.sae,
                                                                pool, ranking, prepared)
-        raw = CorrStats(lm.d_model, device=lm.device).update(_mean_pool(h, lengths), y, check=False)
-        named = {f"sae.{L}": sae, f"raw.{L}": raw, f"shuffled.{L}": shuffled}
-        named.update({f"class.{L}.{c}": st for c, st in enumerate(per_class)})
-        named.update({f"shuffled_class.{L}.{c}": st for c, st in enumerate(shuffled_class)})
-        for name, st in named.items():
+        raw = CorrStats(lm.d_model, device=lm.device).update(mean_pool(h, lengths), y, check=False)
+        for name, st in layer_names(L, sae, raw, shuffled, per_class, shuffled_class).items():
             t = _raw_tensors(st)
             parts[name] = {k: v.cpu() for k, v in t.items()} if host else t
     return rows, parts
 
 
-def _named_stats(col: Collected) -> dict:
-    """{name: statistics} of everything collection accumulates: sae.L, raw.L, shuffled.L, class.L.c and
-    shuffled_class.L.c."""
-    out = {f"{kind}.{L}": st for kind in ("sae", "raw", "shuffled") for L, st in getattr(col, kind).items()}
-    out.update({f"class.{L}.{c}": st for L, sts in col.by_class.items() for c, st in enumerate(sts)})
-    out.update({f"shuffled_class.{L}.{c}": st for L, sts in col.shuffled_by_class.items() for c, st in enumerate(sts)})
+def layer_names(L: int, sae, raw, shuffled, per_class, shuffled_class) -> dict:
+    """{name: statistics} of one layer under the one naming scheme (module docstring)."""
+    out = {f"layer{L}": sae, f"raw.layer{L}": raw, f"shuffled.layer{L}": shuffled}
+    out.update({f"class{c}.layer{L}": st for c, st in enumerate(per_class)})
+    out.update({f"shuffled.class{c}.layer{L}": st for c, st in enumerate(shuffled_class)})
     return out
+
+
+def stat_names(col: Collected) -> dict:
+    """{name: statistics} of everything collection accumulates, by kind: layer<L>, class<c>.layer<L>,
+    shuffled.layer<L>, shuffled.class<c>.layer<L>, raw.layer<L>."""
+    out = {f"layer{L}": st for L, st in col.sae.items()}
+    out.update({f"class{c}.layer{L}": st for L, sts in col.by_class.items() for c, st in enumerate(sts)})
+    out.update({f"shuffled.layer{L}": st for L, st in col.shuffled.items()})
+    out.update({f"shuffled.class{c}.layer{L}": st for L, sts in col.shuffled_by_class.items()
+                for c, st in enumerate(sts)})
+    out.update({f"raw.layer{L}": st for L, st in col.raw.items()})
+    return out
+
+
+def stats_tensors(col: Collected) -> dict:
+    """stats.safetensors: <name>.<sum> of every statistic but the residual's (stat_names)."""
+    return {f"{name}.{k}": v for name, st in stat_names(col).items() if not name.startswith("raw.")
+            for k, v in st.state_dict().items()}
 
 
 def fold_batch(col: Collected, parts: dict) -> None:
     """Add one batch's statistics to the totals (CorrStats.merge: float64, in a fixed order, the same on any device)."""
-    named = _named_stats(col)
+    named = stat_names(col)
     for name, tensors in parts.items():
         total = named[name]
         part = type(total)(total.d_sae, device=total.device)
@@ -293,73 +148,91 @@ def fold_batch(col: Collected, parts: dict) -> None:
 
 
 def _tensors(col: Collected) -> dict:
-    return {f"{name}.{k}": v for name, st in _named_stats(col).items() for k, v in st.state_dict().items()}
+    return {f"{name}.{k}": v for name, st in stat_names(col).items() for k, v in st.state_dict().items()}
+
+
+# the checkpoint names of runs before the one scheme -> today's
+LEGACY_NAMES = ((r"^sae\.(\d+)\.", r"layer\1."), (r"^raw\.(\d+)\.", r"raw.layer\1."),
+                (r"^shuffled\.(\d+)\.", r"shuffled.layer\1."), (r"^class\.(\d+)\.(\d+)\.", r"class\2.layer\1."),
+                (r"^shuffled_class\.(\d+)\.(\d+)\.", r"shuffled.class\2.layer\1."))
+
+
+def renamed_legacy(tensors: dict) -> dict:
+    """A collect checkpoint's tensors under today's names (an older checkpoint's sae.<L>.*, class.<L>.<c>.*, ...
+    renamed; today's names pass unchanged)."""
+    out = {}
+    for k, v in tensors.items():
+        for old, new in LEGACY_NAMES:
+            k = re.sub(old, new, k)
+        out[k] = v
+    return out
 
 
 def _restore(col: Collected, tensors: dict) -> None:
-    for name, st in _named_stats(col).items():
+    tensors = renamed_legacy(tensors)
+    for name, st in stat_names(col).items():
         prefix = f"{name}."
         st.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
 
 
-def _resume(ckpt: StageCheckpoint | None, col: Collected, d: Dist) -> int:
-    """Batches already done (rank 0 reads the checkpoint and hands it to the others)."""
-    found = ckpt.load() if (ckpt and d.main) else None
-    found = d.broadcast(found)
-    if found is None:
-        return 0
-    done, rows, tensors = found
-    try:
-        _restore(col, tensors)
-    except (KeyError, ValueError) as e:          # a well-formed file with the wrong tensors: not trusted either
-        if d.main:
-            ckpt.set_aside(e)
-        col.rows = []
-        for st in _named_stats(col).values():
-            st.clear()
-        return 0
-    col.rows = rows
-    return done
+def _restorer(ckpt: StageCheckpoint | None, col: Collected, d: Dist):
+    """restore(found) for run_batches: the checkpoint's rows and totals into col; batches already done."""
+    def restore(found) -> int:
+        done, rows, tensors = found
+        try:
+            _restore(col, tensors)
+        except (KeyError, ValueError) as e:          # a well-formed file with the wrong tensors: not trusted either
+            if d.main:
+                ckpt.set_aside(e)
+            col.rows = []
+            for st in stat_names(col).values():
+                st.clear()
+            return 0
+        col.rows = rows
+        return done
+    return restore
+
+
+def empty_collected(lm, bank, classes: list[str], ranking: str) -> Collected:
+    dev = lm.device
+    return Collected(sae={L: make_stats(ranking, e.sae.d_sae, dev) for L, e in bank},
+                     raw={L: CorrStats(lm.d_model, device=dev) for L, e in bank}, rows=[], classes=classes,
+                     by_class={L: [CorrStats(e.sae.d_sae, device=dev) for _ in classes] for L, e in bank},
+                     shuffled={L: CorrStats(e.sae.d_sae, device=dev) for L, e in bank},
+                     shuffled_by_class={L: [CorrStats(e.sae.d_sae, device=dev) for _ in classes] for L, e in bank})
 
 
 def collect(lm, bank, task, items, batch_size: int = 16, pool: str = "max", checkpoint=None,
             progress: bool = True, dist: Dist = SINGLE, model_id: str | None = None,
             ranking: str = "pearson", seed: int = 0) -> Collected:
-    dev = lm.device
     for L, e in bank:
-        if e.sae.device != dev:
-            raise ValueError(f"the SAE for layer {L} is on {e.sae.device} but the model is on {dev}: "
+        if e.sae.device != lm.device:
+            raise ValueError(f"the SAE for layer {L} is on {e.sae.device} but the model is on {lm.device}: "
                              "load the bank with device=lm.device (or bank.to(lm.device))")
     classes = task_classes(task, items)
-    col = Collected(sae={L: make_stats(ranking, e.sae.d_sae, dev) for L, e in bank},
-                    raw={L: CorrStats(lm.d_model, device=dev) for L, e in bank}, rows=[], classes=classes,
-                    by_class={L: [CorrStats(e.sae.d_sae, device=dev) for _ in classes] for L, e in bank},
-                    shuffled={L: CorrStats(e.sae.d_sae, device=dev) for L, e in bank},
-                    shuffled_by_class={L: [CorrStats(e.sae.d_sae, device=dev) for _ in classes] for L, e in bank})
-    ckpt = None
-    if checkpoint:
-        key = collect_key(lm, bank, task, items, batch_size, pool, model_id, ranking, seed)
-        ckpt = StageCheckpoint(checkpoint, "collect", key)
-    n = n_batches(len(items), batch_size)
-    start = _resume(ckpt, col, dist)
-    if dist.active:
-        mine = my_batches(n, dist, start)
-        log(f"rank {dist.rank}/{dist.world}: collect batches {mine} of {n} "
-            f"({sum(len(items[b * batch_size:(b + 1) * batch_size]) for b in mine)} samples)")
-    bar = tqdm(total=len(items), initial=min(len(items), start * batch_size), desc="collect", unit="sample",
-               disable=not (progress and dist.main))
+    col = empty_collected(lm, bank, classes, ranking)
+    ckpt = StageCheckpoint(checkpoint, "collect", collect_key(lm, bank, task, items, batch_size, pool, model_id,
+                                                              ranking, seed)) if checkpoint else None
 
     def work(b):
         return _batch_stats(lm, bank, task, items[b * batch_size:(b + 1) * batch_size], pool, host=dist.active,
                             ranking=ranking, classes=classes, seed=seed, index=b)
 
-    for done, results in rounds(n, start, dist, work):
-        for rows, parts in results:
-            fold_batch(col, parts)
-            col.rows.extend(rows)
-            bar.update(len(rows))
-        if ckpt and dist.main:
-            ckpt.save(done, col.rows, _tensors(col))
-        bar.set_postfix(acc=f"{sum(r['correct'] for r in col.rows) / max(1, len(col.rows)):.2f}")
-    bar.close()
+    def fold(res) -> int:
+        rows, parts = res
+        fold_batch(col, parts)
+        col.rows.extend(rows)
+        return len(rows)
+
+    run_batches("collect", n_batches(len(items), batch_size), work, fold, dist=dist, ckpt=ckpt,
+                restore=_restorer(ckpt, col, dist), snapshot=lambda: (col.rows, _tensors(col)),
+                size=lambda b: len(items[b * batch_size:(b + 1) * batch_size]), unit="sample",
+                postfix=lambda: dict(acc=f"{sum(r['correct'] for r in col.rows) / max(1, len(col.rows)):.2f}"),
+                progress=progress)
     return col
+
+
+def collect_stage(ctx: Context, items) -> Collected:
+    """The collect stage of a run: the select split's statistics, checkpointed under checkpoints/collect."""
+    return collect(ctx.lm, ctx.bank, ctx.task, items, ctx.cfg.batch_size, ctx.cfg.pool, checkpoint=ctx.ckpt("collect"),
+                   dist=ctx.dist, model_id=ctx.model_id, ranking=ctx.ranking, seed=ctx.cfg.seed)

@@ -21,7 +21,7 @@ import dataclasses
 import random
 from dataclasses import dataclass, field
 
-from corrsteer.pipeline.stages import Context, run_plans
+from corrsteer.pipeline.runner import Context
 from corrsteer.tasks.splits import group_of
 
 PROMPTING, FEW_SHOT, COMBINED = "prompting", "few-shot", "prompting+P"
@@ -142,9 +142,8 @@ class ScoredAsOriginal:
 
 def _rows(ctx: Context, items, template: str, plans: dict, stage: str) -> dict:
     task = ctx.task
-    return run_plans(ctx.lm, ScoredAsOriginal(task, items), [prompted(task, it, template) for it in items], plans,
-                     ctx.cfg.batch_size, stage, ctx.cfg.all_positions, dist=ctx.dist, checkpoint=ctx.ckpt(stage),
-                     model_id=ctx.model_id)
+    return ctx.generate([prompted(task, it, template) for it in items], plans, stage,
+                        task=ScoredAsOriginal(task, items))
 
 
 def prompt_stage(ctx: Context, test_items, prompts: PromptSet, p_vectors: dict | None) -> dict:

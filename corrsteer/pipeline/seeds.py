@@ -10,16 +10,16 @@ from pathlib import Path
 
 from corrsteer.config import parse_seeds
 from corrsteer.files import atomic_write_text
-from corrsteer.pipeline.run import corrsteer_run
+from corrsteer.pipeline.run import RunResult, corrsteer_run
 from corrsteer.report.contrasts import CONSTANT, point
 
 BASELINE = "baseline"
 
 
-def accuracies(res: dict) -> dict:
+def accuracies(res: RunResult) -> dict:
     """{row: test balanced accuracy (accuracy for free-form tasks)} of one corrsteer_run result: the unsteered
     model, the constant answer (tasks with classes), every variant, control and prompting row."""
-    ev = res["evaluation"]
+    ev = res.report.evaluation
     out = {BASELINE: point(ev, "baseline")}
     if ev.classes:
         out[CONSTANT] = point(ev, CONSTANT)

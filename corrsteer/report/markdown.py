@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -32,45 +33,58 @@ PROMPTING_LEGEND = ("Prompting rows: the same model, unsteered, with the prompts
                     "CorrSteer-P's plan (the instruction prompt is fixed in advance, not chosen on the test items).")
 
 
-def write_report(out_dir: str | os.PathLike, *, title: str, comparisons: list[Comparison],
-                 top_features: dict[int, list[RankedFeature]], layer_r: dict[int, float], settings: dict,
-                 baselines: Sequence[Comparison] = (), outputs: dict[str, list[dict]] | None = None,
-                 extra: Sequence[str] = (), evaluation: Evaluation | None = None,
-                 prompting: Sequence[Comparison] = (), vs_p: dict[str, float] | None = None,
-                 prompts: dict[str, str] | None = None, score_name: str = "r", plots: bool = True) -> Path:
-    """Write ``out_dir/report.md``, ``r_per_layer.png`` and ``top_features.png``; returns the report's path.
+@dataclass
+class Report:
+    """What report.md shows. top_features: {layer: [{"feature", "r", "freq" (fraction of samples active), "coef"},
+    ...]}, best first. layer_r: {layer: best r at that layer}. outputs: {variant: test rows with id, output, gold,
+    correct}, the unsteered ones under "baseline": adds the section on what steering did to the text. extra: markdown
+    lines added before the plots (e.g. Neuronpedia links). evaluation (corrsteer.report.stats.evaluate over every
+    row set): the headline, balanced accuracy, per-class recall, the constant answer, bootstrap intervals and the
+    answer distribution. prompting: the prompting rows' comparisons; vs_p: {variant: McNemar p against
+    CorrSteer-P}; prompts: {variant: the prompt text it used} (the Prompts section). score_name: what the ranking
+    scored the features by ("r" for Pearson; layer_r then holds each layer's best score)."""
+    title: str
+    comparisons: list[Comparison]
+    top_features: dict[int, list[RankedFeature]]
+    layer_r: dict[int, float]
+    settings: dict
+    baselines: Sequence[Comparison] = ()
+    outputs: dict[str, list[dict]] | None = None
+    extra: Sequence[str] = ()
+    evaluation: Evaluation | None = None
+    prompting: Sequence[Comparison] = ()
+    vs_p: dict[str, float] | None = None
+    prompts: dict[str, str] | None = None
+    score_name: str = "r"
 
-    top_features: {layer: [{"feature", "r", "freq" (fraction of samples active), "coef"}, ...]}, best first.
-    layer_r: {layer: best r at that layer}. outputs: {variant: test rows with id, output, gold, correct}, the
-    unsteered ones under "baseline": adds the section on what steering did to the text. extra: markdown lines
-    added before the plots (e.g. Neuronpedia links). Accuracies print as percent, Δ in percentage points, p-values with
-    3 significant digits (or '<1e-4'). evaluation (corrsteer.report.stats.evaluate over every row set): the
-    headline, balanced accuracy, per-class recall, the constant answer, bootstrap intervals and the answer
-    distribution. prompting: the prompting rows' comparisons; vs_p: {variant: McNemar p against CorrSteer-P};
-    prompts: {variant: the prompt text it used} (the Prompts section). score_name: what the ranking scored the
-    features by ("r" for Pearson; layer_r then holds each layer's best score); plots=False writes report.md only.
-    """
+
+def write_report(out_dir: str | os.PathLike, report: Report, plots: bool = True) -> Path:
+    """Write ``out_dir/report.md``, ``r_per_layer.png`` and ``top_features.png`` (plots=False: report.md only);
+    returns the report's path. Accuracies print as percent, Δ in percentage points, p-values with 3 significant
+    digits (or '<1e-4')."""
+    r = report
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if plots:
-        label = "Pearson r" if score_name == "r" else score_name
-        plot_r_per_layer(layer_r, out / "r_per_layer.png", ylabel=f"best {label}")
-        plot_top_features(top_features, layer_r, out / "top_features.png", xlabel=label, by_score=score_name != "r")
+        label = "Pearson r" if r.score_name == "r" else r.score_name
+        plot_r_per_layer(r.layer_r, out / "r_per_layer.png", ylabel=f"best {label}")
+        plot_top_features(r.top_features, r.layer_r, out / "top_features.png", xlabel=label,
+                          by_score=r.score_name != "r")
 
-    lines = [f"# {title}", "", "## Settings", ""]
-    settings_rows = [[k, fmt_num(v, digits=6)] for k, v in settings.items()]
+    lines = [f"# {r.title}", "", "## Settings", ""]
+    settings_rows = [[k, fmt_num(v, digits=6)] for k, v in r.settings.items()]
     lines += table(["setting", "value"], settings_rows, [":---", ":---"])
 
-    lines += ["", "## Results", ""] + _results(comparisons, baselines, prompting, evaluation, vs_p)
-    if prompts:
-        lines += ["", "### Prompts", ""] + _prompts(prompts)
+    lines += ["", "## Results", ""] + _results(r.comparisons, r.baselines, r.prompting, r.evaluation, r.vs_p)
+    if r.prompts:
+        lines += ["", "### Prompts", ""] + _prompts(r.prompts)
 
-    if outputs is not None:
-        lines += [""] + text_section(outputs)[:-1]
+    if r.outputs is not None:
+        lines += [""] + text_section(r.outputs)[:-1]
 
-    lines += ["", "## Top features", ""] + _features(top_features, layer_r, score_name)
-    if extra:
-        lines += [""] + list(extra)
+    lines += ["", "## Top features", ""] + _features(r.top_features, r.layer_r, r.score_name)
+    if r.extra:
+        lines += [""] + list(r.extra)
     lines += ["", "## Plots", "", "![Best r per layer](r_per_layer.png)", "",
               "![Top features of the best layers](top_features.png)", "",
               "[r_per_layer.png](r_per_layer.png) · [top_features.png](top_features.png)", ""]

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from corrsteer.files import atomic_write_text
 from corrsteer.report.contrasts import BASELINE, PROMPTS, STEERED_PROMPT, P
-from corrsteer.report.markdown import write_report
+from corrsteer.report.markdown import Report, write_report
 from corrsteer.report.plots import feature_score
-from corrsteer.report.stats import compare, evaluate
+from corrsteer.report.stats import Comparison, Evaluation, compare, evaluate
 from corrsteer.settings import SettingsError
 
 INPUTS = "report_inputs.json"
@@ -99,7 +99,18 @@ def _score_name(ranking: str | None, top: dict) -> tuple[str, list[str]]:
     return "r", [f"This run recorded each feature's Pearson r only, not the {name} it was ranked by."]
 
 
-def render(run_dir, out_dir=None, plots: bool = True) -> dict:
+@dataclass
+class Rendered:
+    """What a report shows, as numbers: each row against the unsteered baseline (the variants, the no-SAE baselines
+    and controls, the prompting rows), the bootstrap Evaluation of every row and each row's McNemar p against P."""
+    comparisons: list[Comparison]
+    baselines: list[Comparison]
+    prompting: list[Comparison]
+    evaluation: Evaluation
+    vs_p: dict[str, float]
+
+
+def render(run_dir, out_dir=None, plots: bool = True) -> Rendered:
     """Write report.md (and, with plots, the PNGs) of the run in run_dir into out_dir (default: run_dir); returns
     the comparisons, the Evaluation and the McNemar p-values against P."""
     run = Path(run_dir)
@@ -115,8 +126,8 @@ def render(run_dir, out_dir=None, plots: bool = True) -> dict:
     top = {int(L): [Feature(**f) for f in fs] for L, fs in inp["top_features"].items()}
     score_name, note = _score_name(inp.get("ranking"), top)
     layer_r = {L: feature_score(fs[0]) for L, fs in top.items() if fs}
-    write_report(out_dir or run, title=inp["title"], comparisons=comps, top_features=top, layer_r=layer_r,
+    write_report(out_dir or run, Report(title=inp["title"], comparisons=comps, top_features=top, layer_r=layer_r,
                  settings=inp["settings"], baselines=base_comps, outputs=rows, extra=note + inp.get("extra", []),
                  evaluation=ev, prompting=prompt_comps, vs_p=mc_vs_p, prompts=inp.get("prompts") or None,
-                 score_name=score_name, plots=plots)
-    return dict(comparisons=comps, baselines=base_comps, prompting=prompt_comps, evaluation=ev, vs_p=mc_vs_p)
+                 score_name=score_name), plots=plots)
+    return Rendered(comps, base_comps, prompt_comps, ev, mc_vs_p)

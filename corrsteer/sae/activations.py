@@ -113,7 +113,7 @@ def _forward_batches(lm, seqs, points, max_tokens, skip, batch_tokens, desc, pro
 
 
 @torch.no_grad()
-def collect(lm, seqs: list[list[int]], points: list[HookPoint], max_tokens: int, skip: int = 1,
+def collect_activations(lm, seqs: list[list[int]], points: list[HookPoint], max_tokens: int, skip: int = 1,
             batch_tokens: int = 2048, desc: str = "activations", progress: bool = True) -> dict:
     """{HookPoint: fp32 [N, d]} for the positions >= skip of the sequences, N <= max_tokens, in memory.
 
@@ -132,8 +132,8 @@ def layer_file(folder, hp: HookPoint) -> Path:
 @torch.no_grad()
 def collect_to_disk(lm, seqs: list[list[int]], points: list[HookPoint], max_tokens: int, folder, skip: int = 1,
                     batch_tokens: int = 2048, desc: str = "activations", progress: bool = True) -> int:
-    """Like `collect`, but appends each hook point's rows as float16 to <folder>/<hook>.f16; returns the row count.
-    Values beyond float16's range (none seen on the default model) are clipped, not turned into inf."""
+    """Like `collect_activations`, but appends each hook point's rows as float16 to <folder>/<hook>.f16; returns the
+    row count. Values beyond float16's range (none seen on the default model) are clipped, not turned into inf."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     files = {hp: open(layer_file(folder, hp), "wb") for hp in points}

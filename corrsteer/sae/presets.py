@@ -24,11 +24,12 @@ _DEFAULTS = dict(model="default", saes="trained", layers=None)
 
 
 def apply_preset(cfg):
-    """cfg with the preset's model, SAEs and layers wherever those options are still at their defaults."""
-    preset = getattr(cfg, "preset", None)
-    if not preset:
+    """cfg (run's settings) with the preset's model, SAEs and layers wherever those options are still at their
+    defaults."""
+    if not cfg.preset:
         return cfg
-    values = {k: v for k, v in PRESETS[preset].items() if getattr(cfg, k) == _DEFAULTS[k]}
+    now = dict(model=cfg.model, saes=cfg.saes, layers=cfg.layers)
+    values = {k: v for k, v in PRESETS[cfg.preset].items() if now[k] == _DEFAULTS[k]}
     return dataclasses.replace(cfg, **values)
 
 

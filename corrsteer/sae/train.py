@@ -229,7 +229,7 @@ class TopKTrainer:
 
 
 @torch.no_grad()
-def evaluate(sae: SAEWeights, x: torch.Tensor, chunk: int = 4096, fired: torch.Tensor | None = None) -> dict:
+def sae_quality(sae: SAEWeights, x: torch.Tensor, chunk: int = 4096, fired: torch.Tensor | None = None) -> dict:
     """FVE = 1 - sum|x - x_hat|^2 / sum|x - mean x|^2, mean L0, and the fraction of latents that never fire.
     fired: a bool [d_sae] mask to mark the latents that fire in (so that several sets share one; default: a new one)."""
     err = 0.0
@@ -328,7 +328,7 @@ def _stored_quality(path) -> dict | None:
 
 def _quality(sae, docs, chat) -> dict:
     fired = torch.zeros(sae.d_sae, dtype=torch.bool)        # over both sets: no third pass over their union
-    qd, qc = evaluate(sae, docs, fired=fired), evaluate(sae, chat, fired=fired)
+    qd, qc = sae_quality(sae, docs, fired=fired), sae_quality(sae, chat, fired=fired)
     return dict(fve=qc["fve"], fve_chat=qc["fve"], fve_docs=qd["fve"], l0=qc["l0"],
                 dead=1 - float(fired.float().mean()))
 

@@ -3,9 +3,9 @@
     refusal_classifier(mode) -> callable(texts) -> [bool refused] or None
     sts_model(mode)          -> callable(pairs) -> [float similarity] or None
 
-mode "auto": load the model from the local Hugging Face cache, else from the hub when it answers (and HF_HUB_OFFLINE
-is not 1); any failure
--> None (the caller falls back to the built-in scorer and says so). mode "builtin": always None.
+mode "auto": load the model from the local Hugging Face cache, else from the hub when it answers
+(corrsteer.model.lm.hub_reachable: never under HF_HUB_OFFLINE); any failure -> None (the caller falls back to the
+built-in scorer and says so). mode "builtin": always None.
 Refusal: ProtectAI/distilroberta-base-rejection-v1 through a transformers text-classification pipeline (a label
 containing "reject", "1" or "no_answer" is a refusal, as in the paper's code). SimpleQA: the STS cross-encoder
 dleemiller/ModernCE-base-sts (sentence-transformers' CrossEncoder when installed, else the same model through
@@ -14,31 +14,19 @@ transformers with a sigmoid on its single logit); an answer is right when the sc
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
+
+from corrsteer.model.lm import hub_reachable
 
 REFUSAL_MODEL = "ProtectAI/distilroberta-base-rejection-v1"
 STS_MODEL = "dleemiller/ModernCE-base-sts"
 STS_THRESHOLD = 0.6
-SCORER_MODES = ("auto", "builtin")
-
-
-@functools.cache
-def hub_reachable(host: str = "huggingface.co", timeout: float = 2.0) -> bool:
-    """One quick TCP connect (no retries), so an offline machine falls back at once."""
-    import socket
-
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
 
 
 def _attempts() -> list[bool]:
     """local_files_only values to try: the cache first, then the hub (unless offline or unreachable)."""
-    if os.environ.get("HF_HUB_OFFLINE") == "1" or not hub_reachable():
+    if not hub_reachable():
         return [True]
     return [True, False]
 

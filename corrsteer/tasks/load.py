@@ -33,8 +33,8 @@ def check_hub_options(cfg) -> None:
     """--task-path, --constrain, --bbq-condition and --protocol paper apply to the hub tasks only (--constrain to
     their multiple-choice ones)."""
     hub = cfg.task in HUB_TASKS and not cfg.task_file
-    new = getattr(cfg, "max_new_tokens", None)
-    if not hub and (cfg.task_path or cfg.constrain or cfg.bbq_condition or cfg.protocol != "chat" or new):
+    if not hub and (cfg.task_path or cfg.constrain or cfg.bbq_condition or cfg.protocol != "chat"
+                    or cfg.max_new_tokens):
         which = ("--task-path" if cfg.task_path else "--constrain" if cfg.constrain else
                  "--bbq-condition" if cfg.bbq_condition else "--protocol paper" if cfg.protocol != "chat" else
                  "--max-new-tokens")

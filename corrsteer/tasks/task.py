@@ -40,7 +40,6 @@ from corrsteer.tasks.scoring import NUMERIC, extract_label, fmt_number, normaliz
 from corrsteer.tasks.scoring_mc import LETTERS, extract_choice, read_refusal
 from corrsteer.tasks.splits import HubSplits, Splits, seeded_split
 
-KINDS = ("mc", "short", "label", "refusal")
 CLASS_KINDS = ("label", "mc", "refusal")      # kinds whose gold answers are classes (labels, letters, refuse/comply)
 
 

@@ -16,14 +16,13 @@ stats are only added; every producer (kernel tile, torch block) sums relative to
 stats' shift is exact algebra in float64 (rebase):
     sum (z - T)   = sum (z - c) + n d,   sum (z - T)^2 = sum (z - c)^2 + 2 d sum (z - c) + n d^2,
     sum (z - T) y = sum (z - c) y + d sum y,   d = c - T.
-merge / all_reduce rebase the other side onto this side's shift the same way, in a fixed order (deterministic).
+merge rebases the other side onto this side's shift the same way, in a fixed order (deterministic).
 y is not shifted (scores are mostly 0/1); raw sums of z (sum_z, sum_z2, sum_zy) are derived in float64 for readers
 that need means.
 """
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 
 from ._common import check_finite, check_float
 
@@ -225,17 +224,6 @@ class CorrStats:
         """float64 [7, d_sae]: the feature sums relative to `shift` [d_sae] instead of self.shift (to compare
         statistics accumulated under different shifts)."""
         return rebase(self.features, self.shift, self.n, self.sum_y, shift.to(self.device).double())
-
-    def all_reduce(self, group=None) -> "CorrStats":
-        """Sum the statistics over all torch.distributed ranks in place (every rank ends with the total): the ranks
-        first agree on one shift (the mean of theirs, rounded to fp32) and rebase onto it."""
-        w = torch.stack([self.shift * self.has_shift, self.has_shift.double()])
-        dist.all_reduce(w, op=dist.ReduceOp.SUM, group=group)
-        self.rebase_to(w[0] / w[1].clamp(min=1))
-        self.has_shift.copy_(w[1] > 0)
-        for t in (self.features, self.scalars):
-            dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
-        return self
 
     # ---- results ----
     def pearson(self) -> torch.Tensor:

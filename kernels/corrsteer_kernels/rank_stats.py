@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.distributed as dist
 
 from ._common import check_finite, check_float
 from .corr_stats import CorrStats, check_scores, column_mean, feature_sums
@@ -90,12 +89,6 @@ class RankStats(CorrStats):
         super().clear()
         self.sum_z2_pos.zero_()
         self.hist.zero_()
-        return self
-
-    def all_reduce(self, group=None) -> "RankStats":
-        super().all_reduce(group)
-        for t in (self.sum_z2_pos, self.hist):
-            dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
         return self
 
     # ---- rankings ----

@@ -8,8 +8,8 @@ import pytest
 import torch
 from fakes import FakeTask, save_tiny_dirs, tiny_bank
 
+from corrsteer.cli import commands
 from corrsteer.cli import main as cli
-from corrsteer.pipeline import commands
 from corrsteer.sae.bank import save_sae_dir
 from corrsteer.tasks.load import load_task
 
@@ -134,8 +134,8 @@ def test_all_right_or_all_wrong_is_an_error_not_an_empty_result(env, monkeypatch
 
 
 def _plan(env, tiny_lm, **change):
+    from corrsteer.method.rank import Candidate
     from corrsteer.model.steer import SteeringPlan
-    from corrsteer.pipeline.rank import Candidate
     plan = SteeringPlan.from_features("p", "tiny-llama", "random", tiny_bank(tiny_lm, layers=(1,)),
                                       [Candidate(layer=1, feature=3, r=0.5, score=0.5, freq=0.5, coef=1.0)])
     doc = plan.to_dict()

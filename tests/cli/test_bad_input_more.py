@@ -13,9 +13,9 @@ import pytest
 from fakes import FakeTask, save_tiny_dirs
 from tqdm.auto import tqdm
 
+from corrsteer.cli import commands
 from corrsteer.cli import main as cli
 from corrsteer.model import lm as lm_mod
-from corrsteer.pipeline import commands
 from corrsteer.tasks.load import check_hub_options, load_task
 
 GOOD = '{"prompt": "Capital of France?", "answer": "Paris"}\n' * 30
@@ -97,8 +97,8 @@ def CONFIG(d, doc, *extra):
 def PLAN(d, tiny_lm, cmd, nan=False, *extra):
     from fakes import tiny_bank
 
+    from corrsteer.method.rank import Candidate
     from corrsteer.model.steer import SteeringPlan
-    from corrsteer.pipeline.rank import Candidate
     plan = SteeringPlan.from_features("p", "tiny-llama", "random", tiny_bank(tiny_lm, layers=(1,)),
                                       [Candidate(layer=1, feature=3, r=0.5, score=0.5, freq=0.5, coef=1.0)])
     doc = plan.to_dict()

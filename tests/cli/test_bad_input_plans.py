@@ -8,13 +8,13 @@ import pytest
 from fakes import save_tiny_dirs, tiny_bank
 from test_bad_input_more import run_line
 
+from corrsteer.cli import commands
 from corrsteer.cli import main as cli
 from corrsteer.export import gguf
 from corrsteer.export import lm_eval as lm_eval_mod
+from corrsteer.method.rank import Candidate
 from corrsteer.model import lm as lm_mod
 from corrsteer.model.steer import SteeringPlan
-from corrsteer.pipeline import commands
-from corrsteer.pipeline.rank import Candidate
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ import pytest
 from test_bad_input_more import GOOD, PLAN, RUN, TF, _lines, _no_model, env, run_line, write  # noqa: F401
 
 from corrsteer import files
+from corrsteer.cli import commands
 from corrsteer.export.gguf import write_directions
-from corrsteer.pipeline import commands
 
 EXPECT_OTHER = "expected an output that is not one of the command's inputs (writing it would destroy the input)"
 TASKS = "expected one JSON item a line (see README, Tasks)"

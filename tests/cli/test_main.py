@@ -7,9 +7,9 @@ import pytest
 import torch
 from fakes import FakeTask, save_tiny_dirs
 
+from corrsteer.cli import commands
 from corrsteer.cli import main as cli
-from corrsteer.config import COMMANDS, EvalConfig, GenerateConfig, RunConfig
-from corrsteer.pipeline import commands
+from corrsteer.config import SETTINGS, EvalConfig, GenerateConfig, RunConfig
 
 REQUIRED = {"eval": dict(plan="p.json"), "generate": dict(plan="p.json", prompt="hi"),
             "export": dict(plan="p.json", format="vllm", out="o.json"), "import": dict(vectors="v.gguf", out="p.json"),
@@ -17,7 +17,7 @@ REQUIRED = {"eval": dict(plan="p.json"), "generate": dict(plan="p.json", prompt=
 
 
 def _argv(cmd, values: dict) -> list[str]:
-    out, positional = [cmd], {f.name for f in fields(COMMANDS[cmd]) if f.metadata["positional"]}
+    out, positional = [cmd], {f.name for f in fields(SETTINGS[cmd]) if f.metadata["positional"]}
     for name, v in values.items():
         out += [v] if name in positional else [f"--{name.replace('_', '-')}", str(v)]
     return out
@@ -39,9 +39,9 @@ def _common(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 # generated interface
 # ---------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("cmd", sorted(COMMANDS))
+@pytest.mark.parametrize("cmd", sorted(SETTINGS))
 def test_cli_defaults_equal_dataclass_defaults(cmd):
-    cls = COMMANDS[cmd]
+    cls = SETTINGS[cmd]
     required = REQUIRED.get(cmd, {})
     got = cli.parse_settings(_argv(cmd, required))
     assert type(got) is cls and got == cls(**required)
@@ -49,13 +49,13 @@ def test_cli_defaults_equal_dataclass_defaults(cmd):
         assert (f.default is MISSING) == (f.name in required), f.name
 
 
-@pytest.mark.parametrize("cmd", sorted(COMMANDS))
+@pytest.mark.parametrize("cmd", sorted(SETTINGS))
 def test_help_documents_every_option_with_its_default(cmd, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main([cmd, "--help"])
     assert e.value.code == 0
     text = " ".join(capsys.readouterr().out.split())      # undo argparse's line wrapping
-    cls = COMMANDS[cmd]
+    cls = SETTINGS[cmd]
     for f in fields(cls):
         name = f.name if f.metadata["positional"] else "--" + f.name.replace("_", "-")
         assert name in text, name

@@ -3,9 +3,9 @@ import pytest
 import torch
 from fakes import tiny_bank
 
+from corrsteer.method.rank import Candidate
 from corrsteer.model.hooks import HookPoint
 from corrsteer.model.steer import PlanEntry, SteeringPlan
-from corrsteer.pipeline.rank import Candidate
 
 
 def random_plan(lm, hooks, all_positions=True, seed=None, name="rand", sae_source="random") -> SteeringPlan:

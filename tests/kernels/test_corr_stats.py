@@ -1,6 +1,5 @@
 """CorrStats / feature_sums against an independent float64 recomputation (numpy + math.fsum)."""
 import math
-import socket
 
 import numpy as np
 import pytest
@@ -475,36 +474,3 @@ def test_non_float_pooled_raises_type_error():
 def test_bad_d_sae_raises(d_sae):
     with pytest.raises(ValueError):
         CorrStats(d_sae)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# torch.distributed
-# ----------------------------------------------------------------------------------------------------------------
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.mark.parametrize("init", ["filestore", "tcp"])
-def test_all_reduce_single_process_is_identity(tmp_path, init):
-    import torch.distributed as dist
-
-    if not dist.is_available():
-        pytest.skip("torch.distributed not available")
-    assert not dist.is_initialized()
-    stats = _filled(seed=61)
-    f0, s0 = stats.features.clone(), stats.scalars.clone()
-    if init == "filestore":
-        dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
-    else:
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
-    try:
-        assert stats.all_reduce() is stats
-        assert torch.equal(stats.features, f0) and torch.equal(stats.scalars, s0)
-        stats.all_reduce(group=dist.group.WORLD)
-        assert torch.equal(stats.features, f0) and torch.equal(stats.scalars, s0)
-        assert f0.abs().max() > 0
-    finally:
-        dist.destroy_process_group()
-    assert not dist.is_initialized()

@@ -6,7 +6,7 @@ import torch
 from cases import make_sae
 from conftest import FAST_BACKENDS, on_backend
 
-from corrsteer.pipeline.rank import layer_candidates, make_stats, ranked_features
+from corrsteer.method.rank import layer_candidates, make_stats, ranked_features
 from corrsteer_kernels import BIN_EDGES, N_BINS, CorrStats, RankStats, encode_pool, encode_pool_reference
 from corrsteer_kernels.rank_stats import FISHER_EPS, bin_index
 

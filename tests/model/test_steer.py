@@ -3,9 +3,9 @@ import pytest
 import torch
 from fakes import tiny_bank
 
+from corrsteer.method.rank import Candidate
 from corrsteer.model.hooks import HookPoint, capture
 from corrsteer.model.steer import SteeringPlan
-from corrsteer.pipeline.rank import Candidate
 
 
 @pytest.mark.parametrize("all_positions", [False, True])

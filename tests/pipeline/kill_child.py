@@ -28,17 +28,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))          # tests/: 
 
 from fakes import FakeTask  # noqa: E402
 
-import corrsteer.pipeline.checkpoint as checkpoint  # noqa: E402
+import corrsteer.cli.commands as commands  # noqa: E402
+import corrsteer.method.rank as rank  # noqa: E402
 import corrsteer.pipeline.collect as collect  # noqa: E402
-import corrsteer.pipeline.commands as commands  # noqa: E402
-import corrsteer.pipeline.prompting as prompting  # noqa: E402
-import corrsteer.pipeline.stages as stages  # noqa: E402
+import corrsteer.pipeline.runner as runner  # noqa: E402
 import corrsteer.report.markdown as markdown  # noqa: E402
+import corrsteer.runtime.checkpoint as checkpoint  # noqa: E402
 import corrsteer.sae.bank as bank  # noqa: E402
 import corrsteer.sae.corpus as corpus  # noqa: E402
 import corrsteer.sae.train as train  # noqa: E402
 from corrsteer.cli.main import main  # noqa: E402
-from corrsteer.pipeline.outdir import LOCK  # noqa: E402
+from corrsteer.runtime.outdir import LOCK  # noqa: E402
 
 GENERATING = ("collect", "validate", "prefix", "test", "test-prompting", "test-few-shot")
 
@@ -91,10 +91,9 @@ class Child:
 
     def arm_run(self) -> None:
         collect.generate_batch = self.generate(collect.generate_batch, "collect")
-        stages.generate_batch = self.generate(stages.generate_batch)
-        stages.run_plans = self.staged(stages.run_plans)
-        prompting.run_plans = self.staged(prompting.run_plans)
-        stages.layer_candidates = self.dies_at("rank", stages.layer_candidates)
+        runner.generate_batch = self.generate(runner.generate_batch)
+        runner.run_plans = self.staged(runner.run_plans)
+        rank.layer_candidates = self.dies_at("rank", rank.layer_candidates)
         markdown.plot_top_features = self.dies_at("report", markdown.plot_top_features)
         commands.load_task = lambda cfg: FakeTask(30)
         checkpoint.os.link = self.linked(os.link)

@@ -6,9 +6,10 @@ import torch
 from fakes import FakeTask, tiny_bank
 
 from corrsteer.pipeline import baselines as B
+from corrsteer.pipeline import runner
 from corrsteer.pipeline.collect import Collected
 from corrsteer.pipeline.run import RunConfig, corrsteer_run
-from corrsteer.pipeline.stages import Context
+from corrsteer.pipeline.runner import Context
 from corrsteer_kernels import CorrStats
 
 
@@ -17,7 +18,7 @@ def _run(tiny_lm, tmp_path, seed):
     cfg = RunConfig(n_select=12, n_val=6, n_test=4, batch_size=4, variant="P", few_shot=0)
     out = tmp_path / f"bank{seed}"
     res = corrsteer_run(tiny_lm, bank, FakeTask(24), out, cfg, sae_source="random")
-    return out, res["settings"]
+    return out, res.settings
 
 
 def test_baseline_plans_do_not_depend_on_the_sae_bank(tiny_lm, tmp_path):
@@ -74,7 +75,7 @@ def test_each_baseline_takes_its_best_validated_layer_and_scale(tmp_path, monkey
         return {n: [{"correct": float(k < 100 * wanted.get(n, 0.1)), "gold": "even", "pred": "even"}
                     for k in range(100)] for n in plans}
 
-    monkeypatch.setattr(B, "run_plans", fake_run_plans)
+    monkeypatch.setattr(runner, "run_plans", fake_run_plans)
     ch = B.baseline_stage(_ctx(tmp_path, layers), col, ["v"] * 4)
     assert (ch.chosen[B.RAW].layer, ch.chosen[B.MD].layer, ch.chosen[B.MD].scale) == (5, 2, 2.0)
     assert seen == [[f"raw L{L}" for L in layers] + [f"md L{L}" for L in layers], ["x0.5", "x2", "x4"]]

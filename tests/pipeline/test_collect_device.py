@@ -4,9 +4,9 @@ import pytest
 import torch
 from fakes import DEVICES, FakeTask, forced_eos, on, tiny_bank
 
+from corrsteer.method.rank import layer_candidates
 from corrsteer.model.generate import generate_batch
 from corrsteer.pipeline.collect import collect
-from corrsteer.pipeline.rank import layer_candidates
 from corrsteer.sae.bank import load_bank, save_sae_dir
 from corrsteer_kernels import CorrStats, encode_pool_reference
 

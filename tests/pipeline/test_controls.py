@@ -6,11 +6,14 @@ import json
 import torch
 from fakes import FakeTask, tiny_bank
 
-import corrsteer.pipeline.stages as S
+from corrsteer.method.rank import Candidate
+from corrsteer.method.variants import random_feature_picks, variant_p
 from corrsteer.model.steer import SteeringPlan
-from corrsteer.pipeline.rank import Candidate
-from corrsteer.pipeline.run import RunConfig, control_names, corrsteer_run
-from corrsteer.pipeline.select import random_feature_picks, variant_p
+from corrsteer.pipeline.prefix import kept_layers, prefix_stage
+from corrsteer.pipeline.report import control_names
+from corrsteer.pipeline.run import RunConfig, corrsteer_run
+from corrsteer.pipeline.runner import Context
+from corrsteer.pipeline.validate import Validation, draw_seed, random_stage
 
 
 def _cand(L, f=0, coef=1.0):
@@ -30,7 +33,7 @@ def test_random_filter_drops_a_layer_that_random_features_match():
 def test_random_draws_are_distinct_norm_matched_and_fixed_by_seed(tiny_lm):
     bank = tiny_bank(tiny_lm, layers=(1, 3), d_sae=40)
     plan = SteeringPlan.from_features("P", tiny_lm.name, "random", bank, [_cand(1, 5, 2.0), _cand(3, 7, 0.5)])
-    draws = [random_feature_picks(plan, bank, S.draw_seed(0, d)) for d in range(5)]
+    draws = [random_feature_picks(plan, bank, draw_seed(0, d)) for d in range(5)]
     assert draws[0] == random_feature_picks(plan, bank, 0)          # draw 1 is the single control of older runs
     assert len({tuple(p.feature for p in d) for d in draws}) > 1
     for d in draws:
@@ -39,7 +42,7 @@ def test_random_draws_are_distinct_norm_matched_and_fixed_by_seed(tiny_lm):
         for h, v in plan.vectors.items():
             torch.testing.assert_close(torch.tensor(drawn.vectors[h]).norm(), torch.tensor(v).norm(), rtol=1e-5,
                                        atol=0)
-    assert S.draw_seed(0, 1) != S.draw_seed(0, 0, stage=1) != S.draw_seed(1, 0)
+    assert draw_seed(0, 1) != draw_seed(0, 0, stage=1) != draw_seed(1, 0)
 
 
 def test_control_names_order_draws_and_read_old_runs():
@@ -60,7 +63,7 @@ def _run(tiny_lm, tmp_path, **kw):
 
 def test_shuffled_control_goes_through_validation_filter_and_prefix_search(tiny_lm, tmp_path, monkeypatch):
     seen = {}
-    real = S.prefix_stage
+    real = prefix_stage
 
     def spy(ctx, cands, val_items, val, shuffled=None):
         seen["shuffled"] = shuffled
@@ -78,7 +81,7 @@ def test_shuffled_control_goes_through_validation_filter_and_prefix_search(tiny_
     rows = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
     names = {r["variant"] for r in rows}
     assert {f"control-random-feature-{i}" for i in (1, 2, 3)} <= names and "control-random-feature-4" not in names
-    assert res["settings"]["P_filter"] == "random"
+    assert res.settings["P_filter"] == "random"
 
 
 def test_baseline_filter_draws_nothing_on_validation(tiny_lm, tmp_path):
@@ -90,19 +93,19 @@ def test_baseline_filter_draws_nothing_on_validation(tiny_lm, tmp_path):
 def test_random_stage_draws_at_every_layer_that_beat_the_baseline_for_p_and_the_shuffled_control(tiny_lm, tmp_path,
                                                                                                   monkeypatch):
     bank = tiny_bank(tiny_lm, layers=(0, 2, 3))
-    ctx = S.Context(tiny_lm, bank, FakeTask(4), RunConfig(val_draws=2, p_filter="random"), tmp_path, "random")
+    ctx = Context(tiny_lm, bank, FakeTask(4), RunConfig(val_draws=2, p_filter="random"), tmp_path, "random")
     cands = {L: [_cand(L, 1)] for L in (0, 2, 3)}
     shuffled = {L: [_cand(L, 4)] for L in (0, 3)}
-    v = S.Validation(baseline=0.5, per_layer={0: 0.6, 2: 0.4, 3: 0.7}, shuffled={0: 0.9, 3: 0.5})
+    v = Validation(baseline=0.5, per_layer={0: 0.6, 2: 0.4, 3: 0.7}, shuffled={0: 0.9, 3: 0.5})
     score = {"RL0.0": 0.5, "RL0.1": 0.7, "RL3.0": 0.8, "RL3.1": 0.8, "RS0.0": 0.2, "RS0.1": 0.4}
 
-    def fake_gen(ctx, items, plans, stage):
+    def fake_gen(ctx, items, plans, stage, task=None):
         assert stage == "validate-random" and sorted(plans) == sorted(score)
         return {n: [{"correct": score[n]}] for n in plans}
-    monkeypatch.setattr(S, "_gen", fake_gen)
-    monkeypatch.setattr(S.Context, "measure", lambda self, rows: rows[0]["correct"])
-    S.random_stage(ctx, cands, shuffled, [], v)
+    monkeypatch.setattr(Context, "generate", fake_gen)
+    monkeypatch.setattr(Context, "measure", lambda self, rows: rows[0]["correct"])
+    random_stage(ctx, cands, shuffled, [], v)
     assert v.random == {0: 0.6, 3: 0.8} and v.shuffled_random == {0: 0.30000000000000004}
-    kept = S.kept_layers(ctx, cands, v.per_layer, v.random, v.baseline)
+    kept = kept_layers(ctx, cands, v.per_layer, v.random, v.baseline)
     assert kept == []                                     # 0.6 does not beat 0.6; 0.7 does not beat 0.8
-    assert [c.layer for c in S.kept_layers(ctx, shuffled, v.shuffled, v.shuffled_random, v.baseline)] == [0]
+    assert [c.layer for c in kept_layers(ctx, shuffled, v.shuffled, v.shuffled_random, v.baseline)] == [0]

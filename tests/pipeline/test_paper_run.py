@@ -82,21 +82,21 @@ def test_rankings_run_from_the_same_pass(tiny_lm, tmp_path, ranking):
     task = _task(tmp_path, "mmlu", protocol="paper", constrain=True)
     cfg = RunConfig(task="mmlu", n_select=12, n_val=2, n_test=3, batch_size=6, ranking=ranking, variant="S")
     res = corrsteer_run(tiny_lm, tiny_bank(tiny_lm, layers=(1, 3)), task, tmp_path / "o", cfg, sae_source="random")
-    assert res["settings"]["ranking"] == ranking
+    assert res.settings["ranking"] == ranking
     from safetensors.torch import load_file
     stats = load_file(str(tmp_path / "o" / "stats.safetensors"))
     assert stats["layer1.hist"].shape == (2, 23, 40) and "layer1.sum_z2_pos" in stats
 
 
 def test_p_combine_all_and_paper_hook_site(tiny_lm, tmp_path, monkeypatch):
-    import corrsteer.pipeline.stages as S
-    from corrsteer.pipeline.select import variant_p
+    import corrsteer.pipeline.prefix as S
+    from corrsteer.method.variants import variant_p
     monkeypatch.setattr(S, "variant_p", lambda cands, val_acc, base, random=None: variant_p(cands, val_acc, -1.0))
     task = _task(tmp_path, "mmlu", protocol="paper", constrain=True)
     cfg = RunConfig(task="mmlu", n_select=12, n_val=3, n_test=3, batch_size=6, p_combine="all", hook_site="paper",
                     ranking="pearson")
     res = corrsteer_run(tiny_lm, tiny_bank(tiny_lm, layers=(1, 3)), task, tmp_path / "o", cfg, sae_source="random")
-    assert "all kept layers" in res["settings"]["P_combine"] and res["settings"]["hook_site"] == "paper"
+    assert "all kept layers" in res.settings["P_combine"] and res.settings["hook_site"] == "paper"
     doc = json.loads((tmp_path / "o" / "config.json").read_text())
     assert doc["saes"]["layers"]["1"]["hook"] == "blocks.1.hook_resid_pre"
     plan = json.loads((tmp_path / "o" / "plans" / "P.json").read_text())
@@ -121,7 +121,7 @@ def test_seeds_write_the_table(tiny_lm, tmp_path):
 
 
 def test_presets_and_neuronpedia_links():
-    from corrsteer.pipeline.rank import Candidate
+    from corrsteer.method.rank import Candidate
     from corrsteer.sae.presets import apply_preset, feature_links, neuronpedia_url
     cfg = apply_preset(RunConfig(preset="gemma-2-2b"))
     assert (cfg.model, cfg.saes, cfg.layers) == ("google/gemma-2-2b-it", "release:gemma-scope-2b-pt-res-canonical",
@@ -141,7 +141,7 @@ def test_cli_run_on_a_task_path(tiny_lm, tmp_path, monkeypatch, capsys):
     """`corrsteer run --task xstest --task-path DIR` through the CLI (model and SAEs swapped for the tiny ones)."""
     import corrsteer.cli.main as cli
     import corrsteer.tasks.hub_scorers as hs
-    from corrsteer.pipeline import commands
+    from corrsteer.cli import commands
     monkeypatch.setattr(commands, "load_lm", lambda cfg, default=None, device=None: tiny_lm)
     monkeypatch.setattr(commands, "load_saes", lambda lm, cfg: tiny_bank(tiny_lm, layers=(1, 3)))
     alt = _alternating()

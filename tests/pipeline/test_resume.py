@@ -6,10 +6,10 @@ import pytest
 from fakes import FakeTask, tiny_bank
 
 import corrsteer.pipeline.collect
-import corrsteer.pipeline.run
-import corrsteer.pipeline.stages
-from corrsteer.pipeline.checkpoint import MARKER
+import corrsteer.pipeline.report
+import corrsteer.pipeline.runner
 from corrsteer.pipeline.run import RunConfig, corrsteer_run
+from corrsteer.runtime.checkpoint import MARKER
 
 FILES = ("plan.json", "plans/S.json", "plans/A.json", "plans/P.json", "stats.safetensors", "predictions.jsonl",
          "validation.json", "report.md")
@@ -25,7 +25,7 @@ class Counter:
 
     def __init__(self, monkeypatch, kill_at=None):
         self.calls, self.kill_at = [], kill_at
-        for mod in (corrsteer.pipeline.collect, corrsteer.pipeline.stages):
+        for mod in (corrsteer.pipeline.collect, corrsteer.pipeline.runner):
             real = mod.generate_batch
             monkeypatch.setattr(mod, "generate_batch", self.wrap(real, mod.__name__.split(".")[-1]))
 
@@ -88,7 +88,7 @@ def test_kill_then_rerun_redoes_one_batch_and_matches(tiny_lm, tmp_path, monkeyp
 def test_kill_while_writing_outputs_resumes_without_generating(tiny_lm, tmp_path, monkeypatch, clean):
     def die(*a, **kw):
         raise Killed()
-    monkeypatch.setattr(corrsteer.pipeline.run, "write_predictions", die)
+    monkeypatch.setattr(corrsteer.pipeline.report, "write_predictions", die)
     with pytest.raises(Killed):
         _run(tiny_lm, tmp_path)
     assert (tmp_path / MARKER).exists()

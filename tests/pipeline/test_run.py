@@ -29,8 +29,8 @@ def test_run_end_to_end_writes_every_output(tiny_lm, tmp_path):
     split = SteeringPlan.load(tmp_path / "plan.json").split          # what `eval` checks its test split against
     assert {k: split[k] for k in ("task", "n_select", "n_val", "n_test", "seed")} == \
         dict(task="fake", n_select=12, n_val=4, n_test=8, seed=0) and len(split["select_val_sha256"]) == 64
-    assert [c.variant for c in res["comparisons"]] == ["CorrSteer-S", "CorrSteer-A", "CorrSteer-P"]
-    assert [c.variant for c in res["baselines"]] == ["raw-residual", "mean-difference", *RANDOM,
+    assert [c.variant for c in res.report.comparisons] == ["CorrSteer-S", "CorrSteer-A", "CorrSteer-P"]
+    assert [c.variant for c in res.report.baselines] == ["raw-residual", "mean-difference", *RANDOM,
                                                       "control-shuffled-outcome"]
 
 
@@ -60,12 +60,12 @@ def test_run_with_classes_ranks_within_class_and_builds_n(tiny_lm, tmp_path):
     res = corrsteer_run(tiny_lm, bank, task, tmp_path, cfg, sae_source="random")
     doc = json.loads((tmp_path / "config.json").read_text())
     assert doc["settings"]["ranking"] == "auto" and doc["ranking"] == "within-class"
-    assert res["settings"]["ranking"] == "within-class" and res["settings"]["selection_measure"] == "balanced accuracy"
-    assert [c.variant for c in res["comparisons"]] == ["CorrSteer-A", "CorrSteer-N"]
+    assert res.settings["ranking"] == "within-class" and res.settings["selection_measure"] == "balanced accuracy"
+    assert [c.variant for c in res.report.comparisons] == ["CorrSteer-A", "CorrSteer-N"]
     n_plan = SteeringPlan.load(tmp_path / "plans" / "N.json")
     assert n_plan.entries and all(c < 0 for e in n_plan.entries for c in e.coefficients)
     a_plan = SteeringPlan.load(tmp_path / "plans" / "A.json")
-    rand = res["settings"]["control_random_feature_1"]
+    rand = res.settings["control_random_feature_1"]
     assert [int(x.split()[1]) for x in rand.split(", ")] == [e.layer for e in a_plan.entries]   # A's layers (no P)
 
 
@@ -94,7 +94,7 @@ def test_run_prompting_rows_few_shot_from_select_only(tiny_lm, tmp_path):
     for v in by:
         assert f"| {v} |" in report
     assert doc["prompting"] in report and doc["few_shot"] in report
-    assert [c.variant for c in res["prompting"]] == ["prompting", "few-shot", "prompting+P"]
-    assert set(res["vs_p"]) == {"CorrSteer-S", "CorrSteer-A", "raw-residual", "mean-difference", "prompting",
+    assert [c.variant for c in res.report.prompting] == ["prompting", "few-shot", "prompting+P"]
+    assert set(res.report.vs_p) == {"CorrSteer-S", "CorrSteer-A", "raw-residual", "mean-difference", "prompting",
                                 "few-shot", "prompting+P", *RANDOM, "control-shuffled-outcome"}
-    assert res["evaluation"].classes and set(res["evaluation"].scores) == set(res["vs_p"]) | {"CorrSteer-P"}
+    assert res.report.evaluation.classes and set(res.report.evaluation.scores) == set(res.report.vs_p) | {"CorrSteer-P"}

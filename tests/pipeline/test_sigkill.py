@@ -27,9 +27,9 @@ from safetensors.torch import load_file
 
 import corrsteer
 import corrsteer_kernels
-from corrsteer.pipeline.checkpoint import MARKER
-from corrsteer.pipeline.outdir import LOCK
-from corrsteer.pipeline.stages import CKPT_DIR
+from corrsteer.pipeline.runner import CKPT_DIR
+from corrsteer.runtime.checkpoint import MARKER
+from corrsteer.runtime.outdir import LOCK
 from corrsteer.sae.bank import save_sae_dir
 
 HERE = Path(__file__).resolve().parent

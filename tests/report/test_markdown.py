@@ -1,8 +1,8 @@
 """The report: markdown tables and plots from comparisons and features."""
 from fakes import paired_rows
 
-from corrsteer.pipeline.rank import Candidate
-from corrsteer.report.markdown import write_report
+from corrsteer.method.rank import Candidate
+from corrsteer.report.markdown import Report, write_report
 from corrsteer.report.stats import compare
 from corrsteer.report.tables import fmt_p
 
@@ -26,9 +26,9 @@ def test_write_report(tmp_path):
                          coef=1.5 + j) for j in range(5)] for L in (2, 5, 7, 11, 13)}
     layer_r = {L: 0.1 + 0.01 * L for L in range(30)}
     out = tmp_path / "nested" / "run"
-    path = write_report(out, title="MMLU on SmolLM2", comparisons=comps, top_features=top, layer_r=layer_r,
+    path = write_report(out, Report(title="MMLU on SmolLM2", comparisons=comps, top_features=top, layer_r=layer_r,
                         settings={"model": "default", "n_train": 1000, "pool": "max", "lr": 0.00123},
-                        baselines=baselines)
+                        baselines=baselines))
     assert path == out / "report.md" and path.exists()
     text = path.read_text()
     assert "# MMLU on SmolLM2" in text
@@ -45,14 +45,14 @@ def test_write_report(tmp_path):
         assert p.exists() and _is_png(p) and p.stat().st_size > 5000, png
     # pure function of its inputs: same bytes again
     first = text
-    write_report(out, title="MMLU on SmolLM2", comparisons=comps, top_features=top, layer_r=layer_r,
-                 settings={"model": "default", "n_train": 1000, "pool": "max", "lr": 0.00123}, baselines=baselines)
+    write_report(out, Report(title="MMLU on SmolLM2", comparisons=comps, top_features=top, layer_r=layer_r,
+                 settings={"model": "default", "n_train": 1000, "pool": "max", "lr": 0.00123}, baselines=baselines))
     assert path.read_text() == first
 
 
 def test_write_report_empty_inputs(tmp_path):
-    path = write_report(tmp_path / "empty", title="empty", comparisons=[], top_features={}, layer_r={},
-                        settings={})
+    path = write_report(tmp_path / "empty", Report(title="empty", comparisons=[], top_features={}, layer_r={},
+                        settings={}))
     assert path.exists()
     for png in ("r_per_layer.png", "top_features.png"):
         assert _is_png(tmp_path / "empty" / png)
@@ -73,9 +73,9 @@ def test_report_with_classes_prompting_and_headline(tmp_path):
     prompting = [compare("prompting", rows["baseline"], rows["prompting"])]
     vs_p = {"prompting": compare("prompting", rows["CorrSteer-P"], rows["prompting"]).p_value}
     top = {3: [Candidate(layer=3, feature=7, r=0.2, score=0.0, freq=0.1, coef=2.0)]}
-    path = write_report(tmp_path, title="t", comparisons=comps, top_features=top, layer_r={3: 0.2}, settings={},
+    path = write_report(tmp_path, Report(title="t", comparisons=comps, top_features=top, layer_r={3: 0.2}, settings={},
                         evaluation=ev, prompting=prompting, vs_p=vs_p,
-                        prompts={"prompting": "{question}\n\nAnswer with exactly one of: positive, negative."})
+                        prompts={"prompting": "{question}\n\nAnswer with exactly one of: positive, negative."}))
     text = path.read_text()
     results = text[text.index("## Results"):text.index("## Top features")]
     head = results.splitlines()[2]
@@ -107,8 +107,8 @@ def test_report_free_form_distribution(tmp_path):
             for i in range(20)]
     ev = evaluate({"baseline": base, "S": base}, classes=False, n_boot=50)
     comps = [compare("S", base, base)]
-    text = write_report(tmp_path, title="t", comparisons=comps, top_features={}, layer_r={}, settings={},
-                        evaluation=ev).read_text()
+    text = write_report(tmp_path, Report(title="t", comparisons=comps, top_features={}, layer_r={}, settings={},
+                        evaluation=ev)).read_text()
     assert "| baseline | 11 | '7' 50.0%; '0' 5.0%; '10' 5.0% |" in text
     assert "| unsteered (baseline) | 50.0% | — | 0.500 | — | — | — | — |" in text
     assert "constant answer" not in text.split("### Answer distribution")[0].split("Balanced accuracy:")[0]

@@ -1,7 +1,7 @@
 """The report's plots: layers ranked best first, PNG files that are the same bytes for the same inputs."""
 import math
 
-from corrsteer.pipeline.rank import Candidate
+from corrsteer.method.rank import Candidate
 from corrsteer.report.plots import layer_order, plot_r_per_layer, plot_top_features
 
 

@@ -2,8 +2,8 @@
 warnings."""
 import pytest
 
-from corrsteer.pipeline.rank import Candidate
-from corrsteer.report.markdown import write_report
+from corrsteer.method.rank import Candidate
+from corrsteer.report.markdown import Report, write_report
 from corrsteer.report.stats import compare
 from corrsteer.report.text_checks import answer_format, text_section, text_stats
 
@@ -73,13 +73,13 @@ def test_write_report_has_the_text_section(tmp_path):
     steered = _rows([HEDGE] * 20, correct=[1.0] * 20)
     comp = compare("CorrSteer-P", BASE, steered)
     feats = {3: [Candidate(layer=3, feature=7, r=0.4, score=0.4, freq=0.2, coef=1.5)]}
-    path = write_report(tmp_path, title="t", comparisons=[comp], top_features=feats, layer_r={3: 0.4},
+    path = write_report(tmp_path, Report(title="t", comparisons=[comp], top_features=feats, layer_r={3: 0.4},
                         settings={"scorer": "label over {positive, negative}"},
-                        outputs={"baseline": BASE, "CorrSteer-P": steered})
+                        outputs={"baseline": BASE, "CorrSteer-P": steered}))
     md = path.read_text()
     assert "## What steering did to the text" in md and "scored correct for 2 different gold answers" in md
     assert md.index("## Results") < md.index("## What steering did") < md.index("## Top features")
     assert "| scorer | label over {positive, negative} |" in md
-    old = write_report(tmp_path / "old", title="t", comparisons=[comp], top_features=feats, layer_r={3: 0.4},
-                       settings={})
+    old = write_report(tmp_path / "old", Report(title="t", comparisons=[comp], top_features=feats, layer_r={3: 0.4},
+                       settings={}))
     assert "What steering did" not in old.read_text()

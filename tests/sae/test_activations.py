@@ -3,7 +3,7 @@ max_tokens rows, and the forward stopped after the deepest hooked layer."""
 import torch
 
 from corrsteer.model.hooks import HookPoint, capture
-from corrsteer.sae.activations import chat_prefix, collect, collect_to_disk, load_layer, take_tokens
+from corrsteer.sae.activations import chat_prefix, collect_activations, collect_to_disk, load_layer, take_tokens
 
 
 def test_take_tokens_counts_positions_past_the_skip():
@@ -29,7 +29,7 @@ def test_rows_equal_a_plain_forward_and_survive_the_file(tiny_lm, tmp_path):
     g = torch.Generator().manual_seed(0)
     seqs = [torch.randint(5, 400, (n,), generator=g).tolist() for n in (9, 4, 13, 1, 6)]
     points = [HookPoint(0, "post"), HookPoint(2, "pre")]
-    mem = collect(tiny_lm, seqs, points, max_tokens=1000, skip=2, progress=False)
+    mem = collect_activations(tiny_lm, seqs, points, max_tokens=1000, skip=2, progress=False)
     want = {hp: [] for hp in points}
     for s in sorted((s for s in seqs if len(s) > 2), key=len, reverse=True):   # longest first, as batched
         with capture(tiny_lm.layers, points) as store:
@@ -38,7 +38,7 @@ def test_rows_equal_a_plain_forward_and_survive_the_file(tiny_lm, tmp_path):
             want[hp].append(store[hp][0][0, 2:].float())
     for hp in points:
         torch.testing.assert_close(mem[hp], torch.cat(want[hp]), rtol=1e-4, atol=1e-5)
-    first = collect(tiny_lm, seqs, points, max_tokens=20, skip=2, progress=False)
+    first = collect_activations(tiny_lm, seqs, points, max_tokens=20, skip=2, progress=False)
     n = collect_to_disk(tiny_lm, seqs, points, max_tokens=20, folder=tmp_path, skip=2, progress=False)
     assert n == 20
     for hp in points:

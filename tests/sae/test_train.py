@@ -11,7 +11,7 @@ from corrsteer.config import TrainSAEConfig
 from corrsteer.sae import train as train_sae
 from corrsteer.sae.bank import load_bank
 from corrsteer.sae.cache import quality_table
-from corrsteer.sae.train import TopKTrainer, TrainConfig, _TopKDecode, _TopKEncode, evaluate, train_bank
+from corrsteer.sae.train import TopKTrainer, TrainConfig, _TopKDecode, _TopKEncode, sae_quality, train_bank
 from corrsteer.settings import parse_layers
 
 
@@ -67,9 +67,9 @@ def planted(n=6000, d=32, n_feat=96, k=3, seed=0):
 def test_training_recovers_a_planted_sparse_dictionary():
     x = planted()
     tr = TopKTrainer(x[:5000], TrainConfig(d_sae=128, k=4, epochs=25, batch_size=256, lr=3e-3, dead_after=2000))
-    untrained = evaluate(tr.weights(), x[5000:])
+    untrained = sae_quality(tr.weights(), x[5000:])
     sae = tr.fit_from_raw(progress=False).weights()
-    q = evaluate(sae, x[5000:])
+    q = sae_quality(sae, x[5000:])
     # 96 true directions in 32 dims, 3 active per input: training lifts FVE from ~0.4 (data-initialised) to ~0.88;
     # ~32 of the 128 latents are surplus and may die
     assert untrained["fve"] < 0.5 and q["fve"] > 0.85 and q["l0"] <= 4 and q["dead"] < 0.4, (untrained, q)
@@ -86,12 +86,12 @@ def test_quality_counts_dead_latents_over_both_sets_in_two_passes(monkeypatch):
     trainer = TopKTrainer(x[:800], TrainConfig(d_sae=256, k=4, epochs=1, batch_size=128))
     sae = trainer.fit_from_raw(progress=False).weights()
     docs, chat = x[800:1000], x[1000:] * 0.5
-    union = evaluate(sae, torch.cat([docs, chat]))["dead"]
-    assert 0 < union < evaluate(sae, docs)["dead"] and union < evaluate(sae, chat)["dead"]
-    monkeypatch.setattr(train_sae, "evaluate", _counting(train_sae.evaluate))
+    union = sae_quality(sae, torch.cat([docs, chat]))["dead"]
+    assert 0 < union < sae_quality(sae, docs)["dead"] and union < sae_quality(sae, chat)["dead"]
+    monkeypatch.setattr(train_sae, "sae_quality", _counting(train_sae.sae_quality))
     q = train_sae._quality(sae, docs, chat)
-    assert q["dead"] == union and train_sae.evaluate.calls == 2
-    assert q["fve_chat"] == q["fve"] == evaluate(sae, chat)["fve"] and q["fve_docs"] == evaluate(sae, docs)["fve"]
+    assert q["dead"] == union and train_sae.sae_quality.calls == 2
+    assert q["fve_chat"] == q["fve"] == sae_quality(sae, chat)["fve"] and q["fve_docs"] == sae_quality(sae, docs)["fve"]
 
 
 TINY = dict(d_sae=96, k=8, epochs=2, batch_size=128, train_tokens=1500, eval_tokens=400, chat_prompts=24,
@@ -112,9 +112,9 @@ def test_train_bank_saves_resumes_and_loads(tiny_lm, tmp_path, monkeypatch):
     assert bank.layers == [0, 3] and bank[0].sae.d_sae == 96
     before = (tmp_path / "saes" / "blocks.0.hook_resid_post" / "sae_weights.safetensors").stat().st_mtime_ns
     # resume: layer 0 and 3 are done, only 1 is trained; the others are neither retrained nor re-evaluated
-    monkeypatch.setattr(train_sae, "evaluate", _counting(train_sae.evaluate))
+    monkeypatch.setattr(train_sae, "sae_quality", _counting(train_sae.sae_quality))
     again = train_bank(tiny_lm, tmp_path / "saes", layers=[0, 1, 3], cfg=cfg, progress=False)
-    assert again.meta["trained"] == 1 and train_sae.evaluate.calls == 2      # docs, chat: layer 1 only
+    assert again.meta["trained"] == 1 and train_sae.sae_quality.calls == 2      # docs, chat: layer 1 only
     assert (tmp_path / "saes" / "blocks.0.hook_resid_post" / "sae_weights.safetensors").stat().st_mtime_ns == before
     assert [r["fve"] for r in again.rows if r["layer"] != 1] == [r["fve"] for r in rows]
     assert "| 3 | blocks.3.hook_resid_post |" in quality_table(rows)
@@ -160,8 +160,8 @@ def test_run_trains_only_missing_layers_and_never_re_evaluates(tiny_lm, tmp_path
     training writes quality.json/.md (every cached layer) and config.json as `corrsteer train-sae` does."""
     import functools
 
+    from corrsteer.cli import commands
     from corrsteer.config import RunConfig
-    from corrsteer.pipeline import commands
     from corrsteer.sae import cache
 
     monkeypatch.setenv("CORRSTEER_CACHE", str(tmp_path / "cache"))
@@ -177,14 +177,14 @@ def test_run_trains_only_missing_layers_and_never_re_evaluates(tiny_lm, tmp_path
     def boom(*a, **kw):
         raise AssertionError("trained or evaluated again")
     monkeypatch.setattr(cache, "train_bank", boom)
-    monkeypatch.setattr(train_sae, "evaluate", boom)
+    monkeypatch.setattr(train_sae, "sae_quality", boom)
     assert commands.load_saes(tiny_lm, run_cfg).layers == [0, 1]                 # loaded, nothing else
     monkeypatch.undo()
     monkeypatch.setenv("CORRSTEER_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(cache, "TrainSAEConfig", functools.partial(TrainSAEConfig, **TINY))
-    monkeypatch.setattr(train_sae, "evaluate", _counting(train_sae.evaluate))
+    monkeypatch.setattr(train_sae, "sae_quality", _counting(train_sae.sae_quality))
     assert commands.load_saes(tiny_lm, RunConfig(sae_dir=str(sae_dir), layers="0-2", device="cpu")).layers == [0, 1, 2]
-    assert train_sae.evaluate.calls == 2                                   # layer 2 only (docs, chat)
+    assert train_sae.sae_quality.calls == 2                                   # layer 2 only (docs, chat)
     q = json.loads((sae_dir / "quality.json").read_text())
     assert [r["layer"] for r in q["rows"]] == [0, 1, 2]
 

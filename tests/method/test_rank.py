@@ -4,7 +4,7 @@ class and within-class picks the real feature, the default ranking per task kind
 import pytest
 import torch
 
-from corrsteer.pipeline.rank import (
+from corrsteer.method.rank import (
     layer_candidates,
     negative_candidates,
     ranked_features,

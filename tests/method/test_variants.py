@@ -4,10 +4,8 @@ import pytest
 import torch
 from cases import make_sae
 
-from corrsteer.model.hooks import HookPoint
-from corrsteer.model.steer import SteeringPlan
-from corrsteer.pipeline.rank import Candidate, layer_candidates
-from corrsteer.pipeline.select import (
+from corrsteer.method.rank import Candidate, layer_candidates
+from corrsteer.method.variants import (
     mean_difference,
     p_prefixes,
     random_feature_picks,
@@ -16,6 +14,8 @@ from corrsteer.pipeline.select import (
     variant_p,
     variant_s,
 )
+from corrsteer.model.hooks import HookPoint
+from corrsteer.model.steer import SteeringPlan
 from corrsteer.sae.bank import BankEntry, SAEBank
 from corrsteer_kernels import CorrStats
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-import corrsteer.pipeline.checkpoint as checkpoint
-from corrsteer.pipeline.checkpoint import atomic_create_text, atomic_save_tensors, atomic_write_text
+import corrsteer.runtime.checkpoint as checkpoint
+from corrsteer.runtime.checkpoint import atomic_create_text, atomic_save_tensors, atomic_write_text
 
 
 def dead_pid() -> int:

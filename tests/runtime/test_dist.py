@@ -134,7 +134,7 @@ def _fold_all(results):
     from corrsteer_kernels import CorrStats
     col = Collected(sae={0: CorrStats(64)}, raw={}, rows=[])
     for parts in results:
-        fold_batch(col, {"sae.0": parts})
+        fold_batch(col, {"layer0": parts})
     return torch.cat([col.sae[0].features.flatten(), col.sae[0].scalars])
 
 
@@ -144,7 +144,7 @@ def test_rounds_fold_in_batch_order_bit_for_bit(world):
 
     import torch
 
-    from corrsteer.pipeline.dist import SINGLE, rounds
+    from corrsteer.runtime.dist import SINGLE, rounds
     parts = _partials(7)
     want = _fold_all([r for _, got in rounds(7, 0, SINGLE, lambda b: parts[b]) for r in got])
     shared, barrier, out = [None] * world, threading.Barrier(world), {}
@@ -184,9 +184,9 @@ def fake_pg(monkeypatch):
     (None, "crash", ["destroy"]),                       # any other exception: it propagates, no barrier
 ])
 def test_main_leaves_the_job_with_a_barrier_only_after_success(fake_pg, monkeypatch, rc, raises, want):
+    from corrsteer.cli import commands
     from corrsteer.cli import main as cli
-    from corrsteer.pipeline import commands
-    from corrsteer.pipeline.stages import RunError
+    from corrsteer.errors import RunError
 
     def handler(cfg):
         if raises == "run":

@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from corrsteer.pipeline.checkpoint import MARKER
-from corrsteer.pipeline.outdir import LOCK, acquire, owned_out, release
+from corrsteer.runtime.checkpoint import MARKER
+from corrsteer.runtime.outdir import LOCK, acquire, owned_out, release
 from corrsteer.settings import CONFIG_NAME, SettingsError
 
 

@@ -1,5 +1,9 @@
-"""Input checks that need the loaded model (its layer count and context length), made before any training or
-generation: each failure is a SettingsError with one line "<what>, <expected>".
+"""The load stage: the model and the SAE bank a run names, and the input checks that need the loaded model (its layer
+count and context length), made before any training or generation: each failure is a SettingsError with one line
+"<what>, <expected>".
+
+    load_lm(cfg) / load_saes(lm, cfg)                # the model, then the SAEs (trained first where missing)
+    check_run_inputs(lm, task, cfg)                  # every prompt of a run fits the context, before SAEs load
 
     check_layers(lm, cfg.layer_list, cfg.layers)           # --layers within the model's layers
     check_context(lm, [(label, prompt)], max_new)    # every prompt + the tokens to generate fit the context
@@ -8,7 +12,14 @@ generation: each failure is a SettingsError with one line "<what>, <expected>".
 """
 from __future__ import annotations
 
-from corrsteer.settings import SettingsError, format_layers
+from corrsteer.config import ModelOptions, RunConfig
+from corrsteer.model.lm import LM, load_model
+from corrsteer.pipeline.prompting import PromptSet, prompt_set, prompted
+from corrsteer.runtime import dist
+from corrsteer.sae.bank import SAEBank
+from corrsteer.sae.cache import bank_for_run
+from corrsteer.settings import SettingsError, format_layers, one_line
+from corrsteer.tasks.protocols import bind
 
 
 def check_layers(lm, layers: list[int] | None, text: str | None) -> None:
@@ -75,3 +86,43 @@ def check_special_tokens(lm, prompts) -> None:
             raise SettingsError(f"{label} holds {hit!r}, one of {lm.name}'s control tokens, expected plain text "
                                 "(the tokenizer would read it as the real token and the prompt could open or close "
                                 "chat turns)")
+
+
+def load_lm(cfg: ModelOptions, default: str | None = None, device=None, default_from: str = "") -> LM:
+    """The model the settings name (or `default`, which `default_from` names: "--plan F"), on `device` (default:
+    the settings' device); a model that is not there (no such path, not installed, not cached with the hub
+    unreachable, not a model) is a SettingsError naming what gave it."""
+    dev, dtype = cfg.device_dtype()
+    spec = cfg.model or default
+    given = f"--model {spec}" if cfg.model or not default_from else f"{default_from} (built for model {spec})"
+    try:
+        return load_model(spec, device=device or dev, dtype=dtype)
+    except (OSError, ValueError) as e:
+        if isinstance(e, SettingsError):
+            raise SettingsError(str(e).replace(f"--model {spec}", given, 1)) from None
+        raise SettingsError(f"{given}: {one_line(e)}, expected default, gemma3-270m, a .gguf file, a HF model "
+                            "directory, or a hub id that is cached or reachable") from None
+
+
+def load_saes(lm: LM, cfg: RunConfig) -> SAEBank:
+    """The SAE bank of a run (trained first where `--saes trained` misses layers, in one process only)."""
+    _, dtype = cfg.device_dtype()
+    return bank_for_run(lm, cfg, dtype, may_train=dist.env_world() <= 1)
+
+
+def fits_context(lm, task, items, test_items=(), prompts: PromptSet | None = None) -> None:
+    """Every item's prompt, as the model will see it, plus the task's generation length fits the context; so do the
+    test items under each prompting row's template (instruction, few-shot examples), named with the row."""
+    chat = False if task.gen_kwargs.get("formatted") else None
+    check_context(lm, [(f"item {it.id}", it.prompt) for it in items], task.max_new_tokens, chat)
+    for variant, template in (prompts.texts() if prompts else {}).items():
+        check_context(lm, [(f"item {it.id} with the {variant} prompt", prompted(task, it, template).prompt)
+                           for it in test_items], task.max_new_tokens, chat)
+
+
+def check_run_inputs(lm, task, cfg: RunConfig) -> None:
+    """The context checks of corrsteer_run, made right after the model loads (before any SAE is loaded or trained)."""
+    task = bind(task, lm)
+    sel, val_items, test_items = task.split(cfg.n_select, cfg.n_val, cfg.n_test, seed=cfg.seed)
+    fits_context(lm, task, [*sel, *val_items, *test_items], test_items,
+                 prompt_set(task, sel, cfg.few_shot, cfg.seed, test_items))

@@ -1,6 +1,7 @@
 """What each command does, given its checked settings: the CLI parses and dispatches here.
 
-    train_sae | run (also `select`) | evaluate | generate | export | import_vectors | fetch_model (cfg) -> exit status
+    train_sae | run (also `select`) | eval_saved_plan | generate | export | import_vectors | fetch_model
+        (cfg) -> exit status
 
 Inputs are loaded in the order that fails fastest: the task and the output folder before the model, the model
 before the SAEs; every input error is a SettingsError with one line.
@@ -19,7 +20,6 @@ from corrsteer.config import (
     FetchModelConfig,
     GenerateConfig,
     ImportConfig,
-    ModelOptions,
     ReportConfig,
     RunConfig,
     TrainSAEConfig,
@@ -27,42 +27,30 @@ from corrsteer.config import (
 from corrsteer.export.formats import export_plan, get_format
 from corrsteer.export.importers import import_plan
 from corrsteer.model.generate import generate_batch
-from corrsteer.model.lm import LM, WHEELS, load_model, pip_command, wheel_requirements
+from corrsteer.model.lm import WHEELS, pip_command, wheel_requirements
 from corrsteer.model.steer import check_plan_fits, load_plan
 from corrsteer.paths import check_cache_dirs, sae_cache_dir
-from corrsteer.pipeline import dist
-from corrsteer.pipeline.inputs import (
+from corrsteer.pipeline.evaluate import eval_plan
+from corrsteer.pipeline.load import (
     check_context,
     check_layers,
     check_prompt_text,
+    check_run_inputs,
     check_special_tokens,
     check_task_tokens,
+    load_lm,
+    load_saes,
 )
-from corrsteer.pipeline.outdir import owned_out
-from corrsteer.pipeline.run import check_inputs, corrsteer_run, eval_plan
+from corrsteer.pipeline.run import corrsteer_run
 from corrsteer.pipeline.seeds import run_seeds
 from corrsteer.report.render import render
-from corrsteer.sae.bank import SAEBank, layers_covered, sae_layers
-from corrsteer.sae.cache import bank_for_run, quality_table, train_missing, trained_quality
+from corrsteer.runtime import dist
+from corrsteer.runtime.outdir import owned_out
+from corrsteer.sae.bank import layers_covered, sae_layers
+from corrsteer.sae.cache import quality_table, train_missing, trained_quality
 from corrsteer.sae.presets import apply_preset
-from corrsteer.settings import CONFIG_NAME, SettingsError, add_to_config, one_line
+from corrsteer.settings import CONFIG_NAME, SettingsError, add_to_config
 from corrsteer.tasks.load import TASK_FILE_SUFFIXES, check_plan_split, check_split, load_task
-
-
-def load_lm(cfg: ModelOptions, default: str | None = None, device=None, default_from: str = "") -> LM:
-    """The model the settings name (or `default`, which `default_from` names: "--plan F"), on `device` (default:
-    the settings' device); a model that is not there (no such path, not installed, not cached with the hub
-    unreachable, not a model) is a SettingsError naming what gave it."""
-    dev, dtype = cfg.device_dtype()
-    spec = cfg.model or default
-    given = f"--model {spec}" if cfg.model or not default_from else f"{default_from} (built for model {spec})"
-    try:
-        return load_model(spec, device=device or dev, dtype=dtype)
-    except (OSError, ValueError) as e:
-        if isinstance(e, SettingsError):
-            raise SettingsError(str(e).replace(f"--model {spec}", given, 1)) from None
-        raise SettingsError(f"{given}: {one_line(e)}, expected default, gemma3-270m, a .gguf file, a HF model "
-                            "directory, or a hub id that is cached or reachable") from None
 
 
 def protect_task_file(cfg) -> None:
@@ -71,12 +59,6 @@ def protect_task_file(cfg) -> None:
         files.protect("--task-file", cfg.task_file)
     elif cfg.task.endswith(TASK_FILE_SUFFIXES):
         files.protect("--task", cfg.task)
-
-
-def load_saes(lm: LM, cfg: RunConfig) -> SAEBank:
-    """The SAE bank of a run (trained first where `--saes trained` misses layers, in one process only)."""
-    _, dtype = cfg.device_dtype()
-    return bank_for_run(lm, cfg, dtype, may_train=dist.env_world() <= 1)
 
 
 def _join(cfg) -> tuple[dist.Dist, object]:
@@ -122,7 +104,7 @@ def _run(cfg: RunConfig, task, out: str) -> int:
     lm = load_lm(cfg, device=device)
     check_layers(lm, cfg.layer_list, cfg.layers)
     check_task_tokens(lm, task, cfg)     # no chat control token in a task file's prompts
-    check_inputs(lm, task, cfg)          # every prompt fits the context, before SAEs load or train
+    check_run_inputs(lm, task, cfg)          # every prompt fits the context, before SAEs load or train
     profile.step("SAEs")
     bank = load_saes(lm, cfg)
     if cfg.seeds and not cfg.select_only:
@@ -138,7 +120,7 @@ def _run(cfg: RunConfig, task, out: str) -> int:
     if not cfg.select_only:
         print((Path(out) / "report.md").read_text())
         return 0
-    for name, plan in res["plans"].items():
+    for name, plan in res.plans.items():
         feats = ", ".join(f"L{e.layer}:{f}x{c:.3g}" for e in plan.entries for f, c in zip(e.features, e.coefficients))
         print(f"CorrSteer-{name}: {feats or '(nothing kept)'}  -> {out}/plans/{name}.json")
     return 0
@@ -153,7 +135,7 @@ def record_profile(out) -> None:
           f"threads): stages in {Path(out) / CONFIG_NAME}", file=sys.stderr)
 
 
-def evaluate(cfg: EvalConfig) -> int:
+def eval_saved_plan(cfg: EvalConfig) -> int:
     """`corrsteer eval`: a saved plan against the unsteered model on the task's test split."""
     plan = load_plan(cfg.plan)
     task = load_task(cfg)
@@ -164,15 +146,15 @@ def evaluate(cfg: EvalConfig) -> int:
     check_plan_split(task, plan.split, cfg)
     out = cfg.out or f"runs/{task.name}/eval"
     with owned_out(out, cfg.command, lock=dist.env_rank() == 0):
-        return _evaluate(cfg, plan, task, out)
+        return _eval_saved_plan(cfg, plan, task, out)
 
 
-def _evaluate(cfg: EvalConfig, plan, task, out: str) -> int:
+def _eval_saved_plan(cfg: EvalConfig, plan, task, out: str) -> int:
     d, device = _join(cfg)
     lm = load_lm(cfg, default=plan.model, device=device, default_from=f"--plan {cfg.plan}")
     check_plan_fits(plan, cfg.plan, lm)
     check_task_tokens(lm, task, cfg)
-    c = eval_plan(lm, task, plan, out, cfg, dist=d)["comparison"]
+    c = eval_plan(lm, task, plan, out, cfg, dist=d)
     if not d.main:
         return 0
     print(f"{plan.name} on {task.name}: {100 * c.acc:.1f}% [{100 * c.lo:.1f}, {100 * c.hi:.1f}] vs baseline "
@@ -243,7 +225,7 @@ COMMANDS = {
     "train-sae": (train_sae, "train TopK SAEs for a model's layers and cache them (sae-lens format)"),
     "run": (run, "select -> validate -> test CorrSteer S/A/P on a task and write a report"),
     "select": (run, "collect and select only: write statistics and plans, no test"),
-    "eval": (evaluate, "a saved plan vs the unsteered model on the task's test split"),
+    "eval": (eval_saved_plan, "a saved plan vs the unsteered model on the task's test split"),
     "generate": (generate, "baseline and steered answers side by side"),
     "export": (export, "a plan as a llama.cpp control vector, lm-eval steer file, EasySteer/vLLM spec or "
                        "Neuronpedia features"),

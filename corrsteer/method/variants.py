@@ -1,4 +1,4 @@
-"""Selection from the ranked candidates (corrsteer.pipeline.rank): variants S, A, P, and the no-SAE baselines.
+"""Selection from the ranked candidates (corrsteer.method.rank): variants S, A, P, and the no-SAE baselines.
 
 S = the single best feature over all layers (by the ranking's score); A = every layer's top feature together;
 P = those layers' features that beat the unsteered baseline alone on the validation split, together — taken as the
@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import torch
 
-from corrsteer.pipeline.rank import Candidate
+from corrsteer.method.rank import Candidate
 
 
 def variant_s(cands: dict[int, list[Candidate]]) -> list[Candidate]:

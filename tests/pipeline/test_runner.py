@@ -1,11 +1,11 @@
-"""Stages: selection's measure is balanced accuracy where the task has classes, plain accuracy otherwise; the
-ranking a run uses is --ranking resolved for its task."""
+"""The stage runner's Context: selection's measure is balanced accuracy where the task has classes, plain accuracy
+otherwise; the ranking a run uses is --ranking resolved once for its task."""
 from pathlib import Path
 
 import pytest
 
 from corrsteer.config import RunConfig
-from corrsteer.pipeline.stages import Context
+from corrsteer.pipeline.runner import Context
 from corrsteer.tasks.task import Task
 
 # 3 positives answered right, 1 negative answered wrong: accuracy 0.75, balanced accuracy 0.5
@@ -32,7 +32,7 @@ def test_context_ranking_resolves_auto():
 def test_no_candidates_names_the_real_cause():
     """Every positive right, every negative wrong: both outcomes exist, yet within-class ranking has nothing to rank
     because the class predicts correctness; all wrong is the other message."""
-    from corrsteer.pipeline.stages import no_candidates_message
+    from corrsteer.method.rank import no_candidates_message
     rows = [{"gold": "positive", "correct": 1.0}] * 4 + [{"gold": "negative", "correct": 0.0}] * 4
     msg = no_candidates_message(rows, "within-class")
     assert "correctness is fully predicted by the class (every item of each class: negative wrong, positive right; " \

@@ -3,7 +3,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from corrsteer.pipeline.inputs import check_context, check_layers, check_max_new_tokens
+from corrsteer.pipeline.load import check_context, check_layers, check_max_new_tokens
 from corrsteer.settings import SettingsError
 
 

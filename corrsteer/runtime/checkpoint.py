@@ -95,6 +95,14 @@ def vectors_identity(plans: dict) -> dict:
             for name, vecs in plans.items()}
 
 
+def plans_key(model_id: str, task, items, plans: dict, per_batch: int, steer_prompt: bool) -> dict:
+    """Everything a generating stage's rows depend on: the model, the items, the scorer and generation settings,
+    the batch size, and each steering plan's vectors."""
+    return dict(model=model_id, items=items_identity(items), task=task_identity(task), batch_size=per_batch,
+                all_positions=steer_prompt, variants=sorted(plans), **{f"plan {n}": v for n, v in
+                                                                       vectors_identity(plans).items()})
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # stage checkpoints
 # ---------------------------------------------------------------------------------------------------------------
@@ -173,7 +181,3 @@ def mark_in_progress(out: Path, command: str) -> None:
 
 def mark_done(out: Path) -> None:
     (out / MARKER).unlink(missing_ok=True)
-
-
-def in_progress(out) -> bool:
-    return (Path(out) / MARKER).exists()

@@ -30,12 +30,13 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from corrsteer.errors import RunError
+from corrsteer.report.stats import balanced_accuracy
 from corrsteer.settings import SettingsError
 from corrsteer.tasks.task import CLASS_KINDS, Task
 from corrsteer_kernels import CorrStats, RankStats
 
 COEFS = ("mean", "active")
-RANKINGS = ("pearson", "within-class", "mi", "fisher", "caa")
 
 
 def resolve_ranking(ranking: str, task: Task) -> str:
@@ -168,3 +169,38 @@ def negative_candidates(stats_by_layer: dict, layers, ranking: str = "pearson", 
             out[L] = Candidate(layer=L, feature=j, r=float(st.pearson()[j]), score=float(r[j]),
                                freq=float(st.n_active[j]) / max(float(st.n), 1.0), coef=-mean_wrong * scale)
     return out
+
+
+def rank_layers(col, ranking: str, coef: str = "mean", scale: float = 1.0) -> dict[int, list[Candidate]]:
+    """{layer: top-5 features} with positive correlation from the collected statistics (col: a Collected); RunError
+    when there are none."""
+    cands = layer_candidates(col.sae, ranking, k=5, coef=coef, scale=scale, by_class=col.by_class)
+    if not cands:
+        raise RunError(no_candidates_message(col.rows, ranking))
+    return cands
+
+
+def no_candidates_message(rows: list[dict], ranking: str) -> str:
+    """Why no feature was ranked: correctness fully predicted by the class (within-class ranking), or not both
+    right and wrong answers on the select split."""
+    by_class: dict[str, set] = {}
+    for r in rows:
+        by_class.setdefault(str(r["gold"]), set()).add(float(r["correct"]) >= 0.5)
+    both = len(set().union(*by_class.values())) == 2 if by_class else False
+    if ranking == "within-class" and both and all(len(v) == 1 for v in by_class.values()):
+        parts = ", ".join(f"{g} {'right' if True in v else 'wrong'}" for g, v in sorted(by_class.items()))
+        return ("no SAE feature correlates positively with correctness within the classes on the select split: "
+                f"correctness is fully predicted by the class (every item of each class: {parts}; "
+                f"{len(rows)} samples), so the within-class ranking has nothing to rank: try a larger --n-select, "
+                "another task or --ranking pearson")
+    return ("no SAE feature correlates positively with correctness on the select split (accuracy "
+            f"{balanced_accuracy(rows, classes=False):.2f} over {len(rows)} samples), expected both right and wrong "
+            "answers: try a larger --n-select or another task")
+
+
+def shuffled_candidates(col, ranking: str, coef: str = "mean", scale: float = 1.0) -> dict[int, list[Candidate]]:
+    """The shuffled-outcome control's candidates: every layer's features ranked by the run's ranking against the
+    scores permuted within class and batch (pearson for the rankings collection keeps no shuffled statistics of)."""
+    ranking = ranking if ranking in ("pearson", "within-class") else "pearson"
+    return layer_candidates(col.shuffled, ranking, k=1, coef=coef, scale=scale,
+                            by_class=col.shuffled_by_class if ranking == "within-class" else None)

@@ -20,8 +20,9 @@ from pathlib import Path
 
 from corrsteer import files
 from corrsteer.files import LOCK  # noqa: F401  (the lock's name, as the tests and the walk read it)
-from corrsteer.pipeline.checkpoint import MARKER, writable_out
-from corrsteer.settings import CONFIG_NAME, SettingsError
+from corrsteer.runtime.checkpoint import MARKER, mark_in_progress, writable_out
+from corrsteer.runtime.dist import Dist
+from corrsteer.settings import CONFIG_NAME, SettingsError, write_config
 
 
 def acquire(out: Path, command: str) -> Path:
@@ -78,3 +79,20 @@ def owned_out(out: str, command: str, lock: bool = True):
     finally:
         if lock:
             release(path)
+
+
+def start_outputs(out: Path, cfg, d: Dist, outputs: tuple[str, ...], **context) -> None:
+    """At the start of a run into out (rank 0): mark the directory in progress, clear the previous outputs (and
+    plans/*.json where plan.json is one of them) and record the settings with `context` in config.json."""
+    if not d.main:
+        return
+    old = [out / n for n in (*outputs, CONFIG_NAME)] + sorted((out / "plans").glob("*.json"))
+    for path in old:
+        files.refuse_input(path, "--out's output")   # a task file or plan kept inside --out under an output's name
+    mark_in_progress(out, cfg.command)
+    for name in outputs:
+        (out / name).unlink(missing_ok=True)
+    if "plan.json" in outputs and (out / "plans").exists():
+        for p in (out / "plans").glob("*.json"):
+            p.unlink()
+    write_config(out, cfg, world_size=d.world, **context)
