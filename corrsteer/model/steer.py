@@ -27,7 +27,7 @@ from corrsteer_kernels import steer_add_, steering_vectors
 
 
 class FeaturePick(Protocol):
-    """What a plan is built from: one SAE feature of one layer and its coefficient (pipeline.rank.Candidate)."""
+    """What a plan is built from: one SAE feature of one layer and its coefficient (method.rank.Candidate)."""
     layer: int
     feature: int
     coef: float
@@ -56,7 +56,7 @@ class SteeringPlan:
     @classmethod
     def from_features(cls, name, model, sae_source, bank, picks: Sequence[FeaturePick],
                       all_positions=False) -> "SteeringPlan":
-        """picks: objects with .layer, .feature, .coef and .r (pipeline.rank.Candidate); features at the same layer
+        """picks: objects with .layer, .feature, .coef and .r (method.rank.Candidate); features at the same layer
         are summed."""
         by_layer = {}
         for p in picks:

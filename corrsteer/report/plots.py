@@ -10,7 +10,7 @@ from corrsteer.files import atomic_path
 
 
 class RankedFeature(Protocol):
-    """One ranked SAE feature as the report shows it (pipeline.rank.Candidate)."""
+    """One ranked SAE feature as the report shows it (method.rank.Candidate)."""
     feature: int
     r: float
     score: float | None         # the ranking's score (None: not recorded, r is shown)

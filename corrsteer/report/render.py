@@ -41,7 +41,7 @@ class Feature:
 
 
 def feature_dict(c) -> dict:
-    """A ranked candidate (pipeline.rank.Candidate or Feature) as report_inputs.json stores it."""
+    """A ranked candidate (method.rank.Candidate or Feature) as report_inputs.json stores it."""
     return dict(feature=int(c.feature), r=float(c.r), score=None if c.score is None else float(c.score),
                 freq=float(c.freq), coef=float(c.coef))
 
