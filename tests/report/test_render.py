@@ -12,7 +12,7 @@ from corrsteer.cli.main import main
 from corrsteer.report.render import INPUTS, ReportError, read_predictions, render
 
 ROOT = Path(__file__).resolve().parents[2] / "bench" / "results" / "runs"
-RUNS = sorted(p.parent for p in ROOT.glob(f"**/{INPUTS}"))          # the current runs and the archived ones (archive-<date>/<run>)
+RUNS = sorted(p.parent for p in ROOT.glob(f"**/{INPUTS}"))      # the current runs and archive-<date>/<run>
 
 
 def test_the_committed_runs_are_there():
