@@ -57,6 +57,10 @@ def test_bad_predictions_are_one_line_errors(tmp_path):
 
 def test_runs_table_follows_the_intervals():
     from bench.runs_table import row
+    now = {r.name: r for r in RUNS if r.parent == ROOT}                          # the runs of 2026-12-08
+    assert row(now["sentiment"]).endswith("| [27, 20, 7] | not resolved vs constant; worse than prompt, "
+                                          "mean-difference |")
+    assert row(now["arithmetic"]).endswith("| P changed no answer |")
     by = {r.name: r for r in RUNS if r.parent.name == "archive-2026-12-07"}      # the runs of 2026-12-07
     assert row(by["sentiment"]).endswith("| [17, 1, 2, 4, 10] | gain |")
     capitals = row(by["capitals"])
