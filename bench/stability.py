@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import os
 import random
@@ -60,9 +61,19 @@ def _parallel(jobs: int, calls: list[tuple]) -> list:
         return list(pool.map(lambda c: c[0](*c[1:]), calls))
 
 
+def bank_dir(work: Path, seed: int) -> Path:
+    """The SAE folder of one training seed."""
+    return work / "saes" / f"seed-{seed}"
+
+
+def cell_dir(work: Path, task: str, train_seed: int, split_seed: int, tag: str = "") -> Path:
+    """The output folder of one cell's `corrsteer run`."""
+    return work / "runs" / task / f"t{train_seed}-s{split_seed}{tag}"
+
+
 def train(work: Path, seed: int, extra: list[str]) -> Path:
     """The bank of one training seed (trained once; train-sae itself skips layers already there)."""
-    sae_dir = work / "saes" / f"seed-{seed}"
+    sae_dir = bank_dir(work, seed)
     _sh(["corrsteer", "train-sae", "--seed", str(seed), "--sae-dir", str(sae_dir),
          "--keep-activations", str(work / "activations"), *extra], work / f"train-seed-{seed}.log")
     return sae_dir
@@ -77,7 +88,7 @@ def run(work: Path, task: str, sae_dir: Path, train_seed: int, split_seed: int, 
         tag: str = "", start_from: Path | None = None) -> Path:
     """One cell's run (read when finished). start_from: a finished run whose checkpoints are copied first, so the
     stages whose inputs are unchanged (collection, validation) are read, not generated again."""
-    out = work / "runs" / task / f"t{train_seed}-s{split_seed}{tag}"
+    out = cell_dir(work, task, train_seed, split_seed, tag)
     if finished(out):
         return out
     if start_from is not None and not (out / "checkpoints").exists():
@@ -182,15 +193,18 @@ def bank_pair(a: Path, b: Path, layers: list[int]) -> dict:
     return dict(fve_median=fve, matched_share_median=statistics.median(matched), matched_share_min=min(matched))
 
 
+@functools.cache
+def _digest(sae_dir: Path) -> str:
+    """The bank's weight digest (corrsteer.sae.bank.training_record), computed once per folder."""
+    from corrsteer.sae.bank import training_record
+    return training_record(sorted(sae_dir.glob("blocks.*.hook_resid_post")))["digest"]
+
+
 def cached_pair(work: Path, a: Path, b: Path, layers: list[int]) -> dict:
     """bank_pair, kept in work/bank-pairs.json by the banks' digests and layers (the same banks for every task)."""
-    from corrsteer.sae.bank import training_record
-
-    def digest(d: Path) -> str:
-        return training_record(sorted(d.glob("blocks.*.hook_resid_post")))["digest"]
     f = work / "bank-pairs.json"
     got = json.loads(f.read_text()) if f.exists() else {}
-    key = f"{digest(a)} {digest(b)} {layers}"
+    key = f"{_digest(a)} {_digest(b)} {layers}"
     if key not in got:
         got[key] = bank_pair(a, b, layers)
         f.write_text(json.dumps(got, indent=1) + "\n")
@@ -309,21 +323,21 @@ def main():
         os.environ.setdefault("OMP_NUM_THREADS", "1")       # side by side, one thread each (or they stall)
     seeds = _seeds(args.train_seeds)
     if args.finished_only:
-        banks = {t: work / "saes" / f"seed-{t}" for t in seeds}
+        banks = {t: bank_dir(work, t) for t in seeds}
     else:
         first = {seeds[0]: train(work, seeds[0], train_args)}   # collects the activations the other seeds read
         banks = first | dict(zip(seeds[1:], _parallel(args.jobs, [(train, work, t, train_args) for t in seeds[1:]])))
     keys = [(t, s) for t in banks for s in _seeds(args.split_seeds)]
     if args.finished_only:                                   # the table of what is there; nothing is run
-        keys = [k for k in keys if finished(work / "runs" / args.task / f"t{k[0]}-s{k[1]}")]
-        outs = [work / "runs" / args.task / f"t{t}-s{s}" for t, s in keys]
+        keys = [k for k in keys if finished(cell_dir(work, args.task, *k))]
+        outs = [cell_dir(work, args.task, *k) for k in keys]
     else:
         outs = _parallel(args.jobs, [(run, work, args.task, banks[t], t, s, args.run_args) for t, s in keys])
     cells = {(t, s): cell(out, args.reps, 1000 * t + s) for (t, s), out in zip(keys, outs)}
     if args.compare_p_filter:
         extra = [*args.run_args, "--p-filter", args.compare_p_filter, "--variant", "P", "--few-shot", "0"]
         for (t, s), c in cells.items():
-            main_dir = work / "runs" / args.task / c["out"]
+            main_dir = cell_dir(work, args.task, t, s)
             if not rules_differ(main_dir):            # both rules keep the same layers: the same P
                 c["p_filter_" + args.compare_p_filter] = dict(c, same_kept_layers=True)
                 continue
